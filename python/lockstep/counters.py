@@ -1,0 +1,218 @@
+"""Counters in the directory's `cnc.dat` (Aeron CnC layout, Agrona counter records):
+positions, limits and heartbeats that any process can allocate, read and free."""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ._native import c_error, ffi, lib
+from .errors import FileFormatError, InvalidArgumentError
+from .mapped import MappedFile, resolve_dir
+
+__all__ = ["Counters", "Counter", "CounterInfo", "CNC_FILE"]
+
+CNC_FILE = "cnc.dat"
+DEFAULT_MAX_COUNTERS = 1024
+DEFAULT_ERROR_LOG_LENGTH = 1 << 20
+DEFAULT_REUSE_DELAY_MS = 1_000
+
+_HEADER = struct.Struct("<iiiiiiqqq")  # version .. pid, as in cnc_descriptor.h
+_VALUE_LENGTH: int = lib.LS_COUNTER_VALUE_LENGTH
+_META_LENGTH: int = lib.LS_COUNTER_METADATA_LENGTH
+
+_METADATA_DTYPE = np.dtype({
+    "names": ["state", "type_id", "reuse_deadline_ms", "key", "label_length", "label"],
+    "formats": ["<i4", "<i4", "<i8", "V112", "<i4", "S380"],
+    "offsets": [0, 4, 8, 16, 128, 132],
+    "itemsize": _META_LENGTH,
+})
+_VALUES_DTYPE = np.dtype({
+    "names": ["value", "registration_id", "owner_id", "reference_id"],
+    "formats": ["<i8", "<i8", "<i8", "<i8"],
+    "offsets": [0, 8, 16, 24],
+    "itemsize": _VALUE_LENGTH,
+})
+
+STATE_NAMES = {0: "unused", 1: "allocated", -1: "reclaimed", 2: "reserving"}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class CounterInfo:
+    """One counter record as read from the file (a snapshot)."""
+
+    id: int
+    state: str
+    type_id: int
+    label: str
+    key: bytes
+    value: int
+    registration_id: int
+    owner_id: int
+    reference_id: int
+
+
+class Counters:
+    """The counters of a lockstep directory, created on first use."""
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None, *,
+                 max_counters: int = DEFAULT_MAX_COUNTERS, create: bool = True) -> None:
+        self.dir = resolve_dir(dir, create=create)
+        self.path = self.dir / CNC_FILE
+        values_length = max_counters * _VALUE_LENGTH
+        meta_length = max_counters * _META_LENGTH
+        if create:
+            length = lib.LS_CNC_HEADER_LENGTH + meta_length + values_length + DEFAULT_ERROR_LOG_LENGTH
+
+            def init(buf: np.ndarray) -> None:
+                _HEADER.pack_into(buf, 0, 0, 0, 0, meta_length, values_length,
+                                  DEFAULT_ERROR_LOG_LENGTH, 10_000_000_000, _now_ms(), os.getpid())
+                buf[:4] = np.frombuffer(struct.pack("<i", lib.LS_CNC_VERSION), dtype=np.uint8)
+
+            self._file, _ = MappedFile.create_or_open(self.path, length, init)
+        else:
+            try:
+                self._file = MappedFile.open(self.path)
+            except FileNotFoundError:
+                raise FileFormatError(self.path, "no counters file in this directory") from None
+        try:
+            self._open_sections()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open_sections(self) -> None:
+        f = self._file
+        if f.length < lib.LS_CNC_HEADER_LENGTH:
+            raise FileFormatError(self.path, f"length: expected at least {lib.LS_CNC_HEADER_LENGTH}, found {f.length}")
+        version, to_driver, to_clients, meta_len, values_len, error_len, _, start_ms, pid = _HEADER.unpack_from(
+            f.memoryview(), 0)
+        if version != lib.LS_CNC_VERSION:
+            raise FileFormatError(self.path, f"cnc version: expected {lib.LS_CNC_VERSION}, found {version}")
+        if min(to_driver, to_clients, meta_len, values_len, error_len) < 0:
+            raise FileFormatError(self.path, "section lengths: expected non-negative values")
+        meta_at = lib.LS_CNC_HEADER_LENGTH + to_driver + to_clients
+        values_at = meta_at + meta_len
+        self.error_log_offset = values_at + values_len
+        self.error_log_length = error_len
+        if self.error_log_offset + error_len > f.length:
+            raise FileFormatError(
+                self.path, f"length: expected at least {self.error_log_offset + error_len} for the sections in "
+                f"the header, found {f.length}")
+        if meta_at % 8:
+            raise FileFormatError(self.path, f"section offsets: expected multiples of 8, found {meta_at}")
+        self.start_timestamp_ms = start_ms
+        self.pid = pid
+        self._c = ffi.new("ls_counters_t *")
+        base = f.pointer
+        if lib.ls_counters_init(self._c, base + meta_at, meta_len, base + values_at, values_len) < 0:
+            raise c_error(self.path)
+        self._meta = f.array[meta_at:values_at].view(_METADATA_DTYPE)
+        self._values = f.array[values_at:values_at + values_len].view(_VALUES_DTYPE)
+
+    @property
+    def max_counters(self) -> int:
+        return self._c.max_counter_id
+
+    def allocate(self, type_id: int, label: str, *, key: bytes = b"", registration_id: int = 0,
+                 owner_id: int | None = None, reference_id: int = 0) -> "Counter":
+        """Allocate a counter (value 0) owned by `owner_id` (this process's pid by default)."""
+        label_bytes = label.encode("ascii", "replace")
+        cid = lib.ls_counters_allocate(
+            self._c, type_id, key, len(key), label_bytes, len(label_bytes), registration_id,
+            os.getpid() if owner_id is None else owner_id, reference_id, _now_ms())
+        if cid < 0:
+            raise c_error(self.path)
+        return Counter(self, cid)
+
+    def free(self, counter_id: int, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
+        """Free a counter; its record is reused after `reuse_delay_ms` so late readers of the
+        old value are not confused by a new owner at once."""
+        if lib.ls_counters_free(self._c, counter_id, _now_ms() + reuse_delay_ms) < 0:
+            raise c_error(self.path)
+
+    def get(self, counter_id: int) -> int:
+        self._check(counter_id)
+        return lib.ls_counters_get(self._c, counter_id)
+
+    def set(self, counter_id: int, value: int) -> None:
+        self._check(counter_id)
+        lib.ls_counters_set(self._c, counter_id, value)
+
+    def _check(self, counter_id: int) -> None:
+        if not 0 <= counter_id < self._c.max_counter_id:
+            raise InvalidArgumentError(f"counter id: expected 0..{self._c.max_counter_id - 1}, found {counter_id}")
+
+    def info(self, counter_id: int) -> CounterInfo:
+        """A snapshot of one record."""
+        self._check(counter_id)
+        m = self._meta[counter_id]
+        v = self._values[counter_id]
+        label_length = int(m["label_length"])
+        return CounterInfo(
+            id=counter_id,
+            state=STATE_NAMES.get(int(lib.ls_counters_state(self._c, counter_id)), "invalid"),
+            type_id=int(m["type_id"]),
+            label=bytes(m["label"])[:label_length].decode("ascii", "replace"),
+            key=bytes(m["key"]),
+            value=lib.ls_counters_get(self._c, counter_id),
+            registration_id=int(v["registration_id"]),
+            owner_id=int(v["owner_id"]),
+            reference_id=int(v["reference_id"]),
+        )
+
+    def __iter__(self) -> Iterator[CounterInfo]:
+        """Snapshots of the allocated counters, by id."""
+        for cid in np.flatnonzero(self._meta["state"] == lib.LS_COUNTER_RECORD_ALLOCATED):
+            yield self.info(int(cid))
+
+    def close(self) -> None:
+        self._meta = self._values = None
+        self._file.close()
+
+    def __enter__(self) -> "Counters":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Counter:
+    """One allocated counter: an int64 in shared memory (release on write, acquire on read)."""
+
+    __slots__ = ("counters", "id", "_c")
+
+    def __init__(self, counters: Counters, counter_id: int) -> None:
+        self.counters = counters
+        self.id = counter_id
+        self._c = counters._c
+
+    def get(self) -> int:
+        return lib.ls_counters_get(self._c, self.id)
+
+    def set(self, value: int) -> None:
+        lib.ls_counters_set(self._c, self.id, value)
+
+    def add(self, delta: int = 1) -> int:
+        """Atomically add; returns the value before."""
+        return lib.ls_counters_get_and_add(self._c, self.id, delta)
+
+    def propose_max(self, value: int) -> None:
+        """Raise the value to `value` if it is lower (atomic)."""
+        lib.ls_counters_propose_max(self._c, self.id, value)
+
+    def free(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
+        self.counters.free(self.id, reuse_delay_ms)
+
+    def __repr__(self) -> str:
+        return f"Counter(id={self.id}, value={self.get()})"

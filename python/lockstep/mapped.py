@@ -1,0 +1,187 @@
+"""Memory-mapped files in lockstep's directory: created 0600 in a 0700 directory, never
+through a symlink, never another user's, and never seen half-made by another process."""
+
+from __future__ import annotations
+
+import getpass
+import mmap
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ._native import ffi
+from .errors import ClosedError, FileAccessError, FileFormatError
+
+__all__ = ["MappedFile", "default_dir", "resolve_dir"]
+
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+
+
+def default_dir() -> Path:
+    """`$LOCKSTEP_DIR`, else `/dev/shm/lockstep-$USER`, else `<tempdir>/lockstep-$USER`."""
+    env = os.environ.get("LOCKSTEP_DIR")
+    if env:
+        return Path(env)
+    user = _user_name()
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm / f"lockstep-{user}"
+    return Path(tempfile.gettempdir()) / f"lockstep-{user}"
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.geteuid())
+
+
+def resolve_dir(dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
+    """Return the directory to use, creating it 0700 if needed; refuse a symlink, another
+    user's directory, or one others may write to."""
+    path = Path(dir) if dir is not None else default_dir()
+    if create:
+        try:
+            path.mkdir(mode=_DIR_MODE, parents=True)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise FileAccessError(f"{path}: cannot create directory: {e.strerror}") from e
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError as e:
+        raise FileAccessError(f"{path}: no such directory") from e
+    if stat.S_ISLNK(st.st_mode):
+        raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked directories")
+    if not stat.S_ISDIR(st.st_mode):
+        raise FileAccessError(f"{path}: not a directory")
+    if st.st_uid != os.geteuid():
+        raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
+    if st.st_mode & 0o022:
+        raise FileAccessError(
+            f"{path}: others may write here (mode {stat.S_IMODE(st.st_mode):o}); run chmod 700 on it")
+    return path
+
+
+def check_name(name: str) -> str:
+    """A file name inside lockstep's directory: no path separators, no '..'."""
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise FileAccessError(f"{name!r}: not a plain file name inside the lockstep directory")
+    return name
+
+
+class MappedFile:
+    """A whole file mapped shared (or copy-on-write when read-only), with numpy and cffi views."""
+
+    __slots__ = ("path", "length", "writable", "_mmap", "_array", "_pointer")
+
+    def __init__(self, path: Path, mapping: mmap.mmap, writable: bool) -> None:
+        self.path = path
+        self.length = len(mapping)
+        self.writable = writable
+        self._mmap: mmap.mmap | None = mapping
+        self._array = np.frombuffer(mapping, dtype=np.uint8)
+        self._pointer = ffi.from_buffer("uint8_t[]", mapping)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, writable: bool = True) -> "MappedFile":
+        """Map an existing file. A writable open refuses symlinks and other users' files."""
+        path = Path(path)
+        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            if os.path.islink(path):
+                raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
+            raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileAccessError(f"{path}: not a regular file")
+            if writable and st.st_uid != os.geteuid():
+                raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
+            if st.st_size == 0:
+                raise FileFormatError(path, "length: expected a mapped structure, found an empty file")
+            access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_COPY
+            return cls(path, mmap.mmap(fd, st.st_size, access=access), writable)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def create_or_open(
+        cls,
+        path: str | os.PathLike[str],
+        length: int,
+        init: Callable[[np.ndarray], None] | None = None,
+    ) -> tuple["MappedFile", bool]:
+        """Open `path`, or create it with `length` zero bytes (then `init` fills it) and
+        publish it by hard link, so no other process sees it before it is complete.
+        Returns the file and whether this call created it."""
+        path = Path(path)
+        resolve_dir(path.parent)
+        try:
+            return cls.open(path), False
+        except FileNotFoundError:
+            pass
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            os.ftruncate(fd, length)
+            if init is not None:
+                with mmap.mmap(fd, length) as m:
+                    init(np.frombuffer(m, dtype=np.uint8))
+            try:
+                os.link(tmp, path)
+                created = True
+            except FileExistsError:
+                created = False  # another process won the race: use its file
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+        return cls.open(path), created
+
+    @property
+    def array(self) -> np.ndarray:
+        """The file's bytes as a uint8 numpy array (shares memory with the file)."""
+        if self._mmap is None:
+            raise ClosedError(f"{self.path}: closed")
+        return self._array
+
+    @property
+    def pointer(self):  # cffi uint8_t[] cdata
+        """A cffi pointer to the first byte, for the C core."""
+        if self._mmap is None:
+            raise ClosedError(f"{self.path}: closed")
+        return self._pointer
+
+    def memoryview(self) -> memoryview:
+        """A writable (or read-only) memoryview of the whole file."""
+        if self._mmap is None:
+            raise ClosedError(f"{self.path}: closed")
+        return memoryview(self._mmap)
+
+    @property
+    def closed(self) -> bool:
+        return self._mmap is None
+
+    def close(self) -> None:
+        """Unmap. Views still held by the caller keep the mapping alive until they go."""
+        mapping, self._mmap = self._mmap, None
+        if mapping is None:
+            return
+        ffi.release(self._pointer)
+        self._array = None
+        try:
+            mapping.close()
+        except BufferError:
+            pass  # a view is still exported; the mapping goes with the last view
+
+
+__all__ += ["check_name"]

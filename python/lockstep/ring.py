@@ -1,0 +1,262 @@
+"""Agrona-format ring buffers in mapped files: `OneToOneRing` (one producer) and
+`ManyToOneRing` (any number of producer processes), each with one consumer."""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ._native import c_error, ffi, lib
+from .errors import FileFormatError, InvalidArgumentError, LockstepError
+from .mapped import MappedFile
+
+__all__ = ["OneToOneRing", "ManyToOneRing", "ControlledAction", "RingClaim"]
+
+TRAILER_LENGTH: int = lib.LS_RB_TRAILER_LENGTH
+_FULL: int = lib.LS_RB_FULL
+_BATCH = 256
+_NO_LIMIT = (1 << 31) - 1
+
+Buffer = Any  # bytes-like: bytes, bytearray, memoryview, numpy array
+
+
+class ControlledAction(enum.IntEnum):
+    """What a `controlled_read` handler tells the ring to do with the message it was given."""
+
+    ABORT = 1  # stop; the message stays in the ring
+    BREAK = 2  # consume it and stop
+    COMMIT = 3  # consume everything so far now, continue
+    CONTINUE = 4  # continue; consume at the end of the read
+
+
+def _check_capacity(capacity: int) -> None:
+    if capacity < lib.LS_RB_MIN_CAPACITY or capacity & (capacity - 1) or capacity > 1 << 30:
+        raise InvalidArgumentError(
+            f"capacity: expected a power of two in [{lib.LS_RB_MIN_CAPACITY}, 2**30], found {capacity}")
+
+
+class _Ring:
+    _many_producers: bool = False
+
+    def __init__(self, path: str | os.PathLike[str], capacity: int | None = None) -> None:
+        self.path = Path(path)
+        if capacity is not None:
+            _check_capacity(capacity)
+            self._file, _ = MappedFile.create_or_open(self.path, capacity + TRAILER_LENGTH)
+        else:
+            try:
+                self._file = MappedFile.open(self.path)
+            except FileNotFoundError:
+                raise LockstepError(f"{self.path}: no ring here; pass capacity= to create one") from None
+        rb = ffi.new("ls_ring_buffer_t *")
+        if lib.ls_rb_init(rb, self._file.pointer, self._file.length, self._many_producers) < 0:
+            error = c_error(self.path)
+            self._file.close()
+            raise error
+        if capacity is not None and rb.capacity != capacity:
+            found = rb.capacity
+            self._file.close()
+            raise FileFormatError(self.path, f"capacity: expected {capacity}, found {found}")
+        self._rb = rb
+        self._view = self._file.memoryview()
+        self._types = ffi.new("int32_t[]", _BATCH)
+        self._offsets = ffi.new("int32_t[]", _BATCH)
+        self._lengths = ffi.new("int32_t[]", _BATCH)
+        self._consumed = ffi.new("int64_t[]", _BATCH)
+        self._scanned = ffi.new("int64_t *")
+
+    # -- producer -------------------------------------------------------------------------
+
+    def write(self, msg_type_id: int, data: Buffer) -> bool:
+        """Copy one message in. False when the ring is full (back-pressure; nothing is
+        overwritten); raises InvalidArgumentError for type id < 1 or data > max_message_length."""
+        try:
+            rc = lib.ls_rb_write(self._rb, msg_type_id, data, len(data))
+        except TypeError:  # not bytes: bytearray, memoryview, numpy
+            rc = lib.ls_rb_write(self._rb, msg_type_id, ffi.from_buffer(data), memoryview(data).nbytes)
+        if rc == 0:
+            return True
+        if rc == _FULL:
+            return False
+        raise c_error(self.path)
+
+    def try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
+        """Reserve `length` bytes to fill in place; None when the ring is full. Commit or
+        abort the claim (a `with` block commits, or aborts on an exception)."""
+        index = lib.ls_rb_try_claim(self._rb, msg_type_id, length)
+        if index >= 0:
+            return RingClaim(self, index, length)
+        if index == _FULL:
+            return None
+        raise c_error(self.path)
+
+    def next_correlation_id(self) -> int:
+        """A ring-wide unique, increasing id (Agrona's correlation counter)."""
+        return lib.ls_rb_next_correlation_id(self._rb)
+
+    # -- consumer -------------------------------------------------------------------------
+
+    def read(self, handler: Callable[[int, memoryview], Any], limit: int = _NO_LIMIT) -> int:
+        """Hand up to `limit` messages to `handler(msg_type_id, data)` and consume them.
+        `data` views the ring and is valid only during the call. Returns the count."""
+        rb, view, types, offsets, lengths = self._rb, self._view, self._types, self._offsets, self._lengths
+        total = 0
+        while total < limit:
+            want = min(limit - total, _BATCH)
+            n = lib.ls_rb_scan(rb, types, offsets, lengths, self._consumed, want, self._scanned)
+            if n < 0:
+                raise c_error(self.path)
+            i = 0
+            try:
+                for i in range(n):
+                    offset = offsets[i]
+                    handler(types[i], view[offset:offset + lengths[i]])
+            except BaseException:
+                lib.ls_rb_consume(rb, self._consumed[i])
+                raise
+            lib.ls_rb_consume(rb, self._scanned[0])
+            total += n
+            if n < want:
+                break
+        return total
+
+    def controlled_read(
+        self, handler: Callable[[int, memoryview], ControlledAction], limit: int = _NO_LIMIT
+    ) -> int:
+        """Like `read`, but the handler returns a `ControlledAction` per message."""
+        rb, view = self._rb, self._view
+        n = lib.ls_rb_scan(rb, self._types, self._offsets, self._lengths, self._consumed,
+                           min(limit, _BATCH), self._scanned)
+        if n < 0:
+            raise c_error(self.path)
+        done = 0  # bytes already consumed in this call
+        handled = 0
+        end = self._scanned[0]
+        try:
+            for i in range(n):
+                offset = self._offsets[i]
+                action = handler(self._types[i], view[offset:offset + self._lengths[i]])
+                if action == ControlledAction.ABORT:
+                    end = self._consumed[i - 1] if i else 0
+                    break
+                handled += 1
+                if action == ControlledAction.BREAK:
+                    end = self._consumed[i]
+                    break
+                if action == ControlledAction.COMMIT:
+                    lib.ls_rb_consume(rb, self._consumed[i] - done)
+                    done = self._consumed[i]
+        except BaseException:
+            lib.ls_rb_consume(rb, self._consumed[handled] - done)
+            raise
+        lib.ls_rb_consume(rb, max(end - done, 0))
+        return handled
+
+    def unblock(self) -> bool:
+        """Free the ring from a producer that died between claim and commit: turn its record
+        (or the unwritten gap) into padding. Call it only when the consumer position has not
+        moved for a timeout while size() > 0. Returns whether anything was unblocked."""
+        return bool(lib.ls_rb_unblock(self._rb))
+
+    @property
+    def consumer_heartbeat_time(self) -> int:
+        """The consumer's last heartbeat (epoch ms), for producers checking it is alive."""
+        return lib.ls_rb_consumer_heartbeat_time_value(self._rb)
+
+    def heartbeat(self, now_ms: int | None = None) -> None:
+        """Record that the consumer is alive (epoch ms; now by default)."""
+        lib.ls_rb_consumer_heartbeat_time(self._rb, int(time.time() * 1000) if now_ms is None else now_ms)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Data bytes (a power of two); the file is capacity + 768 trailer bytes."""
+        return self._rb.capacity
+
+    @property
+    def max_message_length(self) -> int:
+        """The longest payload one message may have (capacity / 8)."""
+        return self._rb.max_message_length
+
+    def size(self) -> int:
+        """Bytes written and not yet consumed (record headers and padding included)."""
+        return lib.ls_rb_size(self._rb)
+
+    @property
+    def producer_position(self) -> int:
+        return lib.ls_rb_producer_position(self._rb)
+
+    @property
+    def consumer_position(self) -> int:
+        return lib.ls_rb_consumer_position(self._rb)
+
+    def close(self) -> None:
+        """Unmap the ring; the file stays for other processes."""
+        if not self._file.closed:
+            self._view.release()
+            self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"capacity={self.capacity} size={self.size()}"
+        return f"{type(self).__name__}({str(self.path)!r}, {state})"
+
+
+class RingClaim:
+    """Space claimed in a ring: fill `buffer`, then `commit()` (or `abort()`)."""
+
+    __slots__ = ("_ring", "index", "buffer", "_done")
+
+    def __init__(self, ring: _Ring, index: int, length: int) -> None:
+        self._ring = ring
+        self.index = index
+        self.buffer: memoryview = ring._view[index:index + length]
+        self._done = False
+
+    def commit(self) -> None:
+        """Make the message visible to the consumer."""
+        self._finish(lib.ls_rb_commit)
+
+    def abort(self) -> None:
+        """Give the space back as padding; the consumer skips it."""
+        self._finish(lib.ls_rb_abort)
+
+    def _finish(self, op) -> None:
+        if self._done:
+            raise LockstepError("claim already committed or aborted")
+        self._done = True
+        self.buffer.release()
+        if op(self._ring._rb, self.index) < 0:
+            raise c_error(self._ring.path)
+
+    def __enter__(self) -> "RingClaim":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._done:
+            self.commit() if exc_type is None else self.abort()
+
+
+class OneToOneRing(_Ring):
+    """A ring with one producer and one consumer (single-writer tail: the fastest)."""
+
+    _many_producers = False
+
+
+class ManyToOneRing(_Ring):
+    """A ring any number of producers (threads or processes) write into; one consumer."""
+
+    _many_producers = True
