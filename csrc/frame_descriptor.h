@@ -1,0 +1,38 @@
+/* Aeron data frame header (protocol/aeron_udp_protocol.h; spec §3): 32 bytes, frames aligned
+ * to 32, frame length written last with release (0 = not yet written). */
+#ifndef LS_FRAME_DESCRIPTOR_H
+#define LS_FRAME_DESCRIPTOR_H
+
+#define LS_FRAME_LENGTH_OFFSET 0
+#define LS_FRAME_VERSION_OFFSET 4
+#define LS_FRAME_FLAGS_OFFSET 5
+#define LS_FRAME_TYPE_OFFSET 6
+#define LS_FRAME_TERM_OFFSET_OFFSET 8
+#define LS_FRAME_SESSION_ID_OFFSET 12
+#define LS_FRAME_STREAM_ID_OFFSET 16
+#define LS_FRAME_TERM_ID_OFFSET 20
+#define LS_FRAME_RESERVED_VALUE_OFFSET 24
+#define LS_DATA_HEADER_LENGTH 32
+#define LS_FRAME_ALIGNMENT 32
+
+#define LS_FRAME_VERSION 0
+#define LS_FRAME_FLAG_BEGIN 0x80
+#define LS_FRAME_FLAG_END 0x40
+#define LS_FRAME_FLAG_EOS 0x20
+#define LS_FRAME_FLAGS_UNFRAGMENTED (LS_FRAME_FLAG_BEGIN | LS_FRAME_FLAG_END)
+
+#define LS_FRAME_TYPE_PAD 0
+#define LS_FRAME_TYPE_DATA 1
+#define LS_FRAME_TYPE_NAK 2
+#define LS_FRAME_TYPE_SM 3
+#define LS_FRAME_TYPE_ERR 4
+#define LS_FRAME_TYPE_SETUP 5
+#define LS_FRAME_TYPE_RTTM 6
+#define LS_FRAME_TYPE_RES 7
+#define LS_FRAME_TYPE_ATS_DATA 8
+#define LS_FRAME_TYPE_ATS_SETUP 9
+#define LS_FRAME_TYPE_ATS_SM 10
+#define LS_FRAME_TYPE_RSP_SETUP 11
+#define LS_FRAME_TYPE_EXT (-1)
+
+#endif

@@ -1,0 +1,75 @@
+/* One subscriber's view of one publisher session's log: reads committed frames from its
+ * position (acquire on frame length, padding skipped), reassembles fragmented messages,
+ * keeps the position in a shared counter, and unblocks a log whose writer died mid-frame. */
+#ifndef LS_IMAGE_H
+#define LS_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "logbuffer.h"
+
+typedef struct ls_frame_header_stct
+{
+    int64_t position;      /* stream position just after this message's last frame */
+    int32_t term_id;       /* of the message's first frame */
+    int32_t term_offset;   /* of the message's first frame */
+    int32_t session_id;
+    int32_t stream_id;
+    int32_t frame_length;  /* of the last frame */
+    uint8_t flags;         /* as a whole message: 0xC0 once reassembled */
+    int16_t type;
+    int64_t reserved_value;
+} ls_frame_header_t;
+
+typedef void (*ls_fragment_handler_t)(
+    const uint8_t *data, size_t length, const ls_frame_header_t *header, void *clientd);
+
+typedef struct ls_image_stct
+{
+    ls_logbuffer_t log;
+    int64_t *position;      /* this subscriber's position counter (shared memory) */
+    uint8_t *assembly;      /* reassembly buffer for fragmented messages (malloc'd) */
+    size_t assembly_capacity;
+    size_t assembly_length;
+    int32_t assembly_term_id;
+    int32_t assembly_term_offset;
+    int64_t assembly_reserved_value;
+} ls_image_t;
+
+/* Validates the log and starts at `position`, which is stored into *position_counter. */
+int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position);
+void ls_image_close(ls_image_t *image); /* frees the reassembly buffer */
+
+/* Hands up to `fragment_limit` fragments' worth of whole messages to `handler`, advancing
+ * the position (release) past them and past padding. Returns fragments read, or -1 with
+ * LS_EFORMAT when a frame header is corrupt (length/type/term offset out of range). */
+int64_t ls_image_poll(ls_image_t *image, ls_fragment_handler_t handler, void *clientd, int32_t fragment_limit);
+
+/* Batch form for bindings (one call per batch; the position is NOT moved: call
+ * ls_image_set_position with end or a message's position when done). Fills, per whole
+ * message: where its payload is (data_offsets: offset into the term partition of
+ * partitions[i], or -1 when it is in the reassembly buffer `image->assembly`), its payload
+ * length and its header. Stops after a reassembled message (the buffer is reused by the
+ * next scan), at the end of the term, or at fragment_limit. *end_position = position after
+ * the last frame looked at (padding included). Returns the message count or -1 (corrupt). */
+int32_t ls_image_scan(
+    ls_image_t *image,
+    int32_t fragment_limit,
+    int32_t *partitions,
+    int32_t *data_offsets,
+    int32_t *lengths,
+    ls_frame_header_t *headers,
+    int64_t *end_position);
+
+int64_t ls_image_position(const ls_image_t *image);
+void ls_image_set_position(ls_image_t *image, int64_t position);
+/* True when the frame at the position is not yet written (length 0) but the tail is beyond
+ * it: the binding times this and calls ls_image_unblock after the unblock timeout. */
+bool ls_image_is_blocked(const ls_image_t *image);
+/* Pads (CAS on the length from 0) the gap at the position up to the next written frame, or
+ * the tail, or the term end; returns whether it did. Aeron's term unblocker. */
+bool ls_image_unblock(ls_image_t *image);
+
+#endif

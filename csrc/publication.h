@@ -1,0 +1,87 @@
+/* Publishing into a log buffer: shared (many writers in many processes claim space with an
+ * atomic add on the raw tail) or exclusive (one writer keeps the tail locally and releases
+ * it). The publisher limit comes from the subscribers' position counters (Aeron's IPC rule:
+ * slowest live subscriber + window). Return values are Aeron's. */
+#ifndef LS_PUBLICATION_H
+#define LS_PUBLICATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "counters.h"
+#include "logbuffer.h"
+
+#define LS_PUBLICATION_NOT_CONNECTED (-1)
+#define LS_PUBLICATION_BACK_PRESSURED (-2)
+#define LS_PUBLICATION_ADMIN_ACTION (-3)
+#define LS_PUBLICATION_CLOSED (-4)
+#define LS_PUBLICATION_MAX_POSITION_EXCEEDED (-5)
+#define LS_PUBLICATION_ERROR (-6) /* bad argument; see ls_errmsg() */
+
+#define LS_PUBLICATION_MAX_SUBSCRIBERS 64
+
+typedef struct ls_publication_stct
+{
+    ls_logbuffer_t log;
+    bool exclusive;
+    bool closed;
+    int64_t window_length;
+    int64_t position_limit; /* cached; recomputed from the subscribers when reached */
+    /* Subscriber position counters that bound this publisher; kept current by the binding
+     * (discovery of new subscribers, eviction of dead ones). None means NOT_CONNECTED. */
+    ls_counters_t *counters;
+    int32_t subscriber_position_ids[LS_PUBLICATION_MAX_SUBSCRIBERS];
+    int32_t subscriber_count;
+    int32_t publisher_limit_id; /* counter mirroring position_limit, or -1 */
+    /* Exclusive writer state (unused when shared). */
+    int32_t term_id;
+    int32_t term_offset;
+    int32_t partition_index;
+    int64_t term_begin_position;
+} ls_publication_t;
+
+typedef struct ls_buffer_claim_stct
+{
+    uint8_t *frame;  /* the frame header of the claim */
+    uint8_t *data;   /* where the payload goes */
+    int32_t length;  /* payload length */
+} ls_buffer_claim_t;
+
+/* Validates the log (ls_logbuffer_init) and takes the exclusive writer state from its tail.
+ * `counters` may be NULL (then no subscriber can connect). */
+int ls_publication_init(
+    ls_publication_t *pub, void *memory, size_t length, bool exclusive, ls_counters_t *counters);
+
+/* Appends one message, fragmenting it into frames of at most mtu when it is longer than
+ * max_payload_length (flags BEGIN..END). Returns the new position (> 0) or a status above.
+ * A term rotation is retried internally, so ADMIN_ACTION is rare (another shared writer
+ * still rotating). Messages longer than max_message_length return LS_PUBLICATION_ERROR. */
+int64_t ls_publication_offer(ls_publication_t *pub, const uint8_t *data, size_t length, int64_t reserved_value);
+
+/* Offers data[offsets[i] .. offsets[i] + lengths[i]) for i < count, in order, stopping at
+ * the first that cannot go. *accepted = how many went. Returns the position after the
+ * last one accepted, or the status that stopped the first. */
+int64_t ls_publication_offer_batch(
+    ls_publication_t *pub,
+    const uint8_t *data,
+    const int64_t *offsets,
+    const int32_t *lengths,
+    int32_t count,
+    int32_t *accepted);
+
+/* Claims one unfragmented frame of `length` (<= max_payload_length) to fill in place; the
+ * claim is published by ls_buffer_claim_commit or turned into padding by ..._abort. */
+int64_t ls_publication_try_claim(ls_publication_t *pub, int32_t length, ls_buffer_claim_t *claim);
+int ls_buffer_claim_commit(ls_buffer_claim_t *claim);
+int ls_buffer_claim_abort(ls_buffer_claim_t *claim);
+
+/* Current position (exclusive: local; shared: from the raw tail). */
+int64_t ls_publication_position(const ls_publication_t *pub);
+/* Recomputes position_limit = min(subscriber positions) + window and mirrors it to the
+ * publisher limit counter; returns it (or LS_PUBLICATION_NOT_CONNECTED with none). */
+int64_t ls_publication_refresh_limit(ls_publication_t *pub);
+/* Marks closed; an exclusive publication also sets the end-of-stream position. */
+void ls_publication_close(ls_publication_t *pub);
+
+#endif
