@@ -188,6 +188,28 @@ void ls_counters_propose_max(ls_counters_t *counters, int32_t counter_id, int64_
     }
 }
 
+int32_t ls_counters_find_stream(
+    const ls_counters_t *counters, int32_t type_id, int32_t session_id, int32_t stream_id, int32_t *ids, int32_t max_ids)
+{
+    int32_t found = 0;
+    for (int32_t id = 0; id < counters->max_counter_id; id++)
+    {
+        const uint8_t *meta = LS_META(counters, id);
+        if (LS_COUNTER_RECORD_ALLOCATED == ls_get_acquire_i32(meta + LS_COUNTER_STATE_OFFSET) &&
+            type_id == ls_get_plain_i32(meta + LS_COUNTER_TYPE_ID_OFFSET) &&
+            session_id == ls_get_plain_i32(meta + LS_COUNTER_KEY_OFFSET + LS_STREAM_KEY_SESSION_ID_OFFSET) &&
+            stream_id == ls_get_plain_i32(meta + LS_COUNTER_KEY_OFFSET + LS_STREAM_KEY_STREAM_ID_OFFSET))
+        {
+            if (found < max_ids)
+            {
+                ids[found] = id;
+            }
+            found++;
+        }
+    }
+    return found;
+}
+
 int64_t *ls_counters_value_addr(ls_counters_t *counters, int32_t counter_id)
 {
     return (int64_t *)(LS_VALUE(counters, counter_id) + LS_COUNTER_VALUE_OFFSET);

@@ -38,6 +38,10 @@ void ls_counters_set(ls_counters_t *counters, int32_t counter_id, int64_t value)
 int64_t ls_counters_get_and_add(ls_counters_t *counters, int32_t counter_id, int64_t delta);
 /* Raises the value to `value` if it is lower (monotonic positions). */
 void ls_counters_propose_max(ls_counters_t *counters, int32_t counter_id, int64_t value);
+/* Ids of the allocated counters of `type_id` whose stream key names (session_id, stream_id),
+ * at most max_ids of them, lowest id first; returns how many matched in all. */
+int32_t ls_counters_find_stream(
+    const ls_counters_t *counters, int32_t type_id, int32_t session_id, int32_t stream_id, int32_t *ids, int32_t max_ids);
 int64_t *ls_counters_value_addr(ls_counters_t *counters, int32_t counter_id);
 
 #endif

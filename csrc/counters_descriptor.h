@@ -32,8 +32,15 @@
 
 #define LS_COUNTER_NOT_FREE_TO_REUSE INT64_MAX
 
-/* lockstep's type ids start above Aeron's (spec: new projects use ids above 1000). */
-#define LS_COUNTER_TYPE_SUBSCRIBER_POSITION 1001
-#define LS_COUNTER_TYPE_PUBLISHER_LIMIT 1002
+/* Type ids, Aeron's where the meaning is Aeron's (spec §4); lockstep's own are above 1000. */
+#define LS_COUNTER_TYPE_PUBLISHER_LIMIT 1
+#define LS_COUNTER_TYPE_SUBSCRIBER_POSITION 4
+#define LS_COUNTER_TYPE_CLIENT_HEARTBEAT 11
+
+/* Key of a stream's counters (publisher limit, subscriber position): which log they bound. */
+#define LS_STREAM_KEY_REGISTRATION_ID_OFFSET 0
+#define LS_STREAM_KEY_SESSION_ID_OFFSET 8
+#define LS_STREAM_KEY_STREAM_ID_OFFSET 12
+#define LS_STREAM_KEY_LENGTH 16
 
 #endif

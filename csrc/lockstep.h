@@ -4,7 +4,10 @@
 
 #include "cnc_descriptor.h"
 #include "counters.h"
+#include "image.h"
+#include "logbuffer.h"
 #include "ls_error.h"
+#include "publication.h"
 #include "ring_buffer.h"
 
 #endif

@@ -28,8 +28,8 @@ typedef struct ls_publication_stct
     bool closed;
     int64_t window_length;
     int64_t position_limit; /* cached; recomputed from the subscribers when reached */
-    /* Subscriber position counters that bound this publisher; kept current by the binding
-     * (discovery of new subscribers, eviction of dead ones). None means NOT_CONNECTED. */
+    /* Subscriber position counters that bound this publisher, found by
+     * ls_publication_refresh_limit (the binding frees dead subscribers' counters). */
     ls_counters_t *counters;
     int32_t subscriber_position_ids[LS_PUBLICATION_MAX_SUBSCRIBERS];
     int32_t subscriber_count;
@@ -78,8 +78,9 @@ int ls_buffer_claim_abort(ls_buffer_claim_t *claim);
 
 /* Current position (exclusive: local; shared: from the raw tail). */
 int64_t ls_publication_position(const ls_publication_t *pub);
-/* Recomputes position_limit = min(subscriber positions) + window and mirrors it to the
- * publisher limit counter; returns it (or LS_PUBLICATION_NOT_CONNECTED with none). */
+/* Finds this log's subscriber position counters (type SUBSCRIBER_POSITION, stream key =
+ * this session and stream), recomputes position_limit = min(their positions) + window and
+ * mirrors it to the publisher limit counter; returns it (LS_PUBLICATION_NOT_CONNECTED with none). */
 int64_t ls_publication_refresh_limit(ls_publication_t *pub);
 /* Marks closed; an exclusive publication also sets the end-of-stream position. */
 void ls_publication_close(ls_publication_t *pub);

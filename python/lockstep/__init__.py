@@ -1,6 +1,6 @@
 """lockstep: Aeron-style log-based messaging for Python with a C core.
 
-Rings (Agrona format) and, later, logs (Aeron format) live in memory-mapped files in
+Rings (Agrona format) and logs (Aeron format) live in memory-mapped files in
 `$LOCKSTEP_DIR` (default `/dev/shm/lockstep-$USER`), shared by processes on one host.
 """
 
@@ -23,12 +23,26 @@ from .idle import (
     YieldingIdleStrategy,
     idle_strategy,
 )
+from .logbuffer import LogBuffer
 from .mapped import default_dir
+from .publication import (
+    ADMIN_ACTION,
+    BACK_PRESSURED,
+    CLOSED,
+    MAX_POSITION_EXCEEDED,
+    NOT_CONNECTED,
+    BufferClaim,
+    Publication,
+    status_name,
+)
 from .ring import ControlledAction, ManyToOneRing, OneToOneRing, RingClaim
+from .subscription import Batch, Header, Image, Subscription
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ADMIN_ACTION", "BACK_PRESSURED", "CLOSED", "MAX_POSITION_EXCEEDED", "NOT_CONNECTED",
+    "Batch", "BufferClaim", "Header", "Image", "LogBuffer", "Publication", "Subscription", "status_name",
     "BackoffIdleStrategy", "BusySpinIdleStrategy", "ClosedError", "ControlledAction", "Counter",
     "CounterInfo", "Counters", "FileAccessError", "FileFormatError", "IdleStrategy",
     "InvalidArgumentError", "LockstepError", "ManyToOneRing", "NoOpIdleStrategy", "OneToOneRing",

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ._native import c_error, ffi, lib
-from .errors import FileFormatError, InvalidArgumentError
+from .errors import ClosedError, FileFormatError, InvalidArgumentError
 from .mapped import MappedFile, resolve_dir
 
 __all__ = ["Counters", "Counter", "CounterInfo", "CNC_FILE"]
@@ -171,14 +171,30 @@ class Counters:
             reference_id=int(v["reference_id"]),
         )
 
+    def find_stream(self, type_id: int, session_id: int, stream_id: int) -> list[CounterInfo]:
+        """Allocated counters of `type_id` keyed by a log's (session, stream): its subscribers'
+        positions or its publishers' limits."""
+        ids = ffi.new("int32_t[]", self._c.max_counter_id)
+        n = lib.ls_counters_find_stream(self._c, type_id, session_id, stream_id, ids, self._c.max_counter_id)
+        return [self.info(ids[i]) for i in range(min(n, self._c.max_counter_id))]
+
     def __iter__(self) -> Iterator[CounterInfo]:
         """Snapshots of the allocated counters, by id."""
         for cid in np.flatnonzero(self._meta["state"] == lib.LS_COUNTER_RECORD_ALLOCATED):
             yield self.info(int(cid))
 
     def close(self) -> None:
+        """Unmap (once no `Counter` of this object is alive: each keeps the mapping, so a
+        counter never reads unmapped memory). Using this object afterwards raises ClosedError."""
         self._meta = self._values = None
+        self.__dict__.pop("_c", None)
         self._file.close()
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: `_c` is gone once closed.
+        if name == "_c":
+            raise ClosedError(f"{self.__dict__.get('path')}: counters are closed")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __enter__(self) -> "Counters":
         return self
@@ -190,12 +206,14 @@ class Counters:
 class Counter:
     """One allocated counter: an int64 in shared memory (release on write, acquire on read)."""
 
-    __slots__ = ("counters", "id", "_c")
+    __slots__ = ("counters", "id", "_c", "_mapping")
 
     def __init__(self, counters: Counters, counter_id: int) -> None:
         self.counters = counters
         self.id = counter_id
         self._c = counters._c
+        # A buffer export of the mapping: `_c` points into it, so it must outlive close().
+        self._mapping = counters._file.array
 
     def get(self) -> int:
         return lib.ls_counters_get(self._c, self.id)

@@ -42,8 +42,8 @@ def _user_name() -> str:
 
 
 def resolve_dir(dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
-    """Return the directory to use, creating it 0700 if needed; refuse a symlink, another
-    user's directory, or one others may write to."""
+    """Return the directory to use, creating it 0700 if needed; refuse a symlink, a directory
+    of another user (root's is fine), or one others may write to unless it is sticky (/tmp)."""
     path = Path(dir) if dir is not None else default_dir()
     if create:
         try:
@@ -60,9 +60,10 @@ def resolve_dir(dir: str | os.PathLike[str] | None = None, *, create: bool = Tru
         raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked directories")
     if not stat.S_ISDIR(st.st_mode):
         raise FileAccessError(f"{path}: not a directory")
-    if st.st_uid != os.geteuid():
+    # Whoever owns a directory, or may write to a non-sticky one, can swap our files.
+    if st.st_uid not in (os.geteuid(), 0):
         raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
-    if st.st_mode & 0o022:
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
         raise FileAccessError(
             f"{path}: others may write here (mode {stat.S_IMODE(st.st_mode):o}); run chmod 700 on it")
     return path

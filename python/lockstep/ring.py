@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._native import c_error, ffi, lib
-from .errors import FileFormatError, InvalidArgumentError, LockstepError
+from .errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
 __all__ = ["OneToOneRing", "ManyToOneRing", "ControlledAction", "RingClaim"]
@@ -74,9 +74,12 @@ class _Ring:
         """Copy one message in. False when the ring is full (back-pressure; nothing is
         overwritten); raises InvalidArgumentError for type id < 1 or data > max_message_length."""
         try:
-            rc = lib.ls_rb_write(self._rb, msg_type_id, data, len(data))
-        except TypeError:  # not bytes: bytearray, memoryview, numpy
-            rc = lib.ls_rb_write(self._rb, msg_type_id, ffi.from_buffer(data), memoryview(data).nbytes)
+            try:
+                rc = lib.ls_rb_write(self._rb, msg_type_id, data, len(data))
+            except TypeError:  # not bytes: bytearray, memoryview, numpy
+                rc = lib.ls_rb_write(self._rb, msg_type_id, ffi.from_buffer(data), memoryview(data).nbytes)
+        except OverflowError:  # type id outside int32: say so as for any other bad argument
+            raise InvalidArgumentError(f"msg_type_id: expected an int32 >= 1, found {msg_type_id}") from None
         if rc == 0:
             return True
         if rc == _FULL:
@@ -86,7 +89,12 @@ class _Ring:
     def try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         """Reserve `length` bytes to fill in place; None when the ring is full. Commit or
         abort the claim (a `with` block commits, or aborts on an exception)."""
-        index = lib.ls_rb_try_claim(self._rb, msg_type_id, length)
+        try:
+            index = lib.ls_rb_try_claim(self._rb, msg_type_id, length)
+        except OverflowError:  # negative length or type id outside int32
+            raise InvalidArgumentError(
+                f"msg_type_id/length: expected an int32 >= 1 and 0..{self.max_message_length}, "
+                f"found {msg_type_id}/{length}") from None
         if index >= 0:
             return RingClaim(self, index, length)
         if index == _FULL:
@@ -195,10 +203,18 @@ class _Ring:
         return lib.ls_rb_consumer_position(self._rb)
 
     def close(self) -> None:
-        """Unmap the ring; the file stays for other processes."""
+        """Unmap the ring; the file stays for other processes. Using it afterwards raises
+        ClosedError (the C state points into the unmapped memory, so it is dropped here)."""
         if not self._file.closed:
+            self.__dict__.pop("_rb", None)
             self._view.release()
             self._file.close()
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: `_rb` is gone once the ring is closed.
+        if name == "_rb":
+            raise ClosedError(f"{self.__dict__.get('path')}: ring is closed")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def closed(self) -> bool:

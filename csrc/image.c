@@ -1,0 +1,445 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "image.h"
+#include "ls_atomic.h"
+#include "ls_bitutil.h"
+#include "ls_error.h"
+
+#define LS_IMAGE_NOT_ASSEMBLING (-1)
+#define LS_IMAGE_MIN_ASSEMBLY_CAPACITY 4096
+
+/* Receives each whole message found by ls_image_read; data_offset is -1 for a message in the
+ * reassembly buffer. */
+typedef void (*ls_image_sink_t)(
+    void *clientd, const uint8_t *data, size_t length, int32_t partition, int32_t data_offset,
+    const ls_frame_header_t *header);
+
+static inline int32_t ls_image_tail_term_id(int64_t raw_tail)
+{
+    return (int32_t)(uint32_t)((uint64_t)raw_tail >> 32);
+}
+
+static inline int64_t ls_image_tail_offset(int64_t raw_tail)
+{
+    return raw_tail & INT64_C(0xFFFFFFFF);
+}
+
+int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position)
+{
+    if (NULL == image || NULL == position_counter || ((uintptr_t)position_counter & (sizeof(int64_t) - 1)) != 0)
+    {
+        ls_set_error(LS_EINVAL, "image: image and an 8-byte aligned position counter are required");
+        return -1;
+    }
+    memset(image, 0, sizeof(*image));
+    if (ls_logbuffer_init(&image->log, memory, length) < 0)
+    {
+        return -1;
+    }
+    if (position < 0 || position > image->log.max_position || (position & (LS_FRAME_ALIGNMENT - 1)) != 0)
+    {
+        ls_set_error(
+            LS_EINVAL, "position: expected a multiple of %d in [0, %lld], found %lld",
+            LS_FRAME_ALIGNMENT, (long long)image->log.max_position, (long long)position);
+        return -1;
+    }
+    image->position = position_counter;
+    image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
+    ls_put_release_i64(position_counter, position);
+    return 0;
+}
+
+void ls_image_close(ls_image_t *image)
+{
+    free(image->assembly);
+    image->assembly = NULL;
+    image->assembly_capacity = 0;
+    image->assembly_length = 0;
+    image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
+}
+
+static int ls_image_assembly_append(ls_image_t *image, const uint8_t *data, size_t length)
+{
+    const size_t needed = image->assembly_length + length;
+    if (needed > image->assembly_capacity)
+    {
+        size_t capacity = image->assembly_capacity < LS_IMAGE_MIN_ASSEMBLY_CAPACITY ?
+            LS_IMAGE_MIN_ASSEMBLY_CAPACITY : image->assembly_capacity;
+        while (capacity < needed)
+        {
+            capacity *= 2;
+        }
+        uint8_t *grown = realloc(image->assembly, capacity);
+        if (NULL == grown)
+        {
+            ls_set_error(LS_ESTATE, "image: out of memory growing the reassembly buffer to %zu bytes", capacity);
+            return -1;
+        }
+        image->assembly = grown;
+        image->assembly_capacity = capacity;
+    }
+    if (length > 0)
+    {
+        memcpy(image->assembly + image->assembly_length, data, length);
+    }
+    image->assembly_length = needed;
+    return 0;
+}
+
+/* Checks a committed frame before its bytes are trusted. */
+static int ls_image_check_frame(
+    const ls_image_t *image, const uint8_t *frame, int32_t frame_length, int32_t offset, int32_t term_id)
+{
+    const int32_t term_length = image->log.term_length;
+    int16_t type;
+    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
+    const int32_t header_offset = ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET);
+    const int32_t header_term_id = ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET);
+
+    if (frame_length < LS_DATA_HEADER_LENGTH || frame_length > term_length - offset ||
+        LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT) > term_length - offset)
+    {
+        ls_set_error(
+            LS_EFORMAT, "frame at term %d offset %d: length expected %d..%d (bytes to the term end), found %d",
+            term_id, offset, LS_DATA_HEADER_LENGTH, term_length - offset, frame_length);
+        return -1;
+    }
+    if (LS_FRAME_TYPE_DATA == type && frame_length > image->log.mtu_length)
+    {
+        ls_set_error(
+            LS_EFORMAT, "frame at term %d offset %d: DATA length expected at most mtu %d, found %d",
+            term_id, offset, image->log.mtu_length, frame_length);
+        return -1;
+    }
+    if (LS_FRAME_TYPE_PAD != type && LS_FRAME_TYPE_DATA != type)
+    {
+        ls_set_error(
+            LS_EFORMAT, "frame at term %d offset %d: type expected %d (PAD) or %d (DATA), found %d",
+            term_id, offset, LS_FRAME_TYPE_PAD, LS_FRAME_TYPE_DATA, type);
+        return -1;
+    }
+    if (header_offset != offset || header_term_id != term_id)
+    {
+        ls_set_error(
+            LS_EFORMAT, "frame at term %d offset %d: header says term %d offset %d",
+            term_id, offset, header_term_id, header_offset);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads frames of one term from `position`: skips padding, reassembles fragments, hands each
+ * whole message to `sink`. Stops at the term end, an unwritten frame, `fragment_limit` data
+ * frames, or (when asked) after a reassembled message. Returns data frames read; *corrupt is
+ * set when it stopped at a bad frame (or could not grow the buffer). */
+static int32_t ls_image_read(
+    ls_image_t *image,
+    int64_t position,
+    int32_t fragment_limit,
+    bool stop_after_assembled,
+    ls_image_sink_t sink,
+    void *clientd,
+    int64_t *end_position,
+    bool *corrupt)
+{
+    const ls_logbuffer_t *log = &image->log;
+    const int32_t term_length = log->term_length;
+    const int32_t partition = ls_logbuffer_partition_index(log, position);
+    const int32_t term_id = ls_logbuffer_term_id(log, position);
+    const int64_t term_begin = position - ls_logbuffer_term_offset(log, position);
+    const uint8_t *term = log->terms[partition];
+    int32_t offset = ls_logbuffer_term_offset(log, position);
+    int32_t fragments = 0;
+    *corrupt = false;
+
+    while (fragments < fragment_limit && offset < term_length)
+    {
+        const uint8_t *frame = term + offset;
+        const int32_t frame_length = ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET);
+        if (frame_length <= 0)
+        {
+            break;
+        }
+        if (ls_image_check_frame(image, frame, frame_length, offset, term_id) < 0)
+        {
+            *corrupt = true;
+            break;
+        }
+        const int32_t frame_offset = offset;
+        const int32_t next_offset = offset + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT);
+        int16_t type;
+        memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
+        if (LS_FRAME_TYPE_PAD == type)
+        {
+            offset = next_offset;
+            continue;
+        }
+
+        const uint8_t flags = frame[LS_FRAME_FLAGS_OFFSET];
+        const uint8_t *payload = frame + LS_DATA_HEADER_LENGTH;
+        const size_t payload_length = (size_t)(frame_length - LS_DATA_HEADER_LENGTH);
+        ls_frame_header_t header;
+        header.position = term_begin + next_offset;
+        header.term_id = term_id;
+        header.term_offset = frame_offset;
+        header.session_id = ls_get_plain_i32(frame + LS_FRAME_SESSION_ID_OFFSET);
+        header.stream_id = ls_get_plain_i32(frame + LS_FRAME_STREAM_ID_OFFSET);
+        header.frame_length = frame_length;
+        header.flags = flags;
+        header.type = type;
+        header.reserved_value = ls_get_plain_i64(frame + LS_FRAME_RESERVED_VALUE_OFFSET);
+
+        if (LS_FRAME_FLAGS_UNFRAGMENTED == (flags & LS_FRAME_FLAGS_UNFRAGMENTED))
+        {
+            sink(clientd, payload, payload_length, partition, frame_offset + LS_DATA_HEADER_LENGTH, &header);
+        }
+        else if (flags & LS_FRAME_FLAG_BEGIN)
+        {
+            /* A new BEGIN discards any unfinished message, as Aeron's assembler does. */
+            image->assembly_length = 0;
+            image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
+            if (ls_image_assembly_append(image, payload, payload_length) < 0)
+            {
+                *corrupt = true;
+                break;
+            }
+            image->assembly_term_id = term_id;
+            image->assembly_term_offset = frame_offset;
+            image->assembly_reserved_value = header.reserved_value;
+        }
+        else if (LS_IMAGE_NOT_ASSEMBLING != image->assembly_term_offset)
+        {
+            if (image->assembly_length + payload_length > (size_t)log->max_message_length)
+            {
+                image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING; /* too long to be ours: drop */
+            }
+            else if (ls_image_assembly_append(image, payload, payload_length) < 0)
+            {
+                *corrupt = true;
+                break;
+            }
+            else if (flags & LS_FRAME_FLAG_END)
+            {
+                /* Reported as Aeron's FragmentAssembler does: first fragment's term id and
+                 * offset, position after the last, flags BEGIN | END. */
+                header.term_id = image->assembly_term_id;
+                header.term_offset = image->assembly_term_offset;
+                header.flags = (uint8_t)(flags | LS_FRAME_FLAGS_UNFRAGMENTED);
+                header.reserved_value = image->assembly_reserved_value;
+                image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
+                sink(clientd, image->assembly, image->assembly_length, partition, -1, &header);
+                fragments++;
+                offset = next_offset;
+                if (stop_after_assembled)
+                {
+                    break;
+                }
+                continue;
+            }
+        }
+        /* else: a middle or END fragment without its BEGIN is dropped. */
+
+        fragments++;
+        offset = next_offset;
+    }
+
+    *end_position = term_begin + offset;
+    return fragments;
+}
+
+struct ls_image_poll_adapter
+{
+    ls_fragment_handler_t handler;
+    void *clientd;
+};
+
+static void ls_image_poll_sink(
+    void *clientd, const uint8_t *data, size_t length, int32_t partition, int32_t data_offset,
+    const ls_frame_header_t *header)
+{
+    (void)partition;
+    (void)data_offset;
+    struct ls_image_poll_adapter *adapter = clientd;
+    adapter->handler(data, length, header, adapter->clientd);
+}
+
+int64_t ls_image_poll(ls_image_t *image, ls_fragment_handler_t handler, void *clientd, int32_t fragment_limit)
+{
+    struct ls_image_poll_adapter adapter = { handler, clientd };
+    const int64_t position = ls_get_plain_i64(image->position);
+    int64_t end_position = position;
+    bool corrupt = false;
+    const int32_t fragments = ls_image_read(
+        image, position, fragment_limit, false, ls_image_poll_sink, &adapter, &end_position, &corrupt);
+    if (end_position != position)
+    {
+        ls_put_release_i64(image->position, end_position);
+    }
+    return corrupt && 0 == fragments ? -1 : fragments;
+}
+
+struct ls_image_scan_adapter
+{
+    int32_t count;
+    int32_t *partitions;
+    int32_t *data_offsets;
+    int32_t *lengths;
+    ls_frame_header_t *headers;
+};
+
+static void ls_image_scan_sink(
+    void *clientd, const uint8_t *data, size_t length, int32_t partition, int32_t data_offset,
+    const ls_frame_header_t *header)
+{
+    (void)data;
+    struct ls_image_scan_adapter *adapter = clientd;
+    const int32_t i = adapter->count++;
+    adapter->partitions[i] = partition;
+    adapter->data_offsets[i] = data_offset;
+    adapter->lengths[i] = (int32_t)length;
+    adapter->headers[i] = *header;
+}
+
+int32_t ls_image_scan(
+    ls_image_t *image,
+    int32_t fragment_limit,
+    int32_t *partitions,
+    int32_t *data_offsets,
+    int32_t *lengths,
+    ls_frame_header_t *headers,
+    int64_t *end_position)
+{
+    struct ls_image_scan_adapter adapter = { 0, partitions, data_offsets, lengths, headers };
+    const int64_t position = ls_get_plain_i64(image->position);
+    bool corrupt = false;
+    *end_position = position;
+    ls_image_read(image, position, fragment_limit, true, ls_image_scan_sink, &adapter, end_position, &corrupt);
+    return corrupt && 0 == adapter.count && *end_position == position ? -1 : adapter.count;
+}
+
+int64_t ls_image_position(const ls_image_t *image)
+{
+    return ls_get_acquire_i64(image->position);
+}
+
+void ls_image_set_position(ls_image_t *image, int64_t position)
+{
+    ls_put_release_i64(image->position, position);
+}
+
+/* True when the position is the start of the term after the active one and that term's tail
+ * has passed its end: the writer that crossed it has not (yet) rotated. */
+static bool ls_image_rotation_stalled(const ls_image_t *image, int64_t position, int32_t *term_count, int32_t *term_id)
+{
+    const ls_logbuffer_t *log = &image->log;
+    if (0 != ls_logbuffer_term_offset(log, position))
+    {
+        return false;
+    }
+    const int32_t count = ls_logbuffer_active_term_count(log);
+    const int64_t raw_tail = ls_logbuffer_raw_tail(log, count % LS_LOG_PARTITION_COUNT);
+    const int32_t active_term_id = ls_image_tail_term_id(raw_tail);
+    if ((int32_t)((uint32_t)active_term_id + 1) != ls_logbuffer_term_id(log, position) ||
+        ls_image_tail_offset(raw_tail) <= log->term_length)
+    {
+        return false;
+    }
+    *term_count = count;
+    *term_id = active_term_id;
+    return true;
+}
+
+bool ls_image_is_blocked(const ls_image_t *image)
+{
+    const ls_logbuffer_t *log = &image->log;
+    const int64_t position = ls_get_plain_i64(image->position);
+    const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
+    if (0 != ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET))
+    {
+        return false;
+    }
+    int32_t term_count, term_id;
+    return ls_logbuffer_tail_position(log) > position || ls_image_rotation_stalled(image, position, &term_count, &term_id);
+}
+
+static bool ls_image_confirm_zeroed(const uint8_t *term, int32_t from, int32_t down_to)
+{
+    for (int32_t i = from - LS_FRAME_ALIGNMENT; i >= down_to; i -= LS_FRAME_ALIGNMENT)
+    {
+        if (0 != ls_get_acquire_i32(term + i + LS_FRAME_LENGTH_OFFSET))
+        {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool ls_image_unblock(ls_image_t *image)
+{
+    ls_logbuffer_t *log = &image->log;
+    const int64_t position = ls_get_plain_i64(image->position);
+    const int32_t term_length = log->term_length;
+    const int32_t offset = ls_logbuffer_term_offset(log, position);
+    const int32_t term_id = ls_logbuffer_term_id(log, position);
+    uint8_t *term = log->terms[ls_logbuffer_partition_index(log, position)];
+    uint8_t *frame = term + offset;
+    int32_t stalled_count, stalled_term_id;
+
+    if (0 != ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET))
+    {
+        return false;
+    }
+    const int64_t tail_position = ls_logbuffer_tail_position(log);
+    if (tail_position <= position)
+    {
+        /* Nothing claimed here yet, unless the writer that crossed the previous term's end
+         * died before rotating: rotate for it. */
+        return ls_image_rotation_stalled(image, position, &stalled_count, &stalled_term_id) &&
+            ls_logbuffer_rotate(log, stalled_count, stalled_term_id);
+    }
+
+    /* The gap runs to the next written frame, else to the tail, else to the term end. */
+    const int64_t term_end = position - offset + term_length;
+    const int32_t limit = tail_position >= term_end ? term_length : (int32_t)(tail_position - (position - offset));
+    int32_t next = offset + LS_FRAME_ALIGNMENT;
+    while (next < limit && 0 == ls_get_acquire_i32(term + next + LS_FRAME_LENGTH_OFFSET))
+    {
+        next += LS_FRAME_ALIGNMENT;
+    }
+    if (next > limit)
+    {
+        next = limit;
+    }
+    if (!ls_image_confirm_zeroed(term, next, offset))
+    {
+        return false;
+    }
+
+    /* Fill only the fields a late writer would write identically, check it has not begun its
+     * header (type still 0), then claim the frame by CAS on the length from 0: a writer that
+     * commits first wins and the unblock is abandoned. */
+    int16_t type;
+    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
+    if (LS_FRAME_TYPE_PAD != type)
+    {
+        return false;
+    }
+    frame[LS_FRAME_VERSION_OFFSET] = LS_FRAME_VERSION;
+    ls_put_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET, offset);
+    ls_put_plain_i32(frame + LS_FRAME_SESSION_ID_OFFSET, log->session_id);
+    ls_put_plain_i32(frame + LS_FRAME_STREAM_ID_OFFSET, log->stream_id);
+    ls_put_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET, term_id);
+    if (!ls_cas_i32(frame + LS_FRAME_LENGTH_OFFSET, 0, next - offset))
+    {
+        return false;
+    }
+    frame[LS_FRAME_FLAGS_OFFSET] = LS_FRAME_FLAGS_UNFRAGMENTED;
+
+    if (next == term_length && ls_image_rotation_stalled(image, term_end, &stalled_count, &stalled_term_id))
+    {
+        /* The dead writer was the one that crossed the term end: rotate for it too. */
+        ls_logbuffer_rotate(log, stalled_count, stalled_term_id);
+    }
+    return true;
+}

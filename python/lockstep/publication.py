@@ -1,0 +1,307 @@
+"""`Publication`: writes a stream into an Aeron-format log buffer, shared by many writers
+or exclusive to one, back-pressured by the slowest live subscriber."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._native import c_error, ffi, lib
+from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_EVICTIONS, TYPE_PUBLISHER_LIMIT,
+                     TYPE_SUBSCRIBER_POSITION, client_for, is_alive)
+from .errors import InvalidArgumentError, LockstepError
+from .logbuffer import DEFAULT_MTU_LENGTH, DEFAULT_TERM_LENGTH, LogBuffer
+from .mapped import resolve_dir
+from .stream_files import exclusive_log_path, shared_log_path
+
+__all__ = ["Publication", "BufferClaim", "NOT_CONNECTED", "BACK_PRESSURED", "ADMIN_ACTION", "CLOSED",
+           "MAX_POSITION_EXCEEDED", "status_name"]
+
+NOT_CONNECTED = -1
+BACK_PRESSURED = -2
+ADMIN_ACTION = -3
+CLOSED = -4
+MAX_POSITION_EXCEEDED = -5
+_ERROR = -6
+
+_STATUS_NAMES = {NOT_CONNECTED: "NOT_CONNECTED", BACK_PRESSURED: "BACK_PRESSURED", ADMIN_ACTION: "ADMIN_ACTION",
+                 CLOSED: "CLOSED", MAX_POSITION_EXCEEDED: "MAX_POSITION_EXCEEDED"}
+_LIVENESS_CHECK_INTERVAL_NS = 100_000_000
+
+Buffer = Any
+
+
+def status_name(value: int) -> str:
+    """'NOT_CONNECTED' etc. for a negative offer result; the position as text otherwise."""
+    return _STATUS_NAMES.get(value, str(value))
+
+
+class Publication:
+    """Publishes messages on `stream_id` to every subscriber of the directory.
+
+    `offer` returns the new stream position (> 0) or a negative status: NOT_CONNECTED (no
+    subscriber), BACK_PRESSURED (the slowest subscriber is a window behind: retry later),
+    ADMIN_ACTION (retry now), CLOSED, MAX_POSITION_EXCEEDED. Nothing unread is overwritten.
+    """
+
+    def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, exclusive: bool = False,
+                 term_length: int = DEFAULT_TERM_LENGTH, mtu_length: int = DEFAULT_MTU_LENGTH,
+                 liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS) -> None:
+        self.stream_id = stream_id
+        self.exclusive = exclusive
+        self.dir = resolve_dir(dir)
+        self.liveness_timeout_ms = liveness_timeout_ms
+        self._client = client_for(self.dir)
+        self._counters = self._client.counters
+        rng = random.SystemRandom()
+        while True:
+            session_id = rng.randint(-(1 << 31), (1 << 31) - 1)
+            path = (exclusive_log_path(self.dir, stream_id, session_id) if exclusive
+                    else shared_log_path(self.dir, stream_id))
+            log, created = LogBuffer.create(path, term_length=term_length, mtu_length=mtu_length,
+                                            session_id=session_id, stream_id=stream_id,
+                                            initial_term_id=rng.randint(-(1 << 31), (1 << 31) - 1),
+                                            correlation_id=self._client.next_registration_id())
+            if created or not exclusive:
+                break
+            log.close()  # an exclusive session id already in use: draw again
+        if not exclusive and log.term_length != term_length and term_length != DEFAULT_TERM_LENGTH:
+            log.close()
+            raise InvalidArgumentError(
+                f"{path}: term_length {term_length} differs from the existing shared log's {log.term_length}")
+        self.log = log
+        self.path = log.path
+        self.session_id = log.session_id
+        self.registration_id = self._client.next_registration_id()
+        self._pub = ffi.new("ls_publication_t *")
+        if lib.ls_publication_init(self._pub, log.file.pointer, log.file.length, exclusive, self._counters._c) < 0:
+            error = c_error(self.path)
+            log.close()
+            raise error
+        key = STREAM_KEY.pack(self.registration_id, self.session_id, stream_id)
+        self._limit_counter = self._counters.allocate(
+            TYPE_PUBLISHER_LIMIT, f"pub-lmt: {self.registration_id} {stream_id} {self.session_id}",
+            key=key, registration_id=self.registration_id, reference_id=self._client.heartbeat.id)
+        self._pub.publisher_limit_id = self._limit_counter.id
+        self._evictions = self._counters.allocate(
+            TYPE_EVICTIONS, f"evicted-subscribers: {stream_id} {self.session_id}", key=key,
+            registration_id=self.registration_id, reference_id=self._client.heartbeat.id)
+        self._next_liveness_check_ns = 0
+        self._view = log.file.memoryview()
+        self._claim = ffi.new("ls_buffer_claim_t *")
+        self._batch_accepted = ffi.new("int32_t *")
+        self._refresh()
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def offer(self, data: Buffer, reserved_value: int = 0) -> int:
+        """Append one message (fragmented if longer than one frame). Returns the new stream
+        position, or a negative status (see the class docstring)."""
+        try:
+            result = lib.ls_publication_offer(self._pub, data, len(data), reserved_value)
+        except TypeError:  # not bytes: bytearray, memoryview, numpy
+            result = lib.ls_publication_offer(self._pub, ffi.from_buffer(data), memoryview(data).nbytes,
+                                              reserved_value)
+        if result > 0:
+            return result
+        return self._after_failure(result, lambda: self.offer(data, reserved_value))
+
+    def _after_failure(self, result: int, retry) -> int:
+        """Slow path: errors raise; NOT_CONNECTED/BACK_PRESSURED re-check subscribers (new ones,
+        dead ones) at most every 100 ms and retry once."""
+        if result == _ERROR:
+            raise c_error(self.path)
+        if result in (NOT_CONNECTED, BACK_PRESSURED) and self._refresh():
+            return retry()
+        if result == CLOSED and self.closed:
+            return CLOSED
+        return result
+
+    def offer_batch(self, data: Buffer, offsets: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
+        """Offer many messages in one call: message i is data[offsets[i]:offsets[i]+lengths[i]].
+        Returns (how many were accepted, position after them or the status that stopped the first)."""
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        if offsets.shape != lengths.shape or offsets.ndim != 1:
+            raise InvalidArgumentError("offsets and lengths: expected two 1-d arrays of the same length")
+        if len(offsets) and (offsets.min() < 0 or lengths.min() < 0
+                             or int((offsets + lengths).max()) > memoryview(data).nbytes):
+            raise InvalidArgumentError("offsets/lengths: a message lies outside data")
+        accepted = self._batch_accepted
+        total = 0
+        result = 0
+        for _ in range(2):
+            result = lib.ls_publication_offer_batch(
+                self._pub, ffi.from_buffer(data), ffi.from_buffer("int64_t[]", offsets[total:]),
+                ffi.from_buffer("int32_t[]", lengths[total:]), len(offsets) - total, accepted)
+            total += accepted[0]
+            if total == len(offsets) or result == _ERROR or not self._refresh_if_stalled(result):
+                break
+        if result == _ERROR:
+            raise c_error(self.path)
+        return total, result
+
+    def offer_many(self, messages: Sequence[bytes]) -> tuple[int, int]:
+        """Offer a list of bytes messages in one call (see `offer_batch`)."""
+        lengths = np.fromiter((len(m) for m in messages), dtype=np.int32, count=len(messages))
+        offsets = np.zeros(len(messages), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        return self.offer_batch(b"".join(messages), offsets, lengths)
+
+    def _refresh_if_stalled(self, result: int) -> bool:
+        return result in (NOT_CONNECTED, BACK_PRESSURED) and self._refresh()
+
+    def try_claim(self, length: int) -> "BufferClaim":
+        """Claim `length` bytes (at most max_payload_length) to write in place. The claim is
+        truthy on success: fill `claim.buffer`, then `commit()` (or `abort()`); when falsy,
+        `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...)."""
+        result = lib.ls_publication_try_claim(self._pub, length, self._claim)
+        if result <= 0:
+            result = self._after_failure(result, lambda: lib.ls_publication_try_claim(self._pub, length, self._claim))
+            if result == _ERROR:
+                raise c_error(self.path)
+        if result <= 0:
+            return BufferClaim(None, result, None)
+        claim = ffi.new("ls_buffer_claim_t *", self._claim[0])
+        return BufferClaim(claim, result, ffi.buffer(claim.data, length))
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def _refresh(self) -> bool:
+        """Drop dead subscribers (pid gone or heartbeat stale) and recompute the limit.
+        Returns whether the limit moved or subscribers appeared (worth a retry)."""
+        now = time.monotonic_ns()
+        if now < self._next_liveness_check_ns:
+            return False
+        self._next_liveness_check_ns = now + _LIVENESS_CHECK_INTERVAL_NS
+        before = self._pub.position_limit, self._pub.subscriber_count
+        for info in self._subscribers():
+            if not is_alive(self._counters, info, self.liveness_timeout_ms):
+                try:
+                    self._counters.free(info.id)
+                    self._evictions.add(1)
+                except LockstepError:
+                    pass  # another publisher freed it first
+        lib.ls_publication_refresh_limit(self._pub)
+        return (self._pub.position_limit, self._pub.subscriber_count) != before
+
+    def _subscribers(self):
+        """Position counters of this log's subscribers."""
+        return self._counters.find_stream(TYPE_SUBSCRIBER_POSITION, self.session_id, self.stream_id)
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether a subscriber is attached (as of the last limit check)."""
+        self._refresh()
+        return self._pub.subscriber_count > 0
+
+    @property
+    def position(self) -> int:
+        """The stream position after the last message appended (by any writer of the log)."""
+        return lib.ls_publication_position(self._pub)
+
+    @property
+    def position_limit(self) -> int:
+        """How far this publisher may write before it is back-pressured."""
+        return self._pub.position_limit
+
+    @property
+    def max_payload_length(self) -> int:
+        """The largest message that goes in one frame (and the most `try_claim` takes)."""
+        return self.log.max_payload_length
+
+    @property
+    def max_message_length(self) -> int:
+        """The largest message `offer` takes (fragmented)."""
+        return self.log.max_message_length
+
+    @property
+    def term_length(self) -> int:
+        return self.log.term_length
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._pub is None or self._pub.closed
+
+    def close(self) -> None:
+        """Stop publishing. An exclusive log ends at the current position (end of stream);
+        it is removed at once if no subscriber is attached, else by the last one to drain it."""
+        if self._pub is None:
+            return
+        pub, self._pub = self._pub, None
+        lib.ls_publication_close(pub)
+        for counter in (self._limit_counter, self._evictions):
+            try:
+                counter.free()
+            except LockstepError:
+                pass
+        if self.exclusive and not any(is_alive(self._counters, s, self.liveness_timeout_ms)
+                                      for s in self._subscribers()):
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self._view.release()
+        self.log.close()
+
+    def __enter__(self) -> "Publication":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "exclusive" if self.exclusive else "shared"
+        return f"Publication(stream_id={self.stream_id}, session_id={self.session_id}, {kind}, path={str(self.path)!r})"
+
+
+class BufferClaim:
+    """A frame claimed by `Publication.try_claim`: write `buffer`, then `commit()`."""
+
+    __slots__ = ("_claim", "status", "buffer", "_done")
+
+    def __init__(self, claim, status: int, buffer) -> None:
+        self._claim = claim
+        self.status = status  # the position after the claim, or a negative status
+        self.buffer = memoryview(buffer) if buffer is not None else None
+        self._done = claim is None
+
+    def __bool__(self) -> bool:
+        return self._claim is not None
+
+    @property
+    def position(self) -> int:
+        return self.status
+
+    def commit(self) -> None:
+        """Publish the frame."""
+        self._finish(lib.ls_buffer_claim_commit)
+
+    def abort(self) -> None:
+        """Turn the frame into padding that subscribers skip."""
+        self._finish(lib.ls_buffer_claim_abort)
+
+    def _finish(self, op) -> None:
+        if self._done:
+            raise LockstepError("claim already committed, aborted, or never granted")
+        self._done = True
+        if self.buffer is not None:
+            self.buffer.release()
+        if op(self._claim) < 0:
+            raise c_error()
+
+    def __enter__(self) -> "BufferClaim":
+        if not self:
+            raise LockstepError(f"no claim: {status_name(self.status)}")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._done:
+            self.commit() if exc_type is None else self.abort()

@@ -1,0 +1,182 @@
+"""`LogReader`: reads whole messages from one log buffer (one publisher session) from a
+position — the engine under every subscription image, and usable alone on a file (e.g. a
+log buffer copied from a real Aeron driver) for tools and tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ._native import c_error, ffi, lib
+from .logbuffer import LogBuffer
+
+__all__ = ["LogReader", "Header", "Batch"]
+
+_BATCH = 1024
+
+
+class Header:
+    """The frame header of the message being handled (valid during the handler call)."""
+
+    __slots__ = ("_headers", "_i")
+
+    def __init__(self, headers) -> None:
+        self._headers = headers
+        self._i = 0
+
+    position = property(lambda self: self._headers[self._i].position, doc="stream position after the message")
+    session_id = property(lambda self: self._headers[self._i].session_id)
+    stream_id = property(lambda self: self._headers[self._i].stream_id)
+    term_id = property(lambda self: self._headers[self._i].term_id, doc="of the message's first frame")
+    term_offset = property(lambda self: self._headers[self._i].term_offset, doc="of the message's first frame")
+    flags = property(lambda self: self._headers[self._i].flags)
+    reserved_value = property(lambda self: self._headers[self._i].reserved_value)
+    frame_length = property(lambda self: self._headers[self._i].frame_length)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ("position", "session_id", "stream_id", "term_id", "term_offset",
+                                              "flags", "reserved_value")}
+
+    def __repr__(self) -> str:
+        return (f"Header(position={self.position}, session_id={self.session_id}, stream_id={self.stream_id}, "
+                f"term_id={self.term_id}, term_offset={self.term_offset}, flags=0x{self.flags:02x})")
+
+
+class Batch:
+    """Messages handed over at once: message i is buffer[offsets[i]:offsets[i] + lengths[i]];
+    positions[i] is the stream position after it. Views, valid only during the handler call."""
+
+    __slots__ = ("buffer", "offsets", "lengths", "positions", "session_id", "stream_id")
+
+    def __init__(self, buffer: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, positions: np.ndarray,
+                 session_id: int, stream_id: int) -> None:
+        self.buffer = buffer
+        self.offsets = offsets
+        self.lengths = lengths
+        self.positions = positions
+        self.session_id = session_id
+        self.stream_id = stream_id
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> memoryview:
+        o = int(self.offsets[i])
+        return memoryview(self.buffer)[o:o + int(self.lengths[i])]
+
+
+class LogReader:
+    """Whole messages of one log buffer from `position` on (fragments reassembled).
+
+    `position_addr` is where the position lives (a shared counter for subscriptions);
+    by default a private one. `position=None` starts at the retained start."""
+
+    def __init__(self, log: LogBuffer | str | os.PathLike[str], position: int | None = None,
+                 position_addr=None) -> None:
+        self.log = log if isinstance(log, LogBuffer) else LogBuffer.open(log)
+        self.path: Path = self.log.path
+        self.session_id = self.log.session_id
+        self.stream_id = self.log.stream_id
+        if position is None:
+            position = self.log.retained_start_position
+        self._position_cell = ffi.new("int64_t *") if position_addr is None else None
+        self._image = ffi.new("ls_image_t *")
+        addr = self._position_cell if position_addr is None else position_addr
+        if lib.ls_image_init(self._image, self.log.file.pointer, self.log.file.length, addr, position) < 0:
+            error = c_error(self.path)
+            self.log.close()
+            raise error
+        self._view = self.log.file.memoryview()
+        term_length = self.log.term_length
+        self._terms = [self._view[i * term_length:(i + 1) * term_length] for i in range(3)]
+        self._parts = ffi.new("int32_t[]", _BATCH)
+        self._offsets = ffi.new("int32_t[]", _BATCH)
+        self._lengths = ffi.new("int32_t[]", _BATCH)
+        self._headers = ffi.new("ls_frame_header_t[]", _BATCH)
+        self._end = ffi.new("int64_t *")
+        self._np_offsets = np.frombuffer(ffi.buffer(self._offsets), dtype=np.int32)
+        self._np_lengths = np.frombuffer(ffi.buffer(self._lengths), dtype=np.int32)
+        self._np_positions = np.frombuffer(ffi.buffer(self._headers), dtype=np.dtype({
+            "names": ["position"], "formats": ["<i8"], "offsets": [0],
+            "itemsize": ffi.sizeof("ls_frame_header_t")}))["position"]
+        self._header = Header(self._headers)
+        self.closed = False
+
+    @property
+    def position(self) -> int:
+        return lib.ls_image_position(self._image)
+
+    def _scan(self, limit: int) -> int:
+        n = lib.ls_image_scan(self._image, min(limit, _BATCH), self._parts, self._offsets, self._lengths,
+                              self._headers, self._end)
+        if n < 0:
+            raise c_error(self.path)
+        return n
+
+    def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
+        """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
+        that raises has its message consumed (the position moves past it) before the error."""
+        n = self._scan(limit)
+        header, terms, parts, offsets, lengths = self._header, self._terms, self._parts, self._offsets, self._lengths
+        i = 0
+        try:
+            for i in range(n):
+                header._i = i
+                offset = offsets[i]
+                if offset >= 0:
+                    handler(terms[parts[i]][offset:offset + lengths[i]], header)
+                else:
+                    handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
+        except BaseException:
+            lib.ls_image_set_position(self._image, self._headers[i].position)
+            raise
+        lib.ls_image_set_position(self._image, self._end[0])
+        return n
+
+    def poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
+        """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
+        one handler call per batch, not per message."""
+        n = self._scan(limit)
+        if n:
+            k = n - 1 if self._offsets[n - 1] < 0 else n  # a reassembled message goes alone
+            if k:
+                buffer = np.frombuffer(self._terms[self._parts[0]], dtype=np.uint8)
+                handler(Batch(buffer, self._np_offsets[:k], self._np_lengths[:k], self._np_positions[:k],
+                              self.session_id, self.stream_id))
+                lib.ls_image_set_position(self._image, int(self._np_positions[k - 1]))
+            if k < n:
+                buffer = np.frombuffer(ffi.buffer(self._image.assembly, self._lengths[k]), dtype=np.uint8)
+                handler(Batch(buffer, np.zeros(1, np.int32), self._np_lengths[k:n], self._np_positions[k:n],
+                              self.session_id, self.stream_id))
+        lib.ls_image_set_position(self._image, self._end[0])
+        return n
+
+    def messages(self) -> Iterator[tuple[bytes, dict[str, int]]]:
+        """Every message from the position to the tail, copied: (payload, header fields)."""
+        out: list[tuple[bytes, dict[str, int]]] = []
+        while True:
+            before = self.position
+            n = self.poll(lambda data, header: out.append((bytes(data), header.as_dict())), _BATCH)
+            yield from out
+            out.clear()
+            if n == 0 and self.position == before:
+                return
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        lib.ls_image_close(self._image)
+        for t in self._terms:
+            t.release()
+        self._view.release()
+        self.log.close()
+
+    def __enter__(self) -> "LogReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,242 @@
+"""`Subscription`: reads a stream from every publisher session in the directory (one
+`Image` each), discovering new publishers while it runs and keeping its position in a
+shared counter that back-pressures the publishers."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from ._native import lib
+from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
+                     TYPE_UNBLOCKS, client_for, is_alive)
+from .errors import InvalidArgumentError, LockstepError
+from .logbuffer import LogBuffer
+from .mapped import MappedFile, resolve_dir
+from .reader import Batch, Header, LogReader
+from .stream_files import stream_logs
+
+__all__ = ["Subscription", "Image", "Header", "Batch"]
+
+_BATCH = 1024
+_HOUSEKEEPING_INTERVAL_NS = 100_000_000
+DEFAULT_UNBLOCK_TIMEOUT_MS = 15_000
+
+Start = Literal["live", "earliest"] | int
+
+
+class Image(LogReader):
+    """One publisher session's log as seen by one subscription; its position is a shared
+    counter that holds that session's publishers back."""
+
+    def __init__(self, subscription: "Subscription", path: Path, start: Start) -> None:
+        log = LogBuffer(MappedFile.open(path))
+        if start == "live":
+            position = log.tail_position
+        elif start == "earliest":
+            position = log.retained_start_position
+        else:
+            position = int(start)
+            if not log.retained_start_position <= position <= log.tail_position or position % 32:
+                log.close()
+                raise InvalidArgumentError(
+                    f"{path}: start position {position}: expected a frame boundary in the retained range "
+                    f"[{log.retained_start_position}, {log.tail_position}]")
+        self._sub = subscription
+        client = subscription._client
+        self.join_position = position
+        self.registration_id = client.next_registration_id()
+        self._counter = client.counters.allocate(
+            TYPE_SUBSCRIBER_POSITION,
+            f"sub-pos: {self.registration_id} {log.stream_id} {log.session_id} @{position}",
+            key=STREAM_KEY.pack(self.registration_id, log.session_id, log.stream_id),
+            registration_id=self.registration_id, reference_id=client.heartbeat.id)
+        try:
+            super().__init__(log, position, lib.ls_counters_value_addr(client.counters._c, self._counter.id))
+        except BaseException:
+            self._counter.free(0)
+            raise
+        self._blocked_since_ns = 0
+        self._blocked_at = -1
+
+    def check(self, now_ns: int) -> bool:
+        """Unblock a writer that died mid-frame; return True when the image is finished
+        (end of stream reached, or its publisher gone and everything read)."""
+        if lib.ls_image_is_blocked(self._image):
+            position = self.position
+            if position != self._blocked_at:
+                self._blocked_at, self._blocked_since_ns = position, now_ns
+            elif now_ns - self._blocked_since_ns >= self._sub.unblock_timeout_ms * 1_000_000:
+                if lib.ls_image_unblock(self._image):
+                    self._sub._unblocks.add(1)
+                self._blocked_at = -1
+        else:
+            self._blocked_at = -1
+        position = self.position
+        if position >= self.log.end_of_stream_position:
+            return True
+        return position >= self.log.tail_position and not self._publisher_alive()
+
+    def _session_counters(self, type_id: int):
+        return self._sub._client.counters.find_stream(type_id, self.session_id, self.stream_id)
+
+    def _publisher_alive(self) -> bool:
+        counters = self._sub._client.counters
+        return any(is_alive(counters, info, self._sub.liveness_timeout_ms)
+                   for info in self._session_counters(TYPE_PUBLISHER_LIMIT))
+
+    def _others_behind(self) -> bool:
+        """Another live subscriber of this session has not reached our position."""
+        counters = self._sub._client.counters
+        position = self.position
+        return any(info.id != self._counter.id and info.value < position
+                   and is_alive(counters, info, self._sub.liveness_timeout_ms)
+                   for info in self._session_counters(TYPE_SUBSCRIBER_POSITION))
+
+    def close(self, *, unlink_if_done: bool = False) -> None:
+        """Detach (free the position counter); with unlink_if_done, remove the finished log
+        file unless another subscriber still has to read it."""
+        if self.closed:
+            return
+        if unlink_if_done and not self._others_behind():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        try:
+            self._counter.free()
+        except LockstepError:
+            pass
+        super().close()
+
+
+class Subscription:
+    """Receives every message published on `stream_id` in the directory.
+
+    `start`: "live" (default: from each publisher's current position), "earliest" (from
+    the start of the retained log), or a position (applies to images present at creation).
+    """
+
+    def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, start: Start = "live",
+                 liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS,
+                 unblock_timeout_ms: int = DEFAULT_UNBLOCK_TIMEOUT_MS) -> None:
+        if not (start in ("live", "earliest") or isinstance(start, int)):
+            raise InvalidArgumentError(f"start: expected 'live', 'earliest' or a position, found {start!r}")
+        self.stream_id = stream_id
+        self.dir = resolve_dir(dir)
+        self.liveness_timeout_ms = liveness_timeout_ms
+        self.unblock_timeout_ms = unblock_timeout_ms
+        self._client = client_for(self.dir)
+        self._images: dict[Path, Image] = {}
+        self._finished: set[Path] = set()
+        self._unblocks = self._client.counters.allocate(
+            TYPE_UNBLOCKS, f"unblocks: stream {stream_id}", reference_id=self._client.heartbeat.id)
+        self._image_list: list[Image] = []
+        self._next_image = 0
+        self._next_housekeeping_ns = 0
+        self._closed = False
+        self._discover(start)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def poll(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
+        """Hand up to `fragment_limit` messages to `handler(data, header)`, fairly across
+        images; `data` is a view valid only during the call. Returns the number handled."""
+        images = self._image_list
+        total = 0
+        count = len(images)
+        if count:
+            start = self._next_image = (self._next_image + 1) % count
+            for k in range(count):
+                total += images[(start + k) % count].poll(handler, fragment_limit - total)
+                if total >= fragment_limit:
+                    break
+        if total == 0 or time.monotonic_ns() >= self._next_housekeeping_ns:
+            self._housekeeping()
+        return total
+
+    def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = _BATCH) -> int:
+        """Like `poll`, but hands over whole `Batch`es (numpy offsets/lengths over the term
+        buffer): no Python call per message."""
+        total = 0
+        for image in self._image_list:
+            total += image.poll_batch(handler, fragment_limit - total)
+            if total >= fragment_limit:
+                break
+        if total == 0 or time.monotonic_ns() >= self._next_housekeeping_ns:
+            self._housekeeping()
+        return total
+
+    # -- images ---------------------------------------------------------------------------
+
+    @property
+    def images(self) -> list[Image]:
+        return list(self._image_list)
+
+    @property
+    def image_count(self) -> int:
+        return len(self._image_list)
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self._image_list)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic_ns()
+        if now < self._next_housekeeping_ns:
+            return
+        self._next_housekeeping_ns = now + _HOUSEKEEPING_INTERVAL_NS
+        self._discover("live")
+        for path, image in list(self._images.items()):
+            if image.check(now):
+                self._remove(path, image)
+
+    def _remove(self, path: Path, image: Image) -> None:
+        image.close(unlink_if_done=True)
+        del self._images[path]
+        self._finished.add(path)
+        self._image_list = list(self._images.values())
+
+    def _discover(self, start: Start) -> None:
+        for path in stream_logs(self.dir, self.stream_id):
+            if path in self._images or path in self._finished:
+                continue
+            try:
+                image = Image(self, path, start)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            if image.position >= image.log.end_of_stream_position:
+                image.close()
+                self._finished.add(path)
+                continue
+            self._images[path] = image
+        self._image_list = list(self._images.values())
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Detach: the position counters go, so publishers no longer wait for us."""
+        if self._closed:
+            return
+        self._closed = True
+        for image in self._image_list:
+            image.close()
+        self._images.clear()
+        self._image_list = []
+        try:
+            self._unblocks.free(0)
+        except LockstepError:
+            pass
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Subscription(stream_id={self.stream_id}, images={len(self._image_list)}, dir={str(self.dir)!r})"
