@@ -48,5 +48,51 @@ def dump(file: str, as_json: bool, payload_bytes: int) -> None:
             click.echo(" ".join(f"{k}={v}" for k, v in record.items() if k != "kind"))
 
 
+@main.group()
+def bench() -> None:
+    """Measure lockstep between two real processes (each run in its own fresh directory)."""
+
+
+@bench.command("throughput")
+@click.option("--size", default=32, show_default=True, help="Payload bytes per message.")
+@click.option("--messages", default=1_000_000, show_default=True, help="Messages to send.")
+@click.option("--batch", is_flag=True, help="Use the numpy batch path (offer_batch / poll_batch).")
+@click.option("--idle", type=click.Choice(["spin", "yield", "backoff"]), default="backoff", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_throughput(size: int, messages: int, batch: bool, idle: str, as_json: bool) -> None:
+    """One-way throughput: a producer process offers, this process polls."""
+    from .bench import throughput
+
+    result = throughput(size=size, messages=messages, batch=batch, idle=idle)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{result['messages']:,} messages of {size} B in {result['seconds']:.3f} s"
+                   f"{' (batch)' if batch else ''}: {result['msgs_per_sec']:,.0f} msgs/s, "
+                   f"{result['mb_per_sec']:,.1f} MB/s")
+
+
+@bench.command("ping")
+@click.option("--size", default=32, show_default=True, help="Payload bytes per message.")
+@click.option("--messages", default=100_000, show_default=True, help="Measured round trips.")
+@click.option("--warmup", default=10_000, show_default=True, help="Round trips before measuring.")
+@click.option("--rate", type=float, default=None, help="Send at this fixed rate (msgs/s), measuring from the "
+              "intended send time (no coordinated omission).")
+@click.option("--idle", type=click.Choice(["spin", "yield", "backoff"]), default="spin", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: str, as_json: bool) -> None:
+    """Round-trip latency to an echoing process over two streams."""
+    from .bench import ping
+
+    result = ping(size=size, messages=messages, warmup=warmup, idle=idle, rate=rate)
+    result.pop("samples")
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{messages:,} round trips of {size} B ({idle}"
+                   f"{f', {rate:,.0f} msgs/s' if rate else ''}): " + "  ".join(
+                       f"{k[:-3]} {result[k] / 1000:.2f} us" for k in ("p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns")))
+
+
 if __name__ == "__main__":
     main()

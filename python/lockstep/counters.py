@@ -186,21 +186,29 @@ class Counters:
     def close(self) -> None:
         """Unmap (once no `Counter` of this object is alive: each keeps the mapping, so a
         counter never reads unmapped memory). Using this object afterwards raises ClosedError."""
+        if not self._file.closed:
+            self.__class__ = _ClosedCounters
         self._meta = self._values = None
-        self.__dict__.pop("_c", None)
         self._file.close()
-
-    def __getattr__(self, name: str):
-        # Only reached when normal lookup fails: `_c` is gone once closed.
-        if name == "_c":
-            raise ClosedError(f"{self.__dict__.get('path')}: counters are closed")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __enter__(self) -> "Counters":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _raise_closed(counters: Counters):
+    raise ClosedError(f"{counters.path}: counters are closed")
+
+
+class _ClosedCounters(Counters):
+    """What a closed `Counters` becomes: its C state (`_c`) raises ClosedError."""
+
+    _c = property(_raise_closed)
+
+
+_ClosedCounters.__name__ = _ClosedCounters.__qualname__ = "Counters"
 
 
 class Counter:

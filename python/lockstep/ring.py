@@ -204,17 +204,11 @@ class _Ring:
 
     def close(self) -> None:
         """Unmap the ring; the file stays for other processes. Using it afterwards raises
-        ClosedError (the C state points into the unmapped memory, so it is dropped here)."""
+        ClosedError (its C state points into the unmapped memory)."""
         if not self._file.closed:
-            self.__dict__.pop("_rb", None)
+            self.__class__ = _closed_class(type(self))
             self._view.release()
             self._file.close()
-
-    def __getattr__(self, name: str):
-        # Only reached when normal lookup fails: `_rb` is gone once the ring is closed.
-        if name == "_rb":
-            raise ClosedError(f"{self.__dict__.get('path')}: ring is closed")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def closed(self) -> bool:
@@ -229,6 +223,24 @@ class _Ring:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"capacity={self.capacity} size={self.size()}"
         return f"{type(self).__name__}({str(self.path)!r}, {state})"
+
+
+def _raise_closed(ring: _Ring):
+    raise ClosedError(f"{ring.path}: ring is closed")
+
+
+_CLOSED_CLASSES: dict[type, type] = {}
+
+
+def _closed_class(cls: type) -> type:
+    """A subclass of `cls` whose `_rb` raises ClosedError. A closed ring is switched to it,
+    so every use of the C state fails cleanly, at no cost to an open ring's hot path (a
+    __getattr__ hook or an is-closed check would slow every call)."""
+    closed = _CLOSED_CLASSES.get(cls)
+    if closed is None:
+        closed = _CLOSED_CLASSES[cls] = type(cls.__name__, (cls,), {
+            "_rb": property(_raise_closed), "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    return closed
 
 
 class RingClaim:

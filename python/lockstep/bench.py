@@ -1,0 +1,177 @@
+"""`lockstep bench`: throughput and round-trip latency between two real processes over
+lockstep streams. Each run uses its own fresh directory, so it disturbs nothing else."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+
+from .idle import idle_strategy
+from .mapped import default_dir
+from .publication import Publication
+from .subscription import Subscription
+
+__all__ = ["throughput", "ping"]
+
+PING_STREAM = 1001
+PONG_STREAM = 1002
+DATA_STREAM = 1003
+TERM_LENGTH = 1 << 22
+
+
+@contextmanager
+def _bench_dir() -> Iterator[str]:
+    """A private directory beside the default one (in /dev/shm when it exists)."""
+    parent = default_dir().parent
+    path = tempfile.mkdtemp(prefix="lockstep-bench-", dir=parent if os.access(parent, os.W_OK) else None)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _wait_connected(pub: Publication, sub: Subscription | None = None, timeout_s: float = 30.0) -> None:
+    """Wait until `pub` has a subscriber and `sub` (if given) has found a publisher; polls
+    nothing, so no message is consumed while waiting."""
+    deadline = time.monotonic() + timeout_s
+    while not pub.is_connected or (sub is not None and not sub.discover()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark peer did not connect in time")
+        time.sleep(0.001)
+
+
+def _producer(dir: str, size: int, messages: int, batch: int, idle: str) -> None:
+    idler = idle_strategy(idle)
+    with Publication(DATA_STREAM, dir, exclusive=True, term_length=TERM_LENGTH) as pub:
+        _wait_connected(pub)
+        payload = bytes(size)
+        if batch > 1:
+            data = np.zeros(size * batch, dtype=np.uint8)
+            offsets = np.arange(batch, dtype=np.int64) * size
+            lengths = np.full(batch, size, dtype=np.int32)
+            sent = 0
+            while sent < messages:
+                n = min(batch, messages - sent)
+                accepted, _ = pub.offer_batch(data, offsets[:n], lengths[:n])
+                sent += accepted
+                idler.idle(accepted)
+        else:
+            offer = pub.offer
+            for _ in range(messages):
+                while offer(payload) < 0:
+                    idler.idle(0)
+        while pub.is_connected:  # let the consumer drain before the log goes away
+            time.sleep(0.01)
+
+
+def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, idle: str = "backoff") -> dict:
+    """One producer process offers `messages` of `size` bytes; this process polls them.
+    Returns msgs_per_sec and mb_per_sec measured at the consumer."""
+    ctx = multiprocessing.get_context("spawn")
+    with _bench_dir() as dir:
+        with Subscription(DATA_STREAM, dir) as sub:
+            producer = ctx.Process(target=_producer, args=(dir, size, messages, 1024 if batch else 1, idle),
+                                   daemon=True)
+            producer.start()
+            try:
+                received = 0
+                idler = idle_strategy(idle)
+                counted = [0]
+
+                def count_batch(b) -> None:
+                    counted[0] += len(b)
+
+                def count_one(data, header) -> None:
+                    counted[0] += 1
+
+                start = None
+                while received < messages:
+                    n = sub.poll_batch(count_batch, 4096) if batch else sub.poll(count_one, 4096)
+                    if n and start is None:
+                        start = time.perf_counter()
+                    received = counted[0]
+                    idler.idle(n)
+                    if not producer.is_alive() and n == 0 and received < messages and producer.exitcode:
+                        raise RuntimeError(f"producer exited with {producer.exitcode}")
+                elapsed = time.perf_counter() - start
+            finally:
+                sub.close()
+                producer.join(10)
+                if producer.is_alive():
+                    producer.kill()
+    rate = messages / elapsed
+    return {"msgs_per_sec": rate, "mb_per_sec": rate * size / 1e6, "messages": messages, "size": size,
+            "batch": batch, "seconds": elapsed}
+
+
+def _ponger(dir: str, messages: int, idle: str) -> None:
+    idler = idle_strategy(idle)
+    with Subscription(PING_STREAM, dir) as sub, Publication(PONG_STREAM, dir, exclusive=True) as pub:
+        _wait_connected(pub, sub)
+        offer = pub.offer
+        done = [0]
+
+        def echo(data, header) -> None:
+            while offer(data) < 0:
+                pass
+            done[0] += 1
+
+        while done[0] < messages:
+            idler.idle(sub.poll(echo, 1))
+
+
+def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: str = "spin",
+         rate: float | None = None) -> dict:
+    """Round trips of `size`-byte messages to an echoing process. With `rate` (msgs/s),
+    sends on a fixed schedule and measures from the intended send time, so stalls are not
+    hidden (coordinated omission). Returns percentiles in ns and all samples."""
+    ctx = multiprocessing.get_context("spawn")
+    total = warmup + messages
+    samples = np.empty(messages, dtype=np.int64)
+    with _bench_dir() as dir:
+        with Publication(PING_STREAM, dir, exclusive=True) as pub, Subscription(PONG_STREAM, dir) as sub:
+            ponger = ctx.Process(target=_ponger, args=(dir, total, idle), daemon=True)
+            ponger.start()
+            try:
+                _wait_connected(pub, sub)
+                payload = bytes(size)
+                got = [0]
+
+                def on_pong(data, header) -> None:
+                    got[0] += 1
+
+                clock = time.perf_counter_ns
+                interval = int(1e9 / rate) if rate else 0
+                idler = idle_strategy(idle)
+                offer, poll = pub.offer, sub.poll
+                next_send = clock()
+                for i in range(total):
+                    if interval:
+                        while clock() < next_send:
+                            pass
+                        start = next_send
+                        next_send += interval
+                    else:
+                        start = clock()
+                    while offer(payload) < 0:
+                        pass
+                    want = i + 1
+                    while got[0] < want:
+                        idler.idle(poll(on_pong, 1))
+                    if i >= warmup:
+                        samples[i - warmup] = clock() - start
+            finally:
+                ponger.join(10)
+                if ponger.is_alive():
+                    ponger.kill()
+    p = np.percentile(samples, [50, 90, 99, 99.9])
+    return {"p50_ns": int(p[0]), "p90_ns": int(p[1]), "p99_ns": int(p[2]), "p999_ns": int(p[3]),
+            "max_ns": int(samples.max()), "messages": messages, "size": size, "idle": idle,
+            "rate": rate, "samples": samples}

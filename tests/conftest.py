@@ -1,0 +1,78 @@
+"""Shared fixtures: a fresh lockstep directory per test, and real worker processes.
+
+Worker processes are started with the "spawn" start method (a fresh interpreter, as a
+user's separate program would be) and run functions from `workers.py`; they map the same
+files as the test. Nothing here is mocked. Plain helpers (isolated interpreters, a
+draining consumer loop) are in `helpers.py`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from lockstep.mapped import resolve_dir
+
+
+@pytest.fixture
+def lsdir(tmp_path, monkeypatch) -> Path:
+    """A fresh lockstep directory (0700, ours), also set as $LOCKSTEP_DIR for the test and
+    the processes it starts."""
+    path = tmp_path / "lockstep"
+    monkeypatch.setenv("LOCKSTEP_DIR", str(path))
+    return resolve_dir()
+
+
+@pytest.fixture(scope="session")
+def mp():
+    """The spawn multiprocessing context."""
+    return multiprocessing.get_context("spawn")
+
+
+class Procs:
+    """Starts worker processes and makes sure none outlives the test."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.started: list = []
+
+    def start(self, target, *args, **kwargs):
+        p = self.ctx.Process(target=target, args=args, kwargs=kwargs, daemon=True)
+        p.start()
+        self.started.append(p)
+        return p
+
+    def kill(self, p) -> None:
+        """SIGKILL a worker (a crash: no cleanup, no atexit), reap it, forget it."""
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(30)
+        assert p.exitcode == -signal.SIGKILL, f"worker {p.name} exit code {p.exitcode}, expected SIGKILL"
+        self.started.remove(p)
+
+    def join_all(self, timeout: float = 120.0) -> None:
+        """Wait for every started process and require a clean exit."""
+        deadline = time.monotonic() + timeout
+        for p in self.started:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in self.started:
+            assert p.exitcode is not None, f"worker {p.name} (pid {p.pid}) did not finish in {timeout} s"
+            assert p.exitcode == 0, f"worker {p.name} (pid {p.pid}) exited with {p.exitcode}"
+
+    def cleanup(self) -> None:
+        for p in self.started:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+
+
+@pytest.fixture
+def procs(mp):
+    """Start real processes with `procs.start(workers.fn, *args)`; leftovers are killed."""
+    pool = Procs(mp)
+    yield pool
+    pool.cleanup()
