@@ -355,7 +355,7 @@ bool ls_image_is_blocked(const ls_image_t *image)
     const ls_logbuffer_t *log = &image->log;
     const int64_t position = ls_get_plain_i64(image->position);
     const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
-    if (0 != ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET))
+    if (ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET) > 0)
     {
         return false;
     }
@@ -386,7 +386,17 @@ bool ls_image_unblock(ls_image_t *image)
     uint8_t *frame = term + offset;
     int32_t stalled_count, stalled_term_id;
 
-    if (0 != ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET))
+    const int32_t length = ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET);
+    if (length < 0)
+    {
+        /* Claimed and never committed: its writer died in between (or has stalled past the
+         * timeout, Aeron's accepted risk). Pad exactly the claim; the CAS loses to a writer
+         * that commits after all, though its type would then read PAD. */
+        const int16_t pad = LS_FRAME_TYPE_PAD;
+        memcpy(frame + LS_FRAME_TYPE_OFFSET, &pad, sizeof(pad));
+        return ls_cas_i32(frame + LS_FRAME_LENGTH_OFFSET, length, -length);
+    }
+    if (0 != length)
     {
         return false;
     }

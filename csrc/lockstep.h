@@ -9,5 +9,6 @@
 #include "ls_error.h"
 #include "publication.h"
 #include "ring_buffer.h"
+#include "sequencer.h"
 
 #endif

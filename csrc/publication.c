@@ -45,10 +45,14 @@ static int32_t ls_pub_required_length(const ls_logbuffer_t *log, int32_t length)
         (remaining > 0 ? LS_ALIGN(remaining + LS_DATA_HEADER_LENGTH, LS_FRAME_ALIGNMENT) : 0);
 }
 
-/* Every header field but the length, which the caller releases last. */
+/* Marks the frame in progress with its negative length (as Aeron's header writer does: a
+ * reader waits, and an unblocker knows exactly how much a dead writer claimed), then every
+ * other header field. The caller releases the positive length last. */
 static void ls_pub_write_header(
-    const ls_logbuffer_t *log, uint8_t *frame, uint8_t flags, int16_t type, int32_t term_offset, int32_t term_id)
+    const ls_logbuffer_t *log, uint8_t *frame, int32_t frame_length, uint8_t flags, int16_t type, int32_t term_offset,
+    int32_t term_id)
 {
+    ls_put_release_i32(frame + LS_FRAME_LENGTH_OFFSET, -frame_length);
     frame[LS_FRAME_VERSION_OFFSET] = LS_FRAME_VERSION;
     frame[LS_FRAME_FLAGS_OFFSET] = flags;
     memcpy(frame + LS_FRAME_TYPE_OFFSET, &type, sizeof(type));
@@ -62,7 +66,7 @@ static void ls_pub_write_header(
 static void ls_pub_write_padding(const ls_logbuffer_t *log, uint8_t *term, int32_t offset, int32_t length, int32_t term_id)
 {
     uint8_t *frame = term + offset;
-    ls_pub_write_header(log, frame, LS_FRAME_FLAGS_UNFRAGMENTED, LS_FRAME_TYPE_PAD, offset, term_id);
+    ls_pub_write_header(log, frame, length, LS_FRAME_FLAGS_UNFRAGMENTED, LS_FRAME_TYPE_PAD, offset, term_id);
     ls_put_plain_i64(frame + LS_FRAME_RESERVED_VALUE_OFFSET, 0);
     ls_put_release_i32(frame + LS_FRAME_LENGTH_OFFSET, length);
 }
@@ -89,7 +93,7 @@ static void ls_pub_write_message(
         {
             flags |= LS_FRAME_FLAG_END;
         }
-        ls_pub_write_header(log, frame, flags, LS_FRAME_TYPE_DATA, offset, term_id);
+        ls_pub_write_header(log, frame, frame_length, flags, LS_FRAME_TYPE_DATA, offset, term_id);
         ls_put_plain_i64(frame + LS_FRAME_RESERVED_VALUE_OFFSET, reserved_value);
         if (chunk > 0)
         {
@@ -108,7 +112,8 @@ static void ls_pub_write_claim(
     const ls_logbuffer_t *log, uint8_t *term, int32_t offset, int32_t term_id, int32_t length, ls_buffer_claim_t *claim)
 {
     uint8_t *frame = term + offset;
-    ls_pub_write_header(log, frame, LS_FRAME_FLAGS_UNFRAGMENTED, LS_FRAME_TYPE_DATA, offset, term_id);
+    ls_pub_write_header(
+        log, frame, length + LS_DATA_HEADER_LENGTH, LS_FRAME_FLAGS_UNFRAGMENTED, LS_FRAME_TYPE_DATA, offset, term_id);
     ls_put_plain_i64(frame + LS_FRAME_RESERVED_VALUE_OFFSET, 0);
     claim->frame = frame;
     claim->data = frame + LS_DATA_HEADER_LENGTH;
@@ -421,9 +426,9 @@ static uint8_t *ls_buffer_claim_frame(ls_buffer_claim_t *claim)
         ls_set_error(LS_ESTATE, "claim: no frame claimed (already committed or aborted)");
         return NULL;
     }
-    if (0 != ls_get_acquire_i32(claim->frame + LS_FRAME_LENGTH_OFFSET))
+    if (ls_get_acquire_i32(claim->frame + LS_FRAME_LENGTH_OFFSET) >= 0)
     {
-        ls_set_error(LS_ESTATE, "claim: frame already has a length (committed or aborted)");
+        ls_set_error(LS_ESTATE, "claim: frame is not in progress (committed, aborted or unblocked)");
         return NULL;
     }
     return claim->frame;

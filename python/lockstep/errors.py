@@ -28,3 +28,8 @@ class ClosedError(LockstepError):
 
 class InvalidArgumentError(LockstepError, ValueError):
     """An argument is out of range (message too long, bad type id, capacity not a power of two)."""
+
+
+class CodecError(LockstepError):
+    """A message cannot be encoded or decoded: unknown template or schema, short or corrupt
+    header, truncated block, or a field value of the wrong type or out of range."""

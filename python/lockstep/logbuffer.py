@@ -40,7 +40,7 @@ class Frame:
     partition: int
     offset: int
     position: int
-    frame_length: int
+    frame_length: int  # negative: claimed, not yet committed
     version: int
     flags: int
     type: int
@@ -162,18 +162,27 @@ class LogBuffer:
                     if length == 0:
                         offset += _ALIGNMENT  # not written (or before a mid-term start)
                         continue
+                    in_progress = length < 0  # claimed, not yet committed: -length bytes
+                    length = -length if in_progress else length
                     where = f"frame at term {term_id} (partition {partition}) offset {offset}"
                     if length < _HEADER_LENGTH or offset + length > term_length:
                         raise FileFormatError(
                             self.path, f"{where}: length: expected {_HEADER_LENGTH}..{term_length - offset}, found {length}")
                     if ftype not in FRAME_TYPES:
                         raise FileFormatError(self.path, f"{where}: type: expected one of -1..11, found {ftype}")
+                    # As the C reader checks: a DATA frame fits the mtu, and every frame
+                    # knows where it is (else the walk would go on inside some payload).
+                    if ftype == 1 and length > self.mtu_length:
+                        raise FileFormatError(
+                            self.path, f"{where}: DATA length: expected at most mtu {self.mtu_length}, found {length}")
+                    if term_offset != offset:
+                        raise FileFormatError(self.path, f"{where}: term offset field: expected {offset}, found {term_offset}")
                     payload_end = base + offset + length if ftype != 0 else base + offset + _HEADER_LENGTH
                     start = base + offset + _HEADER_LENGTH
                     yield Frame(
                         partition=partition, offset=offset,
                         position=(count * term_length) + offset,
-                        frame_length=length, version=version, flags=flags, type=ftype,
+                        frame_length=-length if in_progress else length, version=version, flags=flags, type=ftype,
                         term_offset=term_offset, session_id=session_id, stream_id=stream_id,
                         term_id=frame_term_id, reserved_value=reserved,
                         payload=bytes(view[start:min(payload_end, start + payload_prefix)]),

@@ -102,10 +102,13 @@ class Publication:
     def offer(self, data: Buffer, reserved_value: int = 0) -> int:
         """Append one message (fragmented if longer than one frame). Returns the new stream
         position, or a negative status (see the class docstring)."""
+        pub = self._pub
+        if pub is None:  # closed: the log is unmapped, never hand C a NULL publication
+            return CLOSED
         try:
-            result = lib.ls_publication_offer(self._pub, data, len(data), reserved_value)
+            result = lib.ls_publication_offer(pub, data, len(data), reserved_value)
         except TypeError:  # not bytes: bytearray, memoryview, numpy
-            result = lib.ls_publication_offer(self._pub, ffi.from_buffer(data), memoryview(data).nbytes,
+            result = lib.ls_publication_offer(pub, ffi.from_buffer(data), memoryview(data).nbytes,
                                               reserved_value)
         if result > 0:
             return result
@@ -132,6 +135,8 @@ class Publication:
         if len(offsets) and (offsets.min() < 0 or lengths.min() < 0
                              or int((offsets + lengths).max()) > memoryview(data).nbytes):
             raise InvalidArgumentError("offsets/lengths: a message lies outside data")
+        if self._pub is None:
+            return 0, CLOSED
         accepted = self._batch_accepted
         total = 0
         result = 0
@@ -160,6 +165,8 @@ class Publication:
         """Claim `length` bytes (at most max_payload_length) to write in place. The claim is
         truthy on success: fill `claim.buffer`, then `commit()` (or `abort()`); when falsy,
         `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...)."""
+        if self._pub is None:
+            return BufferClaim(None, CLOSED, None)
         result = lib.ls_publication_try_claim(self._pub, length, self._claim)
         if result <= 0:
             result = self._after_failure(result, lambda: lib.ls_publication_try_claim(self._pub, length, self._claim))
@@ -168,7 +175,10 @@ class Publication:
         if result <= 0:
             return BufferClaim(None, result, None)
         claim = ffi.new("ls_buffer_claim_t *", self._claim[0])
-        return BufferClaim(claim, result, ffi.buffer(claim.data, length))
+        # A view of the mapping itself (not a raw cffi buffer): while the claim holds it, the
+        # file stays mapped, so commit/abort after close() cannot write to unmapped memory.
+        start = int(ffi.cast("uintptr_t", claim.data)) - int(ffi.cast("uintptr_t", self.log.file.pointer))
+        return BufferClaim(claim, result, self._view[start:start + length])
 
     # -- flow control ---------------------------------------------------------------------
 
@@ -197,12 +207,19 @@ class Publication:
     @property
     def is_connected(self) -> bool:
         """Whether a subscriber is attached (as of the last limit check)."""
+        if self._pub is None:
+            return False
         self._refresh()
+        if self._pub.subscriber_count == 0:  # _refresh is rate-limited: look again, as offer does
+            lib.ls_publication_refresh_limit(self._pub)
         return self._pub.subscriber_count > 0
 
     @property
     def position(self) -> int:
-        """The stream position after the last message appended (by any writer of the log)."""
+        """The stream position after the last message appended (by any writer of the log);
+        CLOSED once closed."""
+        if self._pub is None:
+            return CLOSED
         return lib.ls_publication_position(self._pub)
 
     @property
@@ -292,10 +309,12 @@ class BufferClaim:
         if self._done:
             raise LockstepError("claim already committed, aborted, or never granted")
         self._done = True
-        if self.buffer is not None:
-            self.buffer.release()
-        if op(self._claim) < 0:
-            raise c_error()
+        try:
+            if op(self._claim) < 0:
+                raise c_error()
+        finally:
+            if self.buffer is not None:
+                self.buffer.release()  # last: it keeps the frame mapped until op is done
 
     def __enter__(self) -> "BufferClaim":
         if not self:

@@ -41,11 +41,12 @@ class Image(LogReader):
             position = log.retained_start_position
         else:
             position = int(start)
-            if not log.retained_start_position <= position <= log.tail_position or position % 32:
-                log.close()
+            first, tail = log.retained_start_position, log.tail_position
+            if not first <= position <= tail or position % 32:
+                log.close()  # (read the log before: it is unmapped now)
                 raise InvalidArgumentError(
                     f"{path}: start position {position}: expected a frame boundary in the retained range "
-                    f"[{log.retained_start_position}, {log.tail_position}]")
+                    f"[{first}, {tail}]")
         self._sub = subscription
         client = subscription._client
         self.join_position = position
@@ -200,6 +201,11 @@ class Subscription:
         del self._images[path]
         self._finished.add(path)
         self._image_list = list(self._images.values())
+
+    def discover(self) -> int:
+        """Look for new publishers now (poll also does it every 100 ms); returns the image count."""
+        self._discover("live")
+        return len(self._image_list)
 
     def _discover(self, start: Start) -> None:
         for path in stream_logs(self.dir, self.stream_id):
