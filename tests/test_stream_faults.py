@@ -226,7 +226,10 @@ def test_publisher_killed_after_taking_tail_space_does_not_wedge_the_stream(lsdi
     _run_dead_claim_scenario(procs, mp, stream, dead_claim, before=before)
 
 
-def test_killed_exclusive_publisher_image_drains_then_goes_away(lsdir, procs, mp):
+def test_killed_exclusive_publisher_image_drains_then_is_parked_until_resumed(lsdir, procs, mp):
+    """A dead exclusive publisher's image is read to the end, then no longer polled; its
+    log stays, so a publisher that resumes the session (as a restarted sequencer does)
+    is heard again from where the dead one stopped."""
     stream, count = 4003, 2000
     sub = Subscription(stream)
     published = mp.Queue()
@@ -250,8 +253,18 @@ def test_killed_exclusive_publisher_image_drains_then_goes_away(lsdir, procs, mp
             assert time.monotonic() < deadline, "the dead publisher's image never went away"
             assert sub.poll(lambda d, h: pytest.fail("extra message"), 10) == 0
             time.sleep(0.01)
-        assert not Path(path).exists()
-        assert _subscriber_counters(lsdir, session_id, stream) == []
+        assert Path(path).exists()
+        with Publication(stream, exclusive=True, session_id=session_id, term_length=TERM) as resumed:
+            assert resumed.path == Path(path)
+            position = resumed.offer(b"resumed")
+            assert position > end
+            got = []
+            deadline = time.monotonic() + STALL_S
+            while not got:
+                assert time.monotonic() < deadline, "the resumed log was never polled again"
+                sub.poll(lambda d, h: got.append((bytes(d), h.position)), 10)
+                time.sleep(0.01)
+            assert got == [(b"resumed", position)]
 
 
 # -- corrupt and truncated log buffer files -------------------------------------------------------

@@ -47,11 +47,14 @@ class Publication:
     `offer` returns the new stream position (> 0) or a negative status: NOT_CONNECTED (no
     subscriber), BACK_PRESSURED (the slowest subscriber is a window behind: retry later),
     ADMIN_ACTION (retry now), CLOSED, MAX_POSITION_EXCEEDED. Nothing unread is overwritten.
+
+    `session_id` (exclusive only) opens that session's log if it exists and continues it:
+    the caller must make sure its previous writer is gone (the sequencer holds a lock).
     """
 
     def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, exclusive: bool = False,
                  term_length: int = DEFAULT_TERM_LENGTH, mtu_length: int = DEFAULT_MTU_LENGTH,
-                 liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS) -> None:
+                 liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS, session_id: int | None = None) -> None:
         self.stream_id = stream_id
         self.exclusive = exclusive
         self.dir = resolve_dir(dir)
@@ -59,16 +62,20 @@ class Publication:
         self._client = client_for(self.dir)
         self._counters = self._client.counters
         rng = random.SystemRandom()
+        if session_id is not None and not exclusive:
+            raise InvalidArgumentError("session_id: only an exclusive publication names its session")
+        resume = session_id is not None
         while True:
-            session_id = rng.randint(-(1 << 31), (1 << 31) - 1)
+            if not resume:
+                session_id = rng.randint(-(1 << 31), (1 << 31) - 1)
             path = (exclusive_log_path(self.dir, stream_id, session_id) if exclusive
                     else shared_log_path(self.dir, stream_id))
             log, created = LogBuffer.create(path, term_length=term_length, mtu_length=mtu_length,
                                             session_id=session_id, stream_id=stream_id,
                                             initial_term_id=rng.randint(-(1 << 31), (1 << 31) - 1),
                                             correlation_id=self._client.next_registration_id())
-            if created or not exclusive:
-                break
+            if created or not exclusive or resume:
+                break  # (resume: the caller owns the session and continues its log)
             log.close()  # an exclusive session id already in use: draw again
         if not exclusive and log.term_length != term_length and term_length != DEFAULT_TERM_LENGTH:
             log.close()
@@ -247,12 +254,23 @@ class Publication:
     def closed(self) -> bool:
         return self._pub is None or self._pub.closed
 
-    def close(self) -> None:
+    def close(self, *, end_of_stream: bool = True) -> None:
         """Stop publishing. An exclusive log ends at the current position (end of stream);
-        it is removed at once if no subscriber is attached, else by the last one to drain it."""
+        it is removed at once if no subscriber is attached, else by the last one to drain it.
+        With end_of_stream=False the log stays open for a later `Publication(...,
+        session_id=...)` to resume (subscribers wait for it)."""
         if self._pub is None:
             return
         pub, self._pub = self._pub, None
+        if not end_of_stream:
+            self._view.release()
+            self.log.close()
+            for counter in (self._limit_counter, self._evictions):
+                try:
+                    counter.free()
+                except LockstepError:
+                    pass
+            return
         lib.ls_publication_close(pub)
         for counter in (self._limit_counter, self._evictions):
             try:

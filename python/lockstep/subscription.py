@@ -64,9 +64,10 @@ class Image(LogReader):
         self._blocked_since_ns = 0
         self._blocked_at = -1
 
-    def check(self, now_ns: int) -> bool:
-        """Unblock a writer that died mid-frame; return True when the image is finished
-        (end of stream reached, or its publisher gone and everything read)."""
+    def check(self, now_ns: int) -> str | None:
+        """Unblock a writer that died mid-frame. Returns "ended" at the end of stream, "idle"
+        when everything is read and no publisher of the log is alive (the log may yet be
+        resumed, e.g. by a restarted sequencer), else None."""
         if lib.ls_image_is_blocked(self._image):
             position = self.position
             if position != self._blocked_at:
@@ -79,8 +80,15 @@ class Image(LogReader):
             self._blocked_at = -1
         position = self.position
         if position >= self.log.end_of_stream_position:
-            return True
-        return position >= self.log.tail_position and not self._publisher_alive()
+            return "ended"
+        if position >= self.log.tail_position and not self._publisher_alive():
+            return "idle"
+        return None
+
+    @property
+    def has_more(self) -> bool:
+        """Whether frames were written past our position (an idle log was resumed)."""
+        return self.log.tail_position > self.position
 
     def _session_counters(self, type_id: int):
         return self._sub._client.counters.find_stream(type_id, self.session_id, self.stream_id)
@@ -120,11 +128,17 @@ class Subscription:
 
     `start`: "live" (default: from each publisher's current position), "earliest" (from
     the start of the retained log), or a position (applies to images present at creation).
+    `join`: where images of publishers found later start ("live", or "earliest" for a
+    consumer that must see everything, like a replica of the sequenced log).
     """
 
     def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, start: Start = "live",
                  liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS,
-                 unblock_timeout_ms: int = DEFAULT_UNBLOCK_TIMEOUT_MS) -> None:
+                 unblock_timeout_ms: int = DEFAULT_UNBLOCK_TIMEOUT_MS,
+                 join: Literal["live", "earliest"] = "live") -> None:
+        if join not in ("live", "earliest"):
+            raise InvalidArgumentError(f"join: expected 'live' or 'earliest', found {join!r}")
+        self.join = join
         if not (start in ("live", "earliest") or isinstance(start, int)):
             raise InvalidArgumentError(f"start: expected 'live', 'earliest' or a position, found {start!r}")
         self.stream_id = stream_id
@@ -134,6 +148,7 @@ class Subscription:
         self._client = client_for(self.dir)
         self._images: dict[Path, Image] = {}
         self._finished: set[Path] = set()
+        self._parked: set[Path] = set()  # images whose publishers died, all read
         self._unblocks = self._client.counters.allocate(
             TYPE_UNBLOCKS, f"unblocks: stream {stream_id}", reference_id=self._client.heartbeat.id)
         self._image_list: list[Image] = []
@@ -191,20 +206,30 @@ class Subscription:
         if now < self._next_housekeeping_ns:
             return
         self._next_housekeeping_ns = now + _HOUSEKEEPING_INTERVAL_NS
-        self._discover("live")
+        self._discover(self.join)
+        changed = False
         for path, image in list(self._images.items()):
-            if image.check(now):
-                self._remove(path, image)
-
-    def _remove(self, path: Path, image: Image) -> None:
-        image.close(unlink_if_done=True)
-        del self._images[path]
-        self._finished.add(path)
-        self._image_list = list(self._images.values())
+            if path in self._parked:
+                if image.has_more or image.position >= image.log.end_of_stream_position:
+                    self._parked.discard(path)  # resumed (or ended): back to polling
+                    changed = True
+                continue
+            state = image.check(now)
+            if state == "ended":
+                image.close(unlink_if_done=True)
+                del self._images[path]
+                self._finished.add(path)
+                changed = True
+            elif state == "idle":
+                # Its publisher died: stop polling it, keep our place in case it resumes.
+                self._parked.add(path)
+                changed = True
+        if changed:
+            self._image_list = [i for p, i in self._images.items() if p not in self._parked]
 
     def discover(self) -> int:
         """Look for new publishers now (poll also does it every 100 ms); returns the image count."""
-        self._discover("live")
+        self._discover(self.join)
         return len(self._image_list)
 
     def _discover(self, start: Start) -> None:
@@ -220,7 +245,7 @@ class Subscription:
                 self._finished.add(path)
                 continue
             self._images[path] = image
-        self._image_list = list(self._images.values())
+        self._image_list = [i for p, i in self._images.items() if p not in self._parked]
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -229,9 +254,10 @@ class Subscription:
         if self._closed:
             return
         self._closed = True
-        for image in self._image_list:
+        for image in self._images.values():
             image.close()
         self._images.clear()
+        self._parked.clear()
         self._image_list = []
         try:
             self._unblocks.free(0)

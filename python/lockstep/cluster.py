@@ -1,0 +1,342 @@
+"""Replicated state machines: deterministic Python classes fed the sequenced log, the
+runner that hosts them (live, from a snapshot, or from any log reader), state hashes that
+prove replicas equal, atomic checksummed snapshots, and a determinism check mode."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import FileFormatError, LockstepError
+from .idle import BackoffIdleStrategy, IdleStrategy
+from .mapped import check_name, resolve_dir
+from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient, _SEQUENCED
+from .subscription import Subscription
+
+__all__ = ["StateMachine", "Context", "Replica", "Snapshot", "write_snapshot", "read_snapshot", "latest_snapshot",
+           "read_hashes", "first_divergence", "check_determinism", "Divergence"]
+
+_SNAP_MAGIC = b"LSSNAP01"
+_SNAP_HEADER = struct.Struct("<8sqqqqII")  # magic, position, sequence, timestamp ns, length, crc32, reserved
+_HASH_RECORD = struct.Struct("<qq16s")     # position, sequence, state hash
+MAX_OUTPUTS_PER_MESSAGE = 1 << 16
+
+
+class StateMachine:
+    """Base class of a deterministic machine. Rules: read time only from `ctx.timestamp_ns`,
+    randomness only from seeds in the log, never iterate unordered containers into output
+    or state; then every replica, and every replay, reaches the same state."""
+
+    def on_message(self, ctx: "Context", command: bytes) -> None:
+        """Apply one sequenced command (its bytes; decode with lockstep.codec)."""
+        raise NotImplementedError
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (deterministic: equal states give equal bytes)."""
+        raise NotImplementedError
+
+    def restore(self, data: bytes) -> None:
+        """Load the state `snapshot()` produced."""
+        raise NotImplementedError
+
+    def state_hash(self) -> bytes:
+        """16 bytes that differ when states differ; by default a hash of snapshot()."""
+        return hashlib.blake2b(self.snapshot(), digest_size=16).digest()
+
+
+class Context:
+    """What a machine may know about the message being applied, and its way to send."""
+
+    __slots__ = ("sequence", "position", "timestamp_ns", "origin_id", "origin_sequence", "_outputs", "_origin_id")
+
+    def __init__(self, origin_id: int) -> None:
+        self._origin_id = origin_id
+        self._outputs: list[tuple[int, bytes]] = []
+        self.sequence = self.position = self.timestamp_ns = self.origin_id = self.origin_sequence = 0
+
+    def send(self, command) -> None:
+        """Send a command back to the sequencer. Its origin is the machine (same on every
+        replica) and its origin sequence derives from the log sequence, so the sequencer
+        keeps exactly one copy however many replicas send it."""
+        k = len(self._outputs)
+        if k >= MAX_OUTPUTS_PER_MESSAGE:
+            raise LockstepError(f"a machine may send at most {MAX_OUTPUTS_PER_MESSAGE} commands per message")
+        self._outputs.append(((self.sequence << 16) | k, bytes(command)))
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A machine's state after the message at `position` (sequence `sequence`)."""
+
+    position: int
+    sequence: int
+    timestamp_ns: int
+    data: bytes
+    path: Path | None = None
+
+
+def write_snapshot(dir: str | os.PathLike[str], name: str, snapshot: Snapshot) -> Path:
+    """Write `<name>-<position>.snap` atomically (temp file, fsync, rename) with a crc32."""
+    directory = resolve_dir(dir)
+    path = directory / f"{check_name(name)}-{snapshot.position:020d}.snap"
+    header = _SNAP_HEADER.pack(_SNAP_MAGIC, snapshot.position, snapshot.sequence, snapshot.timestamp_ns,
+                               len(snapshot.data), zlib.crc32(snapshot.data), 0)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(snapshot.data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
+    """Read and verify a snapshot file (FileFormatError when truncated or corrupt)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if len(raw) < _SNAP_HEADER.size:
+        raise FileFormatError(path, f"length: expected at least {_SNAP_HEADER.size} bytes, found {len(raw)}")
+    magic, position, sequence, timestamp, length, crc, _ = _SNAP_HEADER.unpack_from(raw)
+    if magic != _SNAP_MAGIC:
+        raise FileFormatError(path, f"magic: expected {_SNAP_MAGIC!r}, found {magic!r}")
+    data = raw[_SNAP_HEADER.size:]
+    if len(data) != length:
+        raise FileFormatError(path, f"data length: expected {length}, found {len(data)}")
+    if zlib.crc32(data) != crc:
+        raise FileFormatError(path, f"crc32: expected {crc:08x}, found {zlib.crc32(data):08x}")
+    return Snapshot(position, sequence, timestamp, data, path)
+
+
+def latest_snapshot(dir: str | os.PathLike[str], name: str) -> Snapshot | None:
+    """The newest valid snapshot of `name` in `dir` (corrupt ones are skipped), or None."""
+    directory = Path(dir)
+    for path in sorted(directory.glob(f"{check_name(name)}-*.snap"), reverse=True):
+        try:
+            return read_snapshot(path)
+        except FileFormatError:
+            continue
+    return None
+
+
+# -- state hashes ------------------------------------------------------------------------
+
+def read_hashes(path: str | os.PathLike[str]) -> list[tuple[int, int, bytes]]:
+    """(position, sequence, hash) records a replica wrote, oldest first."""
+    raw = Path(path).read_bytes()
+    usable = len(raw) - len(raw) % _HASH_RECORD.size  # a torn last record is ignored
+    return [_HASH_RECORD.unpack_from(raw, i) for i in range(0, usable, _HASH_RECORD.size)]
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where two replicas' hashes first differ (None when they never do)."""
+
+    position: int
+    sequence: int
+    hashes: tuple[bytes, ...]
+
+
+def first_divergence(*hash_files: str | os.PathLike[str]) -> Divergence | None:
+    """Compare replicas' recorded hashes at the positions they all recorded."""
+    tables = [{p: (s, h) for p, s, h in read_hashes(f)} for f in hash_files]
+    common = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
+    for position in common:
+        hashes = tuple(t[position][1] for t in tables)
+        if len(set(hashes)) > 1:
+            return Divergence(position, tables[0][position][0], hashes)
+    return None
+
+
+# -- the runner --------------------------------------------------------------------------
+
+def _default_origin(machine: StateMachine) -> int:
+    """A machine's origin id: the same on every replica of the same class."""
+    name = f"{type(machine).__module__}.{type(machine).__qualname__}".encode()
+    return (zlib.crc32(name) & 0x3FFFFFFF) | 0x40000000
+
+
+class Replica:
+    """Hosts a `StateMachine` on the sequenced log of a directory.
+
+    Starts from the newest snapshot of `name` when there is one (and the log still holds
+    what follows it), else from the start of the retained log. Every `hash_every`
+    messages it appends (position, sequence, state hash) to `<name>.hashes`; every
+    `snapshot_every` messages it writes a snapshot. Outputs (`ctx.send`) go to the
+    sequencer; they are queued, never dropped, when its ingress is full."""
+
+    def __init__(self, machine: StateMachine, dir: str | os.PathLike[str] | None = None, *, name: str,
+                 stream_id: int = DEFAULT_LOG_STREAM, origin_id: int | None = None, hash_every: int = 1000,
+                 snapshot_every: int | None = None, snapshot_dir: str | os.PathLike[str] | None = None,
+                 send_outputs: bool = True, restore: bool = True) -> None:
+        self.machine = machine
+        self.name = check_name(name)
+        self.dir = resolve_dir(dir)
+        self.snapshot_dir = resolve_dir(snapshot_dir) if snapshot_dir is not None else self.dir
+        self.hash_every = hash_every
+        self.snapshot_every = snapshot_every
+        self.ctx = Context(_default_origin(machine) if origin_id is None else origin_id)
+        self.applied = 0
+        self.last_sequence = 0
+        self.last_position = 0
+        self._pending: deque[tuple[int, bytes]] = deque()
+        snapshot = latest_snapshot(self.snapshot_dir, self.name) if restore else None
+        start: Any = "earliest"
+        if snapshot is not None:
+            machine.restore(snapshot.data)
+            self.last_sequence, self.last_position = snapshot.sequence, snapshot.position
+            start = snapshot.position
+        self.restored_from = snapshot
+        self.subscription = Subscription(stream_id, self.dir, start=start, join="earliest")
+        self._client = SequencerClient(self.dir, origin_id=self.ctx._origin_id) if send_outputs else None
+        self._hashes = open(self.dir / f"{self.name}.hashes", "ab")
+
+    def apply(self, payload, position: int) -> None:
+        """Apply one sequenced-log payload (used by the live loop and by replays)."""
+        sequence, timestamp, origin_sequence, origin_id, _ = _SEQUENCED.unpack_from(payload)
+        if sequence <= self.last_sequence:
+            return  # already in the restored state
+        if sequence != self.last_sequence + 1 and self.last_sequence:
+            raise LockstepError(f"{self.name}: sequence gap: expected {self.last_sequence + 1}, found {sequence} "
+                                f"at position {position}")
+        ctx = self.ctx
+        ctx.sequence, ctx.position, ctx.timestamp_ns = sequence, position, timestamp
+        ctx.origin_id, ctx.origin_sequence = origin_id, origin_sequence
+        self.machine.on_message(ctx, bytes(payload[SEQUENCED_HEADER_LENGTH:]))
+        if ctx._outputs:
+            if self._client is not None:
+                self._pending.extend(ctx._outputs)
+            ctx._outputs.clear()
+        self.last_sequence, self.last_position = sequence, position
+        self.applied += 1
+        if self.hash_every and sequence % self.hash_every == 0:
+            self.record_hash()
+        if self.snapshot_every and sequence % self.snapshot_every == 0:
+            self.take_snapshot()
+
+    def _on_fragment(self, data, header) -> None:
+        self.apply(data, header.position)
+
+    def do_work(self, limit: int = 256) -> int:
+        """One duty cycle: flush queued outputs, apply up to `limit` log messages."""
+        work = self._flush()
+        return work + self.subscription.poll(self._on_fragment, limit)
+
+    def _flush(self) -> int:
+        sent = 0
+        pending, client = self._pending, self._client
+        while pending and client.send_as(client.origin_id, pending[0][0], pending[0][1]):
+            pending.popleft()
+            sent += 1
+        return sent
+
+    def run(self, stop: threading.Event | Callable[[], bool] | None = None,
+            idle: IdleStrategy | None = None) -> None:
+        """Apply the log until `stop` is set (an Event or a callable returning True)."""
+        idle = idle or BackoffIdleStrategy()
+        should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+        while not should_stop():
+            idle.idle(self.do_work())
+
+    def record_hash(self) -> bytes:
+        """Append (position, sequence, state hash) to `<name>.hashes` now; returns the hash."""
+        h = self.machine.state_hash()
+        self._hashes.write(_HASH_RECORD.pack(self.last_position, self.last_sequence, h))
+        self._hashes.flush()
+        return h
+
+    def take_snapshot(self) -> Path:
+        """Write a snapshot of the state as of the last applied message."""
+        return write_snapshot(self.snapshot_dir, self.name, Snapshot(
+            self.last_position, self.last_sequence, self.ctx.timestamp_ns, self.machine.snapshot()))
+
+    @property
+    def pending_outputs(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        self.subscription.close()
+        if self._client is not None:
+            self._client.close()
+        self._hashes.close()
+
+    def __enter__(self) -> "Replica":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def replay(machine: StateMachine, messages: Iterable[tuple[bytes, int]], *, until: int | None = None) -> Replica:
+    """Feed (payload, position) pairs of a sequenced log into `machine` offline (no
+    outputs are sent); stops after the message at position `until`. Returns the runner."""
+    runner = _OfflineRunner(machine)
+    for payload, position in messages:
+        runner.apply(payload, position)
+        if until is not None and position >= until:
+            break
+    return runner
+
+
+class _OfflineRunner(Replica):
+    """A Replica without a directory: for replays and the determinism check."""
+
+    def __init__(self, machine: StateMachine) -> None:  # noqa: D107 - no log, no files
+        self.machine = machine
+        self.name = "offline"
+        self.hash_every = 0
+        self.snapshot_every = None
+        self.ctx = Context(_default_origin(machine))
+        self.applied = 0
+        self.last_sequence = 0
+        self.last_position = 0
+        self._pending = deque()
+        self._client = None
+
+
+@dataclass(frozen=True)
+class NonDeterminism:
+    """The first message after which two instances of a machine differ."""
+
+    sequence: int
+    position: int
+    hashes: tuple[bytes, bytes]
+
+
+def check_determinism(factory: Callable[[], StateMachine], messages: Iterable[tuple[bytes, int]],
+                      *, gap_ns: int = 1_000_000) -> NonDeterminism | None:
+    """Run two instances side by side over the same sequenced messages, comparing state
+    hashes after each, the second a little later (`gap_ns`) so wall-clock readers differ.
+    Returns where they first diverge, or None."""
+    a, b = _OfflineRunner(factory()), _OfflineRunner(factory())
+    for payload, position in messages:
+        a.apply(payload, position)
+        deadline = time.perf_counter_ns() + gap_ns
+        while time.perf_counter_ns() < deadline:
+            pass
+        b.apply(payload, position)
+        ha, hb = a.machine.state_hash(), b.machine.state_hash()
+        if ha != hb:
+            return NonDeterminism(a.last_sequence, position, (ha, hb))
+    return None
+
+
+def log_messages(reader) -> Iterator[tuple[bytes, int]]:
+    """(payload, position) pairs from a `LogReader` (for replay / check_determinism)."""
+    for payload, header in reader.messages():
+        yield payload, header["position"]

@@ -1,0 +1,285 @@
+"""The sequencer: many senders, one total order. Commands arrive on a many-to-one ingress
+ring; the C loop stamps each with a gap-free sequence, a timestamp and its origin, drops
+ones already sequenced, and appends them to the sequenced log (an exclusive publication)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ._native import c_error, ffi, lib
+from .client import client_for
+from .errors import InvalidArgumentError, LockstepError
+from .idle import BackoffIdleStrategy, IdleStrategy
+from .logbuffer import LogBuffer
+from .mapped import resolve_dir
+from .publication import Publication
+from .reader import LogReader
+from .ring import ManyToOneRing
+from .stream_files import stream_logs
+
+__all__ = ["Sequencer", "SequencerClient", "SequencedMessage", "decode_sequenced", "DEFAULT_LOG_STREAM"]
+
+DEFAULT_LOG_STREAM = 100
+INGRESS_FILE = "ingress.ring"
+LOCK_FILE = "sequencer.lock"
+DEFAULT_INGRESS_CAPACITY = 1 << 22
+DEFAULT_TERM_LENGTH = 1 << 24
+TYPE_SEQUENCER = 1010  # counters: last sequence, sequenced, duplicates, rejected, back-pressure
+_HOUSEKEEPING_NS = 100_000_000
+_UNBLOCK_AFTER_NS = 5_000_000_000
+
+_SEQUENCED = struct.Struct("<qqqii")  # sequence, timestamp ns, origin sequence, origin id, reserved
+SEQUENCED_HEADER_LENGTH: int = lib.LS_SEQUENCED_HEADER_LENGTH
+
+
+@dataclass(frozen=True)
+class SequencedMessage:
+    """One message of the sequenced log, header decoded, command copied."""
+
+    sequence: int
+    timestamp_ns: int
+    origin_id: int
+    origin_sequence: int
+    command: bytes
+    position: int = 0
+
+
+def decode_sequenced(data, position: int = 0) -> SequencedMessage:
+    """Decode one sequenced-log payload (a LockstepError if it is too short)."""
+    if len(data) < SEQUENCED_HEADER_LENGTH:
+        raise LockstepError(f"sequenced message: expected at least {SEQUENCED_HEADER_LENGTH} bytes, found {len(data)}")
+    sequence, timestamp, origin_sequence, origin_id, _ = _SEQUENCED.unpack_from(data)
+    return SequencedMessage(sequence, timestamp, origin_id, origin_sequence, bytes(data[SEQUENCED_HEADER_LENGTH:]),
+                            position)
+
+
+def _ingress(dir: Path, capacity: int) -> ManyToOneRing:
+    """The directory's ingress ring: opened as it is, or created with `capacity`."""
+    path = dir / INGRESS_FILE
+    return ManyToOneRing(path) if path.exists() else ManyToOneRing(path, capacity)
+
+
+class SequencerClient:
+    """Sends commands to the sequencer from any process (and any number of them).
+
+    Each client has an origin id and numbers its commands; the sequencer drops a command
+    whose origin sequence is not above the last it sequenced for that origin. By default
+    the origin id is random and the numbering starts at the current time in ns, so a
+    restarted client never collides with its former self."""
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None, *, origin_id: int | None = None,
+                 ingress_capacity: int = DEFAULT_INGRESS_CAPACITY) -> None:
+        self.dir = resolve_dir(dir)
+        self.ring = _ingress(self.dir, ingress_capacity)
+        self.origin_id = random.SystemRandom().randint(1, (1 << 31) - 1) if origin_id is None else origin_id
+        if not -(1 << 31) <= self.origin_id < 1 << 31:
+            raise InvalidArgumentError(f"origin_id: expected an int32, found {self.origin_id}")
+        self.next_origin_sequence = time.time_ns()
+        self._rb = self.ring._rb
+
+    def send(self, command) -> bool:
+        """Send one command (bytes-like). False when the ingress ring is full: the sequencer
+        is behind (or back-pressured by its log); nothing was sent, try again later."""
+        sent = self.send_as(self.origin_id, self.next_origin_sequence, command)
+        if sent:
+            self.next_origin_sequence += 1
+        return sent
+
+    def send_as(self, origin_id: int, origin_sequence: int, command) -> bool:
+        """Send with an explicit origin and origin sequence (replicated machines' outputs:
+        every replica sends the same pair, the sequencer keeps the first)."""
+        try:
+            rc = lib.ls_sequencer_send(self._rb, origin_id, origin_sequence, command, len(command))
+        except TypeError:
+            rc = lib.ls_sequencer_send(self._rb, origin_id, origin_sequence, ffi.from_buffer(command),
+                                       memoryview(command).nbytes)
+        if rc == 0:
+            return True
+        if rc == lib.LS_RB_FULL:
+            return False
+        raise c_error(self.ring.path)
+
+    def close(self) -> None:
+        self.ring.close()
+
+    def __enter__(self) -> "SequencerClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Sequencer:
+    """Runs the sequencer of a directory: one per directory (a lock file says so).
+
+    On start it reopens its log if one exists, pads anything a dead predecessor left half
+    written, and continues from the last sequence in it: no gap, no repeat. Drive it with
+    `run()` (in a thread or its own process) or call `do_work()` from your own loop."""
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None, *, stream_id: int = DEFAULT_LOG_STREAM,
+                 term_length: int = DEFAULT_TERM_LENGTH, ingress_capacity: int = DEFAULT_INGRESS_CAPACITY) -> None:
+        self.dir = resolve_dir(dir)
+        self.stream_id = stream_id
+        self._lock = self._take_lock()
+        try:
+            self.ingress = _ingress(self.dir, ingress_capacity)
+            session_id, next_sequence, origins = self._recover(term_length)
+            self.log = Publication(stream_id, self.dir, exclusive=True, term_length=term_length, session_id=session_id)
+            self._seq = ffi.new("ls_sequencer_t *")
+            if lib.ls_sequencer_init(self._seq, self.ingress._rb, self.log._pub, next_sequence) < 0:
+                raise c_error(self.log.path)
+            for origin_id, origin_sequence in origins.items():
+                lib.ls_sequencer_note_origin(self._seq, origin_id, origin_sequence)
+        except BaseException:
+            self._lock.close()
+            raise
+        counters = client_for(self.dir).counters
+        self._counters = {name: counters.allocate(TYPE_SEQUENCER, f"sequencer: {name}")
+                          for name in ("last sequence", "sequenced", "duplicates", "rejected", "back-pressured")}
+        self._back_pressured = 0
+        self._next_housekeeping_ns = 0
+        self._stuck_head = (-1, 0)
+        self._closed = False
+        self._housekeeping(time.monotonic_ns())
+
+    def _take_lock(self):
+        f = open(self.dir / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "?"
+            f.close()
+            raise LockstepError(f"{self.dir}: another sequencer is running here (pid {owner})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        return f
+
+    def _recover(self, term_length: int) -> tuple[int | None, int, dict[int, int]]:
+        """(session to resume or None, next sequence, last origin sequence per origin) from
+        the existing log; half-written frames of a dead predecessor are padded."""
+        logs = stream_logs(self.dir, self.stream_id)
+        if not logs:
+            return None, 1, {}
+        if len(logs) > 1:
+            raise LockstepError(f"{self.dir}: several logs for sequenced stream {self.stream_id}: "
+                                f"{', '.join(p.name for p in logs)}")
+        log = LogBuffer.open(logs[0], writable=True)
+        session_id = log.session_id
+        last_sequence = 0
+        origins: dict[int, int] = {}
+        with LogReader(log) as reader:
+            while True:
+                for payload, _ in reader.messages():
+                    m = decode_sequenced(payload)
+                    last_sequence = m.sequence
+                    if m.origin_sequence > origins.get(m.origin_id, -1):
+                        origins[m.origin_id] = m.origin_sequence
+                if reader.position >= log.tail_position or not lib.ls_image_unblock(reader._image):
+                    break
+        if last_sequence == 0 and reader.position > 0:
+            raise LockstepError(f"{logs[0]}: the log's retained part holds no sequenced message to continue from "
+                                f"(position {reader.position}); recover from a recording")
+        return session_id, last_sequence + 1, origins
+
+    # -- work ---------------------------------------------------------------------------
+
+    def do_work(self, limit: int = 4096) -> int:
+        """One duty cycle: sequence up to `limit` commands. Returns how many were handled."""
+        n = lib.ls_sequencer_do_work(self._seq, limit)
+        if n < 0:
+            raise c_error(self.ingress.path)
+        if self._seq.last_status:
+            self._back_pressured += 1
+        now = time.monotonic_ns()
+        if now >= self._next_housekeeping_ns:
+            self._housekeeping(now)
+        return n
+
+    def _housekeeping(self, now: int) -> None:
+        self._next_housekeeping_ns = now + _HOUSEKEEPING_NS
+        self.ingress.heartbeat()
+        seq = self._seq
+        c = self._counters
+        c["last sequence"].set(seq.next_sequence - 1)
+        c["sequenced"].set(seq.sequenced)
+        c["duplicates"].set(seq.duplicates)
+        c["rejected"].set(seq.rejected)
+        c["back-pressured"].set(self._back_pressured)
+        # A sender that died between claim and commit blocks the ring: skip its record.
+        head = self.ingress.consumer_position
+        if self.ingress.size() == 0 or head != self._stuck_head[0]:
+            self._stuck_head = (head, now)
+        elif now - self._stuck_head[1] > _UNBLOCK_AFTER_NS and not seq.last_status:
+            self.ingress.unblock()
+            self._stuck_head = (-1, now)
+
+    def run(self, stop: threading.Event | Callable[[], bool] | None = None,
+            idle: IdleStrategy | None = None) -> None:
+        """Sequence until `stop` is set (an Event or a callable returning True)."""
+        idle = idle or BackoffIdleStrategy()
+        should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+        while not should_stop():
+            idle.idle(self.do_work())
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def last_sequence(self) -> int:
+        return self._seq.next_sequence - 1
+
+    @property
+    def sequenced(self) -> int:
+        """Commands sequenced by this instance."""
+        return self._seq.sequenced
+
+    @property
+    def duplicates(self) -> int:
+        """Commands dropped because their (origin, origin sequence) was already sequenced."""
+        return self._seq.duplicates
+
+    @property
+    def rejected(self) -> int:
+        """Malformed ingress records dropped."""
+        return self._seq.rejected
+
+    @property
+    def position(self) -> int:
+        """Log position after the last message sequenced."""
+        return self._seq.last_position
+
+    @property
+    def session_id(self) -> int:
+        return self.log.session_id
+
+    def close(self) -> None:
+        """Stop: the log stays open (not ended) for the next sequencer to continue."""
+        if self._closed:
+            return
+        self._closed = True
+        self._housekeeping(time.monotonic_ns())
+        lib.ls_sequencer_close(self._seq)
+        for counter in self._counters.values():
+            try:
+                counter.free()
+            except LockstepError:
+                pass
+        self.log.close(end_of_stream=False)
+        self.ingress.close()
+        self._lock.close()
+
+    def __enter__(self) -> "Sequencer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
