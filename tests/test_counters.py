@@ -222,3 +222,23 @@ def test_values_cross_processes(lsdir, procs, mp):
         assert seen.get(timeout=60) == 42
         done.set()
         procs.join_all()
+
+
+def test_counters_of_dead_processes_are_reclaimed_when_full(lsdir):
+    """A directory whose counters are all held by processes that died (killed, or exited
+    without closing) still takes new counters: the dead owners' records are reclaimed."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    with Counters(lsdir) as counters:
+        mine = counters.allocate(1001, "mine")
+        held = [counters.allocate(1001, f"orphan {i}", owner_id=dead_pid)
+                for i in range(counters.max_counters - len(list(counters)))]
+        assert len(list(counters)) == counters.max_counters
+        fresh = counters.allocate(1001, "fresh")  # would fail without reclaiming
+        ids = {info.id for info in counters}
+        assert fresh.id in ids and mine.id in ids
+        assert not any(info.owner_id == dead_pid for info in counters)
+        assert held  # the directory really was full of orphans

@@ -3,13 +3,14 @@ fresh by a daemon thread, so peers can tell a live process (slow or stalled) fro
 
 from __future__ import annotations
 
+import atexit
 import os
 import struct
 import threading
 import time
 from pathlib import Path
 
-from .counters import Counter, CounterInfo, Counters
+from .counters import Counter, CounterInfo, Counters, pid_alive
 
 __all__ = ["Client", "client_for", "is_alive", "TYPE_CLIENT_HEARTBEAT"]
 
@@ -29,23 +30,6 @@ STREAM_KEY = struct.Struct("<qii")  # registration id, session id, stream id
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (zombies count as dead)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ", 1)[1][:1] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 class Client:
@@ -102,6 +86,18 @@ def is_alive(counters: Counters, info: CounterInfo, timeout_ms: int = DEFAULT_LI
 
 _clients: dict[Path, Client] = {}
 _lock = threading.Lock()
+
+
+@atexit.register
+def _close_clients() -> None:
+    """At exit, free each client's heartbeat counter (a killed process's is reclaimed by
+    whoever next finds the counters full)."""
+    for client in list(_clients.values()):
+        if client.pid == os.getpid():
+            try:
+                client.close()
+            except Exception:
+                pass
 
 
 def client_for(dir: Path) -> Client:

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ._native import c_error, ffi, lib
-from .errors import ClosedError, FileFormatError, InvalidArgumentError
+from .errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile, resolve_dir
 
 __all__ = ["Counters", "Counter", "CounterInfo", "CNC_FILE"]
@@ -41,6 +41,23 @@ _VALUES_DTYPE = np.dtype({
 })
 
 STATE_NAMES = {0: "unused", 1: "allocated", -1: "reclaimed", 2: "reserving"}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (zombies count as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _now_ms() -> int:
@@ -128,12 +145,29 @@ class Counters:
                  owner_id: int | None = None, reference_id: int = 0) -> "Counter":
         """Allocate a counter (value 0) owned by `owner_id` (this process's pid by default)."""
         label_bytes = label.encode("ascii", "replace")
-        cid = lib.ls_counters_allocate(
-            self._c, type_id, key, len(key), label_bytes, len(label_bytes), registration_id,
-            os.getpid() if owner_id is None else owner_id, reference_id, _now_ms())
-        if cid < 0:
-            raise c_error(self.path)
-        return Counter(self, cid)
+        owner = os.getpid() if owner_id is None else owner_id
+        for attempt in range(2):
+            cid = lib.ls_counters_allocate(
+                self._c, type_id, key, len(key), label_bytes, len(label_bytes), registration_id, owner,
+                reference_id, _now_ms())
+            if cid >= 0:
+                return Counter(self, cid)
+            if attempt or not self.reclaim_dead_owners(reuse_delay_ms=0):
+                break
+        raise c_error(self.path)
+
+    def reclaim_dead_owners(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> int:
+        """Free the counters whose owner process no longer exists (a process killed, or one
+        that exited without closing). Returns how many were freed."""
+        freed = 0
+        for info in list(self):
+            if info.owner_id > 0 and not pid_alive(info.owner_id):
+                try:
+                    self.free(info.id, reuse_delay_ms)
+                    freed += 1
+                except LockstepError:
+                    pass  # freed by another process meanwhile
+        return freed
 
     def free(self, counter_id: int, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
         """Free a counter; its record is reused after `reuse_delay_ms` so late readers of the
