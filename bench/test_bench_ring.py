@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from lockstep import ManyToOneRing, OneToOneRing
-from lockstep._native import lib
 
 PAYLOAD = bytes(range(32))
 BATCH = 256
@@ -18,12 +17,6 @@ RINGS = [pytest.param(OneToOneRing, id="one_to_one"), pytest.param(ManyToOneRing
 
 def _noop_handler(msg_type_id, data):
     pass
-
-
-@pytest.mark.benchmark(group="floor")
-def test_noop_cffi_call(benchmark):
-    """The floor: one call of an empty C function through cffi."""
-    benchmark(lib.ls_noop)
 
 
 @pytest.mark.benchmark(group="write+read")

@@ -318,6 +318,25 @@ int32_t ls_image_scan(
     return corrupt && 0 == adapter.count && *end_position == position ? -1 : adapter.count;
 }
 
+int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit)
+{
+    if (fragment_limit > LS_IMAGE_SCAN_CAPACITY)
+    {
+        fragment_limit = LS_IMAGE_SCAN_CAPACITY;
+    }
+    scan->count = ls_image_scan(
+        image, fragment_limit, scan->partitions, scan->data_offsets, scan->lengths, scan->headers, &scan->end_position);
+    if (scan->end_position != ls_get_plain_i64(image->position))
+    {
+        ls_put_release_i64(image->position, scan->end_position);
+    }
+    const ls_logbuffer_t *log = &image->log;
+    scan->end_length_index = (int32_t)(
+        ((int64_t)ls_logbuffer_partition_index(log, scan->end_position) * log->term_length +
+         ls_logbuffer_term_offset(log, scan->end_position)) / (int32_t)sizeof(int32_t));
+    return scan->count;
+}
+
 int64_t ls_image_position(const ls_image_t *image)
 {
     return ls_get_acquire_i64(image->position);

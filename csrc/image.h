@@ -63,6 +63,26 @@ int32_t ls_image_scan(
     ls_frame_header_t *headers,
     int64_t *end_position);
 
+#define LS_IMAGE_SCAN_CAPACITY 1024
+
+/* The output of one scan, in one struct so a binding passes one pointer per call. */
+typedef struct ls_image_scan_stct
+{
+    int64_t end_position;
+    int32_t count;
+    int32_t end_length_index; /* the frame length at end_position, as an int32 index into the log */
+    int32_t partitions[LS_IMAGE_SCAN_CAPACITY];
+    int32_t data_offsets[LS_IMAGE_SCAN_CAPACITY];
+    int32_t lengths[LS_IMAGE_SCAN_CAPACITY];
+    ls_frame_header_t headers[LS_IMAGE_SCAN_CAPACITY];
+} ls_image_scan_t;
+
+/* ls_image_scan into `scan` (fragment_limit capped at LS_IMAGE_SCAN_CAPACITY), then moves the
+ * position to scan->end_position at once: one call per batch. A binding whose handler fails
+ * moves the position back to the end of the failing message (still intact: rotation cleans
+ * two terms ahead of the window). Returns the message count or -1 (corrupt frame). */
+int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit);
+
 int64_t ls_image_position(const ls_image_t *image);
 void ls_image_set_position(ls_image_t *image, int64_t position);
 /* True when the frame at the position is not yet written (length 0) but the tail is beyond

@@ -6,9 +6,11 @@ Rings (Agrona format) and logs (Aeron format) live in memory-mapped files in
 
 from __future__ import annotations
 
+from . import codec
 from .counters import Counter, CounterInfo, Counters
 from .errors import (
     ClosedError,
+    CodecError,
     FileAccessError,
     FileFormatError,
     InvalidArgumentError,
@@ -45,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Context", "Replica", "SequencedMessage", "Sequencer", "SequencerClient", "Snapshot", "StateMachine",
     "check_determinism", "decode_sequenced", "first_divergence",
+    "codec", "CodecError",
     "ADMIN_ACTION", "BACK_PRESSURED", "CLOSED", "MAX_POSITION_EXCEEDED", "NOT_CONNECTED",
     "Batch", "BufferClaim", "Header", "Image", "LogBuffer", "Publication", "Subscription", "status_name",
     "BackoffIdleStrategy", "BusySpinIdleStrategy", "ClosedError", "ControlledAction", "Counter",

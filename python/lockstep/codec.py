@@ -13,7 +13,9 @@ uint16 template_id, uint16 schema_id, uint16 version``) followed by a block of
     data = NewOrder.encode(order_id=1, price=-5, qty=10, side=1, symbol=b"AAPL", levels=[1, 2, 3, 4])
     n = NewOrder.encode_into(claim.buffer, 0, order_id=1, ...)   # zero copy, returns bytes written
     msg = codec.decode(data)              # any registered type, found by its header
-    msg.type is NewOrder, msg.price       # numpy scalars, read through a view of `data`
+    msg.type is NewOrder, msg.price       # -5: read from `data` on access, nothing copied
+    msg.record                            # the same block as a numpy structured scalar (a view)
+    NewOrder.decode_array(buf, offsets)   # many messages -> one structured array
     codec.describe(data)                  # "NewOrder{order_id=1, price=-5, ...}"
 
 Types belong to a `Schema` (schema id + version); schemas register their types in a
@@ -115,7 +117,6 @@ class Message:
         self.block_length = block_length  # from the header: may exceed the type's (newer version)
         self._buffer = buffer
         self._offset = offset
-        self._record: np.void | None = None
 
     @property
     def template_id(self) -> int:
@@ -133,9 +134,11 @@ class Message:
     @property
     def record(self) -> np.void:
         """The known fields as a numpy structured scalar: a writable view when the buffer is."""
-        if self._record is None:
+        try:
+            return self._record
+        except AttributeError:  # first use
             self._record = np.ndarray((), self.type.dtype, self._buffer, self._offset + HEADER_LENGTH)[()]
-        return self._record
+            return self._record
 
     def __getattr__(self, name: str) -> Any:  # only called for names that are not fields
         raise AttributeError(f"{self.type.name} has no field {name!r}" if name not in _MESSAGE_SLOTS else name)
@@ -266,12 +269,20 @@ class MessageType:
 
     def decode(self, buffer: Any, offset: int = 0) -> Message:
         """A zero-copy view of the message at `offset`; CodecError unless its header names this type."""
-        view, size = _byte_view(buffer)
-        block_length, template_id, schema_id, version = _read_header(view, size, offset)
+        kind = type(buffer)
+        if kind is bytes or kind is bytearray:
+            view, size = buffer, len(buffer)
+        else:
+            view, size = _byte_view(buffer)
+        if offset < 0 or offset + HEADER_LENGTH > size:
+            _read_header(view, size, offset)  # raises
+        block_length, template_id, schema_id, version = _HEADER.unpack_from(view, offset)
         if template_id != self.template_id or schema_id != self.schema_id:
             raise CodecError(f"expected {self.name} (schema {self.schema_id}, template {self.template_id}) at "
                              f"offset {offset}, found schema {schema_id}, template {template_id}")
-        return self._view(view, size, offset, block_length, version)
+        if block_length < self.block_length or offset + HEADER_LENGTH + block_length > size:
+            self._view(view, size, offset, block_length, version)  # raises
+        return self._message_class(self, view, offset, version, block_length)
 
     def _view(self, view: Any, size: int, offset: int, block_length: int, version: int) -> Message:
         if block_length < self.block_length:
@@ -374,12 +385,21 @@ class Registry:
 
     def decode(self, buffer: Any, offset: int = 0) -> Message:
         """A zero-copy view of the message at `offset`, of whichever type its header names."""
-        view, size = _byte_view(buffer)
-        block_length, template_id, schema_id, version = _read_header(view, size, offset)
+        # the hot path, inlined: _byte_view, _read_header, MessageType._view
+        kind = type(buffer)
+        if kind is bytes or kind is bytearray:
+            view, size = buffer, len(buffer)
+        else:
+            view, size = _byte_view(buffer)
+        if offset < 0 or offset + HEADER_LENGTH > size:
+            _read_header(view, size, offset)  # raises
+        block_length, template_id, schema_id, version = _HEADER.unpack_from(view, offset)
         mtype = self._types.get((schema_id, template_id))
         if mtype is None:
             raise self._unknown(schema_id, template_id, offset)
-        return mtype._view(view, size, offset, block_length, version)
+        if block_length < mtype.block_length or offset + HEADER_LENGTH + block_length > size:
+            mtype._view(view, size, offset, block_length, version)  # raises
+        return mtype._message_class(mtype, view, offset, version, block_length)
 
     def describe(self, buffer: Any, offset: int = 0) -> str:
         """The message at `offset` as ``Name{field=value, ...}``."""

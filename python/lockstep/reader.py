@@ -92,66 +92,88 @@ class LogReader:
         self._view = self.log.file.memoryview()
         term_length = self.log.term_length
         self._terms = [self._view[i * term_length:(i + 1) * term_length] for i in range(3)]
-        self._parts = ffi.new("int32_t[]", _BATCH)
-        self._offsets = ffi.new("int32_t[]", _BATCH)
-        self._lengths = ffi.new("int32_t[]", _BATCH)
-        self._headers = ffi.new("ls_frame_header_t[]", _BATCH)
-        self._end = ffi.new("int64_t *")
+        scan = self._scan_out = ffi.new("ls_image_scan_t *")
+        self._parts, self._offsets, self._lengths, self._headers = (
+            scan.partitions, scan.data_offsets, scan.lengths, scan.headers)
         self._np_offsets = np.frombuffer(ffi.buffer(self._offsets), dtype=np.int32)
         self._np_lengths = np.frombuffer(ffi.buffer(self._lengths), dtype=np.int32)
         self._np_positions = np.frombuffer(ffi.buffer(self._headers), dtype=np.dtype({
             "names": ["position"], "formats": ["<i8"], "offsets": [0],
             "itemsize": ffi.sizeof("ls_frame_header_t")}))["position"]
         self._header = Header(self._headers)
+        # The frame length at our position, read from Python: a hint that spares the C call
+        # when nothing is there (C re-reads it with acquire before trusting anything).
+        self._words = self._view.cast("i")
+        self._shift = term_length.bit_length() - 1
+        self._peek = self._peek_index(position)
         self.closed = False
 
     @property
     def position(self) -> int:
         return lib.ls_image_position(self._image)
 
+    def _peek_index(self, position: int) -> int:
+        """Index in `_words` of the frame length at `position`."""
+        term_length = 1 << self._shift
+        return (((position >> self._shift) % 3) * term_length + (position & (term_length - 1))) >> 2
+
     def _scan(self, limit: int) -> int:
-        n = lib.ls_image_scan(self._image, min(limit, _BATCH), self._parts, self._offsets, self._lengths,
-                              self._headers, self._end)
+        """Scan up to `limit` messages and move the position past them (one C call)."""
+        n = lib.ls_image_scan_commit(self._image, self._scan_out, limit)
         if n < 0:
             raise c_error(self.path)
+        self._peek = self._scan_out.end_length_index
         return n
+
+    def _rewind(self, i: int) -> None:
+        """A handler failed on message i: it counts as consumed, the rest do not."""
+        position = self._headers[i].position
+        lib.ls_image_set_position(self._image, position)
+        self._peek = self._peek_index(position)
 
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
         that raises has its message consumed (the position moves past it) before the error."""
+        if not self._words[self._peek]:
+            return 0
         n = self._scan(limit)
-        header, terms, parts, offsets, lengths = self._header, self._terms, self._parts, self._offsets, self._lengths
+        header, offsets, lengths = self._header, self._offsets, self._lengths
+        term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
         i = 0
         try:
             for i in range(n):
                 header._i = i
                 offset = offsets[i]
                 if offset >= 0:
-                    handler(terms[parts[i]][offset:offset + lengths[i]], header)
+                    handler(term[offset:offset + lengths[i]], header)
                 else:
                     handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
         except BaseException:
-            lib.ls_image_set_position(self._image, self._headers[i].position)
+            self._rewind(i)
             raise
-        lib.ls_image_set_position(self._image, self._end[0])
         return n
 
     def poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
         """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
         one handler call per batch, not per message."""
+        if not self._words[self._peek]:
+            return 0
         n = self._scan(limit)
         if n:
             k = n - 1 if self._offsets[n - 1] < 0 else n  # a reassembled message goes alone
             if k:
                 buffer = np.frombuffer(self._terms[self._parts[0]], dtype=np.uint8)
-                handler(Batch(buffer, self._np_offsets[:k], self._np_lengths[:k], self._np_positions[:k],
-                              self.session_id, self.stream_id))
-                lib.ls_image_set_position(self._image, int(self._np_positions[k - 1]))
+                try:
+                    handler(Batch(buffer, self._np_offsets[:k], self._np_lengths[:k], self._np_positions[:k],
+                                  self.session_id, self.stream_id))
+                except BaseException:
+                    if k < n:
+                        self._rewind(k - 1)  # the batch counts as consumed, the message after it not
+                    raise
             if k < n:
                 buffer = np.frombuffer(ffi.buffer(self._image.assembly, self._lengths[k]), dtype=np.uint8)
                 handler(Batch(buffer, np.zeros(1, np.int32), self._np_lengths[k:n], self._np_positions[k:n],
                               self.session_id, self.stream_id))
-        lib.ls_image_set_position(self._image, self._end[0])
         return n
 
     def messages(self) -> Iterator[tuple[bytes, dict[str, int]]]:
@@ -172,6 +194,7 @@ class LogReader:
         lib.ls_image_close(self._image)
         for t in self._terms:
             t.release()
+        self._words.release()
         self._view.release()
         self.log.close()
 

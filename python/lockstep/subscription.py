@@ -154,6 +154,7 @@ class Subscription:
         self._image_list: list[Image] = []
         self._next_image = 0
         self._next_housekeeping_ns = 0
+        self._polls = 0  # housekeeping (discovery, liveness) runs every 64 idle / 1024 busy polls
         self._closed = False
         self._discover(start)
 
@@ -163,15 +164,19 @@ class Subscription:
         """Hand up to `fragment_limit` messages to `handler(data, header)`, fairly across
         images; `data` is a view valid only during the call. Returns the number handled."""
         images = self._image_list
-        total = 0
-        count = len(images)
-        if count:
-            start = self._next_image = (self._next_image + 1) % count
-            for k in range(count):
-                total += images[(start + k) % count].poll(handler, fragment_limit - total)
-                if total >= fragment_limit:
-                    break
-        if total == 0 or time.monotonic_ns() >= self._next_housekeeping_ns:
+        if len(images) == 1:
+            total = images[0].poll(handler, fragment_limit)
+        else:
+            total = 0
+            count = len(images)
+            if count:
+                start = self._next_image = (self._next_image + 1) % count
+                for k in range(count):
+                    total += images[(start + k) % count].poll(handler, fragment_limit - total)
+                    if total >= fragment_limit:
+                        break
+        self._polls += 1
+        if not self._polls & (1023 if total else 63):
             self._housekeeping()
         return total
 
@@ -183,7 +188,8 @@ class Subscription:
             total += image.poll_batch(handler, fragment_limit - total)
             if total >= fragment_limit:
                 break
-        if total == 0 or time.monotonic_ns() >= self._next_housekeeping_ns:
+        self._polls += 1
+        if not self._polls & (1023 if total else 63):
             self._housekeeping()
         return total
 
