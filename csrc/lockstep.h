@@ -2,6 +2,7 @@
 #ifndef LOCKSTEP_H
 #define LOCKSTEP_H
 
+#include "bench_floor.h"
 #include "cnc_descriptor.h"
 #include "counters.h"
 #include "image.h"

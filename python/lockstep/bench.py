@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import struct
 import tempfile
 import time
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from .mapped import default_dir
 from .publication import Publication
 from .subscription import Subscription
 
-__all__ = ["throughput", "ping"]
+__all__ = ["throughput", "ping", "sequencer"]
 
 PING_STREAM = 1001
 PONG_STREAM = 1002
@@ -175,3 +176,121 @@ def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: st
     return {"p50_ns": int(p[0]), "p90_ns": int(p[1]), "p99_ns": int(p[2]), "p999_ns": int(p[3]),
             "max_ns": int(samples.max()), "messages": messages, "size": size, "idle": idle,
             "rate": rate, "samples": samples}
+
+
+# -- sequencer ---------------------------------------------------------------------------
+
+_STAMP = struct.Struct("<q")
+
+
+def _client(dir: str, commands: int, size: int, rate: float | None) -> None:
+    """Send `commands` commands carrying their (intended) send time, CLOCK_MONOTONIC ns."""
+    from .sequencer import SequencerClient
+
+    idler = idle_strategy("backoff")
+    padding = bytes(max(size - 8, 0))
+    interval = int(1e9 / rate) if rate else 0
+    with SequencerClient(dir) as client:
+        clock = time.monotonic_ns
+        next_send = clock()
+        for _ in range(commands):
+            if interval:
+                while clock() < next_send:
+                    pass
+                stamp, next_send = next_send, next_send + interval
+            else:
+                stamp = clock()
+            command = _STAMP.pack(stamp) + padding
+            while not client.send(command):
+                idler.idle(0)
+            idler.reset()
+
+
+class _Stamps:
+    """A trivial machine: counts commands and keeps each one's send-to-apply latency."""
+
+    def __init__(self, commands: int) -> None:
+        self.latencies = np.zeros(commands, dtype=np.int64)
+        self.count = 0
+
+    def on_message(self, ctx, command: bytes) -> None:
+        if self.count < len(self.latencies):
+            self.latencies[self.count] = time.monotonic_ns() - _STAMP.unpack_from(command)[0]
+        self.count += 1
+
+    def snapshot(self) -> bytes:
+        return _STAMP.pack(self.count)
+
+    def restore(self, data: bytes) -> None:
+        (self.count,) = _STAMP.unpack(data)
+
+    def state_hash(self) -> bytes:
+        return self.snapshot()
+
+
+def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate: float | None = None) -> dict:
+    """`clients` processes send `commands` in total through ingress -> sequencer -> log;
+    this process runs the sequencer and reads the log. Without `rate`: commands/s (the log
+    read in batches). With `rate`: a replica of a trivial machine applies each command and
+    send-to-apply latency percentiles are reported. Both report the machine's apply rate on
+    its own (an offline replay of the log) and the C floor of the same loop, in this run."""
+    from ._native import ffi, lib
+    from .cluster import Replica, _OfflineRunner
+    from .reader import LogReader
+    from .sequencer import Sequencer
+
+    ctx = multiprocessing.get_context("spawn")
+    with _bench_dir() as dir:
+        seq = Sequencer(dir, term_length=TERM_LENGTH)
+        machine = _Stamps(commands if rate else 0)
+        replica = Replica(machine, dir, name="bench", hash_every=0, send_outputs=False)
+        if not rate:
+            # Throughput: count the log in batches, so the sequencer, not Python's
+            # per-message apply, is what is measured (the apply rate is measured below).
+            def count(batch) -> None:
+                machine.count += len(batch)
+
+            replica.do_work = lambda limit: replica.subscription.poll_batch(count, limit)  # type: ignore
+        per_client = [commands // clients + (i < commands % clients) for i in range(clients)]
+        procs = [ctx.Process(target=_client, args=(dir, n, size, rate / clients if rate else None), daemon=True)
+                 for n in per_client]
+        try:
+            for p in procs:
+                p.start()
+            idler = idle_strategy("backoff")
+            start = None
+            deadline = time.monotonic() + 600
+            while machine.count < commands:
+                work = seq.do_work() + replica.do_work(4096)
+                if work and start is None:
+                    start = time.perf_counter()
+                idler.idle(work)
+                if time.monotonic() > deadline or (work == 0 and any(p.exitcode for p in procs)):
+                    raise RuntimeError(f"sequencer benchmark stalled at {machine.count} of {commands}")
+            elapsed = time.perf_counter() - start
+            log_path = seq.log.path
+            replica.close()
+            seq.close()
+            # The machine alone: the same log replayed offline, no IPC in the loop.
+            with LogReader(log_path) as reader:  # what the log still holds
+                offline = _OfflineRunner(_Stamps(0))
+                apply_start = time.perf_counter()
+                applied = 0
+                while True:
+                    n = reader.poll(lambda data, header: offline.apply(data, header.position), 4096)
+                    applied += n
+                    if n == 0:
+                        break
+                apply_elapsed = time.perf_counter() - apply_start
+        finally:
+            for p in procs:
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
+    floor_ns = lib.ls_bench_sequencer_floor(commands, clients, size)
+    p = np.percentile(machine.latencies, [50, 99]) if rate else (None, None)
+    return {"commands_per_sec": commands / elapsed, "commands": commands, "clients": clients, "size": size,
+            "rate": rate, "latency_p50_ns": p[0] and int(p[0]), "latency_p99_ns": p[1] and int(p[1]),
+            "apply_per_sec": applied / apply_elapsed if apply_elapsed else 0.0,
+            "c_floor_commands_per_sec": commands / floor_ns * 1e9 if floor_ns > 0 else None,
+            "ratio_to_c_floor": (commands / elapsed) / (commands / floor_ns * 1e9) if floor_ns > 0 else None}

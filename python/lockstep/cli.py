@@ -94,5 +94,30 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
                        f"{k[:-3]} {result[k] / 1000:.2f} us" for k in ("p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns")))
 
 
+@bench.command("sequencer")
+@click.option("--commands", default=1_000_000, show_default=True, help="Commands to sequence in total.")
+@click.option("--clients", default=2, show_default=True, help="Client processes sending them.")
+@click.option("--size", default=32, show_default=True, help="Command bytes (at least 8: the send time).")
+@click.option("--rate", type=float, default=None, help="Send at this total rate (msgs/s) to measure latency "
+              "without saturation (measured from the intended send time).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, as_json: bool) -> None:
+    """Commands/s through ingress -> sequencer -> log -> replica, next to the C floor."""
+    from .bench import sequencer
+
+    result = sequencer(commands=commands, clients=clients, size=size, rate=rate)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    floor = result["c_floor_commands_per_sec"]
+    click.echo(f"{commands:,} commands of {size} B from {clients} clients"
+               f"{f' at {rate:,.0f}/s' if rate else ''}: {result['commands_per_sec']:,.0f} commands/s "
+               f"(C floor {floor:,.0f}/s, ratio {result['ratio_to_c_floor']:.2f})")
+    if rate:
+        click.echo(f"send -> apply latency p50 {result['latency_p50_ns'] / 1000:.1f} us, "
+                   f"p99 {result['latency_p99_ns'] / 1000:.1f} us")
+    click.echo(f"state machine apply rate alone (offline replay): {result['apply_per_sec']:,.0f} msgs/s")
+
+
 if __name__ == "__main__":
     main()
