@@ -40,13 +40,13 @@ from .publication import (
 from .ring import ControlledAction, ManyToOneRing, OneToOneRing, RingClaim
 from .subscription import Batch, Header, Image, Subscription
 from .sequencer import SequencedMessage, Sequencer, SequencerClient, decode_sequenced
-from .cluster import Context, Replica, Snapshot, StateMachine, check_determinism, first_divergence
+from .cluster import Context, Replica, Snapshot, StateMachine, check_determinism, first_divergence, replay
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Context", "Replica", "SequencedMessage", "Sequencer", "SequencerClient", "Snapshot", "StateMachine",
-    "check_determinism", "decode_sequenced", "first_divergence",
+    "check_determinism", "decode_sequenced", "first_divergence", "replay",
     "codec", "CodecError",
     "ADMIN_ACTION", "BACK_PRESSURED", "CLOSED", "MAX_POSITION_EXCEEDED", "NOT_CONNECTED",
     "Batch", "BufferClaim", "Header", "Image", "LogBuffer", "Publication", "Subscription", "status_name",

@@ -22,7 +22,8 @@ from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerCli
 from .subscription import Subscription
 
 __all__ = ["StateMachine", "Context", "Replica", "Snapshot", "write_snapshot", "read_snapshot", "latest_snapshot",
-           "read_hashes", "first_divergence", "check_determinism", "Divergence"]
+           "read_hashes", "first_divergence", "check_determinism", "Divergence", "NonDeterminism", "replay",
+           "log_messages"]
 
 _SNAP_MAGIC = b"LSSNAP01"
 _SNAP_HEADER = struct.Struct("<8sqqqqII")  # magic, position, sequence, timestamp ns, length, crc32, reserved
@@ -195,6 +196,7 @@ class Replica:
         self.last_sequence = 0
         self.last_position = 0
         self._pending: deque[tuple[int, bytes]] = deque()
+        self._snapshot_due = False
         snapshot = latest_snapshot(self.snapshot_dir, self.name) if restore else None
         start: Any = "earliest"
         if snapshot is not None:
@@ -205,6 +207,9 @@ class Replica:
         self.subscription = Subscription(stream_id, self.dir, start=start, join="earliest")
         self._client = SequencerClient(self.dir, origin_id=self.ctx._origin_id) if send_outputs else None
         self._hashes = open(self.dir / f"{self.name}.hashes", "ab")
+        torn = self._hashes.tell() % _HASH_RECORD.size
+        if torn:  # a record torn by a crash: drop it, or every later record would be misread
+            self._hashes.truncate(self._hashes.tell() - torn)
 
     def apply(self, payload, position: int) -> None:
         """Apply one sequenced-log payload (used by the live loop and by replays)."""
@@ -227,6 +232,8 @@ class Replica:
         if self.hash_every and sequence % self.hash_every == 0:
             self.record_hash()
         if self.snapshot_every and sequence % self.snapshot_every == 0:
+            self._snapshot_due = True
+        if self._snapshot_due and not self._pending:
             self.take_snapshot()
 
     def _on_fragment(self, data, header) -> None:
@@ -235,6 +242,8 @@ class Replica:
     def do_work(self, limit: int = 256) -> int:
         """One duty cycle: flush queued outputs, apply up to `limit` log messages."""
         work = self._flush()
+        if self._snapshot_due and not self._pending:
+            self.take_snapshot()
         return work + self.subscription.poll(self._on_fragment, limit)
 
     def _flush(self) -> int:
@@ -261,7 +270,12 @@ class Replica:
         return h
 
     def take_snapshot(self) -> Path:
-        """Write a snapshot of the state as of the last applied message."""
+        """Write a snapshot of the state as of the last applied message.
+
+        Automatic snapshots (`snapshot_every`) wait until the outputs of the messages they
+        cover are in the sequencer's ingress: a replica restarted from a snapshot never sends
+        those again, so they must not be lost with the process."""
+        self._snapshot_due = False
         return write_snapshot(self.snapshot_dir, self.name, Snapshot(
             self.last_position, self.last_sequence, self.ctx.timestamp_ns, self.machine.snapshot()))
 
@@ -306,6 +320,7 @@ class _OfflineRunner(Replica):
         self.last_sequence = 0
         self.last_position = 0
         self._pending = deque()
+        self._snapshot_due = False
         self._client = None
 
 

@@ -216,6 +216,10 @@ class Sequencer:
         c["duplicates"].set(seq.duplicates)
         c["rejected"].set(seq.rejected)
         c["back-pressured"].set(self._back_pressured)
+        if seq.last_status:
+            # The C loop only reads subscriber positions: let the publication evict dead
+            # subscribers (a killed replica), or their stale positions hold the log forever.
+            self.log._refresh()
         # A sender that died between claim and commit blocks the ring: skip its record.
         head = self.ingress.consumer_position
         if self.ingress.size() == 0 or head != self._stuck_head[0]:

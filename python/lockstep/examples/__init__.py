@@ -1,0 +1,1 @@
+"""Example state machines: small, readable, and used by the tests (start with `orderbook`)."""
