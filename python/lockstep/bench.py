@@ -108,8 +108,33 @@ def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, i
                 if producer.is_alive():
                     producer.kill()
     rate = messages / elapsed
+    floor = _c_throughput_floor(messages, size, 1024 if batch else 1)
     return {"msgs_per_sec": rate, "mb_per_sec": rate * size / 1e6, "messages": messages, "size": size,
-            "batch": batch, "seconds": elapsed}
+            "batch": batch, "seconds": elapsed, "ns_per_msg": 1e9 / rate, "noop_call_ns": _noop_ns(),
+            "c_floor_msgs_per_sec": floor, "ratio_to_c_floor": rate / floor if floor else None}
+
+
+def _noop_ns(calls: int = 200_000) -> float:
+    """The cost of one empty Python -> C call through cffi, measured now (the floor of any
+    per-message Python API)."""
+    from ._native import lib
+
+    noop = lib.ls_noop
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            noop()
+        best = min(best, (time.perf_counter_ns() - start) / calls)
+    return best
+
+
+def _c_throughput_floor(messages: int, size: int, batch: int) -> float | None:
+    """The same transfer in C threads over the same core (msgs/s)."""
+    from ._native import lib
+
+    ns = lib.ls_bench_throughput_floor(messages, size, batch)
+    return messages / ns * 1e9 if ns > 0 else None
 
 
 def _ponger(dir: str, messages: int, idle: str) -> None:
@@ -173,9 +198,14 @@ def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: st
                 if ponger.is_alive():
                     ponger.kill()
     p = np.percentile(samples, [50, 90, 99, 99.9])
+    from ._native import ffi, lib
+
+    floor = np.zeros(messages, dtype=np.int64)
+    lib.ls_bench_ping_floor(messages, warmup, size, ffi.from_buffer("int64_t[]", floor))
     return {"p50_ns": int(p[0]), "p90_ns": int(p[1]), "p99_ns": int(p[2]), "p999_ns": int(p[3]),
             "max_ns": int(samples.max()), "messages": messages, "size": size, "idle": idle,
-            "rate": rate, "samples": samples}
+            "rate": rate, "c_floor_p50_ns": int(np.percentile(floor, 50)),
+            "c_floor_p99_ns": int(np.percentile(floor, 99)), "noop_call_ns": _noop_ns(), "samples": samples}
 
 
 # -- sequencer ---------------------------------------------------------------------------

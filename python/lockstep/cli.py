@@ -70,6 +70,9 @@ def bench_throughput(size: int, messages: int, batch: bool, idle: str, as_json: 
         click.echo(f"{result['messages']:,} messages of {size} B in {result['seconds']:.3f} s"
                    f"{' (batch)' if batch else ''}: {result['msgs_per_sec']:,.0f} msgs/s, "
                    f"{result['mb_per_sec']:,.1f} MB/s")
+        click.echo(f"  {result['ns_per_msg']:.0f} ns/msg = {result['ns_per_msg'] / result['noop_call_ns']:.1f} x an "
+                   f"empty cffi call ({result['noop_call_ns']:.0f} ns); C floor {result['c_floor_msgs_per_sec']:,.0f} "
+                   f"msgs/s (ratio {result['ratio_to_c_floor']:.2f})")
 
 
 @bench.command("ping")
@@ -92,6 +95,9 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
         click.echo(f"{messages:,} round trips of {size} B ({idle}"
                    f"{f', {rate:,.0f} msgs/s' if rate else ''}): " + "  ".join(
                        f"{k[:-3]} {result[k] / 1000:.2f} us" for k in ("p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns")))
+        click.echo(f"  C floor (same loop in C threads): p50 {result['c_floor_p50_ns'] / 1000:.2f} us, "
+                   f"p99 {result['c_floor_p99_ns'] / 1000:.2f} us; ratio p50 "
+                   f"{result['p50_ns'] / max(result['c_floor_p50_ns'], 1):.1f}x")
 
 
 @bench.command("sequencer")
