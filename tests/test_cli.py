@@ -1,0 +1,84 @@
+"""The command line as a user meets it: --help everywhere, benchmarks that run and report
+every key in --json, and one-line errors (no traceback) on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def lockstep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lockstep.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _commands(group: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    from lockstep.cli import main
+
+    node = main
+    for name in group:
+        node = node.commands[name]
+    found = []
+    for name, command in node.commands.items():
+        found.append((*group, name))
+        if hasattr(command, "commands"):
+            found.extend(_commands((*group, name)))
+    return found
+
+
+@pytest.mark.parametrize("command", [()] + _commands(), ids=lambda c: " ".join(c) or "lockstep")
+def test_every_command_has_help(command):
+    proc = lockstep(*command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout
+    assert len(proc.stdout.strip().splitlines()) > 2
+
+
+def test_bench_throughput_json_has_every_key(lsdir):
+    proc = lockstep("bench", "throughput", "--messages", "20000", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("msgs_per_sec", "mb_per_sec", "ns_per_msg", "noop_call_ns", "c_floor_msgs_per_sec"):
+        assert result[key] > 0, key
+    assert result["messages"] == 20000
+
+
+def test_bench_throughput_batch(lsdir):
+    proc = lockstep("bench", "throughput", "--messages", "50000", "--batch", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["batch"] is True
+
+
+def test_bench_ping_json_has_every_key(lsdir):
+    proc = lockstep("bench", "ping", "--messages", "2000", "--warmup", "200", "--idle", "backoff", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "c_floor_p50_ns"):
+        assert result[key] > 0, key
+    assert result["p50_ns"] <= result["p90_ns"] <= result["p99_ns"] <= result["p999_ns"] <= result["max_ns"]
+
+
+def test_bench_sequencer_json_has_every_key(lsdir):
+    proc = lockstep("bench", "sequencer", "--commands", "20000", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("commands_per_sec", "apply_per_sec", "c_floor_commands_per_sec", "ratio_to_c_floor"):
+        assert result[key] > 0, key
+
+
+def test_dump_of_garbage_is_one_line_error(tmp_path):
+    bad = tmp_path / "x.logbuffer"
+    bad.write_bytes(b"\x07" * 100_000)
+    proc = lockstep("dump", str(bad))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("lockstep: error: ") and str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_dump_of_missing_file_is_one_line_error(tmp_path):
+    proc = lockstep("dump", str(tmp_path / "nope.logbuffer"))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
