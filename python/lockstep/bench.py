@@ -264,7 +264,7 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
     read in batches). With `rate`: a replica of a trivial machine applies each command and
     send-to-apply latency percentiles are reported. Both report the machine's apply rate on
     its own (an offline replay of the log) and the C floor of the same loop, in this run."""
-    from ._native import ffi, lib
+    from ._native import lib
     from .cluster import Replica, _OfflineRunner
     from .reader import LogReader
     from .sequencer import Sequencer

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from ._closing import Closing
 from .errors import FileFormatError, LockstepError
-from .idle import BackoffIdleStrategy, IdleStrategy
+from .idle import IdleStrategy, run_agent
 from .mapped import check_name, resolve_dir
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient, _SEQUENCED
 from .subscription import Subscription
@@ -172,7 +173,7 @@ def _default_origin(machine: StateMachine) -> int:
     return (zlib.crc32(name) & 0x3FFFFFFF) | 0x40000000
 
 
-class Replica:
+class Replica(Closing):
     """Hosts a `StateMachine` on the sequenced log of a directory.
 
     Starts from the newest snapshot of `name` when there is one (and the log still holds
@@ -257,10 +258,7 @@ class Replica:
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
         """Apply the log until `stop` is set (an Event or a callable returning True)."""
-        idle = idle or BackoffIdleStrategy()
-        should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
-        while not should_stop():
-            idle.idle(self.do_work())
+        run_agent(self.do_work, stop, idle)
 
     def record_hash(self) -> bytes:
         """Append (position, sequence, state hash) to `<name>.hashes` now; returns the hash."""
@@ -288,12 +286,6 @@ class Replica:
         if self._client is not None:
             self._client.close()
         self._hashes.close()
-
-    def __enter__(self) -> "Replica":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def replay(machine: StateMachine, messages: Iterable[tuple[bytes, int]], *, until: int | None = None) -> Replica:

@@ -7,11 +7,11 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from ._closing import Closing
 from ._native import c_error, ffi, lib
 from .errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile, resolve_dir
@@ -79,7 +79,7 @@ class CounterInfo:
     reference_id: int
 
 
-class Counters:
+class Counters(Closing):
     """The counters of a lockstep directory, created on first use."""
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, *,
@@ -225,12 +225,6 @@ class Counters:
         self._meta = self._values = None
         self._file.close()
 
-    def __enter__(self) -> "Counters":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def _raise_closed(counters: Counters):
     raise ClosedError(f"{counters.path}: counters are closed")
@@ -273,6 +267,13 @@ class Counter:
 
     def free(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
         self.counters.free(self.id, reuse_delay_ms)
+
+    def free_quietly(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
+        """Free, unless another process (evicting us as dead) or an earlier close already did."""
+        try:
+            self.counters.free(self.id, reuse_delay_ms)
+        except LockstepError:
+            pass
 
     def __repr__(self) -> str:
         return f"Counter(id={self.id}, value={self.get()})"

@@ -4,12 +4,13 @@ Call `idle(work_count)` once per cycle; work > 0 resets backoff to spinning."""
 from __future__ import annotations
 
 import os
+import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 __all__ = [
     "IdleStrategy", "BusySpinIdleStrategy", "NoOpIdleStrategy", "YieldingIdleStrategy",
-    "SleepingIdleStrategy", "BackoffIdleStrategy", "idle_strategy",
+    "SleepingIdleStrategy", "BackoffIdleStrategy", "idle_strategy", "run_agent",
 ]
 
 
@@ -103,3 +104,13 @@ def idle_strategy(name: str) -> IdleStrategy:
         return _BY_NAME[name]()
     except KeyError:
         raise ValueError(f"idle strategy: expected one of {', '.join(_BY_NAME)}, found {name!r}") from None
+
+
+def run_agent(do_work: Callable[[], int], stop: "threading.Event | Callable[[], bool] | None" = None,
+              idle: IdleStrategy | None = None) -> None:
+    """An agent's duty cycle: call `do_work()` until `stop` (an Event, or a callable that
+    returns True) is set, idling by the work each cycle did (backoff by default)."""
+    idle = idle or BackoffIdleStrategy()
+    should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+    while not should_stop():
+        idle.idle(do_work())

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ._closing import Closing
 from ._native import c_error, ffi, lib
 from .errors import FileFormatError
 from .mapped import MappedFile
@@ -56,7 +57,7 @@ class Frame:
         return FRAME_TYPES.get(self.type, str(self.type))
 
 
-class LogBuffer:
+class LogBuffer(Closing):
     """A mapped log buffer file with its validated C descriptor."""
 
     def __init__(self, mapped: MappedFile) -> None:
@@ -194,8 +195,3 @@ class LogBuffer:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> "LogBuffer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import random
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ._closing import Closing
 from ._native import c_error, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_EVICTIONS, TYPE_PUBLISHER_LIMIT,
                      TYPE_SUBSCRIBER_POSITION, client_for, is_alive)
@@ -41,7 +41,7 @@ def status_name(value: int) -> str:
     return _STATUS_NAMES.get(value, str(value))
 
 
-class Publication:
+class Publication(Closing):
     """Publishes messages on `stream_id` to every subscriber of the directory.
 
     `offer` returns the new stream position (> 0) or a negative status: NOT_CONNECTED (no
@@ -266,17 +266,11 @@ class Publication:
             self._view.release()
             self.log.close()
             for counter in (self._limit_counter, self._evictions):
-                try:
-                    counter.free()
-                except LockstepError:
-                    pass
+                counter.free_quietly()
             return
         lib.ls_publication_close(pub)
         for counter in (self._limit_counter, self._evictions):
-            try:
-                counter.free()
-            except LockstepError:
-                pass
+            counter.free_quietly()
         if self.exclusive and not any(is_alive(self._counters, s, self.liveness_timeout_ms)
                                       for s in self._subscribers()):
             try:
@@ -286,11 +280,6 @@ class Publication:
         self._view.release()
         self.log.close()
 
-    def __enter__(self) -> "Publication":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ._closing import Closing
 from ._native import c_error, ffi, lib
 from .logbuffer import LogBuffer
 
@@ -68,7 +69,7 @@ class Batch:
         return memoryview(self.buffer)[o:o + int(self.lengths[i])]
 
 
-class LogReader:
+class LogReader(Closing):
     """Whole messages of one log buffer from `position` on (fragments reassembled).
 
     `position_addr` is where the position lives (a shared counter for subscriptions);
@@ -198,8 +199,3 @@ class LogReader:
         self._view.release()
         self.log.close()
 
-    def __enter__(self) -> "LogReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

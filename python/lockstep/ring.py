@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ._closing import Closing
 from ._native import c_error, ffi, lib
 from .errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
@@ -38,7 +39,7 @@ def _check_capacity(capacity: int) -> None:
             f"capacity: expected a power of two in [{lib.LS_RB_MIN_CAPACITY}, 2**30], found {capacity}")
 
 
-class _Ring:
+class _Ring(Closing):
     _many_producers: bool = False
 
     def __init__(self, path: str | os.PathLike[str], capacity: int | None = None) -> None:
@@ -224,11 +225,6 @@ class _Ring:
     def closed(self) -> bool:
         return self._file.closed
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"capacity={self.capacity} size={self.size()}"

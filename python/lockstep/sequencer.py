@@ -12,12 +12,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
+from ._closing import Closing
 from ._native import c_error, ffi, lib
 from .client import client_for
 from .errors import InvalidArgumentError, LockstepError
-from .idle import BackoffIdleStrategy, IdleStrategy
+from .idle import IdleStrategy, run_agent
 from .logbuffer import LogBuffer
 from .mapped import resolve_dir
 from .publication import Publication
@@ -67,7 +68,7 @@ def _ingress(dir: Path, capacity: int) -> ManyToOneRing:
     return ManyToOneRing(path) if path.exists() else ManyToOneRing(path, capacity)
 
 
-class SequencerClient:
+class SequencerClient(Closing):
     """Sends commands to the sequencer from any process (and any number of them).
 
     Each client has an origin id and numbers its commands; the sequencer drops a command
@@ -110,14 +111,8 @@ class SequencerClient:
     def close(self) -> None:
         self.ring.close()
 
-    def __enter__(self) -> "SequencerClient":
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Sequencer:
+class Sequencer(Closing):
     """Runs the sequencer of a directory: one per directory (a lock file says so).
 
     On start it reopens its log if one exists, pads anything a dead predecessor left half
@@ -231,10 +226,7 @@ class Sequencer:
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
         """Sequence until `stop` is set (an Event or a callable returning True)."""
-        idle = idle or BackoffIdleStrategy()
-        should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
-        while not should_stop():
-            idle.idle(self.do_work())
+        run_agent(self.do_work, stop, idle)
 
     # -- state --------------------------------------------------------------------------
 
@@ -274,16 +266,8 @@ class Sequencer:
         self._housekeeping(time.monotonic_ns())
         lib.ls_sequencer_close(self._seq)
         for counter in self._counters.values():
-            try:
-                counter.free()
-            except LockstepError:
-                pass
+            counter.free_quietly()
         self.log.close(end_of_stream=False)
         self.ingress.close()
         self._lock.close()
 
-    def __enter__(self) -> "Sequencer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

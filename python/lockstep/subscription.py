@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import numpy as np
 
+from ._closing import Closing
 from ._native import lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, client_for, is_alive)
-from .errors import InvalidArgumentError, LockstepError
+from .errors import InvalidArgumentError
 from .logbuffer import LogBuffer
 from .mapped import MappedFile, resolve_dir
 from .reader import Batch, Header, LogReader
@@ -116,14 +116,11 @@ class Image(LogReader):
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
-        try:
-            self._counter.free()
-        except LockstepError:
-            pass
+        self._counter.free_quietly()
         super().close()
 
 
-class Subscription:
+class Subscription(Closing):
     """Receives every message published on `stream_id` in the directory.
 
     `start`: "live" (default: from each publisher's current position), "earliest" (from
@@ -265,16 +262,8 @@ class Subscription:
         self._images.clear()
         self._parked.clear()
         self._image_list = []
-        try:
-            self._unblocks.free(0)
-        except LockstepError:
-            pass
+        self._unblocks.free_quietly(0)
 
-    def __enter__(self) -> "Subscription":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Subscription(stream_id={self.stream_id}, images={len(self._image_list)}, dir={str(self.dir)!r})"
