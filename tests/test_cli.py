@@ -82,3 +82,48 @@ def test_dump_of_missing_file_is_one_line_error(tmp_path):
     proc = lockstep("dump", str(tmp_path / "nope.logbuffer"))
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
+
+
+def test_stat_once_json_shows_streams_sequencer_and_replicas(lsdir):
+    import struct
+
+    import lockstep
+
+    class Count(lockstep.StateMachine):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def on_message(self, ctx, command: bytes) -> None:
+            self.n += 1
+
+        def snapshot(self) -> bytes:
+            return struct.pack("<q", self.n)
+
+        def restore(self, data: bytes) -> None:
+            (self.n,) = struct.unpack("<q", data)
+
+    with lockstep.Sequencer(term_length=1 << 20) as seq, \
+            lockstep.Replica(Count(), name="r1", hash_every=10) as replica, lockstep.SequencerClient() as client:
+        for _ in range(50):
+            assert client.send(b"command")
+        while replica.last_sequence < 50:
+            seq.do_work()
+            replica.do_work()
+        seq._housekeeping(0)  # publish the sequencer's counters now rather than within 100 ms
+        proc = lockstep_cli_stat()
+    assert proc.returncode == 0, proc.stderr
+    reading = json.loads(proc.stdout)
+    (stream,) = reading["streams"]
+    assert stream["stream_id"] == 100 and stream["position"] > 0
+    assert [s["lag"] for s in stream["subscribers"]] == [0]
+    assert reading["sequencer"]["last sequence"] == 50
+    assert reading["replicas"]["r1"]["sequence"] == 50
+
+
+def lockstep_cli_stat() -> subprocess.CompletedProcess:
+    return lockstep("stat", "--once", "--json")
+
+
+def test_stat_of_an_empty_directory_is_a_clear_error(lsdir):
+    proc = lockstep("stat", "--once")
+    assert proc.returncode == 1 and "no lockstep counters here" in proc.stderr

@@ -125,5 +125,9 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
     click.echo(f"state machine apply rate alone (offline replay): {result['apply_per_sec']:,.0f} msgs/s")
 
 
-if __name__ == "__main__":
-    main()
+from . import cli_stat  # noqa: E402,F401  (registers `lockstep stat`)
+
+if __name__ == "__main__":  # python -m lockstep.cli: use the module the commands registered on
+    from lockstep.cli import main as registered_main
+
+    registered_main()
