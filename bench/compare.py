@@ -1,0 +1,837 @@
+#!/usr/bin/env python
+"""lockstep next to the IPC options Python users reach for today, in one run, on one machine.
+
+The SAME two-process harness runs over every peer:
+
+* ping: this process sends a message and waits for an echo from a second process; one
+  round trip per sample, `perf_counter_ns` before the send and after the echo is received;
+  the first `--warmup` round trips are dropped; percentiles are exact, over all samples
+  (numpy), not estimated from buckets.
+* throughput: a second process sends `--warmup` + `--tput-messages` messages, one per
+  call; this process receives them one per call and times the last `--tput-messages`.
+
+Every peer gets the same message size and counts, and runs alone (one after another:
+on a 2-core machine two spinning pairs at once would measure the scheduler). Each
+process sees a transport as two functions, `send(bytes)` and `recv() -> bytes`, so
+every peer pays the same harness overhead; lockstep's own harness (`lockstep bench`,
+which drains up to 4096 messages per poll) is reported as extra rows for reference.
+
+    python bench/compare.py                      # about a minute
+    python bench/compare.py --json               # one JSON object
+    python bench/compare.py --plot compare.png   # percentile + throughput chart
+    python bench/compare.py --only lockstep,baseline,pipe --messages 5000
+    python bench/compare.py --pyaeron-python /path/to/python3.13   # adds pyaeron
+
+Ratios, not absolute numbers, are the point: compare rows of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PYAERON_SCRIPT = HERE / "compare_pyaeron.py"
+PERCENTILES = {"p50_ns": 50, "p90_ns": 90, "p99_ns": 99, "p999_ns": 99.9}
+RUN_TIMEOUT_S = 180  # per peer and benchmark: a hung peer becomes an "error" row
+REFERENCE = "lockstep-spin"
+
+
+@dataclass
+class End:
+    """One side of a one-way channel as the harness sees it."""
+
+    fn: Callable  # send(data) or recv() -> bytes
+    wait: Callable[[], None] = lambda: None  # until the other side is attached
+    close: Callable[[], None] = lambda: None
+
+
+# -- the pure-Python baseline ------------------------------------------------------------
+
+_INDEX = struct.Struct("q")  # native format: one aligned 8-byte memcpy, i.e. a single store/load
+
+
+class ShmRing:
+    """The baseline: a single-producer single-consumer ring of fixed `slot`-byte slots in
+    `multiprocessing.shared_memory`, pure Python, busy-spinning. Consumer index at byte 0,
+    producer index at byte 64 (own cache lines), slots from byte 128.
+
+    Correct ONLY on x86-64 (TSO): the producer copies the slot and then stores its index,
+    the consumer loads the index and then copies the slot, and nothing but the hardware's
+    store order (x86 never reorders a store with an earlier store, nor a load with an
+    earlier load) makes the slot visible before the index. CPython emits no fences; on
+    ARM or POWER this ring can hand over a stale slot."""
+
+    def __init__(self, buf: memoryview, slot: int, slots: int) -> None:
+        self.buf, self.slot, self.mask = buf, slot, slots - 1
+        self.head = _INDEX.unpack_from(buf, 0)[0]  # consumer's index: only the consumer writes it
+        self.tail = _INDEX.unpack_from(buf, 64)[0]  # producer's index: only the producer writes it
+        self.known_head = self.head  # producer's last load of head: reloaded only when the ring looks full
+        self.known_tail = self.tail  # consumer's last load of tail: reloaded only when the ring looks empty
+
+    def send(self, data: bytes) -> None:
+        buf, tail = self.buf, self.tail
+        while tail - self.known_head > self.mask:  # full: spin
+            self.known_head = _INDEX.unpack_from(buf, 0)[0]
+        off = 128 + (tail & self.mask) * self.slot
+        buf[off:off + self.slot] = data
+        self.tail = tail + 1
+        _INDEX.pack_into(buf, 64, tail + 1)  # publish after the slot (x86-64 store order)
+
+    def recv(self) -> bytes:
+        buf, head = self.buf, self.head
+        while head == self.known_tail:  # empty: spin
+            self.known_tail = _INDEX.unpack_from(buf, 64)[0]
+        off = 128 + (head & self.mask) * self.slot
+        data = bytes(buf[off:off + self.slot])
+        self.head = head + 1
+        _INDEX.pack_into(buf, 0, head + 1)  # free the slot after copying it out
+        return data
+
+
+# -- peers ------------------------------------------------------------------------------
+
+class Peer:
+    """A transport under test. `channel()` runs in this process before the child starts
+    and returns a picklable spec; `sender(spec)` / `receiver(spec)` run in whichever
+    process uses that end."""
+
+    key = ""
+    family = ""  # what --only matches
+    mode = ""
+    label = ""
+
+    def missing(self) -> str | None:
+        """Why this peer cannot run here (None: it can)."""
+        return None
+
+    def version(self) -> str | None:
+        return None
+
+    def channel(self, ctx, workdir: str, size: int, index: int) -> Any:
+        raise NotImplementedError
+
+    def sender(self, spec: Any) -> End:
+        raise NotImplementedError
+
+    def receiver(self, spec: Any) -> End:
+        raise NotImplementedError
+
+    def release(self, spec: Any) -> None:
+        pass
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return None
+
+
+class LockstepPeer(Peer):
+    family = "lockstep"
+
+    def __init__(self, idle: str) -> None:
+        self.idle = idle
+        self.key = f"lockstep-{idle}"
+        self.mode = "busy spin" if idle == "spin" else "backoff idle"
+        self.label = f"lockstep ({idle})"
+
+    def missing(self) -> str | None:
+        try:
+            import lockstep  # noqa: F401
+        except ImportError as e:
+            return f"not installed ({e})"
+        return None
+
+    def version(self) -> str | None:
+        import lockstep
+
+        return lockstep.__version__
+
+    def channel(self, ctx, workdir, size, index):
+        return (workdir, 2001 + index)
+
+    def sender(self, spec):
+        from lockstep import Publication
+        from lockstep.bench import _wait_connected
+        from lockstep.idle import idle_strategy
+
+        dir, stream = spec
+        pub = Publication(stream, dir, exclusive=True)  # the defaults a user gets (1 MiB terms)
+        offer = pub.offer
+        if self.idle == "spin":
+            def send(data):
+                while offer(data) < 0:
+                    pass
+        else:
+            idle = idle_strategy(self.idle).idle
+
+            def send(data):
+                while offer(data) < 0:
+                    idle(0)
+        return End(send, lambda: _wait_connected(pub), pub.close)
+
+    def receiver(self, spec):
+        from lockstep import Subscription
+        from lockstep.idle import idle_strategy
+
+        dir, stream = spec
+        sub = Subscription(stream, dir)
+        poll = sub.poll
+        box = [b""]
+
+        def handler(data, header):
+            box[0] = bytes(data)  # the view is valid only inside the call: copy, like the others
+
+        if self.idle == "spin":
+            def recv():
+                while not poll(handler, 1):
+                    pass
+                return box[0]
+        else:
+            idle = idle_strategy(self.idle).idle
+
+            def recv():
+                while True:
+                    n = poll(handler, 1)
+                    idle(n)
+                    if n:
+                        return box[0]
+
+        def wait():
+            deadline = time.monotonic() + 30
+            while not sub.discover():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("lockstep publisher not found")
+                time.sleep(0.001)
+
+        return End(recv, wait, sub.close)
+
+
+class BaselinePeer(Peer):
+    key = "baseline-ring"
+    family = "baseline"
+    mode = "busy spin"
+    label = "pure-Python shm ring"
+    SLOTS = 1024
+
+    def channel(self, ctx, workdir, size, index):
+        from multiprocessing import shared_memory
+
+        shm = shared_memory.SharedMemory(create=True, size=128 + self.SLOTS * size)
+        shm.buf[:128] = bytes(128)
+        self._owned = getattr(self, "_owned", {})
+        self._owned[shm.name] = shm
+        return (shm.name, size)
+
+    def _open(self, spec):
+        from multiprocessing import shared_memory
+
+        name, size = spec
+        owned = getattr(self, "_owned", {}).get(name)
+        # The other process attaches; it shares the parent's resource tracker (spawn), so its
+        # registration of the name is the same entry the parent's unlink() removes.
+        shm = owned or shared_memory.SharedMemory(name=name)
+        ring = ShmRing(shm.buf, size, self.SLOTS)
+
+        def close():
+            ring.buf = None  # drop our reference to the view before SharedMemory.close()
+            if owned is None:
+                shm.close()
+
+        return ring, close
+
+    def sender(self, spec):
+        ring, close = self._open(spec)
+        return End(ring.send, close=close)
+
+    def receiver(self, spec):
+        ring, close = self._open(spec)
+        return End(ring.recv, close=close)
+
+    def release(self, spec):
+        shm = self._owned.pop(spec[0], None)
+        if shm is not None:
+            shm.close()
+            shm.unlink()
+
+
+class PipePeer(Peer):
+    key = family = "pipe"
+    mode = "blocking"
+    label = "multiprocessing.Pipe"
+
+    def channel(self, ctx, workdir, size, index):
+        return ctx.Pipe()  # (receiving end, sending end); a socketpair, as users get by default
+
+    def sender(self, spec):
+        conn = spec[1]
+        return End(conn.send_bytes)
+
+    def receiver(self, spec):
+        conn = spec[0]
+        return End(conn.recv_bytes)
+
+
+class QueuePeer(Peer):
+    mode = "blocking"
+
+    def __init__(self, simple: bool) -> None:
+        self.simple = simple
+        self.key = self.family = "simplequeue" if simple else "queue"
+        self.label = "multiprocessing.SimpleQueue" if simple else "multiprocessing.Queue"
+
+    def channel(self, ctx, workdir, size, index):
+        return ctx.SimpleQueue() if self.simple else ctx.Queue()
+
+    def sender(self, spec):
+        return End(spec.put)
+
+    def receiver(self, spec):
+        return End(spec.get)
+
+
+class ZmqPeer(Peer):
+    key = "pyzmq-ipc"
+    family = "pyzmq"
+    mode = "blocking"
+    label = "pyzmq PAIR ipc://"
+
+    def missing(self):
+        try:
+            import zmq  # noqa: F401
+        except ImportError:
+            return "not installed (pip install pyzmq)"
+        return None
+
+    def version(self):
+        import zmq
+
+        return f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}"
+
+    def channel(self, ctx, workdir, size, index):
+        return f"ipc://{workdir}/zmq-{index}.sock"
+
+    def _socket(self, address: str, bind: bool):
+        import zmq
+
+        context = zmq.Context()
+        sock = context.socket(zmq.PAIR)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(address) if bind else sock.connect(address)
+
+        def close():
+            sock.close(linger=0)
+            context.term()
+
+        return sock, close
+
+    def sender(self, spec):
+        sock, close = self._socket(spec, bind=False)
+        return End(sock.send, close=close)
+
+    def receiver(self, spec):
+        sock, close = self._socket(spec, bind=True)
+        return End(sock.recv, close=close)
+
+
+class FasterFifoPeer(Peer):
+    family = "faster-fifo"
+
+    def __init__(self, spin: bool) -> None:
+        self.spin = spin
+        self.key = "faster-fifo-spin" if spin else "faster-fifo"
+        self.mode = "busy spin (get_nowait)" if spin else "blocking"
+        self.label = "faster-fifo Queue"
+
+    def missing(self):
+        try:
+            import faster_fifo  # noqa: F401
+        except ImportError:
+            return "not installed (pip install faster-fifo)"
+        return None
+
+    def version(self):
+        return _dist_version("faster-fifo")
+
+    def channel(self, ctx, workdir, size, index):
+        import faster_fifo
+
+        return faster_fifo.Queue(max_size_bytes=1 << 20)
+
+    def sender(self, spec):
+        put = spec.put
+
+        def send(data):
+            put(data, timeout=RUN_TIMEOUT_S)
+
+        return End(send)
+
+    def receiver(self, spec):
+        if not self.spin:
+            get = spec.get
+
+            def recv():
+                return get(timeout=RUN_TIMEOUT_S)
+
+            return End(recv)
+        from queue import Empty
+
+        get_nowait = spec.get_nowait
+
+        def recv():
+            while True:
+                try:
+                    return get_nowait()
+                except Empty:
+                    pass
+
+        return End(recv)
+
+
+PEERS: dict[str, Peer] = {p.key: p for p in (
+    LockstepPeer("spin"), LockstepPeer("backoff"), BaselinePeer(), PipePeer(), QueuePeer(False),
+    QueuePeer(True), ZmqPeer(), FasterFifoPeer(False), FasterFifoPeer(True))}
+
+
+# -- the harness ------------------------------------------------------------------------
+
+def _payload(size: int) -> bytes:
+    return bytes(i % 251 for i in range(size))
+
+
+def _echo_child(key: str, ping_spec, pong_spec, total: int, ready, done) -> None:
+    """The second process of ping: echo `total` messages."""
+    peer = PEERS[key]
+    rx = peer.receiver(ping_spec)
+    tx = peer.sender(pong_spec)
+    rx.wait()
+    tx.wait()
+    ready.set()
+    recv, send = rx.fn, tx.fn
+    for _ in range(total):
+        send(recv())
+    done.wait(RUN_TIMEOUT_S)
+    tx.close()
+    rx.close()
+
+
+def _producer_child(key: str, spec, size: int, total: int, ready, done) -> None:
+    """The second process of throughput: send `total` messages, one per call."""
+    peer = PEERS[key]
+    tx = peer.sender(spec)
+    tx.wait()
+    ready.set()
+    send = tx.fn
+    payload = _payload(size)
+    for _ in range(total):
+        send(payload)
+    done.wait(RUN_TIMEOUT_S)  # keep our end open until the consumer has everything
+    tx.close()
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise _Timeout(f"no result within {RUN_TIMEOUT_S} s")
+
+
+def _run(peer: Peer, size: int, target: Callable, build: Callable, body: Callable) -> Any:
+    """Common plumbing: a private work directory, channels, the child process, a timeout."""
+    ctx = multiprocessing.get_context("spawn")
+    workdir = tempfile.mkdtemp(prefix="lockstep-compare-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    specs: list = []
+    child = None
+    ends: list[End] = []
+    ready, done = ctx.Event(), ctx.Event()
+    finished = False
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(RUN_TIMEOUT_S)
+    try:
+        def channel():
+            specs.append(peer.channel(ctx, workdir, size, len(specs)))
+            return specs[-1]
+
+        args, mine = build(channel)
+        ends.extend(mine)
+        child = ctx.Process(target=target, args=(peer.key, *args, ready, done), daemon=True)
+        child.start()
+        for end in ends:
+            end.wait()
+        while not ready.wait(0.1):
+            if not child.is_alive():
+                raise RuntimeError(f"{peer.key} child exited with {child.exitcode}")
+        result = body(*(e.fn for e in ends))
+        finished = True
+        return result
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        done.set()
+        if child is not None:
+            child.join(10 if finished else 1)  # after a failure the child may be stuck in recv
+            if child.is_alive():
+                child.kill()
+                child.join()
+        for end in ends:
+            try:
+                end.close()
+            except Exception:
+                pass
+        for spec in specs:
+            peer.release(spec)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_ping(peer: Peer, size: int, messages: int, warmup: int) -> np.ndarray:
+    """Round-trip times (ns) of `messages` echoes after `warmup` unrecorded ones."""
+    total = warmup + messages
+
+    def build(channel):
+        ping, pong = channel(), channel()
+        return (ping, pong, total), [peer.sender(ping), peer.receiver(pong)]
+
+    def body(send, recv):
+        payload = _payload(size)
+        clock = time.perf_counter_ns
+        samples = [0] * total
+        for i in range(total):
+            start = clock()
+            send(payload)
+            recv()
+            samples[i] = clock() - start
+        return np.array(samples[warmup:], dtype=np.int64)
+
+    return _run(peer, size, _echo_child, build, body)
+
+
+def run_throughput(peer: Peer, size: int, messages: int, warmup: int) -> float:
+    """Seconds to receive `messages` one-way messages, after `warmup` untimed ones."""
+
+    def build(channel):
+        spec = channel()
+        return (spec, size, warmup + messages), [peer.receiver(spec)]
+
+    def body(recv):
+        for _ in range(warmup):
+            recv()
+        start = time.perf_counter_ns()
+        for _ in range(messages):
+            recv()
+        return (time.perf_counter_ns() - start) / 1e9
+
+    return _run(peer, size, _producer_child, build, body)
+
+
+def ping_stats(samples: np.ndarray, messages: int) -> dict:
+    p = np.percentile(samples, list(PERCENTILES.values()))
+    stats = {k: int(v) for k, v in zip(PERCENTILES, p)}
+    stats.update(max_ns=int(samples.max()), mean_ns=float(samples.mean()), messages=messages)
+    return stats
+
+
+def tput_stats(seconds: float, messages: int, size: int) -> dict:
+    rate = messages / seconds
+    return {"msgs_per_sec": rate, "mb_per_sec": rate * size / 1e6, "ns_per_msg": 1e9 / rate,
+            "messages": messages, "seconds": seconds}
+
+
+# -- rows other than the common harness -------------------------------------------------
+
+def lockstep_native(size: int, messages: int, warmup: int, tput_messages: int) -> tuple[dict, dict, dict]:
+    """lockstep's own harness (`lockstep bench ping|throughput`, idle spin): poll drains up
+    to 4096 per call; plus its batch (numpy) throughput and the C floors of both loops."""
+    from lockstep import bench
+
+    ping = bench.ping(size=size, messages=messages, warmup=warmup, idle="spin")
+    samples = ping.pop("samples")
+    one = bench.throughput(size=size, messages=tput_messages, batch=False, idle="spin")
+    batch = bench.throughput(size=size, messages=tput_messages, batch=True, idle="spin")
+    native = {"ping": ping_stats(samples, messages), "throughput": _from_native(one, size), "samples": samples}
+    batch_row = {"ping": None, "throughput": _from_native(batch, size)}
+    floor = {"ping": {"p50_ns": ping["c_floor_p50_ns"], "p99_ns": ping["c_floor_p99_ns"], "messages": messages},
+             "throughput": {"msgs_per_sec": one["c_floor_msgs_per_sec"],
+                            "mb_per_sec": one["c_floor_msgs_per_sec"] * size / 1e6,
+                            "ns_per_msg": 1e9 / one["c_floor_msgs_per_sec"], "messages": tput_messages},
+             "noop_call_ns": ping["noop_call_ns"]}
+    return native, batch_row, floor
+
+
+def _from_native(result: dict, size: int) -> dict:
+    return {"msgs_per_sec": result["msgs_per_sec"], "mb_per_sec": result["mb_per_sec"],
+            "ns_per_msg": result["ns_per_msg"], "messages": result["messages"], "seconds": result["seconds"]}
+
+
+def run_pyaeron(python: str, script: str, size: int, messages: int, warmup: int, tput_messages: int) -> dict:
+    """Run the pyaeron ping/throughput script under another interpreter (pyaeron needs
+    CPython >= 3.12) and read its JSON: {"version", "ping_samples_ns": [...],
+    "throughput_seconds", "throughput_messages"}."""
+    cmd = [python, script, "--size", str(size), "--messages", str(messages), "--warmup", str(warmup),
+           "--tput-messages", str(tput_messages)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2 * RUN_TIMEOUT_S)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise RuntimeError(f"{Path(python).name} {Path(script).name} exited {proc.returncode}: {tail}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    samples = np.asarray(data["ping_samples_ns"], dtype=np.int64)
+    return {"ping": ping_stats(samples, len(samples)),
+            "throughput": tput_stats(data["throughput_seconds"], data["throughput_messages"], size),
+            "samples": samples, "version": data.get("version")}
+
+
+# -- report -----------------------------------------------------------------------------
+
+def machine() -> dict:
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"nproc": usable, "cpu_count": os.cpu_count(), "cpu_model": model or platform.processor() or "unknown",
+            "machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "loadavg_at_start": [round(x, 2) for x in load] if load else None}
+
+
+def _row(key: str, label: str, mode: str, family: str, status: str = "ok", **extra) -> dict:
+    row = {"key": key, "label": label, "mode": mode, "family": family, "status": status,
+           "reason": None, "version": None, "ping": None, "throughput": None,
+           "vs_lockstep": {"p50": None, "p99": None, "throughput": None}}
+    row.update(extra)
+    return row
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """vs_lockstep: how many times lockstep (spin, same harness) is ahead: peer p50 /
+    lockstep p50, peer p99 / lockstep p99, lockstep msgs/s / peer msgs/s. Above 1:
+    lockstep is faster; below 1: the peer is."""
+    ref = next((r for r in rows if r["key"] == REFERENCE and r["status"] == "ok"), None)
+    for r in rows:
+        if ref is None or r["status"] != "ok":
+            continue
+        ratios = r["vs_lockstep"]
+        if r["ping"] and ref["ping"]:
+            ratios["p50"] = r["ping"]["p50_ns"] / max(ref["ping"]["p50_ns"], 1)
+            ratios["p99"] = r["ping"]["p99_ns"] / max(ref["ping"]["p99_ns"], 1)
+        if r["throughput"] and ref["throughput"]:
+            ratios["throughput"] = ref["throughput"]["msgs_per_sec"] / r["throughput"]["msgs_per_sec"]
+
+
+def _us(ns) -> str:
+    return "-" if ns is None else f"{ns / 1000:.2f}"
+
+
+def _x(v) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def table(report: dict) -> str:
+    m, c = report["machine"], report["config"]
+    lines = [
+        f"lockstep bench/compare.py - {report['date']}",
+        f"machine: {m['nproc']} CPUs usable ({m['cpu_model']}), {m['machine']}, {m['system']}, {m['python']}, "
+        f"load average at start {m['loadavg_at_start']}",
+        f"{c['size']}-byte messages; ping: {c['messages']:,} round trips after {c['warmup']:,} warm-up; "
+        f"throughput: {c['tput_messages']:,} one-way messages after {c['tput_warmup']:,} warm-up, one per call",
+        "",
+        f"{'peer':<31}{'mode':<24}{'p50 us':>8}{'p90':>8}{'p99':>8}{'p99.9':>9}{'max':>10}{'msgs/s':>13}"
+        f"{'p50 vs ls':>11}{'p99 vs ls':>11}{'tput vs ls':>12}",
+    ]
+    for r in report["results"]:
+        name = r["label"]
+        if r["status"] != "ok":
+            lines.append(f"{name:<31}{r['mode']:<24}{r['status']}: {r['reason']}")
+            continue
+        p, t, v = r["ping"] or {}, r["throughput"] or {}, r["vs_lockstep"]
+        rate = f"{t['msgs_per_sec']:,.0f}" if t else "-"
+        lines.append(f"{name:<31}{r['mode']:<24}{_us(p.get('p50_ns')):>8}{_us(p.get('p90_ns')):>8}"
+                     f"{_us(p.get('p99_ns')):>8}{_us(p.get('p999_ns')):>9}{_us(p.get('max_ns')):>10}{rate:>13}"
+                     f"{_x(v['p50']):>11}{_x(v['p99']):>11}{_x(v['throughput']):>12}")
+    lines += [
+        "",
+        "round trips in microseconds (exact percentiles over all samples); msgs/s one-way, one message per call.",
+        "'vs ls' = how many times lockstep (spin, same harness) is ahead: peer latency / lockstep latency and",
+        "lockstep msgs/s / peer msgs/s; above 1x lockstep is faster, below 1x the peer is.",
+    ]
+    if report.get("noop_call_ns"):
+        lines.append(f"an empty cffi call costs {report['noop_call_ns']:.0f} ns here (the floor of any per-message C call).")
+    return "\n".join(lines)
+
+
+def plot(report: dict, samples: dict[str, np.ndarray], path: str) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: pip install 'lockstep[bench]' (or pip install matplotlib)"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
+    labels = {r["key"]: f"{r['label']} ({r['mode']})" for r in report["results"]}
+    for key, s in samples.items():
+        s = np.sort(s)
+        q = (np.arange(len(s)) + 0.5) / len(s)
+        left.plot(1 / (1 - q), s / 1000, label=labels.get(key, key))
+    left.set_xscale("log")
+    left.set_yscale("log")
+    ticks = [2, 10, 100, 1000, 10000]
+    left.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%"])
+    left.set_xlabel("percentile")
+    left.set_ylabel("round trip (us)")
+    left.set_title(f"round trip, {report['config']['size']} B")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=7)
+    rows = [r for r in report["results"] if r["status"] == "ok" and r["throughput"]]
+    right.barh([labels[r["key"]] for r in rows], [r["throughput"]["msgs_per_sec"] for r in rows])
+    right.set_xscale("log")
+    right.invert_yaxis()
+    right.tick_params(axis="y", labelsize=7)
+    right.set_xlabel("messages / s (log)")
+    right.set_title("one-way throughput, one message per call (batch row: 1024 per call)")
+    m = report["machine"]
+    fig.suptitle(f"{m['nproc']} CPUs, {m['cpu_model']}, {m['python']}, {report['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
+# -- main -------------------------------------------------------------------------------
+
+def _selected(only: set[str] | None, *names: str) -> bool:
+    return only is None or any(n in only for n in names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=20_000, help="measured round trips per peer (default 20000)")
+    ap.add_argument("--warmup", type=int, default=None, help="unrecorded round trips first (default messages/10)")
+    ap.add_argument("--tput-messages", type=int, default=None,
+                    help="measured one-way messages per peer (default 10 x --messages)")
+    ap.add_argument("--size", type=int, default=32, help="payload bytes per message (default 32)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--plot", metavar="FILE", help="write a percentile + throughput chart (needs matplotlib)")
+    ap.add_argument("--only", help="comma-separated peers: lockstep, lockstep-native, baseline, pipe, queue, "
+                    "simplequeue, pyzmq, faster-fifo, pyaeron (or a row key such as lockstep-spin)")
+    ap.add_argument("--pyaeron-python", metavar="PATH", help="a CPython >= 3.12 with pyaeron installed")
+    ap.add_argument("--pyaeron-script", metavar="FILE", default=str(PYAERON_SCRIPT),
+                    help="the script run under --pyaeron-python (default bench/compare_pyaeron.py)")
+    args = ap.parse_args(argv)
+    if args.size < 1 or args.messages < 1:
+        ap.error("--size and --messages must be positive")
+    warmup = args.messages // 10 if args.warmup is None else args.warmup
+    tput = args.tput_messages or 10 * args.messages
+    tput_warmup = tput // 10
+    only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
+    known = {n for p in PEERS.values() for n in (p.key, p.family)} | {"lockstep-native", "pyaeron"}
+    if only and only - known:
+        ap.error(f"--only: unknown {', '.join(sorted(only - known))}; expected some of {', '.join(sorted(known))}")
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.json else (lambda *a: None)
+
+    report: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "machine": machine(),
+        "config": {"size": args.size, "messages": args.messages, "warmup": warmup, "tput_messages": tput,
+                   "tput_warmup": tput_warmup, "reference": REFERENCE},
+        "noop_call_ns": None,
+        "results": [],
+    }
+    rows, samples = report["results"], {}
+
+    for key, peer in PEERS.items():
+        if not _selected(only, peer.family, key):
+            continue
+        row = _row(key, peer.label, peer.mode, peer.family)
+        rows.append(row)
+        reason = peer.missing()
+        if reason:
+            row.update(status="skipped", reason=reason)
+            say(f"{key}: skipped: {reason}")
+            continue
+        row["version"] = peer.version()
+        try:
+            say(f"{key}: ping ...")
+            s = run_ping(peer, args.size, args.messages, warmup)
+            row["ping"] = ping_stats(s, args.messages)
+            samples[key] = s
+            say(f"{key}: throughput ...")
+            row["throughput"] = tput_stats(run_throughput(peer, args.size, tput, tput_warmup), tput, args.size)
+        except Exception as e:  # one broken peer must not hide the others
+            row.update(status="error", reason=f"{type(e).__name__}: {e}")
+            say(f"{key}: error: {e}")
+
+    if _selected(only, "lockstep", "lockstep-native") and PEERS[REFERENCE].missing() is None:
+        say("lockstep-native: lockstep.bench ping/throughput/batch + C floors ...")
+        native = _row("lockstep-native", "lockstep (own harness)", "busy spin", "lockstep")
+        batch = _row("lockstep-batch", "lockstep batch (numpy)", "busy spin", "lockstep")
+        floor = _row("c-floor", "C floor (csrc, 2 threads)", "busy spin", "lockstep")
+        try:
+            n, b, f = lockstep_native(args.size, args.messages, warmup, tput)
+            samples["lockstep-native"] = n.pop("samples")
+            native.update(n)
+            batch.update(b)
+            report["noop_call_ns"] = f.pop("noop_call_ns")
+            floor.update(f)
+        except Exception as e:
+            for r in (native, batch, floor):
+                r.update(status="error", reason=f"{type(e).__name__}: {e}")
+        rows += [native, batch, floor]
+
+    if _selected(only, "pyaeron"):
+        row = _row("pyaeron", "pyaeron (Aeron C client)", "busy spin", "pyaeron")
+        rows.append(row)
+        if not args.pyaeron_python:
+            row.update(status="skipped", reason="no --pyaeron-python (pyaeron needs CPython >= 3.12)")
+        else:
+            say("pyaeron: ping + throughput under", args.pyaeron_python, "...")
+            try:
+                result = run_pyaeron(args.pyaeron_python, args.pyaeron_script, args.size, args.messages, warmup, tput)
+                samples["pyaeron"] = result.pop("samples")
+                row.update(result)
+            except Exception as e:
+                row.update(status="error", reason=f"{type(e).__name__}: {e}")
+
+    add_ratios(rows)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(table(report))
+    if args.plot:
+        say(plot(report, samples, args.plot)) if not args.json else print(plot(report, samples, args.plot),
+                                                                          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""pyaeron ping + throughput for bench/compare.py, run under a CPython >= 3.12 that has
+pyaeron (a C-API binding of the Aeron C client with an embedded C media driver):
+
+    /path/to/python3.13 bench/compare_pyaeron.py --size 32 --messages 20000 --warmup 2000 --tput-messages 200000
+
+It needs only the standard library and pyaeron (no lockstep, no numpy), runs the same
+harness as compare.py (two spawn processes; ping: perf_counter_ns around send + echo,
+warm-up dropped; throughput: warm-up then `--tput-messages` timed, one message per call,
+busy spin) over aeron:ipc, and prints ONE JSON line:
+
+    {"version": str, "ping_samples_ns": [int, ...], "throughput_seconds": float,
+     "throughput_messages": int}
+
+compare.py computes the percentiles from the samples itself (numpy), like every other row.
+
+The pyaeron calls are gathered in the "adapter" section below. They follow pyaeron's
+PyPI description (offer returns True on success and a falsy code otherwise; poll hands
+(fragment, header) to a handler) but could NOT be run where this was written (no
+CPython >= 3.12 there): if your pyaeron spells them differently, change only that
+section, or pass your own script with `compare.py --pyaeron-script FILE` keeping the
+JSON contract above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import shutil
+import tempfile
+import time
+
+PING, PONG, DATA = 1001, 1002, 1003
+CHANNEL = "aeron:ipc"
+
+
+# -- adapter: every pyaeron call is here ------------------------------------------------
+
+def start_driver(aeron_dir: str):
+    """The embedded C media driver, in this (the parent) process."""
+    import pyaeron
+
+    driver = pyaeron.MediaDriver(aeron_dir=aeron_dir)
+    driver.start()
+    return driver
+
+
+def connect(aeron_dir: str):
+    import pyaeron
+
+    return pyaeron.Aeron(aeron_dir=aeron_dir)
+
+
+def sender(client, stream_id: int):
+    pub = client.add_exclusive_publication(CHANNEL, stream_id)
+    offer = pub.offer
+
+    def send(data: bytes) -> None:
+        while not offer(data):  # falsy: BACK_PRESSURED / NOT_CONNECTED / ADMIN_ACTION
+            pass
+
+    while not pub.is_connected:
+        time.sleep(0.001)
+    return send
+
+
+def receiver(client, stream_id: int):
+    sub = client.add_subscription(CHANNEL, stream_id)
+    poll = sub.poll
+    box = [b""]
+
+    def handler(fragment, header) -> None:
+        box[0] = bytes(fragment)
+
+    def recv() -> bytes:
+        while not poll(handler, 1):
+            pass
+        return box[0]
+
+    return recv
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as v
+
+        return f"pyaeron {v('pyaeron')}"
+    except Exception:
+        return "pyaeron"
+
+
+# -- the harness (same shape as compare.py) ----------------------------------------------
+
+def _payload(size: int) -> bytes:
+    return bytes(i % 251 for i in range(size))
+
+
+def _echo(aeron_dir: str, total: int, ready, done) -> None:
+    client = connect(aeron_dir)
+    recv = receiver(client, PING)
+    send = sender(client, PONG)
+    ready.set()
+    for _ in range(total):
+        send(recv())
+    done.wait(300)
+
+
+def _produce(aeron_dir: str, size: int, total: int, ready, done) -> None:
+    client = connect(aeron_dir)
+    send = sender(client, DATA)
+    ready.set()
+    payload = _payload(size)
+    for _ in range(total):
+        send(payload)
+    done.wait(300)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument("--warmup", type=int, default=2_000)
+    ap.add_argument("--tput-messages", type=int, default=200_000)
+    args = ap.parse_args()
+    ctx = multiprocessing.get_context("spawn")
+    aeron_dir = tempfile.mkdtemp(prefix="lockstep-compare-aeron-", dir="/dev/shm")
+    driver = None
+    try:
+        driver = start_driver(aeron_dir)
+        client = connect(aeron_dir)
+        # ping
+        total = args.warmup + args.messages
+        ready, done = ctx.Event(), ctx.Event()
+        child = ctx.Process(target=_echo, args=(aeron_dir, total, ready, done), daemon=True)
+        child.start()
+        send = sender(client, PING)
+        recv = receiver(client, PONG)
+        ready.wait(60)
+        payload, clock, samples = _payload(args.size), time.perf_counter_ns, [0] * total
+        for i in range(total):
+            start = clock()
+            send(payload)
+            recv()
+            samples[i] = clock() - start
+        done.set()
+        child.join(10)
+        # throughput
+        warm = args.tput_messages // 10
+        ready, done = ctx.Event(), ctx.Event()
+        recv = receiver(client, DATA)
+        child = ctx.Process(target=_produce, args=(aeron_dir, args.size, warm + args.tput_messages, ready, done),
+                            daemon=True)
+        child.start()
+        ready.wait(60)
+        for _ in range(warm):
+            recv()
+        start = clock()
+        for _ in range(args.tput_messages):
+            recv()
+        seconds = (clock() - start) / 1e9
+        done.set()
+        child.join(10)
+    finally:
+        close = driver is not None and (getattr(driver, "close", None) or getattr(driver, "stop", None))
+        if close:
+            close()
+        shutil.rmtree(aeron_dir, ignore_errors=True)
+    print(json.dumps({"version": version(), "ping_samples_ns": samples[args.warmup:],
+                      "throughput_seconds": seconds, "throughput_messages": args.tput_messages}))
+
+
+if __name__ == "__main__":
+    main()
