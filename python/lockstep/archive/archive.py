@@ -1,0 +1,189 @@
+"""`Archive`: an archive directory (catalog + segment files + snapshots) seen by readers:
+list recordings, read one as a subscription from any position to any position, replay one
+onto a live stream, and repair recordings whose recorder died."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from ..errors import LockstepError
+from ..idle import BackoffIdleStrategy
+from ..mapped import resolve_dir
+from .catalog import Catalog, RecordingDescriptor, now_ns
+from .reader import RecordingReader
+from .segments import (
+    FRAME_HEADER,
+    SegmentMaps,
+    align,
+    frame_problem,
+    open_regular,
+    parse_segment_name,
+)
+
+__all__ = ["ARCHIVE_SUBDIR", "Archive", "recorder_lock_path"]
+
+ARCHIVE_SUBDIR = "archive"
+
+
+def recorder_lock_path(dir: Path, stream_id: int) -> Path:
+    return dir / f"recorder-{stream_id}.lock"
+
+
+class Archive:
+    """The recordings in `archive_dir` (by default `<lockstep dir>/archive`; see `for_dir`)."""
+
+    def __init__(self, archive_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(archive_dir)
+        self.catalog = Catalog(self.dir)
+
+    @classmethod
+    def for_dir(cls, dir: str | os.PathLike[str] | None = None) -> Archive:
+        """The archive of a lockstep directory (`$LOCKSTEP_DIR` when None)."""
+        return cls(resolve_dir(dir) / ARCHIVE_SUBDIR)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def recordings(self) -> list[RecordingDescriptor]:
+        """Every recording in the catalog, oldest first ([] when there is no catalog yet)."""
+        if self.dir.exists():
+            resolve_dir(self.dir, create=False)  # ours, not a link, not world-writable
+        return self.catalog.read()
+
+    def recording(self, recording_id: int) -> RecordingDescriptor:
+        """One recording's descriptor (LockstepError naming the catalog when unknown)."""
+        for d in self.recordings():
+            if d.recording_id == recording_id:
+                return d
+        raise LockstepError(f"{self.catalog.path}: no recording {recording_id}")
+
+    def reader(self, recording_id: int, start: int | None = None, stop: int | None = None) -> RecordingReader:
+        """Read a recording like a subscription: `.poll(handler, limit)`, `.messages()`,
+        `.frames()`, from `start` (a frame boundary) up to `stop`."""
+        return RecordingReader(self.dir, self.recording(recording_id), start, stop, catalog=self.catalog)
+
+    def segment_files(self, recording_id: int) -> list[Path]:
+        """The recording's segment files, by base position."""
+        found = []
+        for entry in self.dir.glob(f"{recording_id}-*.rec"):
+            parsed = parse_segment_name(entry.name)
+            if parsed and parsed[0] == recording_id:
+                found.append((parsed[1], entry))
+        return [p for _, p in sorted(found)]
+
+    # -- replay onto a live stream ----------------------------------------------------------
+
+    def replay_onto(self, recording_id: int, publication, start: int | None = None, stop: int | None = None, *,
+                    idle=None, stall_timeout_s: float = 10.0) -> int:
+        """Publish the recording's messages (start..stop) on a live `Publication`, waiting
+        out back-pressure. Returns how many were published; LockstepError when the stream
+        accepts nothing for `stall_timeout_s` (no subscriber, or one that stopped reading)."""
+        idle = idle or BackoffIdleStrategy()
+        count = 0
+        with self.reader(recording_id, start, stop) as reader:
+            for payload, header in reader.messages():
+                deadline = None
+                while True:
+                    result = publication.offer(payload, header["reserved_value"])
+                    if result > 0:
+                        break
+                    if result == -4:  # CLOSED
+                        raise LockstepError(f"{publication.path}: publication closed during replay of recording "
+                                            f"{recording_id} at position {header['position']}")
+                    now = time.monotonic()
+                    deadline = deadline or now + stall_timeout_s
+                    if now > deadline:
+                        raise LockstepError(
+                            f"{publication.path}: replay of recording {recording_id} stalled at position "
+                            f"{header['position']} (offer status {result} for {stall_timeout_s} s)")
+                    idle.idle(0)
+                idle.reset()
+                count += 1
+        return count
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def recover(self, stream_id: int | None = None) -> list[RecordingDescriptor]:
+        """Repair active recordings whose recorder is gone (its stream's lock is free): the stop
+        position becomes the end of the last complete, valid frame in the segments; anything
+        after it is zeroed; the recording is marked stopped. Returns the repaired ones."""
+        repaired = []
+        for desc in self.recordings():
+            if desc.state != "active" or (stream_id is not None and desc.stream_id != stream_id):
+                continue
+            lock = _try_lock(recorder_lock_path(self.dir, desc.stream_id))
+            if lock is None:
+                continue  # a recorder is running on that stream
+            try:
+                repaired.append(self.repair(desc))
+            finally:
+                os.close(lock)
+        return repaired
+
+    def repair(self, desc: RecordingDescriptor, *, state: str = "stopped") -> RecordingDescriptor:
+        """Scan forward from the catalog's stop position (the caller holds the recorder lock)."""
+        maps = SegmentMaps(self.dir, desc)
+        position = desc.stop_position
+        last_write_ns = desc.stop_timestamp
+        try:
+            while True:
+                found = maps.get(position, missing_ok=True)
+                if found is None:
+                    break
+                path, view, offset = found
+                h = FRAME_HEADER.unpack_from(view, offset)
+                if frame_problem(desc, position, h):
+                    break  # unwritten, or a torn/garbled frame: the recording ends here
+                position += align(h[0])
+                last_write_ns = max(last_write_ns, os.stat(path).st_mtime_ns)
+        finally:
+            maps.close()
+        self._truncate_after(desc, position)
+        fixed = _replace(desc, stop_position=position, stop_timestamp=last_write_ns or now_ns(), state=state)
+        self.catalog.update(fixed, sync=True)
+        return fixed
+
+    def _truncate_after(self, desc: RecordingDescriptor, position: int) -> None:
+        """Zero the segment holding `position` from there on, and remove later segments, so
+        nothing a dead recorder half wrote can be read as frames later."""
+        maps = SegmentMaps(self.dir, desc)
+        base = maps.base(position)
+        for tmp in self.dir.glob(f".{desc.recording_id}-*.rec.*.tmp"):
+            tmp.unlink(missing_ok=True)  # a segment a dead recorder was making
+        for path in self.segment_files(desc.recording_id):
+            seg_base = parse_segment_name(path.name)[1]
+            if seg_base > base:
+                path.unlink()
+            elif seg_base == base:
+                fd = open_regular(path, os.O_RDWR)
+                try:
+                    os.ftruncate(fd, position - base)
+                    os.ftruncate(fd, desc.segment_length)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"Archive({str(self.dir)!r})"
+
+
+def _replace(desc: RecordingDescriptor, **changes) -> RecordingDescriptor:
+    import dataclasses
+    return dataclasses.replace(desc, **changes)
+
+
+def _try_lock(path: Path) -> int | None:
+    """An exclusive flock on `path` (created 0600) or None when someone holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+

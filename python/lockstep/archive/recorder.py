@@ -1,0 +1,349 @@
+"""`Recorder`: records a stream of a lockstep directory into an archive, frame for frame.
+
+The recorder is a subscriber of the stream (start and join "earliest", so it holds the
+publishers back like any subscriber and loses nothing). After each scan of an image it
+copies the term bytes between its old and new position — frames exactly as they lie in
+the term, padding and fragments included — into the recording's segment file.
+
+Crash safety: each copied range is written with its first frame's length field last, so
+whatever a killed recorder leaves behind ends, on the next scan, at a zero length or at a
+complete frame. On restart the catalog's stop position is repaired by scanning the
+segments (every header validated); anything after the last good frame is zeroed.
+
+Restarting a recorder for the same stream and session *extends* the same recording (same
+id) when the log still holds the recording's stop position (and has the same term length
+and initial term id); otherwise it starts a new recording from the log's earliest
+retained position. One recording per publisher session (image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import InvalidArgumentError, LockstepError
+from ..idle import BackoffIdleStrategy, IdleStrategy
+from ..logbuffer import LogBuffer
+from ..mapped import MappedFile, resolve_dir
+from ..sequencer import DEFAULT_LOG_STREAM
+from ..stream_files import stream_logs
+from ..subscription import Image, Subscription
+from .archive import ARCHIVE_SUBDIR, Archive, _try_lock, recorder_lock_path
+from .catalog import RecordingDescriptor, now_ns
+from .segments import open_regular, segment_base, segment_name
+
+__all__ = ["DEFAULT_SEGMENT_LENGTH", "DURABILITY", "Recorder"]
+
+DURABILITY = ("none", "segment", "interval")
+DEFAULT_SEGMENT_LENGTH = 128 << 20
+_CHECKPOINT_NS = 100_000_000  # durability "none": catalog stop position at most this stale
+_SCAN_LIMIT = 1024
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
+class _Recording:
+    """One image being recorded into one recording."""
+
+    __slots__ = ("desc", "fd", "image", "path", "position", "seg_base", "synced_position")
+
+    def __init__(self, desc: RecordingDescriptor, image: Image) -> None:
+        self.desc = desc
+        self.image = image
+        self.position = image.position
+        self.synced_position = self.position
+        self.fd = -1
+        self.seg_base = -1
+        self.path = image.path
+
+
+class _RecorderSubscription(Subscription):
+    """A subscription whose images start where the recorder wants them (extension of an
+    earlier recording, or earliest) and are reported to it as they are found."""
+
+    def __init__(self, recorder: Recorder, stream_id: int, dir: Path) -> None:
+        self._recorder = recorder
+        super().__init__(stream_id, dir, start="earliest", join="earliest")
+
+    def _discover(self, start) -> None:
+        for path in stream_logs(self.dir, self.stream_id):
+            if path in self._images or path in self._finished:
+                continue
+            try:
+                image, previous = self._recorder._open_image(self, path)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            if image.position >= image.log.end_of_stream_position:
+                image.close()
+                self._finished.add(path)
+                continue
+            self._images[path] = image
+            self._recorder._attach(image, previous)
+        self._image_list = [i for p, i in self._images.items() if p not in self._parked]
+
+
+class Recorder:
+    """Records stream `stream_id` of lockstep directory `dir` into `archive_dir` (default
+    `<dir>/archive`, 0700).
+
+    `segment_length`: bytes per segment file, a power of two and a multiple of the term
+    length (default 128 MiB, or the term length if larger). `durability`: "none" (the OS
+    writes the pages back; the catalog's stop position is refreshed every 100 ms),
+    "segment" (fsync each segment when it is complete, and on close), "interval" (fsync
+    every `fsync_interval_ms`); with fsync, the catalog's stop position is written (and
+    synced) only at sync points, so it never claims what is not on disk.
+
+    Drive it with `run(stop)` or call `do_work()` from your own loop."""
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None, *, stream_id: int = DEFAULT_LOG_STREAM,
+                 archive_dir: str | os.PathLike[str] | None = None, segment_length: int | None = None,
+                 durability: str = "none", fsync_interval_ms: int = 1000) -> None:
+        if durability not in DURABILITY:
+            raise InvalidArgumentError(f"durability: expected one of {', '.join(DURABILITY)}, found {durability!r}")
+        if segment_length is not None and not (1 << 16 <= segment_length <= 1 << 30
+                                               and segment_length & (segment_length - 1) == 0):
+            raise InvalidArgumentError(f"segment_length: expected a power of two in [64 KiB, 1 GiB], "
+                                       f"found {segment_length}")
+        if fsync_interval_ms <= 0:
+            raise InvalidArgumentError(f"fsync_interval_ms: expected > 0, found {fsync_interval_ms}")
+        self.dir = resolve_dir(dir)
+        self.stream_id = stream_id
+        self.archive = Archive(resolve_dir(archive_dir if archive_dir is not None else self.dir / ARCHIVE_SUBDIR))
+        self.segment_length = segment_length
+        self.durability = durability
+        self.fsync_interval_ns = fsync_interval_ms * 1_000_000
+        lock_path = recorder_lock_path(self.archive.dir, stream_id)
+        self._lock = _try_lock(lock_path)
+        if self._lock is None:
+            raise LockstepError(f"{lock_path}: another recorder is recording stream {stream_id} into this archive")
+        self._closed = False
+        self._recordings: list[_Recording] = []
+        self.repaired: list[RecordingDescriptor] = []
+        try:
+            for desc in self.archive.recordings():
+                if desc.stream_id == stream_id and desc.state == "active":
+                    self.repaired.append(self.archive.repair(desc))  # its recorder died
+            self._polls = 0
+            self._next_checkpoint_ns = 0
+            self._sub = _RecorderSubscription(self, stream_id, self.dir)
+        except BaseException:
+            self._release()
+            raise
+
+    # -- images -----------------------------------------------------------------------------
+
+    def _open_image(self, sub: Subscription, path: Path) -> tuple[Image, RecordingDescriptor | None]:
+        """Attach to a log: at the stop of the recording it extends, else at the earliest."""
+        with LogBuffer(MappedFile.open(path, writable=False)) as log:
+            session_id, initial_term_id, term_length = log.session_id, log.initial_term_id, log.term_length
+            retained, tail = log.retained_start_position, log.tail_position
+        previous = None
+        for desc in reversed(self.archive.recordings()):
+            if (desc.stream_id, desc.session_id) == (self.stream_id, session_id) and desc.state == "stopped":
+                if (desc.initial_term_id == initial_term_id and desc.term_length == term_length
+                        and retained <= desc.stop_position <= tail):
+                    previous = desc
+                break  # only the newest recording of the session may be extended
+        if previous is not None:
+            try:
+                return Image(sub, path, previous.stop_position), previous
+            except InvalidArgumentError:
+                pass  # overwritten meanwhile: a new recording
+        return Image(sub, path, "earliest"), None
+
+    def _attach(self, image: Image, previous: RecordingDescriptor | None) -> None:
+        now = now_ns()
+        if previous is not None:
+            desc = dataclasses.replace(previous, state="active", stop_timestamp=now)
+            self.archive.catalog.update(desc, sync=self.durability != "none")
+        else:
+            log = image.log
+            segment_length = self.segment_length
+            if segment_length is None:
+                segment_length = max(DEFAULT_SEGMENT_LENGTH, log.term_length)
+            elif segment_length % log.term_length:
+                image.close()
+                raise InvalidArgumentError(f"segment_length {segment_length}: expected a multiple of the term "
+                                           f"length {log.term_length} of {image.path}")
+            desc = self.archive.catalog.append(
+                stream_id=self.stream_id, session_id=log.session_id, start_position=image.position,
+                stop_position=image.position, start_timestamp=now, stop_timestamp=now,
+                term_length=log.term_length, segment_length=segment_length, mtu=log.mtu_length,
+                initial_term_id=log.initial_term_id, state="active", channel=image.path.name)
+        self._recordings.append(_Recording(desc, image))
+
+    # -- work -------------------------------------------------------------------------------
+
+    def do_work(self) -> int:
+        """One duty cycle: copy what each image gained into its recording. Returns the
+        number of messages recorded (0: nothing to do)."""
+        work = 0
+        for rec in self._recordings:
+            image = rec.image
+            if image is None or not image._words[image._peek]:
+                continue
+            n = image._scan(_SCAN_LIMIT)
+            end = image.position
+            if end > rec.position:
+                self._write(rec, rec.position, end)
+                work += n or 1
+        self._polls += 1
+        if not self._polls & (1023 if work else 15):
+            self._housekeeping()
+        return work
+
+    def _write(self, rec: _Recording, position: int, end: int) -> None:
+        image = rec.image
+        desc = rec.desc
+        term_length = desc.term_length
+        mask = term_length - 1
+        shift = term_length.bit_length() - 1
+        while position < end:
+            chunk_end = min(end, (position | mask) + 1)  # within one term (so one segment)
+            base = segment_base(desc.start_position, position, term_length, desc.segment_length)
+            if base != rec.seg_base:
+                self._open_segment(rec, base)
+            offset = position & mask
+            data = image._terms[(position >> shift) % 3][offset:offset + chunk_end - position]
+            file_offset = position - base
+            # The first frame's length last: a crash in between leaves a 0 there, which
+            # ends the recording at `position` on recovery.
+            _pwrite_all(rec.fd, data[4:], file_offset + 4)
+            _pwrite_all(rec.fd, data[:4], file_offset)
+            data.release()
+            position = chunk_end
+            rec.position = position
+
+    def _open_segment(self, rec: _Recording, base: int) -> None:
+        if rec.fd >= 0:
+            if self.durability != "none":
+                os.fdatasync(rec.fd)
+                rec.synced_position = rec.position
+            os.close(rec.fd)
+            rec.fd = -1
+            self._checkpoint(rec)
+        path = self.archive.dir / segment_name(rec.desc.recording_id, base)
+        if not os.path.lexists(path):
+            # Made at full length under a temporary name, then linked: a segment file is
+            # never seen shorter than the segment length.
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = open_regular(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+            try:
+                os.ftruncate(fd, rec.desc.segment_length)
+                os.link(tmp, path)
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        fd = open_regular(path, os.O_RDWR)
+        size = os.fstat(fd).st_size
+        if size != rec.desc.segment_length:
+            os.close(fd)
+            raise LockstepError(f"{path}: length: expected {rec.desc.segment_length} bytes, found {size}")
+        rec.fd, rec.seg_base = fd, base
+
+    def _checkpoint(self, rec: _Recording, state: str = "active") -> None:
+        """Write the recording's stop position into the catalog: with fsync durability, only
+        what has been synced."""
+        stop = rec.position if self.durability == "none" else rec.synced_position
+        if stop == rec.desc.stop_position and state == rec.desc.state:
+            return
+        rec.desc = dataclasses.replace(rec.desc, stop_position=stop, stop_timestamp=now_ns(), state=state)
+        self.archive.catalog.update(rec.desc, sync=self.durability != "none")
+
+    def _housekeeping(self) -> None:
+        self._sub._housekeeping()  # new images, ended images, dead publishers (rate-limited)
+        now = time.monotonic_ns()
+        for rec in self._recordings:
+            if rec.image is not None and rec.image.closed:
+                self._finish(rec)  # the log ended and everything in it is recorded
+        if now >= self._next_checkpoint_ns:
+            if self.durability == "interval":
+                self._next_checkpoint_ns = now + self.fsync_interval_ns
+                for rec in self._recordings:
+                    if rec.fd >= 0 and rec.synced_position != rec.position:
+                        os.fdatasync(rec.fd)
+                        rec.synced_position = rec.position
+                        self._checkpoint(rec)
+            else:
+                self._next_checkpoint_ns = now + _CHECKPOINT_NS
+                if self.durability == "none":
+                    for rec in self._recordings:
+                        self._checkpoint(rec)
+
+    def _finish(self, rec: _Recording) -> None:
+        if rec.fd >= 0:
+            if self.durability != "none":
+                os.fdatasync(rec.fd)
+            os.close(rec.fd)
+            rec.fd = -1
+        rec.synced_position = rec.position
+        self._checkpoint(rec, "stopped")
+        rec.image = None
+
+    def run(self, stop: threading.Event | Callable[[], bool] | None = None, idle: IdleStrategy | None = None) -> None:
+        """Record until `stop` is set (an Event or a callable returning True)."""
+        idle = idle or BackoffIdleStrategy()
+        should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+        while not should_stop():
+            idle.idle(self.do_work())
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def recording_id(self) -> int | None:
+        """The id of the newest recording this recorder writes (None before a publisher appears)."""
+        return self._recordings[-1].desc.recording_id if self._recordings else None
+
+    @property
+    def recording_ids(self) -> list[int]:
+        return [r.desc.recording_id for r in self._recordings]
+
+    @property
+    def position(self) -> int:
+        """Where the newest recording has got to (0 before a publisher appears)."""
+        return self._recordings[-1].position if self._recordings else 0
+
+    def recordings(self) -> list[RecordingDescriptor]:
+        """Descriptors of this recorder's recordings, with their current positions."""
+        return [dataclasses.replace(r.desc, stop_position=r.position) for r in self._recordings]
+
+    def discover(self) -> int:
+        """Look for new publishers now (do_work does it every 100 ms)."""
+        return self._sub.discover()
+
+    def close(self) -> None:
+        """Stop recording: everything read is written (and synced unless durability is
+        "none"); recordings are marked stopped; the stream's subscriber position goes."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for rec in self._recordings:
+                if rec.image is not None:
+                    self._finish(rec)
+        finally:
+            self._sub.close()
+            self.archive.catalog.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Recorder(stream_id={self.stream_id}, recordings={self.recording_ids}, archive={str(self.archive.dir)!r})"

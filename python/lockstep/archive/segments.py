@@ -1,0 +1,164 @@
+"""Segment files of a recording: `<recording_id>-<segment_base_position>.rec`, each
+`segment_length` bytes, holding the frames exactly as they were in the term at file offset
+`position - segment_base_position` (Aeron Archive's layout). Here: naming, position
+arithmetic, frame-header validation, and read-only mapping of segments."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import stat
+import struct
+from pathlib import Path
+
+from ..errors import FileAccessError, FileFormatError
+from .catalog import RecordingDescriptor
+
+__all__ = [
+    "DATA",
+    "FRAME_HEADER",
+    "PAD",
+    "SegmentMaps",
+    "align",
+    "frame_problem",
+    "parse_segment_name",
+    "segment_base",
+    "segment_name",
+]
+
+FRAME_HEADER = struct.Struct("<iBBhiiiiq")  # length, version, flags, type, term offset, session, stream, term id, reserved
+HEADER_LENGTH = 32
+PAD, DATA = 0, 1
+BEGIN, END = 0x80, 0x40
+_NAME = re.compile(r"^(\d+)-(\d+)\.rec$")
+
+
+def align(n: int) -> int:
+    return (n + 31) & ~31
+
+
+def segment_name(recording_id: int, base: int) -> str:
+    return f"{recording_id}-{base}.rec"
+
+
+def parse_segment_name(name: str) -> tuple[int, int] | None:
+    """(recording id, segment base position) of a segment file name, or None."""
+    m = _NAME.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def segment_base(start_position: int, position: int, term_length: int, segment_length: int) -> int:
+    """Base position of the segment holding the frame at `position` (Aeron's rule: segments
+    count from the base of the recording's first term)."""
+    start_term_base = start_position - (start_position & (term_length - 1))
+    return start_term_base + ((position - start_term_base) // segment_length) * segment_length
+
+
+def term_id_at(desc: RecordingDescriptor, position: int) -> int:
+    shift = desc.term_length.bit_length() - 1
+    t = (desc.initial_term_id + (position >> shift)) & 0xFFFFFFFF
+    return t - (1 << 32) if t >= 1 << 31 else t
+
+
+def frame_problem(desc: RecordingDescriptor, position: int, header: tuple) -> str | None:
+    """What is wrong with the (unpacked) frame header found at `position`, or None. A zero
+    length is reported as "unwritten"."""
+    length, version, flags, ftype, term_offset, session_id, stream_id, term_id, _ = header
+    term_length = desc.term_length
+    expected_offset = position & (term_length - 1)
+    if length == 0:
+        return "unwritten (length 0)"
+    if length < HEADER_LENGTH or expected_offset + align(length) > term_length:
+        return f"length: expected {HEADER_LENGTH}..{term_length - expected_offset}, found {length}"
+    if version != 0:
+        return f"version: expected 0, found {version}"
+    if ftype not in (PAD, DATA):
+        return f"type: expected PAD (0) or DATA (1), found {ftype}"
+    if ftype == DATA and length > desc.mtu:
+        return f"DATA length: expected at most mtu {desc.mtu}, found {length}"
+    if term_offset != expected_offset:
+        return f"term offset field: expected {expected_offset}, found {term_offset}"
+    expected_term = term_id_at(desc, position)
+    if term_id != expected_term:
+        return f"term id field: expected {expected_term}, found {term_id}"
+    if session_id != desc.session_id or stream_id != desc.stream_id:
+        return (f"session/stream: expected {desc.session_id}/{desc.stream_id}, "
+                f"found {session_id}/{stream_id}")
+    return None
+
+
+def open_regular(path: Path, flags: int) -> int:
+    """os.open refusing symlinks and anything but a regular file."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if os.path.islink(path):
+            raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
+        raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileAccessError(f"{path}: not a regular file")
+    return fd
+
+
+class SegmentMaps:
+    """Read-only maps of one recording's segments, opened as positions need them (the most
+    recent few are kept). Sizes are checked: a short segment is a FileFormatError."""
+
+    def __init__(self, dir: Path, desc: RecordingDescriptor) -> None:
+        self.dir = dir
+        self.desc = desc
+        self._maps: dict[int, tuple[Path, mmap.mmap, memoryview]] = {}
+
+    def base(self, position: int) -> int:
+        d = self.desc
+        return segment_base(d.start_position, position, d.term_length, d.segment_length)
+
+    def path(self, base: int) -> Path:
+        return self.dir / segment_name(self.desc.recording_id, base)
+
+    def get(self, position: int, *, missing_ok: bool = False) -> tuple[Path, memoryview, int] | None:
+        """(segment path, view of the whole segment, file offset of `position`); with
+        missing_ok, None when the segment is missing or not yet its full length (recovery)."""
+        base = self.base(position)
+        entry = self._maps.get(base)
+        if entry is None:
+            path = self.path(base)
+            try:
+                fd = open_regular(path, os.O_RDONLY)
+            except FileNotFoundError:
+                if missing_ok:
+                    return None
+                raise FileFormatError(path, f"missing: recording {self.desc.recording_id} needs this segment for "
+                                            f"position {position}") from None
+            try:
+                size = os.fstat(fd).st_size
+                if size != self.desc.segment_length and missing_ok:
+                    return None
+                if size != self.desc.segment_length:
+                    raise FileFormatError(path, f"length: expected {self.desc.segment_length} bytes (the segment "
+                                                f"length), found {size}: truncated at offset {size}"
+                                          if size < self.desc.segment_length else
+                                          f"length: expected {self.desc.segment_length} bytes, found {size}")
+                m = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+            if len(self._maps) >= 2:
+                self._drop(next(iter(self._maps)))
+            entry = self._maps[base] = (path, m, memoryview(m))
+        return entry[0], entry[2], position - base
+
+    def _drop(self, base: int) -> None:
+        path, m, view = self._maps.pop(base)
+        view.release()
+        try:
+            m.close()
+        except BufferError:
+            pass  # a caller still holds a view: the map goes with it
+
+    def close(self) -> None:
+        for base in list(self._maps):
+            self._drop(base)

@@ -1,0 +1,150 @@
+"""`lockstep record`, `lockstep recordings`, `lockstep replay`: the archive's commands,
+added to the `lockstep` group (registered by one import at the end of cli.py)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from .cli import main
+
+
+def _archive(dir: str | None, archive_dir: str | None):
+    from .archive import Archive
+
+    return Archive(archive_dir) if archive_dir else Archive.for_dir(dir)
+
+
+def _when(ns: int) -> str:
+    return datetime.datetime.fromtimestamp(ns / 1e9).isoformat(timespec="milliseconds") if ns > 0 else "-"
+
+
+_dir_option = click.option("--dir", "dir", type=click.Path(file_okay=False), default=None,
+                           help="lockstep directory (default: $LOCKSTEP_DIR, else /dev/shm/lockstep-$USER).")
+_archive_option = click.option("--archive-dir", type=click.Path(file_okay=False), default=None,
+                               help="Archive directory (default: <dir>/archive).")
+
+
+@main.command()
+@click.option("--stream", "stream_id", type=int, default=100, show_default=True, help="Stream id to record.")
+@_dir_option
+@_archive_option
+@click.option("--segment-length", type=int, default=None, help="Bytes per segment file: a power of two, a multiple "
+              "of the term length (default 128 MiB or the term length).")
+@click.option("--durability", type=click.Choice(["none", "segment", "interval"]), default="none", show_default=True,
+              help="none: no fsync; segment: fsync each full segment; interval: fsync every --fsync-interval-ms.")
+@click.option("--fsync-interval-ms", type=int, default=1000, show_default=True)
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until "
+              "Ctrl-C / SIGTERM).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def record(stream_id: int, dir: str | None, archive_dir: str | None, segment_length: int | None, durability: str,
+           fsync_interval_ms: int, duration: float | None, as_json: bool) -> None:
+    """Record a stream into the archive until Ctrl-C / SIGTERM (or --duration). A recorder
+    restarted on the same stream extends its recording where it stopped."""
+    from .archive import Recorder
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    recorder = Recorder(dir, stream_id=stream_id, archive_dir=archive_dir, segment_length=segment_length,
+                        durability=durability, fsync_interval_ms=fsync_interval_ms)
+    try:
+        for d in recorder.repaired:
+            click.echo(f"repaired recording {d.recording_id}: stop position {d.stop_position}", err=True)
+        click.echo(f"recording stream {stream_id} into {recorder.archive.dir} (pid {__import__('os').getpid()}); "
+                   f"Ctrl-C stops", err=True)
+        deadline = None if duration is None else time.monotonic() + duration
+        recorder.run(lambda: stop.is_set() or (deadline is not None and time.monotonic() >= deadline))
+    finally:
+        recorder.close()
+    recordings = recorder.archive.recordings()
+    mine = [d for d in recordings if d.recording_id in set(recorder.recording_ids)]
+    if as_json:
+        click.echo(json.dumps({"stream_id": stream_id, "archive_dir": str(recorder.archive.dir),
+                               "recordings": [d.as_dict() for d in mine]}))
+    else:
+        if not mine:
+            click.echo(f"no publisher appeared on stream {stream_id}: nothing recorded")
+        for d in mine:
+            click.echo(f"recording {d.recording_id}: stream {d.stream_id} session {d.session_id} positions "
+                       f"{d.start_position}..{d.stop_position} ({d.stop_position - d.start_position:,} bytes)")
+
+
+@main.command()
+@_dir_option
+@_archive_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def recordings(dir: str | None, archive_dir: str | None, as_json: bool) -> None:
+    """List the archive's recordings (id, stream, session, positions, times, lengths, state)."""
+    archive = _archive(dir, archive_dir)
+    for d in archive.recordings():
+        if as_json:
+            click.echo(json.dumps(d.as_dict()))
+        else:
+            click.echo(f"{d.recording_id} stream={d.stream_id} session={d.session_id} start={d.start_position} "
+                       f"stop={d.stop_position} state={d.state} started={_when(d.start_timestamp)} "
+                       f"stopped={_when(d.stop_timestamp)} term_length={d.term_length} "
+                       f"segment_length={d.segment_length} mtu={d.mtu} initial_term_id={d.initial_term_id} "
+                       f"segments={len(archive.segment_files(d.recording_id))}")
+
+
+@main.command()
+@click.argument("recording", type=int)
+@click.option("--machine", required=True, help="The state machine class, module:Class "
+              "(e.g. lockstep.examples.orderbook:OrderBook).")
+@click.option("--snapshot", "snapshot", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Start from this snapshot file (replay goes on after its position).")
+@click.option("--until", type=int, default=None, help="Stop exactly after the message at this position.")
+@click.option("--step", is_flag=True, help="Interactive step debugger (next, continue, template, show-state, "
+              "write-snapshot; 'help' lists them).")
+@click.option("--compare", "compare", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="A replica's <name>.hashes file: check the state hash at every position it recorded and name "
+                   "the first divergent position (exit status 1 when they diverge). Repeatable.")
+@click.option("--write-snapshot", is_flag=True, help="Write a snapshot of the final state next to the recordings.")
+@_dir_option
+@_archive_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def replay(recording: int, machine: str, snapshot: str | None, until: int | None, step: bool,
+           compare: tuple[str, ...], write_snapshot: bool, dir: str | None, archive_dir: str | None,
+           as_json: bool) -> None:
+    """Feed a recording of the sequenced log into a state machine (the same code replicas run
+    live) and print the final state hash."""
+    from .archive.replay import ReplaySession, Stepper, load_machine
+
+    instance = load_machine(machine)
+    with ReplaySession(_archive(dir, archive_dir), recording, instance, snapshot=snapshot, until=until,
+                       compare=list(compare)) as session:
+        if step:
+            def read(prompt: str) -> str | None:
+                click.echo(prompt, nl=False)
+                sys.stdout.flush()
+                line = sys.stdin.readline()
+                return None if not line else line.rstrip("\n")
+
+            Stepper(session, read, click.echo).loop()
+        else:
+            session.run()
+        written = session.write_snapshot() if write_snapshot else None
+        result = session.result(written)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        click.echo(f"recording {recording}: {result.messages:,} messages replayed into {machine} from position "
+                   f"{result.start_position} to {result.position} (sequence {result.sequence})")
+        if written:
+            click.echo(f"snapshot written: {written}")
+        if compare:
+            d = result.divergence
+            click.echo(f"compared {result.compared} live hashes: " + (
+                "all equal" if d is None else
+                f"FIRST DIVERGENCE at position {d['position']} (sequence {d['sequence']}): live {d['live']} "
+                f"({d['hashes_file']}), replay {d['replay']}"))
+        click.echo(f"state hash {result.hash}")
+    if result.divergence is not None:
+        sys.exit(1)
