@@ -292,7 +292,23 @@ void ls_rb_consume(ls_ring_buffer_t *rb, size_t bytes)
         return;
     }
     const int64_t head = ls_get_plain_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET));
-    const int64_t index = head & (rb->capacity - 1);
+    const int64_t mask = rb->capacity - 1;
+    /* Record lengths first, then the rest: a consumer killed while zeroing leaves whole
+     * records or zero lengths, never a committed length whose type memset already cleared
+     * (memset may store in any order). ls_rb_recover() mends what such a death leaves. */
+    for (size_t done = 0; done < bytes;)
+    {
+        uint8_t *length_addr = rb->buffer + ((head + (int64_t)done) & mask) + LS_RB_LENGTH_OFFSET;
+        const int32_t length = ls_get_plain_i32(length_addr);
+        ls_put_plain_i32(length_addr, 0);
+        if (length <= 0)
+        {
+            break;
+        }
+        done += (size_t)LS_ALIGN((int64_t)length, LS_RB_ALIGNMENT);
+    }
+    atomic_thread_fence(memory_order_release);
+    const int64_t index = head & mask;
     const size_t to_end = (size_t)(rb->capacity - index);
     memset(rb->buffer + index, 0, bytes < to_end ? bytes : to_end);
     if (bytes > to_end)
@@ -300,6 +316,78 @@ void ls_rb_consume(ls_ring_buffer_t *rb, size_t bytes)
         memset(rb->buffer, 0, bytes - to_end);
     }
     ls_put_release_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET), head + (int64_t)bytes);
+}
+
+/* Whether records starting at position `from` chain exactly to `tail`: each committed with a
+ * valid header, or claimed (negative length), none crossing the buffer end. */
+static bool ls_rb_chains_to(const ls_ring_buffer_t *rb, int64_t from, int64_t tail)
+{
+    const int64_t mask = rb->capacity - 1;
+    int64_t position = from;
+    while (position < tail)
+    {
+        const int64_t index = position & mask;
+        int32_t length = ls_get_acquire_i32(rb->buffer + index + LS_RB_LENGTH_OFFSET);
+        const int32_t type = ls_get_plain_i32(rb->buffer + index + LS_RB_TYPE_OFFSET);
+        if (length < 0)
+        {
+            length = -length;
+        }
+        else if (length == 0 || (type != LS_RB_PADDING_MSG_TYPE_ID && type < 1))
+        {
+            return false;
+        }
+        const int64_t aligned = LS_ALIGN((int64_t)length, LS_RB_ALIGNMENT);
+        if (length < LS_RB_RECORD_HEADER_LENGTH || aligned > rb->capacity - index ||
+            (type != LS_RB_PADDING_MSG_TYPE_ID && length - LS_RB_RECORD_HEADER_LENGTH > rb->max_message_length))
+        {
+            return false;
+        }
+        position += aligned;
+    }
+    return position == tail;
+}
+
+static void ls_rb_pad(ls_ring_buffer_t *rb, int64_t index, int32_t length)
+{
+    uint8_t *record = rb->buffer + index;
+    ls_put_plain_i32(record + LS_RB_TYPE_OFFSET, LS_RB_PADDING_MSG_TYPE_ID);
+    ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, length);
+}
+
+int64_t ls_rb_recover(ls_ring_buffer_t *rb)
+{
+    const int64_t head = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET));
+    const int64_t tail = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_TAIL_POSITION_OFFSET));
+    if (head == tail || ls_rb_chains_to(rb, head, tail))
+    {
+        return 0; /* intact (claims in progress included) */
+    }
+    /* The records after a dead consumer's half-zeroed region are intact: find where they
+     * start, the first 8-byte boundary from which headers chain exactly to the tail. */
+    for (int64_t start = head + LS_RB_ALIGNMENT; start <= tail; start += LS_RB_ALIGNMENT)
+    {
+        if (start < tail && !ls_rb_chains_to(rb, start, tail))
+        {
+            continue;
+        }
+        const int64_t mask = rb->capacity - 1;
+        const int64_t head_index = head & mask;
+        const int64_t gap = start - head;
+        const int64_t to_end = rb->capacity - head_index;
+        if (gap <= to_end)
+        {
+            ls_rb_pad(rb, head_index, (int32_t)gap);
+        }
+        else
+        {
+            memset(rb->buffer, 0, (size_t)(gap - to_end));
+            ls_rb_pad(rb, 0, (int32_t)(gap - to_end));
+            ls_rb_pad(rb, head_index, (int32_t)to_end);
+        }
+        return gap;
+    }
+    return 0;
 }
 
 int64_t ls_rb_controlled_read(

@@ -69,6 +69,11 @@ int64_t ls_rb_scan(
 /* Zeroes `bytes` from the head (so 0 means "not written" on the next lap) and advances it. */
 void ls_rb_consume(ls_ring_buffer_t *rb, size_t bytes);
 bool ls_rb_unblock(ls_ring_buffer_t *rb);
+/* For a consumer taking over from one that died (killed while zeroing what it had read):
+ * pads from the head to the first record from which headers chain to the tail. Returns the
+ * bytes padded (0: the ring was intact). Those records were consumed already; a consumer
+ * that must not see a record twice dedups them (the sequencer does). */
+int64_t ls_rb_recover(ls_ring_buffer_t *rb);
 
 int64_t ls_rb_size(const ls_ring_buffer_t *rb);
 int64_t ls_rb_producer_position(const ls_ring_buffer_t *rb);

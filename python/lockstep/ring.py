@@ -178,6 +178,11 @@ class _Ring(Closing):
         moved for a timeout while size() > 0. Returns whether anything was unblocked."""
         return bool(lib.ls_rb_unblock(self._rb))
 
+    def recover(self) -> int:
+        """For a consumer taking over from one that died mid-read: skip what it had read but
+        not finished zeroing (those records were handled once already). Returns bytes skipped."""
+        return lib.ls_rb_recover(self._rb)
+
     @property
     def consumer_heartbeat_time(self) -> int:
         """The consumer's last heartbeat (epoch ms), for producers checking it is alive."""

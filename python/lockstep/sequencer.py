@@ -126,6 +126,7 @@ class Sequencer(Closing):
         self._lock = self._take_lock()
         try:
             self.ingress = _ingress(self.dir, ingress_capacity)
+            self.ingress.recover()  # a predecessor killed mid-read leaves half-zeroed records
             session_id, next_sequence, origins = self._recover(term_length)
             self.log = Publication(stream_id, self.dir, exclusive=True, term_length=term_length, session_id=session_id)
             self._seq = ffi.new("ls_sequencer_t *")
