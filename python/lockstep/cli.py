@@ -116,9 +116,9 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
         click.echo(json.dumps(result))
         return
     floor = result["c_floor_commands_per_sec"]
+    versus = "" if rate else f" (C floor {floor:,.0f}/s, ratio {result['ratio_to_c_floor']:.2f})"
     click.echo(f"{commands:,} commands of {size} B from {clients} clients"
-               f"{f' at {rate:,.0f}/s' if rate else ''}: {result['commands_per_sec']:,.0f} commands/s "
-               f"(C floor {floor:,.0f}/s, ratio {result['ratio_to_c_floor']:.2f})")
+               f"{f' at {rate:,.0f}/s' if rate else ''}: {result['commands_per_sec']:,.0f} commands/s{versus}")
     if rate:
         click.echo(f"send -> apply latency p50 {result['latency_p50_ns'] / 1000:.1f} us, "
                    f"p99 {result['latency_p99_ns'] / 1000:.1f} us")
