@@ -5,6 +5,7 @@
 #include "bench_floor.h"
 #include "cnc_descriptor.h"
 #include "counters.h"
+#include "distinct_error_log.h"
 #include "image.h"
 #include "logbuffer.h"
 #include "ls_error.h"

@@ -128,6 +128,7 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
 from . import cli_stat  # noqa: E402,F401  (registers `lockstep stat`)
 from . import cli_archive  # noqa: E402,F401  (registers `lockstep record`, `recordings`, `replay`)
 from . import cli_demo  # noqa: E402,F401  (registers `lockstep demo`, `halt`, `resume`)
+from . import cli_errors  # noqa: E402,F401  (registers `lockstep errors`)
 
 if __name__ == "__main__":  # python -m lockstep.cli: use the module the commands registered on
     from lockstep.cli import main as registered_main

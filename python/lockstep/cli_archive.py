@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import signal
 import sys
-import threading
 import time
 
 import click
@@ -48,21 +46,20 @@ def record(stream_id: int, dir: str | None, archive_dir: str | None, segment_len
     """Record a stream into the archive until Ctrl-C / SIGTERM (or --duration). A recorder
     restarted on the same stream extends its recording where it stopped."""
     from .archive import Recorder
+    from .idle import stop_on_signals
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    recorder = Recorder(dir, stream_id=stream_id, archive_dir=archive_dir, segment_length=segment_length,
-                        durability=durability, fsync_interval_ms=fsync_interval_ms)
-    try:
-        for d in recorder.repaired:
-            click.echo(f"repaired recording {d.recording_id}: stop position {d.stop_position}", err=True)
-        click.echo(f"recording stream {stream_id} into {recorder.archive.dir} (pid {__import__('os').getpid()}); "
-                   f"Ctrl-C stops", err=True)
-        deadline = None if duration is None else time.monotonic() + duration
-        recorder.run(lambda: stop.is_set() or (deadline is not None and time.monotonic() >= deadline))
-    finally:
-        recorder.close()
+    with stop_on_signals() as stop:  # SIGINT/SIGTERM end the duty cycle; close() marks recordings stopped
+        recorder = Recorder(dir, stream_id=stream_id, archive_dir=archive_dir, segment_length=segment_length,
+                            durability=durability, fsync_interval_ms=fsync_interval_ms)
+        try:
+            for d in recorder.repaired:
+                click.echo(f"repaired recording {d.recording_id}: stop position {d.stop_position}", err=True)
+            click.echo(f"recording stream {stream_id} into {recorder.archive.dir} (pid {__import__('os').getpid()}); "
+                       f"Ctrl-C stops", err=True)
+            deadline = None if duration is None else time.monotonic() + duration
+            recorder.run(lambda: stop.is_set() or (deadline is not None and time.monotonic() >= deadline))
+        finally:
+            recorder.close()
     recordings = recorder.archive.recordings()
     mine = [d for d in recordings if d.recording_id in set(recorder.recording_ids)]
     if as_json:

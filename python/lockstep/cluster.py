@@ -201,7 +201,11 @@ class Replica(Closing):
         snapshot = latest_snapshot(self.snapshot_dir, self.name) if restore else None
         start: Any = "earliest"
         if snapshot is not None:
-            machine.restore(snapshot.data)
+            try:
+                machine.restore(snapshot.data)
+            except Exception as e:  # checksummed, yet not a state this machine can load
+                raise FileFormatError(snapshot.path, f"{type(machine).__name__}.restore failed: "
+                                                     f"{type(e).__name__}: {e}") from e
             self.last_sequence, self.last_position = snapshot.sequence, snapshot.position
             start = snapshot.position
         self.restored_from = snapshot
@@ -257,8 +261,11 @@ class Replica(Closing):
 
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
-        """Apply the log until `stop` is set (an Event or a callable returning True)."""
-        run_agent(self.do_work, stop, idle)
+        """Apply the log until `stop` is set (an Event or a callable returning True). An
+        error in a duty cycle (the machine's included) is recorded in the directory's error
+        log and re-raised. For Ctrl-C / SIGTERM: `with lockstep.idle.stop_on_signals() as
+        stop: replica.run(stop)`, then `close()`."""
+        run_agent(self.do_work, stop, idle, error_dir=self.dir)
 
     def record_hash(self) -> bytes:
         """Append (position, sequence, state hash) to `<name>.hashes` now; returns the hash."""

@@ -393,8 +393,10 @@ class Gateway(Closing):
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
         """Run duty cycles until `stop`; idles with a backoff capped at 100 us (a halt waits
-        at most that long for a parked gateway)."""
-        run_agent(self.do_work, stop, idle or BackoffIdleStrategy(max_park_ns=100_000))
+        at most that long for a parked gateway). An error in a duty cycle is recorded in the
+        directory's error log and re-raised. For Ctrl-C / SIGTERM: `with
+        lockstep.idle.stop_on_signals() as stop: gateway.run(stop)`, then `close()`."""
+        run_agent(self.do_work, stop, idle or BackoffIdleStrategy(max_park_ns=100_000), error_dir=self.dir)
 
     @property
     def pending_responses(self) -> int:

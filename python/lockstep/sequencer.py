@@ -226,8 +226,11 @@ class Sequencer(Closing):
 
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
-        """Sequence until `stop` is set (an Event or a callable returning True)."""
-        run_agent(self.do_work, stop, idle)
+        """Sequence until `stop` is set (an Event or a callable returning True). An error
+        in a duty cycle is recorded in the directory's error log and re-raised. For Ctrl-C /
+        SIGTERM: `with lockstep.idle.stop_on_signals() as stop: sequencer.run(stop)`, then
+        `close()` (the log stays consistent for the next sequencer)."""
+        run_agent(self.do_work, stop, idle, error_dir=self.dir)
 
     # -- state --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from .client import STREAM_KEY, TYPE_CLIENT_HEARTBEAT, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION, is_alive
 from .cluster import read_hashes
 from .counters import CNC_FILE, Counters
+from .errorlog import read_errors
 from .errors import LockstepError
 from .logbuffer import LogBuffer
 from .mapped import resolve_dir
@@ -59,6 +60,13 @@ def snapshot_of(dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
                 sequencer["ingress_capacity"] = ring.capacity
         except LockstepError as e:
             sequencer["ingress_error"] = str(e)
+    try:
+        seen = read_errors(directory)
+        errors: dict[str, Any] = {
+            "distinct": len(seen), "observations": sum(r.count for r in seen),
+            "last": [r.as_dict() for r in sorted(seen, key=lambda r: r.last_ms)[-3:][::-1]]}
+    except LockstepError as e:
+        errors = {"error": str(e)}
     replicas = {}
     for path in sorted(directory.glob("*.hashes")):
         records = read_hashes(path)
@@ -74,6 +82,7 @@ def snapshot_of(dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         "clients": [{"pid": i.owner_id, "alive": alive[i.id]} for i in infos if i.type_id == TYPE_CLIENT_HEARTBEAT],
         "counters": [{"id": i.id, "type_id": i.type_id, "label": i.label, "value": i.value, "pid": i.owner_id}
                      for i in infos],
+        "errors": errors,
     }
 
 
@@ -112,4 +121,19 @@ def render(s: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
         lines += [f"  {c['id']:>4} {c['label']}: {c['value']:,}" for c in others]
     lines += ["", f"clients: {sum(c['alive'] for c in s['clients'])} alive, "
               f"{sum(not c['alive'] for c in s['clients'])} dead"]
+    errors = s.get("errors") or {}
+    if "error" in errors:
+        lines.append(f"errors: cannot read the error log: {errors['error']}")
+    elif errors:
+        lines.append(f"errors: {errors['distinct']} distinct, {errors['observations']} observations"
+                     + (" (latest first; `lockstep errors` lists all)" if errors["last"] else ""))
+        lines += [f"  {e['count']}x last {_clock(e['last_ms'])}: {e['text'].splitlines()[0] if e['text'] else ''}"
+                  for e in errors["last"]]
     return "\n".join(lines)
+
+
+def _clock(ms: int) -> str:
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(ms / 1000))
+    except (OverflowError, OSError, ValueError):
+        return str(ms)

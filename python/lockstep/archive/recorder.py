@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InvalidArgumentError, LockstepError
-from ..idle import BackoffIdleStrategy, IdleStrategy
+from ..idle import IdleStrategy, run_agent
 from ..logbuffer import LogBuffer
 from ..mapped import MappedFile, resolve_dir
 from ..sequencer import DEFAULT_LOG_STREAM
@@ -289,11 +289,11 @@ class Recorder:
         rec.image = None
 
     def run(self, stop: threading.Event | Callable[[], bool] | None = None, idle: IdleStrategy | None = None) -> None:
-        """Record until `stop` is set (an Event or a callable returning True)."""
-        idle = idle or BackoffIdleStrategy()
-        should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
-        while not should_stop():
-            idle.idle(self.do_work())
+        """Record until `stop` is set (an Event or a callable returning True). An error in a
+        duty cycle is recorded in the directory's error log and re-raised. For Ctrl-C /
+        SIGTERM: `with lockstep.idle.stop_on_signals() as stop: recorder.run(stop)`, then
+        `close()` marks the recordings stopped (what `lockstep record` does)."""
+        run_agent(self.do_work, stop, idle, error_dir=self.dir)
 
     # -- state ------------------------------------------------------------------------------
 

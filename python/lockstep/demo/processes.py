@@ -71,11 +71,15 @@ def _guarded(fn):
         control = _Control(shared, slot)
         try:
             report = fn(control, dir, name, *args, **kwargs)
-        except BaseException:
+        except BaseException as e:
             try:
                 (Path(dir) / f"{name}.error").write_text(traceback.format_exc())
             except OSError:
                 pass
+            if isinstance(e, Exception):  # also in the directory's error log, as run_agent does
+                from lockstep.idle import _record
+
+                _record(dir, e)
             raise
         finally:
             control.set(STATE, STOPPED)

@@ -167,12 +167,29 @@ class OrderBook(StateMachine):
         self.__init__()
         (self.commands, self.ignored, self.next_match_id, self.fills_sent, self.fills_sequenced, self.volume,
          self.last_timestamp_ns, count, _) = _TOTALS.unpack_from(data)
+        if (len(data) - _TOTALS.size) % _ORDER.size:
+            raise ValueError(f"order book snapshot: {len(data) - _TOTALS.size} bytes of orders, not a multiple of "
+                             f"{_ORDER.size}")
+        last_side = BUY
         for order_id, side, price, qty in _ORDER.iter_unpack(memoryview(data)[_TOTALS.size:]):
+            # As snapshot() writes them: bids then asks, prices ascending, each price's
+            # orders together; anything else would leave the book inconsistent.
+            if side not in (BUY, SELL) or side < last_side or qty <= 0 or order_id in self.orders:
+                raise ValueError(f"order book snapshot: order {order_id}: side {side}, qty {qty}: not a valid "
+                                 f"resting order in snapshot order")
+            last_side = side
             self.orders[order_id] = [side, price, qty]
             level = self.levels[side].get(price)
             if level is None:
+                prices = self.prices[side]
+                if prices and price <= prices[-1]:
+                    raise ValueError(f"order book snapshot: order {order_id}: price {price} after {prices[-1]}: "
+                                     f"expected ascending prices")
                 level = self.levels[side][price] = deque()
-                self.prices[side].append(price)  # written ascending: stays sorted
+                prices.append(price)  # written ascending: stays sorted
+            elif price != self.prices[side][-1]:
+                raise ValueError(f"order book snapshot: order {order_id}: price {price} again after "
+                                 f"{self.prices[side][-1]}")
             level.append(order_id)
         if len(self.orders) != count:
             raise ValueError(f"order book snapshot: expected {count} orders, found {len(self.orders)}")
