@@ -337,6 +337,30 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
     return scan->count;
 }
 
+int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
+{
+    /* Read on past padding and the first fragments of a long message, to one whole message
+     * or to where nothing more is written. */
+    int32_t count;
+    int64_t before;
+    do
+    {
+        before = ls_get_plain_i64(image->position);
+        count = ls_image_scan_commit(image, scan, 1);
+    }
+    while (0 == count && scan->end_position != before);
+    if (count <= 0)
+    {
+        return count;
+    }
+    if (scan->data_offsets[0] < 0)
+    {
+        return LS_IMAGE_ASSEMBLED;
+    }
+    const int64_t offset = (int64_t)scan->partitions[0] * image->log.term_length + scan->data_offsets[0];
+    return (offset << 20) | scan->lengths[0];
+}
+
 int64_t ls_image_position(const ls_image_t *image)
 {
     return ls_get_acquire_i64(image->position);
@@ -411,9 +435,14 @@ bool ls_image_unblock(ls_image_t *image)
         /* Claimed and never committed: its writer died in between (or has stalled past the
          * timeout, Aeron's accepted risk). Pad exactly the claim; the CAS loses to a writer
          * that commits after all, though its type would then read PAD. */
+        const int64_t claimed = -(int64_t)length;
+        if (claimed < LS_DATA_HEADER_LENGTH || offset + LS_ALIGN(claimed, LS_FRAME_ALIGNMENT) > term_length)
+        {
+            return false; /* no writer claims that (e.g. INT32_MIN): corruption, not a dead writer */
+        }
         const int16_t pad = LS_FRAME_TYPE_PAD;
         memcpy(frame + LS_FRAME_TYPE_OFFSET, &pad, sizeof(pad));
-        return ls_cas_i32(frame + LS_FRAME_LENGTH_OFFSET, length, -length);
+        return ls_cas_i32(frame + LS_FRAME_LENGTH_OFFSET, length, (int32_t)claimed);
     }
     if (0 != length)
     {

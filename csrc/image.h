@@ -83,6 +83,15 @@ typedef struct ls_image_scan_stct
  * two terms ahead of the window). Returns the message count or -1 (corrupt frame). */
 int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit);
 
+/* One message, for a binding's single-message poll (one call, no arrays to read back):
+ * scans and commits like ls_image_scan_commit (reading on past padding and fragments to one
+ * whole message), then returns
+ * (offset of the payload from the start of the log) << 20 | payload length for a message in
+ * the term, 0 when there was none, LS_IMAGE_ASSEMBLED for a reassembled one (see
+ * scan->lengths[0] and image->assembly), or -1 for a corrupt frame. */
+#define LS_IMAGE_ASSEMBLED (-2)
+int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan);
+
 int64_t ls_image_position(const ls_image_t *image);
 void ls_image_set_position(ls_image_t *image, int64_t position);
 /* True when the frame at the position is not yet written (length 0) but the tail is beyond

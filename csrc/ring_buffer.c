@@ -532,8 +532,13 @@ bool ls_rb_unblock(ls_ring_buffer_t *rb)
     if (length < 0)
     {
         /* Claimed and never committed: the producer died in between. */
+        const int64_t claimed = -(int64_t)length;
+        if (claimed < LS_RB_RECORD_HEADER_LENGTH || LS_ALIGN(claimed, LS_RB_ALIGNMENT) > rb->capacity - consumer_index)
+        {
+            return false; /* no producer claims that (e.g. INT32_MIN): corruption, not a dead producer */
+        }
         ls_put_plain_i32(record + LS_RB_TYPE_OFFSET, LS_RB_PADDING_MSG_TYPE_ID);
-        ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, -length);
+        ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, (int32_t)claimed);
         return true;
     }
     if (0 != length)

@@ -150,7 +150,7 @@ def _replica(queue, name, dir, total_commands, progress=None, slot=0, **kwargs):
     result = {"hash": book.state_hash().hex(), "last_sequence": replica.last_sequence,
               "last_position": replica.last_position, "applied": replica.applied,
               "restored_sequence": restored.sequence if restored else 0, "fills": book.fills_sent,
-              "commands": book.commands, "hashes_file": str(replica._hashes.name)}
+              "commands": book.commands, "hashes_file": str(replica.hashes_path)}
     replica.close()
     queue.put(("done", name, result))
 

@@ -4,8 +4,10 @@ prove replicas equal, atomic checksummed snapshots, and a determinism check mode
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import re
 import struct
 import threading
 import time
@@ -18,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ._closing import Closing
 from .errors import FileFormatError, LockstepError
 from .idle import IdleStrategy, run_agent
-from .mapped import check_name, resolve_dir
+from .mapped import check_name, open_private, resolve_dir
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient, _SEQUENCED
 from .subscription import Subscription
 
@@ -128,7 +130,10 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
 def latest_snapshot(dir: str | os.PathLike[str], name: str) -> Snapshot | None:
     """The newest valid snapshot of `name` in `dir` (corrupt ones are skipped), or None."""
     directory = Path(dir)
-    for path in sorted(directory.glob(f"{check_name(name)}-*.snap"), reverse=True):
+    # Exactly `<name>-<20 digits>.snap`: not another machine's whose name starts with ours.
+    exact = re.compile(re.escape(check_name(name)) + r"-\d{20}\.snap")
+    found = [p for p in directory.glob(f"{glob.escape(name)}-*.snap") if exact.fullmatch(p.name)]
+    for path in sorted(found, reverse=True):
         try:
             return read_snapshot(path)
         except FileFormatError:
@@ -211,7 +216,8 @@ class Replica(Closing):
         self.restored_from = snapshot
         self.subscription = Subscription(stream_id, self.dir, start=start, join="earliest")
         self._client = SequencerClient(self.dir, origin_id=self.ctx._origin_id) if send_outputs else None
-        self._hashes = open(self.dir / f"{self.name}.hashes", "ab")
+        self.hashes_path = self.dir / f"{self.name}.hashes"  # (position, sequence, hash) records
+        self._hashes = os.fdopen(open_private(self.hashes_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
         torn = self._hashes.tell() % _HASH_RECORD.size
         if torn:  # a record torn by a crash: drop it, or every later record would be misread
             self._hashes.truncate(self._hashes.tell() - torn)

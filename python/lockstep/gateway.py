@@ -39,7 +39,7 @@ from .client import client_for
 from .errors import InvalidArgumentError, LockstepError
 from .idle import BackoffIdleStrategy, IdleStrategy, run_agent
 from .logbuffer import LogBuffer
-from .mapped import check_name, default_dir, resolve_dir
+from .mapped import check_name, default_dir, open_private, resolve_dir
 from .ring import ManyToOneRing
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
 from .stream_files import stream_logs
@@ -266,7 +266,7 @@ class Gateway(Closing):
 
     def _take_lock(self):
         """One gateway per name and directory: its side channel has one consumer."""
-        f = open(self.dir / f"gateway-{self.name}.lock", "a+")
+        f = os.fdopen(open_private(self.dir / f"gateway-{self.name}.lock", os.O_RDWR | os.O_CREAT), "r+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

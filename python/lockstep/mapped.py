@@ -77,6 +77,26 @@ def check_name(name: str) -> str:
     return name
 
 
+def open_private(path: str | os.PathLike[str], flags: int) -> int:
+    """os.open for lockstep's small files (lock files, hash logs): created 0600, never through
+    a symlink, and only a regular file of this user. Returns the descriptor."""
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+    except OSError as e:
+        if os.path.islink(path):
+            raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
+        raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileAccessError(f"{path}: not a regular file")
+    if st.st_uid != os.geteuid():
+        os.close(fd)
+        raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
+    return fd
+
+
 class MappedFile:
     """A whole file mapped shared (or copy-on-write when read-only), with numpy and cffi views."""
 
@@ -189,4 +209,4 @@ class MappedFile:
             pass  # a view is still exported; the mapping goes with the last view
 
 
-__all__ += ["check_name"]
+__all__ += ["check_name", "open_private"]

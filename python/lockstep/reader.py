@@ -137,7 +137,15 @@ class LogReader(Closing):
         that raises has its message consumed (the position moves past it) before the error."""
         if not self._words[self._peek]:
             return 0
+        if limit == 1:
+            return self._poll_one(handler)
         n = self._scan(limit)
+        while not n and self._words[self._peek]:
+            # Only padding, or the first fragments of a long message, so far: read on.
+            before = self._peek
+            n = self._scan(limit)
+            if self._peek == before:
+                break  # a frame still being written
         header, offsets, lengths = self._header, self._offsets, self._lengths
         term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
         i = 0
@@ -153,6 +161,23 @@ class LogReader(Closing):
             self._rewind(i)
             raise
         return n
+
+    def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
+        """poll(handler, 1): one C call, the payload's place packed in its result."""
+        r = lib.ls_image_poll_one(self._image, self._scan_out)
+        self._peek = self._scan_out.end_length_index
+        if r > 0:
+            offset = r >> 20
+            self._header._i = 0
+            handler(self._view[offset:offset + (r & 0xFFFFF)], self._header)  # consumed even if it raises
+            return 1
+        if r == 0:
+            return 0
+        if r == lib.LS_IMAGE_ASSEMBLED:
+            self._header._i = 0
+            handler(memoryview(ffi.buffer(self._image.assembly, self._lengths[0])), self._header)
+            return 1
+        raise c_error(self.path)
 
     def poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
         """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):

@@ -20,7 +20,7 @@ from .client import client_for
 from .errors import InvalidArgumentError, LockstepError
 from .idle import IdleStrategy, run_agent
 from .logbuffer import LogBuffer
-from .mapped import resolve_dir
+from .mapped import open_private, resolve_dir
 from .publication import Publication
 from .reader import LogReader
 from .ring import ManyToOneRing
@@ -147,7 +147,7 @@ class Sequencer(Closing):
         self._housekeeping(time.monotonic_ns())
 
     def _take_lock(self):
-        f = open(self.dir / LOCK_FILE, "a+")
+        f = os.fdopen(open_private(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT), "r+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -181,8 +181,11 @@ class Sequencer(Closing):
                     last_sequence = m.sequence
                     if m.origin_sequence > origins.get(m.origin_id, -1):
                         origins[m.origin_id] = m.origin_sequence
-                if reader.position >= log.tail_position or not lib.ls_image_unblock(reader._image):
+                if reader.position >= log.tail_position:
                     break
+                if not lib.ls_image_unblock(reader._image):  # a dead predecessor's claim is padded; else:
+                    raise LockstepError(f"{logs[0]}: cannot read past position {reader.position} to the log's "
+                                        f"tail {log.tail_position}: the frame there is corrupt")
         if last_sequence == 0 and reader.position > 0:
             raise LockstepError(f"{logs[0]}: the log's retained part holds no sequenced message to continue from "
                                 f"(position {reader.position}); recover from a recording")

@@ -4,24 +4,39 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from pathlib import Path
 
-__all__ = ["shared_log_path", "exclusive_log_path", "stream_logs"]
+from .errors import InvalidArgumentError
+
+__all__ = ["shared_log_path", "exclusive_log_path", "stream_logs", "check_stream_id"]
 
 _NAME = re.compile(r"^(-?\d+)-(shared|-?\d+)\.logbuffer$")
 
 
+def check_stream_id(stream_id: int, what: str = "stream_id") -> int:
+    """An int32 (file names are made from it: nothing else may get into a path)."""
+    try:
+        value = operator.index(stream_id)
+    except TypeError:
+        value = None
+    if value is None or not -(1 << 31) <= value < 1 << 31:
+        raise InvalidArgumentError(f"{what}: expected an int32, found {stream_id!r}")
+    return value
+
+
 def shared_log_path(dir: Path, stream_id: int) -> Path:
-    return dir / f"{stream_id}-shared.logbuffer"
+    return dir / f"{check_stream_id(stream_id)}-shared.logbuffer"
 
 
 def exclusive_log_path(dir: Path, stream_id: int, session_id: int) -> Path:
-    return dir / f"{stream_id}-{session_id}.logbuffer"
+    return dir / f"{check_stream_id(stream_id)}-{check_stream_id(session_id, 'session_id')}.logbuffer"
 
 
 def stream_logs(dir: Path, stream_id: int) -> list[Path]:
     """The log buffer files of a stream present now."""
+    check_stream_id(stream_id)
     found = []
     for entry in dir.glob(f"{stream_id}-*.logbuffer"):
         m = _NAME.match(entry.name)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..errors import LockstepError
 from ..idle import BackoffIdleStrategy
-from ..mapped import resolve_dir
+from ..mapped import open_private, resolve_dir
+from ..stream_files import check_stream_id
 from .catalog import Catalog, RecordingDescriptor, now_ns
 from .reader import RecordingReader
 from .segments import (
@@ -30,7 +31,7 @@ ARCHIVE_SUBDIR = "archive"
 
 
 def recorder_lock_path(dir: Path, stream_id: int) -> Path:
-    return dir / f"recorder-{stream_id}.lock"
+    return dir / f"recorder-{check_stream_id(stream_id)}.lock"
 
 
 class Archive:
@@ -177,7 +178,7 @@ def _replace(desc: RecordingDescriptor, **changes) -> RecordingDescriptor:
 
 def _try_lock(path: Path) -> int | None:
     """An exclusive flock on `path` (created 0600) or None when someone holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_private(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

@@ -89,7 +89,7 @@ def frame_problem(desc: RecordingDescriptor, position: int, header: tuple) -> st
 
 
 def open_regular(path: Path, flags: int) -> int:
-    """os.open refusing symlinks and anything but a regular file."""
+    """os.open refusing symlinks and anything but a regular file (and, to write, another user's file)."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
@@ -98,9 +98,13 @@ def open_regular(path: Path, flags: int) -> int:
         if os.path.islink(path):
             raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
         raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise FileAccessError(f"{path}: not a regular file")
+    if flags & (os.O_WRONLY | os.O_RDWR) and st.st_uid != os.geteuid():
+        os.close(fd)
+        raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
     return fd
 
 
