@@ -24,7 +24,6 @@ the side channel, next to the delay it would have had queued in the log behind a
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 import time
@@ -39,7 +38,7 @@ from .client import client_for
 from .errors import InvalidArgumentError, LockstepError
 from .idle import BackoffIdleStrategy, IdleStrategy, run_agent
 from .logbuffer import LogBuffer
-from .mapped import check_name, default_dir, open_private, resolve_dir
+from .mapped import check_name, default_dir, resolve_dir, take_pid_lock
 from .ring import ManyToOneRing
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
 from .stream_files import stream_logs
@@ -239,7 +238,8 @@ class Gateway(Closing):
         self.name = check_name(name)
         self.dir = resolve_dir(dir)
         self.fragment_limit = fragment_limit
-        self._lock = self._take_lock()
+        # One gateway per name and directory: its side channel has one consumer.
+        self._lock = take_pid_lock(self.dir / f"gateway-{self.name}.lock", f"gateway {self.name!r}")
         try:
             path = priority_path(self.dir, name)
             self.side_channel = ManyToOneRing(path) if path.exists() else ManyToOneRing(path, PRIORITY_CAPACITY)
@@ -263,22 +263,6 @@ class Gateway(Closing):
         counters = client_for(self.dir).counters
         self._counters = {k: counters.allocate(TYPE_GATEWAY, f"gateway {name}: {k}")
                           for k in ("halted", "halts", "requests", "to venue", "declined")}
-
-    def _take_lock(self):
-        """One gateway per name and directory: its side channel has one consumer."""
-        f = os.fdopen(open_private(self.dir / f"gateway-{self.name}.lock", os.O_RDWR | os.O_CREAT), "r+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            owner = f.read().strip() or "?"
-            f.close()
-            raise LockstepError(f"{self.dir}: another gateway {self.name!r} is running here (pid {owner})") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        return f
 
     # -- for subclasses -----------------------------------------------------------------
 

@@ -3,6 +3,7 @@ through a symlink, never another user's, and never seen half-made by another pro
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import mmap
 import os
@@ -14,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ._native import ffi
-from .errors import ClosedError, FileAccessError, FileFormatError
+from .errors import ClosedError, FileAccessError, FileFormatError, LockstepError
 
 __all__ = ["MappedFile", "default_dir", "resolve_dir"]
 
@@ -95,6 +96,24 @@ def open_private(path: str | os.PathLike[str], flags: int) -> int:
         os.close(fd)
         raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
     return fd
+
+
+def take_pid_lock(path: str | os.PathLike[str], what: str):
+    """Hold an exclusive flock on `path` (a private file) with our pid in it, so only one
+    `what` runs; the lock goes with the process, however it dies. Returns the open file."""
+    f = os.fdopen(open_private(path, os.O_RDWR | os.O_CREAT), "r+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "?"
+        f.close()
+        raise LockstepError(f"{Path(path).parent}: another {what} is running here (pid {owner})") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 class MappedFile:
@@ -209,4 +228,4 @@ class MappedFile:
             pass  # a view is still exported; the mapping goes with the last view
 
 
-__all__ += ["check_name", "open_private"]
+__all__ += ["check_name", "open_private", "take_pid_lock"]

@@ -4,7 +4,6 @@ ones already sequenced, and appends them to the sequenced log (an exclusive publ
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import struct
@@ -20,7 +19,7 @@ from .client import client_for
 from .errors import InvalidArgumentError, LockstepError
 from .idle import IdleStrategy, run_agent
 from .logbuffer import LogBuffer
-from .mapped import open_private, resolve_dir
+from .mapped import resolve_dir, take_pid_lock
 from .publication import Publication
 from .reader import LogReader
 from .ring import ManyToOneRing
@@ -123,7 +122,7 @@ class Sequencer(Closing):
                  term_length: int = DEFAULT_TERM_LENGTH, ingress_capacity: int = DEFAULT_INGRESS_CAPACITY) -> None:
         self.dir = resolve_dir(dir)
         self.stream_id = stream_id
-        self._lock = self._take_lock()
+        self._lock = take_pid_lock(self.dir / LOCK_FILE, "sequencer")
         try:
             self.ingress = _ingress(self.dir, ingress_capacity)
             self.ingress.recover()  # a predecessor killed mid-read leaves half-zeroed records
@@ -145,21 +144,6 @@ class Sequencer(Closing):
         self._stuck_head = (-1, 0)
         self._closed = False
         self._housekeeping(time.monotonic_ns())
-
-    def _take_lock(self):
-        f = os.fdopen(open_private(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT), "r+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            owner = f.read().strip() or "?"
-            f.close()
-            raise LockstepError(f"{self.dir}: another sequencer is running here (pid {owner})") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        return f
 
     def _recover(self, term_length: int) -> tuple[int | None, int, dict[int, int]]:
         """(session to resume or None, next sequence, last origin sequence per origin) from
