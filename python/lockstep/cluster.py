@@ -202,6 +202,7 @@ class Replica(Closing):
         self.last_sequence = 0
         self.last_position = 0
         self._pending: deque[tuple[int, bytes]] = deque()
+        self._own_sequenced = 0  # highest origin sequence of our own outputs seen in the log
         self._snapshot_due = False
         snapshot = latest_snapshot(self.snapshot_dir, self.name) if restore else None
         start: Any = "earliest"
@@ -230,6 +231,8 @@ class Replica(Closing):
         if sequence != self.last_sequence + 1 and self.last_sequence:
             raise LockstepError(f"{self.name}: sequence gap: expected {self.last_sequence + 1}, found {sequence} "
                                 f"at position {position}")
+        if origin_id == self.ctx._origin_id and origin_sequence > self._own_sequenced:
+            self._own_sequenced = origin_sequence  # our output, sequenced (maybe another replica's copy)
         ctx = self.ctx
         ctx.sequence, ctx.position, ctx.timestamp_ns = sequence, position, timestamp
         ctx.origin_id, ctx.origin_sequence = origin_id, origin_sequence
@@ -244,7 +247,7 @@ class Replica(Closing):
             self.record_hash()
         if self.snapshot_every and sequence % self.snapshot_every == 0:
             self._snapshot_due = True
-        if self._snapshot_due and not self._pending:
+        if self._snapshot_due and self._snapshot_ready():
             self.take_snapshot()
 
     def _on_fragment(self, data, header) -> None:
@@ -253,9 +256,19 @@ class Replica(Closing):
     def do_work(self, limit: int = 256) -> int:
         """One duty cycle: flush queued outputs, apply up to `limit` log messages."""
         work = self._flush()
-        if self._snapshot_due and not self._pending:
+        if self._snapshot_due and self._snapshot_ready():
             self.take_snapshot()
         return work + self.subscription.poll(self._on_fragment, limit)
+
+    def _snapshot_ready(self) -> bool:
+        """No output of the messages a snapshot covers is still only in memory. Queued copies
+        of outputs already in the log (another replica's, sequenced first) do not count: the
+        sequencer would drop them. Without this, a lagging replica whose copies keep meeting a
+        full ingress would put its snapshots off indefinitely."""
+        pending = self._pending
+        while pending and pending[0][0] <= self._own_sequenced:
+            pending.popleft()
+        return not pending
 
     def _flush(self) -> int:
         sent = 0
@@ -325,6 +338,7 @@ class _OfflineRunner(Replica):
         self.last_sequence = 0
         self.last_position = 0
         self._pending = deque()
+        self._own_sequenced = 0
         self._snapshot_due = False
         self._client = None
 

@@ -45,7 +45,7 @@ STATE_NAMES = {0: "unused", 1: "allocated", -1: "reclaimed", 2: "reserving"}
 
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists (zombies count as dead)."""
-    if pid <= 0:
+    if not 0 < pid < 1 << 31:  # e.g. an owner id from a damaged file: no such process
         return False
     try:
         os.kill(pid, 0)

@@ -33,7 +33,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FileFormatError, LockstepError
+from ..errors import FileAccessError, FileFormatError, LockstepError
 
 __all__ = ["ACTIVE", "CATALOG_FILE", "INVALID", "STOPPED", "Catalog", "RecordingDescriptor"]
 
@@ -189,7 +189,7 @@ class Catalog:
             if st.st_uid != os.geteuid():
                 os.close(self._fd)
                 self._fd = None
-                raise LockstepError(f"{self.path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
+                raise FileAccessError(f"{self.path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
         return self._fd
 
     def append(self, **fields) -> RecordingDescriptor:
