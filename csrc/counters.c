@@ -195,7 +195,12 @@ int32_t ls_counters_find_stream(
     for (int32_t id = 0; id < counters->max_counter_id; id++)
     {
         const uint8_t *meta = LS_META(counters, id);
-        if (LS_COUNTER_RECORD_ALLOCATED == ls_get_acquire_i32(meta + LS_COUNTER_STATE_OFFSET) &&
+        const int32_t state = ls_get_acquire_i32(meta + LS_COUNTER_STATE_OFFSET);
+        if (LS_COUNTER_RECORD_UNUSED == state)
+        {
+            break; /* records are taken lowest first and never return to UNUSED: none after this */
+        }
+        if (LS_COUNTER_RECORD_ALLOCATED == state &&
             type_id == ls_get_plain_i32(meta + LS_COUNTER_TYPE_ID_OFFSET) &&
             session_id == ls_get_plain_i32(meta + LS_COUNTER_KEY_OFFSET + LS_STREAM_KEY_SESSION_ID_OFFSET) &&
             stream_id == ls_get_plain_i32(meta + LS_COUNTER_KEY_OFFSET + LS_STREAM_KEY_STREAM_ID_OFFSET))

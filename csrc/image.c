@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "image.h"
+#include "log_signal.h"
 #include "ls_atomic.h"
 #include "ls_bitutil.h"
 #include "ls_error.h"
@@ -330,10 +331,7 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
     {
         ls_put_release_i64(image->position, scan->end_position);
     }
-    const ls_logbuffer_t *log = &image->log;
-    scan->end_length_index = (int32_t)(
-        ((int64_t)ls_logbuffer_partition_index(log, scan->end_position) * log->term_length +
-         ls_logbuffer_term_offset(log, scan->end_position)) / (int32_t)sizeof(int32_t));
+    scan->end_length_index = ls_image_length_index(image, scan->end_position);
     return scan->count;
 }
 
@@ -359,6 +357,47 @@ int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
     }
     const int64_t offset = (int64_t)scan->partitions[0] * image->log.term_length + scan->data_offsets[0];
     return (offset << 20) | scan->lengths[0];
+}
+
+int32_t ls_image_length_index(const ls_image_t *image, int64_t position)
+{
+    const ls_logbuffer_t *log = &image->log;
+    return (int32_t)(
+        ((int64_t)ls_logbuffer_partition_index(log, position) * log->term_length +
+         ls_logbuffer_term_offset(log, position)) / (int32_t)sizeof(int32_t));
+}
+
+const uint8_t *ls_image_peek_message(const ls_image_t *image, int32_t *length)
+{
+    const ls_logbuffer_t *log = &image->log;
+    const int64_t position = ls_get_plain_i64(image->position); /* only this reader moves it */
+    const int32_t offset = ls_logbuffer_term_offset(log, position);
+    const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + offset;
+    const int32_t frame_length = ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET);
+    if (frame_length <= 0)
+    {
+        *length = 0;
+        return NULL;
+    }
+    int16_t type;
+    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
+    if (frame_length < LS_DATA_HEADER_LENGTH || frame_length > log->mtu_length ||
+        offset + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT) > log->term_length ||
+        LS_FRAME_FLAGS_UNFRAGMENTED != frame[LS_FRAME_FLAGS_OFFSET] || LS_FRAME_TYPE_DATA != type)
+    {
+        *length = -1; /* padding, a fragment, or something to reject: ls_image_poll_one's job */
+        return NULL;
+    }
+    *length = frame_length - LS_DATA_HEADER_LENGTH;
+    return frame + LS_DATA_HEADER_LENGTH;
+}
+
+int64_t ls_image_consume_peeked(ls_image_t *image, int32_t length)
+{
+    const int64_t position =
+        ls_get_plain_i64(image->position) + LS_ALIGN(length + LS_DATA_HEADER_LENGTH, LS_FRAME_ALIGNMENT);
+    ls_put_release_i64(image->position, position);
+    return position;
 }
 
 int64_t ls_image_position(const ls_image_t *image)
@@ -391,6 +430,14 @@ static bool ls_image_rotation_stalled(const ls_image_t *image, int64_t position,
     *term_count = count;
     *term_id = active_term_id;
     return true;
+}
+
+int ls_image_wait(ls_image_t *image, int64_t timeout_ns)
+{
+    const ls_logbuffer_t *log = &image->log;
+    const int64_t position = ls_get_plain_i64(image->position);
+    const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
+    return ls_log_await(log->metadata, frame, timeout_ns);
 }
 
 bool ls_image_is_blocked(const ls_image_t *image)

@@ -92,10 +92,22 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
 #define LS_IMAGE_ASSEMBLED (-2)
 int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan);
 
+/* For bindings that read one message at a time without a scan: the payload of the frame at
+ * the position when it is one whole unfragmented data frame that fits the term (the common
+ * case), with its length; else NULL and *length 0 (nothing written yet) or -1 (padding,
+ * fragments, or a frame to reject: take ls_image_poll_one). After copying the payload out,
+ * ls_image_consume_peeked(image, length) moves the position (release) past the frame. */
+const uint8_t *ls_image_peek_message(const ls_image_t *image, int32_t *length);
+int64_t ls_image_consume_peeked(ls_image_t *image, int32_t length);
+/* The index, in int32 words from the start of the log, of the frame length at `position`. */
+int32_t ls_image_length_index(const ls_image_t *image, int64_t position);
 int64_t ls_image_position(const ls_image_t *image);
 void ls_image_set_position(ls_image_t *image, int64_t position);
 /* True when the frame at the position is not yet written (length 0) but the tail is beyond
  * it: the binding times this and calls ls_image_unblock after the unblock timeout. */
+/* Blocks (futex, no spinning) until a writer commits at the position or timeout_ns passes;
+ * returns 1 when there may be something to read, 0 on timeout or signal. */
+int ls_image_wait(ls_image_t *image, int64_t timeout_ns);
 bool ls_image_is_blocked(const ls_image_t *image);
 /* Pads (CAS on the length from 0) the gap at the position up to the next written frame, or
  * the tail, or the term end; returns whether it did. Aeron's term unblocker. */

@@ -50,4 +50,10 @@
 #define LS_LOG_SPIES_SIMULATE_CONNECTION_OFFSET 494
 #define LS_LOG_TETHER_OFFSET 495
 
+/* lockstep's own fields, in metadata Aeron leaves unused (zero in Aeron's files: nobody waits).
+ * Blocking readers (log_signal.h): a flag set by a reader about to sleep, and the futex word a
+ * writer bumps to wake it. Own cache lines, away from the tails the writers hit. */
+#define LS_LOG_READER_WAITING_OFFSET 512 /* int32: 1 while a reader may be asleep */
+#define LS_LOG_WAKE_SEQUENCE_OFFSET 576  /* int32: futex word, bumped on each wake */
+
 #endif

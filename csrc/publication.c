@@ -1,5 +1,6 @@
 #include <string.h>
 
+#include "log_signal.h"
 #include "ls_atomic.h"
 #include "ls_bitutil.h"
 #include "ls_error.h"
@@ -118,6 +119,7 @@ static void ls_pub_write_claim(
     claim->frame = frame;
     claim->data = frame + LS_DATA_HEADER_LENGTH;
     claim->length = length;
+    claim->log_metadata = log->metadata;
 }
 
 /* 0 when a message of `required` bytes may go at `position`, else the status. */
@@ -340,7 +342,7 @@ static int64_t ls_pub_append(
         ls_pub_append_shared(pub, data, length, reserved_value, claim);
 }
 
-int64_t ls_publication_offer(ls_publication_t *pub, const uint8_t *data, size_t length, int64_t reserved_value)
+static int64_t ls_pub_offer(ls_publication_t *pub, const uint8_t *data, size_t length, int64_t reserved_value)
 {
     const int64_t closed = ls_pub_precheck(pub);
     if (closed < 0)
@@ -360,6 +362,16 @@ int64_t ls_publication_offer(ls_publication_t *pub, const uint8_t *data, size_t 
         return LS_PUBLICATION_ERROR;
     }
     return ls_pub_append(pub, data, (int32_t)length, reserved_value, NULL);
+}
+
+int64_t ls_publication_offer(ls_publication_t *pub, const uint8_t *data, size_t length, int64_t reserved_value)
+{
+    const int64_t position = ls_pub_offer(pub, data, length, reserved_value);
+    if (position > 0)
+    {
+        ls_log_signal(pub->log.metadata);
+    }
+    return position;
 }
 
 int64_t ls_publication_offer_batch(
@@ -385,7 +397,7 @@ int64_t ls_publication_offer_batch(
             }
             break;
         }
-        const int64_t result = ls_publication_offer(pub, data + offsets[i], (size_t)lengths[i], 0);
+        const int64_t result = ls_pub_offer(pub, data + offsets[i], (size_t)lengths[i], 0);
         if (result < 0)
         {
             if (0 == i)
@@ -399,6 +411,10 @@ int64_t ls_publication_offer_batch(
     if (NULL != accepted)
     {
         *accepted = i;
+    }
+    if (i > 0)
+    {
+        ls_log_signal(pub->log.metadata); /* once per batch: a woken reader reads them all */
     }
     return position;
 }
@@ -444,6 +460,7 @@ int ls_buffer_claim_commit(ls_buffer_claim_t *claim)
     ls_put_release_i32(frame + LS_FRAME_LENGTH_OFFSET, claim->length + LS_DATA_HEADER_LENGTH);
     claim->frame = NULL;
     claim->data = NULL;
+    ls_log_signal(claim->log_metadata);
     return 0;
 }
 
@@ -459,6 +476,7 @@ int ls_buffer_claim_abort(ls_buffer_claim_t *claim)
     ls_put_release_i32(frame + LS_FRAME_LENGTH_OFFSET, claim->length + LS_DATA_HEADER_LENGTH);
     claim->frame = NULL;
     claim->data = NULL;
+    ls_log_signal(claim->log_metadata);
     return 0;
 }
 
@@ -517,4 +535,5 @@ void ls_publication_close(ls_publication_t *pub)
     {
         ls_logbuffer_set_end_of_stream_position(&pub->log, ls_publication_position(pub));
     }
+    ls_log_signal(pub->log.metadata); /* a reader asleep at the end wakes to see it */
 }

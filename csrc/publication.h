@@ -46,6 +46,7 @@ typedef struct ls_buffer_claim_stct
     uint8_t *frame;  /* the frame header of the claim */
     uint8_t *data;   /* where the payload goes */
     int32_t length;  /* payload length */
+    uint8_t *log_metadata; /* to wake blocked readers on commit */
 } ls_buffer_claim_t;
 
 /* Validates the log (ls_logbuffer_init) and takes the exclusive writer state from its tail.

@@ -10,7 +10,7 @@ import struct
 import tempfile
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -73,8 +73,9 @@ def _producer(dir: str, size: int, messages: int, batch: int, idle: str) -> None
 
 
 def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, idle: str = "backoff") -> dict:
-    """One producer process offers `messages` of `size` bytes; this process polls them.
-    Returns msgs_per_sec and mb_per_sec measured at the consumer."""
+    """One producer process offers `messages` of `size` bytes (one `offer` call each, or
+    1024 per `offer_batch` with batch); this process takes them (one `receive` call each, or
+    `poll_batch`). Returns msgs_per_sec and mb_per_sec measured at the consumer."""
     ctx = multiprocessing.get_context("spawn")
     with _bench_dir() as dir:
         with Subscription(DATA_STREAM, dir) as sub:
@@ -89,12 +90,18 @@ def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, i
                 def count_batch(b) -> None:
                     counted[0] += len(b)
 
-                def count_one(data, header) -> None:
-                    counted[0] += 1
+                receive = sub.receive
+
+                def count_one_by_one() -> int:  # one receive() call per message
+                    n = 0
+                    while n < 4096 and receive() is not None:
+                        n += 1
+                    counted[0] += n
+                    return n
 
                 start = None
                 while received < messages:
-                    n = sub.poll_batch(count_batch, 4096) if batch else sub.poll(count_one, 4096)
+                    n = sub.poll_batch(count_batch, 4096) if batch else count_one_by_one()
                     if n and start is None:
                         start = time.perf_counter()
                     received = counted[0]
@@ -137,27 +144,47 @@ def _c_throughput_floor(messages: int, size: int, batch: int) -> float | None:
     return messages / ns * 1e9 if ns > 0 else None
 
 
+def _receiver(sub: Subscription, idle: str) -> Callable[[], bytes]:
+    """A function returning the next message: spinning on `receive()`, idling between
+    empty ones, or blocking (idle "block": a futex wake-up from the writer)."""
+    receive = sub.receive
+    if idle == "block":
+        return lambda: receive(None)
+    if idle == "spin":
+        def next_spinning() -> bytes:
+            data = receive()
+            while data is None:
+                data = receive()
+            return data
+        return next_spinning
+    idler = idle_strategy(idle).idle
+
+    def next_idling() -> bytes:
+        data = receive()
+        while data is None:
+            idler(0)
+            data = receive()
+        idler(1)
+        return data
+    return next_idling
+
+
 def _ponger(dir: str, messages: int, idle: str) -> None:
-    idler = idle_strategy(idle)
     with Subscription(PING_STREAM, dir) as sub, Publication(PONG_STREAM, dir, exclusive=True) as pub:
         _wait_connected(pub, sub)
-        offer = pub.offer
-        done = [0]
-
-        def echo(data, header) -> None:
+        offer, next_message = pub.offer, _receiver(sub, idle)
+        for _ in range(messages):
+            data = next_message()
             while offer(data) < 0:
                 pass
-            done[0] += 1
-
-        while done[0] < messages:
-            idler.idle(sub.poll(echo, 1))
 
 
 def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: str = "spin",
          rate: float | None = None) -> dict:
     """Round trips of `size`-byte messages to an echoing process. With `rate` (msgs/s),
     sends on a fixed schedule and measures from the intended send time, so stalls are not
-    hidden (coordinated omission). Returns percentiles in ns and all samples."""
+    hidden (coordinated omission). `idle`: spin, backoff (or any idle strategy name), or
+    block (receive waits on a futex). Returns percentiles in ns and all samples."""
     ctx = multiprocessing.get_context("spawn")
     total = warmup + messages
     samples = np.empty(messages, dtype=np.int64)
@@ -168,15 +195,9 @@ def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: st
             try:
                 _wait_connected(pub, sub)
                 payload = bytes(size)
-                got = [0]
-
-                def on_pong(data, header) -> None:
-                    got[0] += 1
-
                 clock = time.perf_counter_ns
                 interval = int(1e9 / rate) if rate else 0
-                idler = idle_strategy(idle)
-                offer, poll = pub.offer, sub.poll
+                offer, next_message = pub.offer, _receiver(sub, idle)
                 next_send = clock()
                 for i in range(total):
                     if interval:
@@ -188,9 +209,7 @@ def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: st
                         start = clock()
                     while offer(payload) < 0:
                         pass
-                    want = i + 1
-                    while got[0] < want:
-                        idler.idle(poll(on_pong, 1))
+                    next_message()
                     if i >= warmup:
                         samples[i - warmup] = clock() - start
             finally:

@@ -81,7 +81,9 @@ def bench_throughput(size: int, messages: int, batch: bool, idle: str, as_json: 
 @click.option("--warmup", default=10_000, show_default=True, help="Round trips before measuring.")
 @click.option("--rate", type=float, default=None, help="Send at this fixed rate (msgs/s), measuring from the "
               "intended send time (no coordinated omission).")
-@click.option("--idle", type=click.Choice(["spin", "yield", "backoff"]), default="spin", show_default=True)
+@click.option("--idle", type=click.Choice(["spin", "yield", "backoff", "block"]), default="spin", show_default=True,
+              help="How each side waits for the next message: busy spin, an idle strategy, or block "
+              "(receive sleeps on a futex until the writer wakes it: no core burnt).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: str, as_json: bool) -> None:
     """Round-trip latency to an echoing process over two streams."""

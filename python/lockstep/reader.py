@@ -11,7 +11,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ._closing import Closing
+from ._fastpath import Receive
 from ._native import c_error, ffi, lib
+from .errors import ClosedError
 from .logbuffer import LogBuffer
 
 __all__ = ["LogReader", "Header", "Batch"]
@@ -102,11 +104,14 @@ class LogReader(Closing):
             "names": ["position"], "formats": ["<i8"], "offsets": [0],
             "itemsize": ffi.sizeof("ls_frame_header_t")}))["position"]
         self._header = Header(self._headers)
-        # The frame length at our position, read from Python: a hint that spares the C call
-        # when nothing is there (C re-reads it with acquire before trusting anything).
+        # The frame length at our position (`_words[_rx.peek]`), read from Python: a hint that
+        # spares the C call when nothing is there (C re-reads it with acquire before trusting it).
         self._words = self._view.cast("i")
         self._shift = term_length.bit_length() - 1
-        self._peek = self._peek_index(position)
+        # receive(): one vectorcall into C per message (an instance attribute, so no method
+        # binding either); it keeps the peek hint that poll() shares.
+        self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)), self._peek_index(position),
+                                          self._image, self._receive_slow)
         self.closed = False
 
     @property
@@ -120,31 +125,32 @@ class LogReader(Closing):
 
     def _scan(self, limit: int) -> int:
         """Scan up to `limit` messages and move the position past them (one C call)."""
-        n = lib.ls_image_scan_commit(self._image, self._scan_out, limit)
+        scan = self._scan_out
+        n = lib.ls_image_scan_commit(self._image, scan, limit)
         if n < 0:
             raise c_error(self.path)
-        self._peek = self._scan_out.end_length_index
+        self._rx.peek = scan.end_length_index
         return n
 
     def _rewind(self, i: int) -> None:
         """A handler failed on message i: it counts as consumed, the rest do not."""
         position = self._headers[i].position
         lib.ls_image_set_position(self._image, position)
-        self._peek = self._peek_index(position)
+        self._rx.peek = self._peek_index(position)
 
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
         that raises has its message consumed (the position moves past it) before the error."""
-        if not self._words[self._peek]:
+        if not self._words[self._rx.peek]:
             return 0
         if limit == 1:
             return self._poll_one(handler)
         n = self._scan(limit)
-        while not n and self._words[self._peek]:
+        while not n and self._words[self._rx.peek]:
             # Only padding, or the first fragments of a long message, so far: read on.
-            before = self._peek
+            before = self._rx.peek
             n = self._scan(limit)
-            if self._peek == before:
+            if self._rx.peek == before:
                 break  # a frame still being written
         header, offsets, lengths = self._header, self._offsets, self._lengths
         term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
@@ -163,26 +169,45 @@ class LogReader(Closing):
         return n
 
     def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
-        """poll(handler, 1): one C call, the payload's place packed in its result."""
-        r = lib.ls_image_poll_one(self._image, self._scan_out)
-        self._peek = self._scan_out.end_length_index
+        """poll(handler, 1): one C call (consumed even if the handler raises)."""
+        data = self._next_view()
+        if data is None:
+            return 0
+        self._header._i = 0
+        handler(data, self._header)
+        return 1
+
+    def _next_view(self) -> memoryview | None:
+        """The next whole message via C (padding, fragments, any platform): one call, the
+        payload's place packed in its result; moves the position past it."""
+        scan = self._scan_out
+        r = lib.ls_image_poll_one(self._image, scan)
+        self._rx.peek = scan.end_length_index
         if r > 0:
             offset = r >> 20
-            self._header._i = 0
-            handler(self._view[offset:offset + (r & 0xFFFFF)], self._header)  # consumed even if it raises
-            return 1
+            return self._view[offset:offset + (r & 0xFFFFF)]
         if r == 0:
-            return 0
+            return None
         if r == lib.LS_IMAGE_ASSEMBLED:
-            self._header._i = 0
-            handler(memoryview(ffi.buffer(self._image.assembly, self._lengths[0])), self._header)
-            return 1
+            return memoryview(ffi.buffer(self._image.assembly, self._lengths[0]))
         raise c_error(self.path)
+
+    def receive(self) -> bytes | None:  # (the instance's `receive` is the C object; this documents it)
+        """The next whole message, copied out, or None when there is none yet: the cheapest
+        way to read one message at a time (one C call; padding and fragments included)."""
+        return self._rx()
+
+    def _receive_slow(self) -> bytes | None:
+        """What receive() leaves to Python: padding, fragmented messages, corrupt frames."""
+        if self.closed:
+            raise ClosedError(f"{self.path}: reader closed")
+        data = self._next_view()
+        return None if data is None else bytes(data)
 
     def poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
         """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
         one handler call per batch, not per message."""
-        if not self._words[self._peek]:
+        if not self._words[self._rx.peek]:
             return 0
         n = self._scan(limit)
         if n:
@@ -217,6 +242,7 @@ class LogReader(Closing):
         if self.closed:
             return
         self.closed = True
+        self._rx.detach()
         lib.ls_image_close(self._image)
         for t in self._terms:
             t.release()

@@ -188,7 +188,7 @@ class Recorder:
         work = 0
         for rec in self._recordings:
             image = rec.image
-            if image is None or not image._words[image._peek]:
+            if image is None or not image._words[image._rx.peek]:
                 continue
             n = image._scan(_SCAN_LIMIT)
             end = image.position

@@ -1,0 +1,20 @@
+/* Wake-ups for readers that block instead of spinning: a writer that commits a frame calls
+ * ls_log_signal, a reader with nothing to read calls ls_log_await. Costs the writer one fence
+ * and one load per commit while nobody waits; a futex wake (one syscall) when somebody does. */
+#ifndef LS_LOG_SIGNAL_H
+#define LS_LOG_SIGNAL_H
+
+#include <stdint.h>
+
+#include "logbuffer_descriptor.h"
+
+/* `metadata`: the log's metadata section (ls_logbuffer_t.metadata).
+ * After committing frames (or setting end of stream): wake every reader asleep on the log. */
+void ls_log_signal(uint8_t *metadata);
+
+/* Sleeps until a writer signals, at most timeout_ns, unless the frame length at `frame` is
+ * already non-zero. Returns 1 when woken or something is there, 0 on timeout or a signal
+ * (EINTR: the caller's language runtime gets to handle it). */
+int ls_log_await(uint8_t *metadata, const uint8_t *frame, int64_t timeout_ns);
+
+#endif
