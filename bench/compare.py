@@ -152,7 +152,7 @@ class LockstepPeer(Peer):
     def __init__(self, idle: str) -> None:
         self.idle = idle
         self.key = f"lockstep-{idle}"
-        self.mode = "busy spin" if idle == "spin" else "backoff idle"
+        self.mode = {"spin": "busy spin", "block": "blocking (futex)"}.get(idle, f"{idle} idle")
         self.label = f"lockstep ({idle})"
 
     def missing(self) -> str | None:
@@ -182,8 +182,8 @@ class LockstepPeer(Peer):
             def send(data):
                 while offer(data) < 0:
                     pass
-        else:
-            idle = idle_strategy(self.idle).idle
+        else:  # a blocked writer (back-pressure) backs off, as it does for "block" readers
+            idle = idle_strategy("backoff" if self.idle == "block" else self.idle).idle
 
             def send(data):
                 while offer(data) < 0:
@@ -192,30 +192,10 @@ class LockstepPeer(Peer):
 
     def receiver(self, spec):
         from lockstep import Subscription
-        from lockstep.idle import idle_strategy
+        from lockstep.bench import _receiver
 
         dir, stream = spec
         sub = Subscription(stream, dir)
-        poll = sub.poll
-        box = [b""]
-
-        def handler(data, header):
-            box[0] = bytes(data)  # the view is valid only inside the call: copy, like the others
-
-        if self.idle == "spin":
-            def recv():
-                while not poll(handler, 1):
-                    pass
-                return box[0]
-        else:
-            idle = idle_strategy(self.idle).idle
-
-            def recv():
-                while True:
-                    n = poll(handler, 1)
-                    idle(n)
-                    if n:
-                        return box[0]
 
         def wait():
             deadline = time.monotonic() + 30
@@ -224,7 +204,7 @@ class LockstepPeer(Peer):
                     raise TimeoutError("lockstep publisher not found")
                 time.sleep(0.001)
 
-        return End(recv, wait, sub.close)
+        return End(_receiver(sub, self.idle), wait, sub.close)
 
 
 class BaselinePeer(Peer):
@@ -409,7 +389,7 @@ class FasterFifoPeer(Peer):
 
 
 PEERS: dict[str, Peer] = {p.key: p for p in (
-    LockstepPeer("spin"), LockstepPeer("backoff"), BaselinePeer(), PipePeer(), QueuePeer(False),
+    LockstepPeer("spin"), LockstepPeer("backoff"), LockstepPeer("block"), BaselinePeer(), PipePeer(), QueuePeer(False),
     QueuePeer(True), ZmqPeer(), FasterFifoPeer(False), FasterFifoPeer(True))}
 
 
@@ -696,20 +676,13 @@ def plot(report: dict, samples: dict[str, np.ndarray], path: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: pip install 'lockstep[bench]' (or pip install matplotlib)"
+    from lockstep.bench import percentile_axes, plot_percentiles
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
     labels = {r["key"]: f"{r['label']} ({r['mode']})" for r in report["results"]}
+    percentile_axes(left, f"round trip, {report['config']['size']} B")
     for key, s in samples.items():
-        s = np.sort(s)
-        q = (np.arange(len(s)) + 0.5) / len(s)
-        left.plot(1 / (1 - q), s / 1000, label=labels.get(key, key))
-    left.set_xscale("log")
-    left.set_yscale("log")
-    ticks = [2, 10, 100, 1000, 10000]
-    left.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%"])
-    left.set_xlabel("percentile")
-    left.set_ylabel("round trip (us)")
-    left.set_title(f"round trip, {report['config']['size']} B")
-    left.grid(True, which="both", alpha=0.3)
+        plot_percentiles(left, s, labels.get(key, key))
     left.legend(fontsize=7)
     rows = [r for r in report["results"] if r["status"] == "ok" and r["throughput"]]
     right.barh([labels[r["key"]] for r in rows], [r["throughput"]["msgs_per_sec"] for r in rows])
@@ -812,7 +785,8 @@ def main(argv: list[str] | None = None) -> int:
         row = _row("pyaeron", "pyaeron (Aeron C client)", "busy spin", "pyaeron")
         rows.append(row)
         if not args.pyaeron_python:
-            row.update(status="skipped", reason="no --pyaeron-python (pyaeron needs CPython >= 3.12)")
+            row.update(status="skipped", reason="no --pyaeron-python (pyaeron needs CPython >= 3.12; "
+                                                       "bench/pyaeron_chroot.sh makes one)")
         else:
             say("pyaeron: ping + throughput under", args.pyaeron_python, "...")
             try:

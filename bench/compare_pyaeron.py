@@ -12,13 +12,18 @@ busy spin) over aeron:ipc, and prints ONE JSON line:
      "throughput_messages": int}
 
 compare.py computes the percentiles from the samples itself (numpy), like every other row.
+If the last echo is not the payload sent, it exits non-zero instead.
 
-The pyaeron calls are gathered in the "adapter" section below. They follow pyaeron's
-PyPI description (offer returns True on success and a falsy code otherwise; poll hands
-(fragment, header) to a handler) but could NOT be run where this was written (no
-CPython >= 3.12 there): if your pyaeron spells them differently, change only that
-section, or pass your own script with `compare.py --pyaeron-script FILE` keeping the
-JSON contract above.
+The pyaeron calls are gathered in the "adapter" section below. They were run against
+pyaeron 0.1.0 (PyPI, cp313 manylinux wheel; Aeron C 1.53.0-SNAPSHOT) under CPython 3.13.5
+in a Debian trixie chroot on a CPython 3.11 machine, set up by bench/pyaeron_chroot.sh
+(which writes /opt/pyaeron-python, the interpreter to pass as `--pyaeron-python`). That
+API: MediaDriver(dir=, threading=) starts on construction and has close(); Aeron(dir=);
+offer returns True or a falsy OfferCode (BACK_PRESSURED, NOT_CONNECTED, ADMIN_ACTION);
+is_connected is a property; poll(handler, fragment_limit) returns the fragment count
+and hands (BufferView, Header) to the handler, the view valid only inside it. If your
+pyaeron spells them differently, change only that section, or pass your own script with
+`compare.py --pyaeron-script FILE` keeping the JSON contract above.
 """
 
 from __future__ import annotations
@@ -37,18 +42,18 @@ CHANNEL = "aeron:ipc"
 # -- adapter: every pyaeron call is here ------------------------------------------------
 
 def start_driver(aeron_dir: str):
-    """The embedded C media driver, in this (the parent) process."""
+    """The embedded C media driver, in this (the parent) process. pyaeron's MediaDriver
+    starts on construction (there is no start()); threading='shared' runs the conductor,
+    sender and receiver agents on one driver thread, as fits a 2-core machine."""
     import pyaeron
 
-    driver = pyaeron.MediaDriver(aeron_dir=aeron_dir)
-    driver.start()
-    return driver
+    return pyaeron.MediaDriver(dir=aeron_dir, threading="shared")
 
 
 def connect(aeron_dir: str):
     import pyaeron
 
-    return pyaeron.Aeron(aeron_dir=aeron_dir)
+    return pyaeron.Aeron(dir=aeron_dir)
 
 
 def sender(client, stream_id: int):
@@ -56,10 +61,10 @@ def sender(client, stream_id: int):
     offer = pub.offer
 
     def send(data: bytes) -> None:
-        while not offer(data):  # falsy: BACK_PRESSURED / NOT_CONNECTED / ADMIN_ACTION
+        while not offer(data):  # falsy OfferCode: BACK_PRESSURED / NOT_CONNECTED / ADMIN_ACTION
             pass
 
-    while not pub.is_connected:
+    while not pub.is_connected:  # a property; True once a subscriber of the stream exists
         time.sleep(0.001)
     return send
 
@@ -69,22 +74,32 @@ def receiver(client, stream_id: int):
     poll = sub.poll
     box = [b""]
 
-    def handler(fragment, header) -> None:
-        box[0] = bytes(fragment)
+    def handler(fragment, header) -> None:  # fragment: a BufferView, valid only in here
+        box[0] = fragment.tobytes()
 
     def recv() -> bytes:
-        while not poll(handler, 1):
+        while not poll(handler, 1):  # returns the number of fragments delivered
             pass
         return box[0]
 
     return recv
 
 
+def close(*resources) -> None:
+    """Clients first, then the driver (Aeron.close / MediaDriver.close)."""
+    for r in resources:
+        if r is not None:
+            r.close()
+
+
 def version() -> str:
     try:
         from importlib.metadata import version as v
 
-        return f"pyaeron {v('pyaeron')}"
+        import pyaeron
+
+        aeron = pyaeron.aeron_version.split("version=", 1)[-1].split()[0]  # "aeron version=1.53.0 commit=..."
+        return f"pyaeron {v('pyaeron')} (Aeron C {aeron})"
     except Exception:
         return "pyaeron"
 
@@ -103,6 +118,7 @@ def _echo(aeron_dir: str, total: int, ready, done) -> None:
     for _ in range(total):
         send(recv())
     done.wait(300)
+    close(client)
 
 
 def _produce(aeron_dir: str, size: int, total: int, ready, done) -> None:
@@ -113,6 +129,7 @@ def _produce(aeron_dir: str, size: int, total: int, ready, done) -> None:
     for _ in range(total):
         send(payload)
     done.wait(300)
+    close(client)
 
 
 def main() -> None:
@@ -124,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     ctx = multiprocessing.get_context("spawn")
     aeron_dir = tempfile.mkdtemp(prefix="lockstep-compare-aeron-", dir="/dev/shm")
-    driver = None
+    driver = client = None
     try:
         driver = start_driver(aeron_dir)
         client = connect(aeron_dir)
@@ -137,12 +154,15 @@ def main() -> None:
         recv = receiver(client, PONG)
         ready.wait(60)
         payload, clock, samples = _payload(args.size), time.perf_counter_ns, [0] * total
+        echo = b""
         for i in range(total):
             start = clock()
             send(payload)
-            recv()
+            echo = recv()
             samples[i] = clock() - start
         done.set()
+        if echo != payload:
+            raise SystemExit(f"echo differs from what was sent: {echo!r}")
         child.join(10)
         # throughput
         warm = args.tput_messages // 10
@@ -161,9 +181,7 @@ def main() -> None:
         done.set()
         child.join(10)
     finally:
-        close = driver is not None and (getattr(driver, "close", None) or getattr(driver, "stop", None))
-        if close:
-            close()
+        close(client, driver)
         shutil.rmtree(aeron_dir, ignore_errors=True)
     print(json.dumps({"version": version(), "ping_samples_ns": samples[args.warmup:],
                       "throughput_seconds": seconds, "throughput_messages": args.tput_messages}))

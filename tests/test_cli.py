@@ -61,6 +61,23 @@ def test_bench_ping_json_has_every_key(lsdir):
     assert result["p50_ns"] <= result["p90_ns"] <= result["p99_ns"] <= result["p999_ns"] <= result["max_ns"]
 
 
+def test_bench_ping_plot_writes_a_picture(lsdir, tmp_path):
+    pytest.importorskip("matplotlib")
+    picture = tmp_path / "ping.png"
+    proc = lockstep("bench", "ping", "--messages", "1000", "--warmup", "100", "--idle", "block",
+                    "--plot", str(picture))
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {picture}" in proc.stdout and "(block)" in proc.stdout
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
+
+
+def test_bench_throughput_for_seconds(lsdir):
+    proc = lockstep("bench", "throughput", "--seconds", "0.2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["seconds"] >= 0.2 and result["messages"] > 0 and result["msgs_per_sec"] > 0
+
+
 def test_bench_sequencer_json_has_every_key(lsdir):
     proc = lockstep("bench", "sequencer", "--commands", "20000", "--json")
     assert proc.returncode == 0, proc.stderr

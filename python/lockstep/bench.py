@@ -16,7 +16,7 @@ import numpy as np
 
 from .idle import idle_strategy
 from .mapped import default_dir
-from .publication import Publication
+from .publication import NOT_CONNECTED, Publication
 from .subscription import Subscription
 
 __all__ = ["throughput", "ping", "sequencer"]
@@ -49,41 +49,51 @@ def _wait_connected(pub: Publication, sub: Subscription | None = None, timeout_s
 
 
 def _producer(dir: str, size: int, messages: int, batch: int, idle: str) -> None:
+    """Offer `messages` (or, when negative, until the consumer goes away)."""
     idler = idle_strategy(idle)
+    endless = messages < 0
     with Publication(DATA_STREAM, dir, exclusive=True, term_length=TERM_LENGTH) as pub:
         _wait_connected(pub)
         payload = bytes(size)
+        sent = 0
         if batch > 1:
             data = np.zeros(size * batch, dtype=np.uint8)
             offsets = np.arange(batch, dtype=np.int64) * size
             lengths = np.full(batch, size, dtype=np.int32)
-            sent = 0
-            while sent < messages:
-                n = min(batch, messages - sent)
-                accepted, _ = pub.offer_batch(data, offsets[:n], lengths[:n])
+            while endless or sent < messages:
+                n = batch if endless else min(batch, messages - sent)
+                accepted, status = pub.offer_batch(data, offsets[:n], lengths[:n])
+                if status == NOT_CONNECTED:
+                    break
                 sent += accepted
                 idler.idle(accepted)
         else:
             offer = pub.offer
-            for _ in range(messages):
-                while offer(payload) < 0:
+            while endless or sent < messages:
+                status = offer(payload)
+                if status > 0:
+                    sent += 1
+                elif status == NOT_CONNECTED:
+                    break
+                else:
                     idler.idle(0)
         while pub.is_connected:  # let the consumer drain before the log goes away
             time.sleep(0.01)
 
 
-def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, idle: str = "backoff") -> dict:
-    """One producer process offers `messages` of `size` bytes (one `offer` call each, or
-    1024 per `offer_batch` with batch); this process takes them (one `receive` call each, or
-    `poll_batch`). Returns msgs_per_sec and mb_per_sec measured at the consumer."""
+def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, idle: str = "backoff",
+               seconds: float | None = None) -> dict:
+    """One producer process offers `size`-byte messages (one `offer` call each, or 1024 per
+    `offer_batch` with batch); this process takes them (one `receive` call each, or
+    `poll_batch`) until `messages` came, or for `seconds` when given. Returns msgs_per_sec
+    and mb_per_sec measured at the consumer, from its first message on."""
     ctx = multiprocessing.get_context("spawn")
     with _bench_dir() as dir:
         with Subscription(DATA_STREAM, dir) as sub:
-            producer = ctx.Process(target=_producer, args=(dir, size, messages, 1024 if batch else 1, idle),
-                                   daemon=True)
+            producer = ctx.Process(target=_producer, daemon=True,
+                                   args=(dir, size, -1 if seconds else messages, 1024 if batch else 1, idle))
             producer.start()
             try:
-                received = 0
                 idler = idle_strategy(idle)
                 counted = [0]
 
@@ -99,22 +109,27 @@ def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, i
                     counted[0] += n
                     return n
 
-                start = None
-                while received < messages:
+                clock = time.perf_counter
+                start = first = None
+                while True:
                     n = sub.poll_batch(count_batch, 4096) if batch else count_one_by_one()
                     if n and start is None:
-                        start = time.perf_counter()
-                    received = counted[0]
+                        start, first = clock(), counted[0]  # the clock starts after the first read
+                    if seconds is None and counted[0] >= messages:
+                        break
+                    if seconds is not None and start is not None and clock() - start >= seconds:
+                        break
                     idler.idle(n)
-                    if not producer.is_alive() and n == 0 and received < messages and producer.exitcode:
+                    if not n and not producer.is_alive() and producer.exitcode:
                         raise RuntimeError(f"producer exited with {producer.exitcode}")
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
+                messages, measured = counted[0], counted[0] - first
             finally:
                 sub.close()
                 producer.join(10)
                 if producer.is_alive():
                     producer.kill()
-    rate = messages / elapsed
+    rate = measured / elapsed
     floor = _c_throughput_floor(messages, size, 1024 if batch else 1)
     return {"msgs_per_sec": rate, "mb_per_sec": rate * size / 1e6, "messages": messages, "size": size,
             "batch": batch, "seconds": elapsed, "ns_per_msg": 1e9 / rate, "noop_call_ns": _noop_ns(),
@@ -224,7 +239,51 @@ def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: st
     return {"p50_ns": int(p[0]), "p90_ns": int(p[1]), "p99_ns": int(p[2]), "p999_ns": int(p[3]),
             "max_ns": int(samples.max()), "messages": messages, "size": size, "idle": idle,
             "rate": rate, "c_floor_p50_ns": int(np.percentile(floor, 50)),
-            "c_floor_p99_ns": int(np.percentile(floor, 99)), "noop_call_ns": _noop_ns(), "samples": samples}
+            "c_floor_p99_ns": int(np.percentile(floor, 99)), "noop_call_ns": _noop_ns(), "samples": samples,
+            "c_floor_samples": floor}
+
+
+# -- pictures -----------------------------------------------------------------------------
+
+def percentile_axes(ax, title: str) -> None:
+    """Axes for round-trip percentile curves, HdrHistogram style: x = 1 / (1 - percentile),
+    log, labelled 50% .. 99.99%; y = microseconds, log."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks([2, 10, 100, 1000, 10000], ["50%", "90%", "99%", "99.9%", "99.99%"])
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("round trip (us)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_percentiles(ax, samples_ns: np.ndarray, label: str) -> None:
+    """One curve of `samples_ns` (round trips in ns) on `percentile_axes`."""
+    s = np.sort(np.asarray(samples_ns))
+    q = (np.arange(len(s)) + 0.5) / len(s)
+    ax.plot(1 / (1 - q), s / 1000, label=label)
+
+
+def write_ping_plot(result: dict, path: str) -> str:
+    """The percentile distribution of a `ping` result (with its C floor as a reference)
+    written to `path` (PNG, SVG or PDF by suffix). Returns what was done, for the user."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: pip install 'lockstep[bench]' (or pip install matplotlib)"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    rate = f", {result['rate']:,.0f} msgs/s" if result["rate"] else ""
+    percentile_axes(ax, f"lockstep ping, {result['size']} B, idle {result['idle']}{rate}")
+    plot_percentiles(ax, result["samples"], "lockstep (Python)")
+    plot_percentiles(ax, result["c_floor_samples"], "C floor (csrc, 2 threads)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"wrote {path}"
 
 
 # -- sequencer ---------------------------------------------------------------------------

@@ -56,14 +56,17 @@ def bench() -> None:
 @bench.command("throughput")
 @click.option("--size", default=32, show_default=True, help="Payload bytes per message.")
 @click.option("--messages", default=1_000_000, show_default=True, help="Messages to send.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Measure for this long instead of a message count.")
 @click.option("--batch", is_flag=True, help="Use the numpy batch path (offer_batch / poll_batch).")
 @click.option("--idle", type=click.Choice(["spin", "yield", "backoff"]), default="backoff", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_throughput(size: int, messages: int, batch: bool, idle: str, as_json: bool) -> None:
-    """One-way throughput: a producer process offers, this process polls."""
+def bench_throughput(size: int, messages: int, seconds: float | None, batch: bool, idle: str, as_json: bool) -> None:
+    """One-way throughput: a producer process offers, this process receives (one call per
+    message, or numpy batches)."""
     from .bench import throughput
 
-    result = throughput(size=size, messages=messages, batch=batch, idle=idle)
+    result = throughput(size=size, messages=messages, batch=batch, idle=idle, seconds=seconds)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -85,12 +88,21 @@ def bench_throughput(size: int, messages: int, batch: bool, idle: str, as_json: 
               help="How each side waits for the next message: busy spin, an idle strategy, or block "
               "(receive sleeps on a futex until the writer wakes it: no core burnt).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: str, as_json: bool) -> None:
+@click.option("--plot", "plot_file", metavar="FILE", help="Write the percentile distribution (and the C floor's) "
+              "as a picture: PNG, SVG or PDF by suffix (needs matplotlib: pip install 'lockstep[bench]').")
+def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: str, as_json: bool,
+               plot_file: str | None) -> None:
     """Round-trip latency to an echoing process over two streams."""
-    from .bench import ping
+    from .bench import ping, write_ping_plot
 
     result = ping(size=size, messages=messages, warmup=warmup, idle=idle, rate=rate)
+    if plot_file:
+        said = write_ping_plot(result, plot_file)
+        if not said.startswith("wrote"):
+            raise click.ClickException(said)
+        click.echo(said, err=as_json)
     result.pop("samples")
+    result.pop("c_floor_samples")
     if as_json:
         click.echo(json.dumps(result))
     else:
