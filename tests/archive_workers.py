@@ -87,7 +87,9 @@ def _publisher(queue, name, dir, stream_id, count, progress=None, slot=0, *, siz
             if progress is not None:
                 progress[slot] = i
         else:
-            stall.check(f"(at message {i} of {count})")
+            subscribers = [(c.id, c.value, c.owner_id) for c in pub._subscribers()]
+            stall.check(f"(at message {i} of {count}; position {pub.position}, limit {pub.position_limit}, "
+                        f"subscriber counters (id, position, pid) {subscribers})")
         idle.idle(accepted)
     result = {"position": pub.position, "session_id": pub.session_id, "count": count}
     pub.close(end_of_stream=False)

@@ -164,6 +164,45 @@ def _run_dead_claim_scenario(procs, mp, stream: int, dead_claim, *, before: int 
         assert sub._unblocks.get() >= 1
 
 
+def test_live_subscriber_evicted_as_dead_rejoins_and_loses_nothing(lsdir):
+    """A publisher may take a live subscriber for dead (its heartbeat looked stale, e.g. after
+    the host paused for longer than the liveness timeout) and free its position counter. The
+    subscriber registers again at its own position within a housekeeping round: the publisher
+    is held back by it again and no message is skipped."""
+    sub = Subscription(7001, lsdir)
+    pub = Publication(7001, lsdir, exclusive=True, term_length=TERM)
+    with sub, pub:
+        deadline = time.monotonic() + STALL_S
+        while not (sub.discover() and pub.is_connected):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        [image] = sub.images
+        for i in range(10):
+            assert pub.offer(i.to_bytes(4, "little")) > 0
+        assert [int.from_bytes(sub.receive(), "little") for _ in range(5)] == [0, 1, 2, 3, 4]
+        counters = client_for(lsdir).counters
+        [mine] = counters.find_stream(TYPE_SUBSCRIBER_POSITION, pub.session_id, 7001)
+        counters.free(mine.id)  # what the publisher's eviction does
+        assert not counters.find_stream(TYPE_SUBSCRIBER_POSITION, pub.session_id, 7001)
+        got = []
+        while image.rejoins == 0:  # housekeeping runs every 100 ms while we poll
+            assert time.monotonic() < deadline, "the image never registered again"
+            data = sub.receive()
+            if data is not None:
+                got.append(int.from_bytes(data, "little"))
+        [again] = counters.find_stream(TYPE_SUBSCRIBER_POSITION, pub.session_id, 7001)
+        assert again.id != mine.id or again.registration_id != mine.registration_id
+        assert again.value == image.position  # publishers see where we really are
+        sent = 10
+        while pub.offer(sent.to_bytes(4, "little")) > 0:  # held back by us again: a window, no more
+            sent += 1
+        while len(got) < sent - 5:
+            data = sub.receive()
+            if data is not None:
+                got.append(int.from_bytes(data, "little"))
+        assert got == list(range(5, sent))
+
+
 @pytest.mark.parametrize("fill", [True, False], ids=["payload-partly-written", "payload-untouched"])
 def test_publisher_killed_mid_claim_does_not_wedge_the_stream(lsdir, procs, mp, fill):
     """On a SHARED stream a publisher process try_claim's a frame and is SIGKILLed before it

@@ -257,11 +257,11 @@ def percentile_axes(ax, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_percentiles(ax, samples_ns: np.ndarray, label: str) -> None:
+def plot_percentiles(ax, samples_ns: np.ndarray, label: str, linestyle: str = "-") -> None:
     """One curve of `samples_ns` (round trips in ns) on `percentile_axes`."""
     s = np.sort(np.asarray(samples_ns))
     q = (np.arange(len(s)) + 0.5) / len(s)
-    ax.plot(1 / (1 - q), s / 1000, label=label)
+    ax.plot(1 / (1 - q), s / 1000, label=label, linestyle=linestyle)
 
 
 def write_ping_plot(result: dict, path: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal
 
 from ._closing import Closing
 from ._fastpath import ReceiveAny
-from ._native import lib
+from ._native import ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, client_for, is_alive)
 from .errors import ClosedError, InvalidArgumentError
@@ -53,26 +53,46 @@ class Image(LogReader):
                     f"{path}: start position {position}: expected a frame boundary in the retained range "
                     f"[{first}, {tail}]")
         self._sub = subscription
-        client = subscription._client
         self.join_position = position
-        self.registration_id = client.next_registration_id()
-        self._counter = client.counters.allocate(
-            TYPE_SUBSCRIBER_POSITION,
-            f"sub-pos: {self.registration_id} {log.stream_id} {log.session_id} @{position}",
-            key=STREAM_KEY.pack(self.registration_id, log.session_id, log.stream_id),
-            registration_id=self.registration_id, reference_id=client.heartbeat.id)
+        self._register(log.session_id, log.stream_id, position)
         try:
-            super().__init__(log, position, lib.ls_counters_value_addr(client.counters._c, self._counter.id))
+            super().__init__(log, position, self._position_addr())
         except BaseException:
             self._counter.free(0)
             raise
         self._blocked_since_ns = 0
         self._blocked_at = -1
+        self.rejoins = 0
+
+    def _register(self, session_id: int, stream_id: int, position: int) -> None:
+        """Allocate the position counter by which publishers find this image and wait for it."""
+        client = self._sub._client
+        self.registration_id = client.next_registration_id()
+        self._counter = client.counters.allocate(
+            TYPE_SUBSCRIBER_POSITION, f"sub-pos: {self.registration_id} {stream_id} {session_id} @{position}",
+            key=STREAM_KEY.pack(self.registration_id, session_id, stream_id),
+            registration_id=self.registration_id, reference_id=client.heartbeat.id)
+        self._counter.set(position)  # before anyone bounds a publisher by it
+
+    def _position_addr(self):
+        return lib.ls_counters_value_addr(self._sub._client.counters._c, self._counter.id)
+
+    def _rejoin_if_evicted(self) -> None:
+        """A publisher took us for dead (e.g. the host paused longer than the liveness timeout)
+        and freed our counter: register again at our position, so publishers wait for us."""
+        info = self._sub._client.counters.info(self._counter.id)
+        if info.state == "allocated" and info.registration_id == self.registration_id:
+            return
+        position = self.position
+        self._register(self.session_id, self.stream_id, position)
+        self._image.position = ffi.cast("int64_t *", self._position_addr())
+        self.rejoins += 1
 
     def check(self, now_ns: int) -> str | None:
         """Unblock a writer that died mid-frame. Returns "ended" at the end of stream, "idle"
         when everything is read and no publisher of the log is alive (the log may yet be
         resumed, e.g. by a restarted sequencer), else None."""
+        self._rejoin_if_evicted()
         if lib.ls_image_is_blocked(self._image):
             position = self.position
             if position != self._blocked_at:

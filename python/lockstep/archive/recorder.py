@@ -87,7 +87,7 @@ class _RecorderSubscription(Subscription):
                 continue
             self._images[path] = image
             self._recorder._attach(image, previous)
-        self._image_list = [i for p, i in self._images.items() if p not in self._parked]
+        self._update_image_list()
 
 
 class Recorder:
