@@ -159,10 +159,22 @@ def test_receive_timeout_returns_none_when_nothing_comes(lsdir):
                 sub.receive(wait=1)
 
 
-def test_blocked_reader_sleeps_on_the_futex_and_a_writer_wakes_it(lsdir, procs, mp):
+def _send(pub: Publication, how: str, data: bytes) -> None:
+    if how == "claim":
+        with pub.try_claim(len(data)) as claim:
+            claim.buffer[:] = data
+    elif how == "batch":
+        assert pub.offer_many([data]) == (1, pub.position)
+    else:
+        assert pub.offer(data) > 0
+
+
+@pytest.mark.parametrize("how", ["offer", "shared", "claim", "batch"])
+def test_blocked_reader_sleeps_on_the_futex_and_a_writer_wakes_it(lsdir, procs, mp, how):
     """The child blocks in receive(timeout=None): it sets the log's waiting flag and sleeps;
-    each offer wakes it (the wake sequence moves) and it gets every message, in order."""
-    pub = Publication(STREAM, lsdir, exclusive=True, term_length=TERM)
+    each commit (offer, offer on a shared log, try_claim + commit, offer_batch) wakes it (the
+    wake sequence moves) and it gets every message, in order."""
+    pub = Publication(STREAM, lsdir, exclusive=how != "shared", term_length=TERM)
     with pub:
         out = mp.Queue()
         procs.start(rw.receive_blocking, str(lsdir), STREAM, 3, out)
@@ -173,7 +185,7 @@ def test_blocked_reader_sleeps_on_the_futex_and_a_writer_wakes_it(lsdir, procs, 
             for i in range(3):
                 _wait(lambda: words[META_READER_WAITING // 4] == 1, "the reader to go to sleep")
                 wakes = words[META_WAKE_SEQUENCE // 4]
-                assert pub.offer(_message(i, 24)) > 0
+                _send(pub, "offer" if how == "shared" else how, _message(i, 24))
                 assert out.get(timeout=60) == _message(i, 24)
                 assert words[META_WAKE_SEQUENCE // 4] != wakes  # woken by the writer
         finally:
