@@ -11,8 +11,11 @@ with an error after `STALL_S` seconds without progress.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import random
+import signal
+import sys
 import time
 import traceback
 
@@ -40,6 +43,8 @@ def commands(client: int, count: int, *, seed: int = 0):
 def _guarded(fn, public_name):
     """Run `fn(queue, name, ...)`, reporting an exception to the test before exiting."""
     def wrapper(queue, name, *args, **kwargs):
+        # A stalled test sends SIGUSR1 to its workers: each prints every thread's stack.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             fn(queue, name, *args, **kwargs)
         except BaseException:
@@ -47,6 +52,23 @@ def _guarded(fn, public_name):
             raise
     wrapper.__name__ = wrapper.__qualname__ = public_name  # spawn pickles it by this name
     return wrapper
+
+
+class StopFlag:
+    """Tells worker processes to stop, and survives one of them being SIGKILLed: one shared int
+    read and written without a lock. (multiprocessing.Event takes a lock in is_set(); a worker
+    killed while holding it leaves every other process that asks blocked for good.)"""
+
+    def __init__(self, mp) -> None:
+        self._value = mp.RawValue("i", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return self._value.value != 0
+
+    __call__ = is_set  # as run_agent's stop
 
 
 class _Stall:
@@ -234,6 +256,9 @@ class Harness:
         self.workers: dict[str, object] = {}
         self.expect_dead: set[str] = set()
 
+    def stop_flag(self) -> StopFlag:
+        return StopFlag(self.mp)
+
     def start(self, target, name: str, *args, **kwargs):
         self.reports.pop(name, None)
         p = self.procs.start(target, self.queue, name, *args, **kwargs)
@@ -244,6 +269,17 @@ class Harness:
     def kill(self, name: str) -> None:
         self.expect_dead.add(name)
         self.procs.kill(self.workers[name])
+
+    def dump_stacks(self) -> None:
+        """Have every live worker print its threads' stacks to stderr (for a stall's diagnosis)."""
+        for name, p in self.workers.items():
+            if p.exitcode is None and p.pid:
+                print(f"\n--- stacks of worker {name} (pid {p.pid}) ---", file=sys.stderr, flush=True)
+                try:
+                    os.kill(p.pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+                time.sleep(0.2)
 
     def report(self, name: str, kind: str = "done") -> dict | None:
         return self.reports.get(name, {}).get(kind)
@@ -275,6 +311,7 @@ class Harness:
             if work or moved or now != last:
                 last, last_move = now, time.monotonic()
             elif time.monotonic() - last_move > STALL_S:
+                self.dump_stacks()
                 raise AssertionError(f"waiting for {what}: no progress for {STALL_S} s; progress {list(now)}; "
                                      f"{detail() if detail else ''}")
             for name, p in self.workers.items():

@@ -160,7 +160,7 @@ def test_record_one_million_messages_live_and_replay_byte_identical_frames(lsdir
     message in order."""
     count, size, term = 1_000_000, 16, 1 << 20
     h = cw.Harness(mp, procs)
-    stop = mp.Event()
+    stop = h.stop_flag()
     h.start(aw.run_publisher, "pub", lsdir, 9, count, h.progress, 0, size=size, term_length=term)
     h.wait_reports(["pub"], "started")
     h.start(aw.run_recorder, "rec", lsdir, stop, h.progress, 1, stream_id=9, segment_length=8 << 20)
@@ -217,7 +217,7 @@ def test_replay_into_the_order_book_reaches_the_live_replicas_hash(lsdir, procs,
     replayed into OrderBook (API and CLI) gives the replicas' hash, and --compare finds
     every live hash equal."""
     h = cw.Harness(mp, procs)
-    seq_stop, rec_stop = mp.Event(), mp.Event()
+    seq_stop, rec_stop = h.stop_flag(), h.stop_flag()
     h.start(cw.run_sequencer, "sequencer", lsdir, seq_stop, h.progress, 0)
     h.wait_reports(["sequencer"], "started")
     h.start(aw.run_recorder, "rec", lsdir, rec_stop, h.progress, 5)
@@ -404,7 +404,7 @@ def test_recorder_sigkilled_mid_segment_recovers_and_continues(lsdir, procs, mp)
     h = cw.Harness(mp, procs)
     h.start(aw.run_publisher, "pub", lsdir, 9, count, h.progress, 0, term_length=1 << 16, batch=200)
     h.wait_reports(["pub"], "started")
-    stop = mp.Event()
+    stop = h.stop_flag()  # a SIGKILLed recorder must not wedge it (mp.Event would)
     kwargs = dict(stream_id=9, segment_length=1 << 17)
     h.start(aw.run_recorder, "rec", lsdir, stop, h.progress, 1, **kwargs)
     h.wait_reports(["rec"], "started")

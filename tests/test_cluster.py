@@ -96,7 +96,7 @@ def test_two_replicas_send_the_same_outputs_each_is_sequenced_once(lsdir, procs,
 
 def _cluster(h, lsdir, replicas, *, clients=2, per_client=12_000, **replica_kwargs):
     """A sequencer process, replica processes (slots 1..) and client processes (slots 10..)."""
-    stop = h.mp.Event()
+    stop = h.stop_flag()
     h.start(cw.run_sequencer, "sequencer", lsdir, stop, h.progress, 0)
     h.wait_reports(["sequencer"], "started")
     total = clients * per_client

@@ -50,7 +50,7 @@ def test_300k_commands_from_3_clients_sequenced_and_3_replicas_agree(lsdir, proc
     clients, per_client = 3, 100_000
     total = clients * per_client
     h = cw.Harness(mp, procs)
-    stop = mp.Event()
+    stop = h.stop_flag()
     h.start(cw.run_sequencer, "sequencer", lsdir, stop, h.progress, 0)
     h.wait_reports(["sequencer"], "started")
     log = cw.LogCollector(lsdir)
@@ -191,7 +191,7 @@ def test_sequencer_sigkilled_and_restarted_while_clients_send(lsdir, procs, mp):
     stops = []
 
     def start_sequencer(k: int) -> None:
-        stops.append(mp.Event())
+        stops.append(h.stop_flag())
         h.start(cw.run_sequencer, f"sequencer{k}", lsdir, stops[-1], h.progress, 0)
         h.wait_reports([f"sequencer{k}"], "started", poll=log.poll)
 

@@ -76,7 +76,7 @@ class Collector:
 class Campaign:
     def __init__(self, h: cw.Harness, mp, dir, rng: random.Random, seed: int, max_clients: int) -> None:
         self.h, self.mp, self.dir, self.rng, self.seed = h, mp, dir, rng, seed
-        self.stops = {"sequencer": mp.Event(), "recorder": mp.Event(), "replicas": mp.Event(), "clients": mp.Event()}
+        self.stops = {role: h.stop_flag() for role in ("sequencer", "recorder", "replicas", "clients")}
         self.pending = mp.Array("q", 2, lock=False)
         self.accepted = mp.Array("q", 2 * max_clients, lock=False)
         self.current: dict[str, str] = {}     # role -> worker name of its live incarnation
@@ -131,6 +131,24 @@ def test_random_sigkills_and_restarts_lose_nothing(lsdir, procs, mp, request):
                              f"{type(e).__name__}: {e}") from e
 
 
+def _streams(lsdir) -> str:
+    """What `lockstep stat` shows of the streams: for a stall's diagnosis."""
+    from lockstep.stat import snapshot_of
+
+    try:
+        s = snapshot_of(lsdir)
+        ring = ManyToOneRing(lsdir / INGRESS_FILE)
+        try:
+            head = ring.consumer_position
+            ingress = {"head": head, "size": ring.size(), "head_record": bytes(ring._view[
+                head % ring.capacity:head % ring.capacity + 16]).hex()}
+        finally:
+            ring.close()
+        return str({k: s[k] for k in ("streams", "sequencer", "errors")} | {"ingress": ingress})
+    except Exception as e:  # a diagnosis must not hide the failure it explains
+        return f"(stat failed: {e!r})"
+
+
 def _campaign(lsdir, procs, mp, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
     h = cw.Harness(mp, procs)
@@ -150,7 +168,8 @@ def _campaign(lsdir, procs, mp, rounds: int, seed: int) -> None:
         # Traffic moves (the log grows) before each kill, then a random moment later the kill.
         before = len(c.log.payloads)
         h.wait(lambda: len(c.log.payloads) > before, f"round {r}: the log to grow (from {before} messages)",
-               poll=c.poll, detail=lambda: f"live incarnations {c.current}, not yet started {sorted(unstarted)}")
+               poll=c.poll, detail=lambda: (f"live incarnations {c.current}, not yet started {sorted(unstarted)}; "
+                                            f"streams {_streams(lsdir)}"))
         deadline = time.monotonic() + rng.uniform(0.02, 0.4)
         h.wait(lambda: time.monotonic() >= deadline, f"round {r}: traffic", poll=c.poll)
         role = rng.choice(ROLES)
