@@ -296,3 +296,32 @@ def test_a_killed_log_subscriber_does_not_stall_the_sequencer(lsdir, procs, mp):
         assert killed and seq.sequenced == count
     client.close()
     seq.close()
+
+
+def test_client_send_numbers_commands_and_takes_any_buffer(lsdir):
+    """send() (one C call) numbers each accepted command with the next origin sequence, takes
+    any contiguous buffer, says False on a full ingress without using a number, and raises
+    ClosedError after close."""
+    import numpy as np
+
+    client = SequencerClient(lsdir, origin_id=77, ingress_capacity=1 << 16)
+    client.next_origin_sequence = 1000
+    for command in (b"bytes", bytearray(b"bytearray"), memoryview(b"view"), np.arange(3, dtype=np.int64)):
+        assert client.send(command) is True
+    assert client.next_origin_sequence == 1004
+    while client.send(b"x" * 64):
+        pass
+    full_at = client.next_origin_sequence
+    assert client.send(b"x" * 64) is False and client.next_origin_sequence == full_at
+    with Sequencer(lsdir) as seq, Subscription(seq.stream_id, lsdir, start="earliest") as sub:
+        seq.do_work()
+        got = []
+        while sub.poll(lambda data, header: got.append(lockstep.decode_sequenced(data)), 100):
+            pass
+    assert [(m.origin_id, m.origin_sequence) for m in got[:4]] == [(77, 1000), (77, 1001), (77, 1002), (77, 1003)]
+    assert [bytes(m.command) for m in got[:4]] == [b"bytes", b"bytearray", b"view",
+                                                    np.arange(3, dtype=np.int64).tobytes()]
+    assert got[-1].origin_sequence == full_at - 1
+    client.close()
+    with pytest.raises(lockstep.ClosedError):
+        client.send(b"after close")

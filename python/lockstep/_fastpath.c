@@ -1,5 +1,5 @@
-/* lockstep._fastpath: the two per-message calls, offer and receive, as CPython vectorcall
- * objects. A cffi call costs ~70-170 ns (argument tuple, conversions, GIL release) plus the
+/* lockstep._fastpath: the per-message calls — offer, receive, and a client's send to the
+ * sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple, conversions, GIL release) plus the
  * Python method around it; these are one C entry each (~40 ns). Everything else stays in the
  * cffi layer: these objects only borrow the C structs that the Python objects own (and keep
  * alive through `owner`), and the owner detaches them before it frees or unmaps anything.
@@ -430,6 +430,142 @@ static PyTypeObject ReceiveAnyType = {
     .tp_methods = receive_any_methods,
 };
 
+/* -- Send: client.send(command) -> bool (the sequencer's ingress) ----------------------- */
+
+typedef struct
+{
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    ls_ring_buffer_t *ring;        /* NULL once detached */
+    int32_t origin_id;
+    long long next_origin_sequence; /* the number the next command goes with */
+    PyObject *owner;               /* keeps *ring alive */
+    PyObject *fallback;            /* the Python send: errors, closed, non-buffers */
+} SendObject;
+
+static PyObject *send_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    SendObject *self = (SendObject *)callable;
+    if (NULL == self->ring || NULL != kwnames || 1 != PyVectorcall_NARGS(nargsf))
+    {
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    }
+    int rc;
+    if (PyBytes_CheckExact(args[0]))
+    {
+        rc = ls_sequencer_send(
+            self->ring, self->origin_id, self->next_origin_sequence, (const uint8_t *)PyBytes_AS_STRING(args[0]),
+            (size_t)PyBytes_GET_SIZE(args[0]));
+    }
+    else
+    {
+        Py_buffer view;
+        if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        {
+            PyErr_Clear();
+            return PyObject_Vectorcall(self->fallback, args, nargsf, NULL);
+        }
+        rc = ls_sequencer_send(
+            self->ring, self->origin_id, self->next_origin_sequence, (const uint8_t *)view.buf, (size_t)view.len);
+        PyBuffer_Release(&view);
+    }
+    if (0 == rc)
+    {
+        self->next_origin_sequence++;
+        Py_RETURN_TRUE;
+    }
+    if (LS_RB_FULL == rc)
+    {
+        Py_RETURN_FALSE;
+    }
+    return PyObject_Vectorcall(self->fallback, args, nargsf, NULL); /* raises with the C error */
+}
+
+static PyObject *send_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *address, *owner, *fallback;
+    int origin_id;
+    long long next_origin_sequence;
+    static char *names[] = { "address", "origin_id", "next_origin_sequence", "owner", "fallback", NULL };
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "OiLOO:Send", names, &address, &origin_id, &next_origin_sequence, &owner, &fallback))
+    {
+        return NULL;
+    }
+    void *ring = PyLong_AsVoidPtr(address);
+    if (NULL == ring)
+    {
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "address: NULL");
+    }
+    SendObject *self = (SendObject *)type->tp_alloc(type, 0);
+    if (NULL == self)
+    {
+        return NULL;
+    }
+    self->vectorcall = send_vectorcall;
+    self->ring = ring;
+    self->origin_id = origin_id;
+    self->next_origin_sequence = next_origin_sequence;
+    self->owner = Py_NewRef(owner);
+    self->fallback = Py_NewRef(fallback);
+    return (PyObject *)self;
+}
+
+static int send_traverse(SendObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int send_clear(SendObject *self)
+{
+    self->ring = NULL;
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void send_dealloc(SendObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    send_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *send_detach(SendObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->ring = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef send_methods[] = {
+    { "detach", (PyCFunction)send_detach, METH_NOARGS, "Forget the ring: later calls go to the fallback." },
+    { NULL, NULL, 0, NULL },
+};
+
+static PyMemberDef send_members[] = {
+    { "next_origin_sequence", T_LONGLONG, offsetof(SendObject, next_origin_sequence), 0,
+      "the origin sequence the next command goes with" },
+    { NULL, 0, 0, 0, NULL },
+};
+
+static PyTypeObject SendType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "lockstep._fastpath.Send",
+    .tp_doc = "send(command) -> True, or False when the ingress ring is full.",
+    .tp_basicsize = sizeof(SendObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(SendObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = send_new,
+    .tp_traverse = (traverseproc)send_traverse,
+    .tp_clear = (inquiry)send_clear,
+    .tp_dealloc = (destructor)send_dealloc,
+    .tp_methods = send_methods,
+    .tp_members = send_members,
+};
+
 /* -- module -------------------------------------------------------------------------------- */
 
 static struct PyModuleDef fastpath_module = {
@@ -441,8 +577,8 @@ static struct PyModuleDef fastpath_module = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-    PyTypeObject *types[] = { &OfferType, &ReceiveType, &ReceiveAnyType };
-    const char *names[] = { "Offer", "Receive", "ReceiveAny" };
+    PyTypeObject *types[] = { &OfferType, &ReceiveType, &ReceiveAnyType, &SendType };
+    const char *names[] = { "Offer", "Receive", "ReceiveAny", "Send" };
     PyObject *module = PyModule_Create(&fastpath_module);
     if (NULL == module)
     {

@@ -62,6 +62,7 @@ class _Ring(Closing):
             self._file.close()
             raise FileFormatError(self.path, f"capacity: expected {capacity}, found {found}")
         self._rb = rb
+        self._dependents: list = []  # objects with detach(), called before the ring is unmapped
         self._view = self._file.memoryview()
         # The head position and the record length there, read from Python: a hint that spares
         # the C call when the ring is empty (C re-reads both with acquire before trusting them).
@@ -220,6 +221,8 @@ class _Ring(Closing):
         """Unmap the ring; the file stays for other processes. Using it afterwards raises
         ClosedError (its C state points into the unmapped memory)."""
         if not self._file.closed:
+            for dependent in self._dependents:  # C objects holding the ring's address
+                dependent.detach()
             self._words.release()
             self._longs.release()
             self.__class__ = _closed_class(type(self))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._closing import Closing
+from ._fastpath import Send
 from ._native import c_error, ffi, lib
 from .client import client_for
 from .errors import InvalidArgumentError, LockstepError
@@ -82,10 +83,22 @@ class SequencerClient(Closing):
         self.origin_id = random.SystemRandom().randint(1, (1 << 31) - 1) if origin_id is None else origin_id
         if not -(1 << 31) <= self.origin_id < 1 << 31:
             raise InvalidArgumentError(f"origin_id: expected an int32, found {self.origin_id}")
-        self.next_origin_sequence = time.time_ns()
-        self._rb = self.ring._rb
+        # send(): one vectorcall into C per command (an instance attribute: no method binding);
+        # it keeps the origin sequence. Errors and odd arguments go to the Python `send` below.
+        self.send = self._fast_send = Send(int(ffi.cast("uintptr_t", self.ring._rb)), self.origin_id, time.time_ns(),
+                                           self.ring, SequencerClient.send.__get__(self))
+        self.ring._dependents.append(self._fast_send)  # detached if the ring is closed
 
-    def send(self, command) -> bool:
+    @property
+    def next_origin_sequence(self) -> int:
+        """The origin sequence the next `send` goes with."""
+        return self._fast_send.next_origin_sequence
+
+    @next_origin_sequence.setter
+    def next_origin_sequence(self, value: int) -> None:
+        self._fast_send.next_origin_sequence = value
+
+    def send(self, command) -> bool:  # (the instance's `send` is the C object; this is its fallback)
         """Send one command (bytes-like). False when the ingress ring is full: the sequencer
         is behind (or back-pressured by its log); nothing was sent, try again later."""
         sent = self.send_as(self.origin_id, self.next_origin_sequence, command)
@@ -96,10 +109,11 @@ class SequencerClient(Closing):
     def send_as(self, origin_id: int, origin_sequence: int, command) -> bool:
         """Send with an explicit origin and origin sequence (replicated machines' outputs:
         every replica sends the same pair, the sequencer keeps the first)."""
+        rb = self.ring._rb  # (ClosedError once the ring is closed)
         try:
-            rc = lib.ls_sequencer_send(self._rb, origin_id, origin_sequence, command, len(command))
+            rc = lib.ls_sequencer_send(rb, origin_id, origin_sequence, command, len(command))
         except TypeError:
-            rc = lib.ls_sequencer_send(self._rb, origin_id, origin_sequence, ffi.from_buffer(command),
+            rc = lib.ls_sequencer_send(rb, origin_id, origin_sequence, ffi.from_buffer(command),
                                        memoryview(command).nbytes)
         if rc == 0:
             return True
@@ -108,7 +122,7 @@ class SequencerClient(Closing):
         raise c_error(self.ring.path)
 
     def close(self) -> None:
-        self.ring.close()
+        self.ring.close()  # (detaches the fast send first)
 
 
 class Sequencer(Closing):
