@@ -11,6 +11,7 @@ static const int32_t ls_rb_field_offsets[] = {
     LS_RB_TAIL_POSITION_OFFSET,
     LS_RB_HEAD_CACHE_POSITION_OFFSET,
     LS_RB_HEAD_POSITION_OFFSET,
+    LS_RB_CONSUME_TARGET_OFFSET,
     LS_RB_CORRELATION_COUNTER_OFFSET,
     LS_RB_CONSUMER_HEARTBEAT_OFFSET,
 };
@@ -285,17 +286,12 @@ static int64_t ls_rb_record_at(const ls_ring_buffer_t *rb, int64_t index, int64_
     return aligned;
 }
 
-void ls_rb_consume(ls_ring_buffer_t *rb, size_t bytes)
+/* Zeroes [head, head + bytes) — record lengths first, then the rest — and moves the head. */
+static void ls_rb_zero_and_advance(ls_ring_buffer_t *rb, int64_t head, size_t bytes)
 {
-    if (0 == bytes)
-    {
-        return;
-    }
-    const int64_t head = ls_get_plain_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET));
     const int64_t mask = rb->capacity - 1;
-    /* Record lengths first, then the rest: a consumer killed while zeroing leaves whole
-     * records or zero lengths, never a committed length whose type memset already cleared
-     * (memset may store in any order). ls_rb_recover() mends what such a death leaves. */
+    /* Lengths first: a consumer killed while zeroing never leaves a committed length whose
+     * type memset already cleared (memset may store in any order). */
     for (size_t done = 0; done < bytes;)
     {
         uint8_t *length_addr = rb->buffer + ((head + (int64_t)done) & mask) + LS_RB_LENGTH_OFFSET;
@@ -318,76 +314,34 @@ void ls_rb_consume(ls_ring_buffer_t *rb, size_t bytes)
     ls_put_release_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET), head + (int64_t)bytes);
 }
 
-/* Whether records starting at position `from` chain exactly to `tail`: each committed with a
- * valid header, or claimed (negative length), none crossing the buffer end. */
-static bool ls_rb_chains_to(const ls_ring_buffer_t *rb, int64_t from, int64_t tail)
+void ls_rb_consume(ls_ring_buffer_t *rb, size_t bytes)
 {
-    const int64_t mask = rb->capacity - 1;
-    int64_t position = from;
-    while (position < tail)
+    if (0 == bytes)
     {
-        const int64_t index = position & mask;
-        int32_t length = ls_get_acquire_i32(rb->buffer + index + LS_RB_LENGTH_OFFSET);
-        const int32_t type = ls_get_plain_i32(rb->buffer + index + LS_RB_TYPE_OFFSET);
-        if (length < 0)
-        {
-            length = -length;
-        }
-        else if (length == 0 || (type != LS_RB_PADDING_MSG_TYPE_ID && type < 1))
-        {
-            return false;
-        }
-        const int64_t aligned = LS_ALIGN((int64_t)length, LS_RB_ALIGNMENT);
-        if (length < LS_RB_RECORD_HEADER_LENGTH || aligned > rb->capacity - index ||
-            (type != LS_RB_PADDING_MSG_TYPE_ID && length - LS_RB_RECORD_HEADER_LENGTH > rb->max_message_length))
-        {
-            return false;
-        }
-        position += aligned;
+        return;
     }
-    return position == tail;
-}
-
-static void ls_rb_pad(ls_ring_buffer_t *rb, int64_t index, int32_t length)
-{
-    uint8_t *record = rb->buffer + index;
-    ls_put_plain_i32(record + LS_RB_TYPE_OFFSET, LS_RB_PADDING_MSG_TYPE_ID);
-    ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, length);
+    const int64_t head = ls_get_plain_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET));
+    /* The intent first: what a killed consumer leaves half done, ls_rb_recover() finishes. */
+    ls_put_plain_i64(LS_RB_AT(rb, LS_RB_CONSUME_TARGET_OFFSET), head + (int64_t)bytes);
+    atomic_thread_fence(memory_order_release);
+    ls_rb_zero_and_advance(rb, head, bytes);
 }
 
 int64_t ls_rb_recover(ls_ring_buffer_t *rb)
 {
+    /* Only the consume a dead consumer had begun is finished: records it had read (and so
+     * handled once) are skipped, nothing else. Guessing the damaged region from the records
+     * (as this once did) could take a producer's claim in progress for damage and skip
+     * committed records with it. */
     const int64_t head = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET));
     const int64_t tail = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_TAIL_POSITION_OFFSET));
-    if (head == tail || ls_rb_chains_to(rb, head, tail))
+    const int64_t target = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_CONSUME_TARGET_OFFSET));
+    if (target <= head || target > tail || target - head > rb->capacity)
     {
-        return 0; /* intact (claims in progress included) */
+        return 0; /* nothing in progress (or a value no consumer wrote: leave the ring alone) */
     }
-    /* The records after a dead consumer's half-zeroed region are intact: find where they
-     * start, the first 8-byte boundary from which headers chain exactly to the tail. */
-    for (int64_t start = head + LS_RB_ALIGNMENT; start <= tail; start += LS_RB_ALIGNMENT)
-    {
-        if (start < tail && !ls_rb_chains_to(rb, start, tail))
-        {
-            continue;
-        }
-        const int64_t mask = rb->capacity - 1;
-        const int64_t head_index = head & mask;
-        const int64_t gap = start - head;
-        const int64_t to_end = rb->capacity - head_index;
-        if (gap <= to_end)
-        {
-            ls_rb_pad(rb, head_index, (int32_t)gap);
-        }
-        else
-        {
-            memset(rb->buffer, 0, (size_t)(gap - to_end));
-            ls_rb_pad(rb, 0, (int32_t)(gap - to_end));
-            ls_rb_pad(rb, head_index, (int32_t)to_end);
-        }
-        return gap;
-    }
-    return 0;
+    ls_rb_zero_and_advance(rb, head, (size_t)(target - head));
+    return target - head;
 }
 
 int64_t ls_rb_controlled_read(

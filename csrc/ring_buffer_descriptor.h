@@ -9,6 +9,10 @@
 #define LS_RB_TAIL_POSITION_OFFSET (LS_CACHE_LINE_LENGTH * 2)
 #define LS_RB_HEAD_CACHE_POSITION_OFFSET (LS_CACHE_LINE_LENGTH * 4)
 #define LS_RB_HEAD_POSITION_OFFSET (LS_CACHE_LINE_LENGTH * 6)
+/* lockstep's own, in Agrona's padding after the head (the consumer's cache line; zero in
+ * Agrona's rings): the head a consume is moving to, stored before it zeroes anything, so a
+ * consumer taking over from a killed one knows exactly what was already consumed. */
+#define LS_RB_CONSUME_TARGET_OFFSET (LS_RB_HEAD_POSITION_OFFSET + 8)
 #define LS_RB_CORRELATION_COUNTER_OFFSET (LS_CACHE_LINE_LENGTH * 8)
 #define LS_RB_CONSUMER_HEARTBEAT_OFFSET (LS_CACHE_LINE_LENGTH * 10)
 #define LS_RB_TRAILER_LENGTH (LS_CACHE_LINE_LENGTH * 12)

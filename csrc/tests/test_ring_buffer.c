@@ -254,8 +254,10 @@ static void test_recover_after_consumer_killed_while_zeroing(void)
         LS_CHECK(LS_RB_SUCCESS == ls_rb_write(&rb, i + 1, msg, sizeof(msg)));
     }
     LS_CHECK(0 == ls_rb_recover(&rb)); /* intact: nothing to do */
-    /* The consumer read records 1-3 and died zeroing them: lengths of 1-2 cleared, record 3's
-     * type cleared before its length (memset stores in any order), payload bytes left over. */
+    /* The consumer read records 1-3 (96 bytes) and died zeroing them: its intent stored, the
+     * lengths of 1-2 cleared, record 3's type cleared before its length (memset stores in any
+     * order), payload bytes left over, the head not moved. */
+    *(int64_t *)(memory + CAPACITY + LS_RB_CONSUME_TARGET_OFFSET) = 96;
     *(int32_t *)(memory + 0) = 0;
     *(int32_t *)(memory + 32) = 0;
     *(int32_t *)(memory + 64 + 4) = 0;
@@ -265,6 +267,28 @@ static void test_recover_after_consumer_killed_while_zeroing(void)
     LS_CHECK(2 == ls_rb_read(&rb, collect, &c, 10));
     LS_CHECK(4 == c.types[0] && 5 == c.types[1] && 0x44 == c.first[0] && 0x55 == c.first[1]);
     LS_CHECK(0 == ls_rb_size(&rb));
+}
+
+static void test_recover_never_skips_committed_records(void)
+{
+    /* A producer has taken tail space but not yet written its length (0), with committed
+     * records before it, and no consumer died: recovery must leave everything as it is. */
+    ls_ring_buffer_t rb;
+    reset(&rb, true);
+    uint8_t msg[20] = { 0 };
+    for (int i = 0; i < 3; i++)
+    {
+        LS_CHECK(LS_RB_SUCCESS == ls_rb_write(&rb, i + 1, msg, sizeof(msg)));
+    }
+    const int32_t index = ls_rb_try_claim(&rb, 9, sizeof(msg));
+    LS_CHECK(96 == index - LS_RB_RECORD_HEADER_LENGTH);
+    *(int32_t *)(memory + 96) = 0; /* as between the tail CAS and the claim's first store */
+    LS_CHECK(0 == ls_rb_recover(&rb));
+    struct collected c = { 0 };
+    LS_CHECK(3 == ls_rb_read(&rb, collect, &c, 10));
+    LS_CHECK(1 == c.types[0] && 2 == c.types[1] && 3 == c.types[2]);
+    /* and a consume that completed leaves nothing for a successor to redo */
+    LS_CHECK(0 == ls_rb_recover(&rb));
 }
 
 static void test_corrupt_record(void)
@@ -364,6 +388,7 @@ int main(void)
     LS_RUN(test_unblock);
     LS_RUN(test_unblock_to_buffer_end);
     LS_RUN(test_recover_after_consumer_killed_while_zeroing);
+    LS_RUN(test_recover_never_skips_committed_records);
     LS_RUN(test_corrupt_record);
     LS_RUN(test_correlation_and_heartbeat);
     LS_RUN(test_mpsc_threads);

@@ -180,8 +180,9 @@ class _Ring(Closing):
         return bool(lib.ls_rb_unblock(self._rb))
 
     def recover(self) -> int:
-        """For a consumer taking over from one that died mid-read: skip what it had read but
-        not finished zeroing (those records were handled once already). Returns bytes skipped."""
+        """For a consumer taking over from one that died mid-read: finish the consume it had
+        begun (it records its target head first), skipping exactly the records it had read
+        and handled once already, nothing else. Returns bytes skipped."""
         return lib.ls_rb_recover(self._rb)
 
     @property

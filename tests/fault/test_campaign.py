@@ -247,7 +247,9 @@ def _campaign(lsdir, procs, mp, rounds: int, seed: int) -> None:
             assert not idx, f"client origin {origin_id}: in the log without having started"
             continue
         assert accepted <= len(idx) <= accepted + 1, (
-            f"client origin {origin_id}: send() accepted {accepted}, the log holds {len(idx)}")
+            f"client origin {origin_id}: send() accepted {accepted}, the log holds {len(idx)}; missing origin "
+            f"sequences {sorted(set(range(first, first + accepted)) - set(origin_sequences))[:40]} (first {first}); "
+            f"sequencer {seq_report}; kills {dict(c.kills)}")
         assert origin_sequences == list(range(first, first + len(idx))), (
             f"client origin {origin_id}: origin sequences not first..first+{len(idx) - 1} in order")
         expected = fw.expected_commands(origin_id, c.seed, len(idx))
