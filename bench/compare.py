@@ -388,9 +388,199 @@ class FasterFifoPeer(Peer):
         return End(recv)
 
 
+class PosixMqPeer(Peer):
+    """posix_ipc: one POSIX message queue (mq_send / mq_receive, in the kernel) per direction,
+    created by this process with a unique name and unlinked in release()."""
+
+    family = "posix_ipc"
+
+    def __init__(self, spin: bool) -> None:
+        self.spin = spin
+        self.key = "posix-mq-spin" if spin else "posix-mq"
+        self.mode = "busy spin (block=False)" if spin else "blocking"
+        self.label = "posix_ipc MessageQueue"
+
+    def missing(self):
+        try:
+            import posix_ipc
+        except ImportError:
+            return "not installed (pip install posix_ipc)"
+        if not posix_ipc.MESSAGE_QUEUES_SUPPORTED:
+            return "posix_ipc: no POSIX message queues on this platform"
+        return None
+
+    def version(self):
+        return _dist_version("posix_ipc")
+
+    def channel(self, ctx, workdir, size, index):
+        import posix_ipc
+
+        name = f"/lockstep-compare-{os.getpid()}-{Path(workdir).name}-{index}"
+        # The system's default depth (fs.mqueue.msg_max, 10 on Linux): what an unprivileged user can ask for.
+        mq = posix_ipc.MessageQueue(name, posix_ipc.O_CREX, max_messages=posix_ipc.QUEUE_MESSAGES_MAX_DEFAULT,
+                                    max_message_size=size)
+        self._owned = getattr(self, "_owned", {})
+        self._owned[name] = mq
+        return name
+
+    def _open(self, name):
+        import posix_ipc
+
+        owned = getattr(self, "_owned", {}).get(name)
+        mq = owned or posix_ipc.MessageQueue(name)
+        return mq, (lambda: None) if owned else mq.close
+
+    def sender(self, spec):
+        mq, close = self._open(spec)
+        return End(mq.send, close=close)
+
+    def receiver(self, spec):
+        import posix_ipc
+
+        mq, close = self._open(spec)
+        receive = mq.receive
+        if not self.spin:
+            def recv():
+                return receive()[0]
+
+            return End(recv, close=close)
+        mq.block = False  # O_NONBLOCK: receive() raises BusyError when the queue is empty
+        busy = posix_ipc.BusyError
+
+        def recv():
+            while True:
+                try:
+                    return receive()[0]
+                except busy:
+                    pass
+
+        return End(recv, close=close)
+
+    def release(self, spec):
+        mq = self._owned.pop(spec, None)
+        if mq is not None:
+            mq.close()
+            mq.unlink()
+
+
+class Iceoryx2Peer(Peer):
+    """iceoryx2 (Rust, zero-copy shared memory): one publish-subscribe service of u8 slices per
+    direction, no overflow (the publisher retries until delivered), busy-spinning receive."""
+
+    key = "iceoryx2"
+    family = "iceoryx2"
+    mode = "busy spin"
+    label = "iceoryx2 publish-subscribe"
+    SLOTS = 1024  # subscriber buffer, as the baseline ring's slots
+
+    def missing(self):
+        try:
+            import iceoryx2  # noqa: F401
+        except ImportError:
+            return "not installed (pip install iceoryx2)"
+        return None
+
+    def version(self):
+        return _dist_version("iceoryx2")
+
+    def _service(self, name: str, create: bool = False):
+        import ctypes
+
+        import iceoryx2 as iox2
+
+        iox2.set_log_level_from_env_or(iox2.LogLevel.Error)  # not its 'no config file' warning
+        node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+        builder = (node.service_builder(iox2.ServiceName.new(name)).publish_subscribe(iox2.Slice[ctypes.c_uint8])
+                   .enable_safe_overflow(False).subscriber_max_buffer_size(self.SLOTS)
+                   .max_publishers(1).max_subscribers(1))
+        return node, builder.create() if create else builder.open()
+
+    def channel(self, ctx, workdir, size, index):
+        name = f"lockstep-compare/{os.getpid()}/{Path(workdir).name}/{index}"
+        self._owned = getattr(self, "_owned", {})
+        self._owned[name] = self._service(name, create=True)
+        return (name, size)
+
+    def _open(self, spec):
+        name, size = spec
+        return getattr(self, "_owned", {}).get(name) or self._service(name)
+
+    def sender(self, spec):
+        import ctypes
+
+        import iceoryx2 as iox2
+
+        node, service = self._open(spec)
+        size = spec[1]
+        pub = (service.publisher_builder().initial_max_slice_len(size)
+               .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered).create())
+        loan, memmove = pub.loan_slice_uninit, ctypes.memmove
+
+        def send(data):
+            sample = loan(len(data))
+            memmove(sample.payload_ptr, data, len(data))
+            sample.assume_init().send()
+
+        def wait():
+            _wait_for(lambda: service.dynamic_config.number_of_subscribers > 0, "iceoryx2 subscriber")
+            pub.update_connections()
+
+        def close():
+            nonlocal pub, node, service
+            pub.delete()
+            pub = node = service = None
+
+        return End(send, wait, close)
+
+    def receiver(self, spec):
+        import ctypes
+
+        node, service = self._open(spec)
+        size = spec[1]
+        string_at = ctypes.string_at
+        sub = None
+
+        def recv():
+            while True:
+                sample = receive()
+                if sample is not None:
+                    data = string_at(sample.payload_ptr, size)  # fixed-size messages, as the ring's slots
+                    sample.delete()
+                    return data
+
+        def wait():
+            # The subscriber is created once the publisher exists: created before it, it
+            # sometimes never saw the publisher's samples here (iceoryx2 0.10.0).
+            nonlocal sub, receive
+            _wait_for(lambda: service.dynamic_config.number_of_publishers > 0, "iceoryx2 publisher")
+            sub = service.subscriber_builder().create()
+            receive = sub.receive
+
+        def close():
+            nonlocal sub, node, service
+            if sub is not None:
+                sub.delete()
+            sub = node = service = None
+
+        receive = None
+        return End(recv, wait, close)
+
+    def release(self, spec):
+        self._owned.pop(spec[0], None)
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not found")
+        time.sleep(0.001)
+
+
 PEERS: dict[str, Peer] = {p.key: p for p in (
     LockstepPeer("spin"), LockstepPeer("backoff"), LockstepPeer("block"), BaselinePeer(), PipePeer(), QueuePeer(False),
-    QueuePeer(True), ZmqPeer(), FasterFifoPeer(False), FasterFifoPeer(True))}
+    QueuePeer(True), ZmqPeer(), FasterFifoPeer(False), FasterFifoPeer(True), PosixMqPeer(False), PosixMqPeer(True),
+    Iceoryx2Peer())}
 
 
 # -- the harness ------------------------------------------------------------------------
@@ -681,8 +871,8 @@ def plot(report: dict, samples: dict[str, np.ndarray], path: str) -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
     labels = {r["key"]: f"{r['label']} ({r['mode']})" for r in report["results"]}
     percentile_axes(left, f"round trip, {report['config']['size']} B")
-    for key, s in samples.items():
-        plot_percentiles(left, s, labels.get(key, key))
+    for i, (key, s) in enumerate(samples.items()):  # past the 10 colours, dashed
+        plot_percentiles(left, s, labels.get(key, key), "-" if i < 10 else "--")
     left.legend(fontsize=7)
     rows = [r for r in report["results"] if r["status"] == "ok" and r["throughput"]]
     right.barh([labels[r["key"]] for r in rows], [r["throughput"]["msgs_per_sec"] for r in rows])
@@ -716,7 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ap.add_argument("--plot", metavar="FILE", help="write a percentile + throughput chart (needs matplotlib)")
     ap.add_argument("--only", help="comma-separated peers: lockstep, lockstep-native, baseline, pipe, queue, "
-                    "simplequeue, pyzmq, faster-fifo, pyaeron (or a row key such as lockstep-spin)")
+                    "simplequeue, pyzmq, faster-fifo, posix_ipc, iceoryx2, pyaeron (or a row key such as "
+                    "lockstep-spin)")
     ap.add_argument("--pyaeron-python", metavar="PATH", help="a CPython >= 3.12 with pyaeron installed")
     ap.add_argument("--pyaeron-script", metavar="FILE", default=str(PYAERON_SCRIPT),
                     help="the script run under --pyaeron-python (default bench/compare_pyaeron.py)")
