@@ -236,3 +236,35 @@ def test_lockstep_bench_ping_block_mode_round_trips(lsdir):
 
     result = ping(size=32, messages=300, warmup=30, idle="block")
     assert result["messages"] == 300 and 0 < result["p50_ns"] <= result["p99_ns"] <= result["max_ns"]
+
+
+def test_hot_paths_leak_no_references(lsdir):
+    """offer / receive (one and several images, empty and not) and send keep reference counts
+    balanced: a leak per call would grow these counts by the number of calls."""
+    import sys
+
+    from lockstep import SequencerClient
+
+    sub = Subscription(STREAM, lsdir)
+    pubs = [Publication(STREAM, lsdir, exclusive=True, term_length=TERM) for _ in range(2)]
+    client = SequencerClient(lsdir)
+    with sub, pubs[0], pubs[1], client:
+        deadline = time.monotonic() + 30
+        while not (sub.discover() == 2 and all(p.is_connected for p in pubs)):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        payload = b"refcounted payload"
+        calls = 20_000
+
+        def run():
+            for _ in range(calls):
+                sub.receive()  # empty: every image says None
+                pubs[0].offer(payload)
+                assert sub.receive() == payload
+                client.send(payload)
+
+        run()  # warm up caches and free lists
+        before = sys.getrefcount(None), sys.getrefcount(payload), sys.getrefcount(True)
+        run()
+        after = sys.getrefcount(None), sys.getrefcount(payload), sys.getrefcount(True)
+        assert [a - b for a, b in zip(after, before)] == [0, 0, 0]

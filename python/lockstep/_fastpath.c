@@ -298,7 +298,7 @@ static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *arg
         timeout = args[0];
     }
 
-    PyObject *data = Py_None;
+    PyObject *data = NULL; /* a message (new reference) once one is found */
     const Py_ssize_t count = PyTuple_GET_SIZE(self->images);
     for (Py_ssize_t k = 0; k < count; k++)
     {
@@ -306,17 +306,19 @@ static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *arg
         {
             self->next = 0;
         }
-        data = receive_one((ReceiveObject *)PyTuple_GET_ITEM(self->images, self->next));
-        if (NULL == data)
+        PyObject *got = receive_one((ReceiveObject *)PyTuple_GET_ITEM(self->images, self->next));
+        if (NULL == got)
         {
             return NULL;
         }
-        if (Py_None != data)
+        if (Py_None != got)
         {
+            data = got;
             break;
         }
+        Py_DECREF(got);
     }
-    const int empty = Py_None == data;
+    const int empty = NULL == data;
     if (0 == (++self->calls & (empty ? 63 : 1023)))
     {
         PyObject *result = PyObject_CallNoArgs(self->housekeeping);
