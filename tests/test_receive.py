@@ -267,4 +267,6 @@ def test_hot_paths_leak_no_references(lsdir):
         before = sys.getrefcount(None), sys.getrefcount(payload), sys.getrefcount(True)
         run()
         after = sys.getrefcount(None), sys.getrefcount(payload), sys.getrefcount(True)
-        assert [a - b for a, b in zip(after, before)] == [0, 0, 0]
+        # Other threads (heartbeats) and housekeeping touch these counts a little; a leak per
+        # call would move them by tens of thousands.
+        assert all(abs(a - b) < calls // 20 for a, b in zip(after, before)), (before, after)

@@ -299,16 +299,18 @@ static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *arg
     }
 
     PyObject *data = NULL; /* a message (new reference) once one is found */
-    const Py_ssize_t count = PyTuple_GET_SIZE(self->images);
+    PyObject *images = Py_NewRef(self->images); /* a fallback's Python code may replace the tuple */
+    const Py_ssize_t count = PyTuple_GET_SIZE(images);
     for (Py_ssize_t k = 0; k < count; k++)
     {
         if (++self->next >= count)
         {
             self->next = 0;
         }
-        PyObject *got = receive_one((ReceiveObject *)PyTuple_GET_ITEM(self->images, self->next));
+        PyObject *got = receive_one((ReceiveObject *)PyTuple_GET_ITEM(images, self->next));
         if (NULL == got)
         {
+            Py_DECREF(images);
             return NULL;
         }
         if (Py_None != got)
@@ -318,6 +320,7 @@ static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *arg
         }
         Py_DECREF(got);
     }
+    Py_DECREF(images);
     const int empty = NULL == data;
     if (0 == (++self->calls & (empty ? 63 : 1023)))
     {
