@@ -107,14 +107,18 @@ class VenueSimulator:
         return out
 
     def disconnect(self, now_ns: int) -> list[tuple[str, int, int, int, int]]:
-        """Drop the session: responses due by now, then every open order cancelled."""
+        """Drop the session: responses due by now, then every order still live cancelled —
+        the open ones, and those whose reject was not due yet (they are not open, yet the
+        gateway is owed an answer for them)."""
         out = self.poll(now_ns)
         self.connected = False
+        unanswered = [(CANCELLED, order_id, 0, 0, leaves)
+                      for _, _, kind, order_id, _, _, leaves in sorted(self._due) if kind == REJECT]
         self._due.clear()
         for order_id, leaves in self.open.items():
             out.append((CANCELLED, order_id, 0, 0, leaves))
         self.open.clear()
-        return out
+        return out + unanswered
 
     def connect(self) -> None:
         self.connected = True
