@@ -1,6 +1,7 @@
 /* lockstep._fastpath: the per-message calls — offer, receive, and a client's send to the
- * sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple, conversions, GIL release) plus the
- * Python method around it; these are one C entry each (~40 ns). Everything else stays in the
+ * sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple,
+ * conversions, GIL release) plus the Python method around it; these are one C entry each
+ * (~40 ns). Everything else stays in the
  * cffi layer: these objects only borrow the C structs that the Python objects own (and keep
  * alive through `owner`), and the owner detaches them before it frees or unmaps anything.
  * Whatever the fast path does not handle (errors, back-pressure, padding, fragments, closed,
