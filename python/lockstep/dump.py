@@ -102,7 +102,8 @@ def _segment_records(path: Path, payload_prefix: int) -> Iterator[dict[str, Any]
 
     from . import codec
     from .archive.catalog import Catalog
-    from .archive.segments import FRAME_HEADER, HEADER_LENGTH, frame_problem, open_regular, parse_segment_name
+    from .archive.segments import FRAME_HEADER, HEADER_LENGTH, frame_problem, parse_segment_name
+    from .mapped import open_regular
     from .errors import CodecError, LockstepError
     from .logbuffer import FRAME_TYPES
     from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, decode_sequenced

@@ -78,12 +78,15 @@ def check_name(name: str) -> str:
     return name
 
 
-def open_private(path: str | os.PathLike[str], flags: int) -> int:
-    """os.open for lockstep's small files (lock files, hash logs): created 0600, never through
-    a symlink, and only a regular file of this user. Returns the descriptor."""
+def open_regular(path: str | os.PathLike[str], flags: int, *, owned: bool = False) -> int:
+    """os.open that refuses symlinks and anything but a regular file, and a file of another
+    user when writing (or always, with `owned`). Created 0600. FileNotFoundError passes
+    through (callers treat a missing file as such); other failures are FileAccessErrors."""
     path = Path(path)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+    except FileNotFoundError:
+        raise
     except OSError as e:
         if os.path.islink(path):
             raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
@@ -92,10 +95,19 @@ def open_private(path: str | os.PathLike[str], flags: int) -> int:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise FileAccessError(f"{path}: not a regular file")
-    if st.st_uid != os.geteuid():
+    if (owned or flags & (os.O_WRONLY | os.O_RDWR)) and st.st_uid != os.geteuid():
         os.close(fd)
         raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
     return fd
+
+
+def open_private(path: str | os.PathLike[str], flags: int) -> int:
+    """os.open for lockstep's small files (lock files, hash logs): `open_regular` of a file
+    that must be this user's, a missing one included in the FileAccessErrors."""
+    try:
+        return open_regular(path, flags, owned=True)
+    except FileNotFoundError as e:
+        raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
 
 
 def take_pid_lock(path: str | os.PathLike[str], what: str):
@@ -228,4 +240,4 @@ class MappedFile:
             pass  # a view is still exported; the mapping goes with the last view
 
 
-__all__ += ["check_name", "open_private", "take_pid_lock"]
+__all__ += ["check_name", "open_private", "open_regular", "take_pid_lock"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import LockstepError
 from ..idle import BackoffIdleStrategy
-from ..mapped import open_private, resolve_dir
+from ..mapped import open_private, open_regular, resolve_dir
 from ..stream_files import check_stream_id
 from .catalog import Catalog, RecordingDescriptor, now_ns
 from .reader import RecordingReader
@@ -21,7 +21,6 @@ from .segments import (
     SegmentMaps,
     align,
     frame_problem,
-    open_regular,
     parse_segment_name,
 )
 

@@ -28,13 +28,13 @@ from pathlib import Path
 from ..errors import InvalidArgumentError, LockstepError
 from ..idle import IdleStrategy, run_agent
 from ..logbuffer import LogBuffer
-from ..mapped import MappedFile, resolve_dir
+from ..mapped import MappedFile, open_regular, resolve_dir
 from ..sequencer import DEFAULT_LOG_STREAM
 from ..stream_files import stream_logs
 from ..subscription import Image, Subscription
 from .archive import ARCHIVE_SUBDIR, Archive, _try_lock, recorder_lock_path
 from .catalog import RecordingDescriptor, now_ns
-from .segments import open_regular, segment_base, segment_name
+from .segments import segment_base, segment_name
 
 __all__ = ["DEFAULT_SEGMENT_LENGTH", "DURABILITY", "Recorder"]
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import mmap
 import os
 import re
-import stat
 import struct
 from pathlib import Path
 
-from ..errors import FileAccessError, FileFormatError
+from ..errors import FileFormatError
+from ..mapped import open_regular
 from .catalog import RecordingDescriptor
 
 __all__ = [
@@ -86,26 +86,6 @@ def frame_problem(desc: RecordingDescriptor, position: int, header: tuple) -> st
         return (f"session/stream: expected {desc.session_id}/{desc.stream_id}, "
                 f"found {session_id}/{stream_id}")
     return None
-
-
-def open_regular(path: Path, flags: int) -> int:
-    """os.open refusing symlinks and anything but a regular file (and, to write, another user's file)."""
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        if os.path.islink(path):
-            raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
-        raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise FileAccessError(f"{path}: not a regular file")
-    if flags & (os.O_WRONLY | os.O_RDWR) and st.st_uid != os.geteuid():
-        os.close(fd)
-        raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
-    return fd
 
 
 class SegmentMaps:
