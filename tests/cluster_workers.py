@@ -27,6 +27,21 @@ STALL_S = 60.0
 CLIENT_ORIGIN_BASE = 1000  # client i sends with origin id CLIENT_ORIGIN_BASE + i
 
 
+def sender(client, commands: list[bytes]):
+    """A duty-cycle step: send the next of `commands` while the ingress takes them; returns
+    how many went this time (0 when all are sent or the ingress is full)."""
+    sent = [0]
+
+    def send() -> int:
+        k = start = sent[0]
+        while k < len(commands) and client.send(commands[k]):
+            k += 1
+        sent[0] = k
+        return k - start
+
+    return send
+
+
 def commands(client: int, count: int, *, seed: int = 0):
     """`count` commands of client `client`: mostly NewOrders around price 100 (so they
     cross and fill), some Cancels of the client's own earlier orders."""
@@ -162,13 +177,20 @@ def _replica(queue, name, dir, total_commands, progress=None, slot=0, **kwargs):
             stall.check(f"(at sequence {replica.last_sequence}, {book.commands} of {total_commands} commands, "
                         f"fills {book.fills_sequenced}/{book.fills_sent}, {replica.pending_outputs} outputs pending)")
         idle.idle(n)
-    while replica.pending_outputs:  # its copies of outputs already sequenced: duplicates, but sent
+    finish_replica(queue, name, replica, book, stall, idle)
+
+
+def finish_replica(queue, name, replica, book, stall, idle) -> None:
+    """A replica worker's end: flush its queued outputs (copies of ones already sequenced are
+    duplicates, but sent), record a final hash, close, report the state as "done"."""
+    while replica.pending_outputs:
         sent = replica._flush()
         if sent:
             stall.moved()
         stall.check(f"({replica.pending_outputs} outputs still pending)")
         idle.idle(sent)
     replica.record_hash()
+    restored = replica.restored_from
     result = {"hash": book.state_hash().hex(), "last_sequence": replica.last_sequence,
               "last_position": replica.last_position, "applied": replica.applied,
               "restored_sequence": restored.sequence if restored else 0, "fills": book.fills_sent,

@@ -10,7 +10,7 @@ import os
 import time
 
 import lockstep
-from cluster_workers import _guarded, _Stall, commands
+from cluster_workers import _guarded, _Stall, commands, finish_replica
 from lockstep.cluster import Replica
 from lockstep.examples.orderbook import OrderBook
 
@@ -82,19 +82,7 @@ def _replica(queue, name, dir, stop, progress, slot, pending, pending_slot, repl
         if n:
             stall.moved()
         idle.idle(n)
-    while replica.pending_outputs:
-        sent = replica._flush()
-        if sent:
-            stall.moved()
-        stall.check(f"({replica.pending_outputs} outputs still pending)")
-        idle.idle(sent)
-    replica.record_hash()
-    result = {"hash": book.state_hash().hex(), "last_sequence": replica.last_sequence,
-              "last_position": replica.last_position, "applied": replica.applied,
-              "restored_sequence": restored.sequence if restored else 0, "fills": book.fills_sent,
-              "commands": book.commands, "hashes_file": str(replica.hashes_path)}
-    replica.close()
-    queue.put(("done", name, result))
+    finish_replica(queue, name, replica, book, stall, idle)
 
 
 run_replica = _guarded(_replica, "run_replica")
