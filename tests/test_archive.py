@@ -65,17 +65,7 @@ def _record_orderbook(lsdir, count: int, *, hashes: str | None = None, **recorde
     rec = Recorder(lsdir, stream_id=STREAM, **recorder_kwargs)
     replica = Replica(OrderBook(), lsdir, name=hashes, hash_every=100, send_outputs=False) if hashes else None
     client = SequencerClient(lsdir, origin_id=cw.CLIENT_ORIGIN_BASE)
-    commands = list(cw.commands(0, count, seed=3))
-    k = 0
-
-    def send() -> int:
-        nonlocal k
-        n = 0
-        while k < count and client.send(commands[k]):
-            k += 1
-            n += 1
-        return n
-
+    send = cw.sender(client, list(cw.commands(0, count, seed=3)))
     steps = [send, seq.do_work, rec.do_work] + ([replica.do_work] if replica else [])
     _drive(lambda: seq.last_sequence == count and rec.position == seq.position
            and (replica is None or replica.last_sequence == count), *steps, what="recording the order book")
@@ -543,17 +533,7 @@ def test_record_recordings_and_dump_from_the_command_line(lsdir):
         line = recorder.stderr.readline()
         assert "recording stream 100" in line, line
         client = SequencerClient(lsdir)
-        commands = list(cw.commands(0, 300))
-        k = 0
-
-        def send() -> int:
-            nonlocal k
-            n = 0
-            while k < len(commands) and client.send(commands[k]):
-                k += 1
-                n += 1
-            return n
-
+        send = cw.sender(client, list(cw.commands(0, 300)))
         _drive(lambda: seq.last_sequence == 300, send, seq.do_work, what="sequencing")
         final = seq.position
 

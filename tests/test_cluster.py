@@ -58,16 +58,10 @@ def test_two_replicas_send_the_same_outputs_each_is_sequenced_once(lsdir, procs,
         h.start(cw.run_replica, name, lsdir, count, h.progress, i)
     h.wait_reports(["a", "b"], "started")
     client = SequencerClient(lsdir, origin_id=cw.CLIENT_ORIGIN_BASE)
-    pending = list(cw.commands(0, count, seed=1))
-    k = 0
+    send = cw.sender(client, list(cw.commands(0, count, seed=1)))
 
     def step() -> int:
-        nonlocal k
-        work = 0
-        while k < count and client.send(pending[k]):
-            k += 1
-            work += 1
-        return work + seq.do_work() + log.poll()
+        return send() + seq.do_work() + log.poll()
 
     results = h.wait_reports(["a", "b"], poll=step)
     h.wait(lambda: seq.ingress.size() == 0 and log.last_sequence == seq.last_sequence, "the ingress drained",

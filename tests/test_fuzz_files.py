@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 import cluster_workers as cw
-from lockstep import Publication, Replica, Sequencer, SequencerClient, Subscription
+from lockstep import Sequencer, SequencerClient
 from lockstep.archive import Recorder
 from lockstep.cluster import Snapshot, write_snapshot
 from lockstep.examples.orderbook import OrderBook
@@ -68,16 +68,7 @@ def seeds(tmp_path_factory):
     client = SequencerClient(src, origin_id=cw.CLIENT_ORIGIN_BASE)
     commands = list(cw.commands(0, 900, seed=11))
     commands.insert(300, bytes(range(256)) * 12)  # 3 KiB: fragmented over the 1408-byte mtu
-    k = 0
-
-    def send() -> int:
-        nonlocal k
-        n = 0
-        while k < len(commands) and client.send(commands[k]):
-            k += 1
-            n += 1
-        return n
-
+    send = cw.sender(client, commands)
     rec.discover()
     _drive(lambda: seq.last_sequence == len(commands) and rec.position == seq.position, send, seq.do_work,
            rec.do_work, what="making the seed log and recording")
