@@ -107,21 +107,16 @@ class LogReader(Closing):
         # The frame length at our position (`_words[_rx.peek]`), read from Python: a hint that
         # spares the C call when nothing is there (C re-reads it with acquire before trusting it).
         self._words = self._view.cast("i")
-        self._shift = term_length.bit_length() - 1
         # receive(): one vectorcall into C per message (an instance attribute, so no method
         # binding either); it keeps the peek hint that poll() shares.
-        self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)), self._peek_index(position),
+        self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)),
+                                          lib.ls_image_length_index(self._image, position),
                                           self._image, self._receive_slow)
         self.closed = False
 
     @property
     def position(self) -> int:
         return lib.ls_image_position(self._image)
-
-    def _peek_index(self, position: int) -> int:
-        """Index in `_words` of the frame length at `position`."""
-        term_length = 1 << self._shift
-        return (((position >> self._shift) % 3) * term_length + (position & (term_length - 1))) >> 2
 
     def _scan(self, limit: int) -> int:
         """Scan up to `limit` messages and move the position past them (one C call)."""
@@ -136,7 +131,7 @@ class LogReader(Closing):
         """A handler failed on message i: it counts as consumed, the rest do not."""
         position = self._headers[i].position
         lib.ls_image_set_position(self._image, position)
-        self._rx.peek = self._peek_index(position)
+        self._rx.peek = lib.ls_image_length_index(self._image, position)
 
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
