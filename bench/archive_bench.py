@@ -31,7 +31,7 @@ import lockstep
 import numpy as np
 from lockstep.archive import Archive, Recorder
 from lockstep.archive.replay import ReplaySession
-from lockstep.cluster import StateMachine
+from lockstep.cluster.replica import StateMachine
 
 STREAM = 100
 TERM = 1 << 24
@@ -151,9 +151,9 @@ def main() -> None:
         base = Path(tmp)
         runs: dict[str, list[dict]] = {"record": [], "scan": [], "plain": []}
         for k in range(args.repeat):  # interleaved, so page-cache write-back hits all alike
-            record = _run(lockstep.mapped.resolve_dir(base / f"record{k}"), args.messages, args.size, "record")
+            record = _run(lockstep.transport.mapped.resolve_dir(base / f"record{k}"), args.messages, args.size, "record")
             runs["record"].append(record)
-            runs["scan"].append(_run(lockstep.mapped.resolve_dir(base / f"scan{k}"), args.messages, args.size,
+            runs["scan"].append(_run(lockstep.transport.mapped.resolve_dir(base / f"scan{k}"), args.messages, args.size,
                                      "scan"))
             runs["plain"].append(_file_write(base / f"record{k}" / "archive", record["bytes"]))
             for path in (base / f"record{k}" / "archive").glob("*.rec"):
@@ -167,7 +167,7 @@ def main() -> None:
                       record_vs_subscriber_only=record["mb_per_sec"] / scan["mb_per_sec"],
                       archive_dir_filesystem=str(base))
         # replay: a recording of sequenced-log shaped messages (32 + 8 = 40 bytes, frame 96)
-        rdir = lockstep.mapped.resolve_dir(base / "replay")
+        rdir = lockstep.transport.mapped.resolve_dir(base / "replay")
         n = args.replay_messages
         _run(rdir, n, 40, "record", payloads=True)
         arch = Archive.for_dir(rdir)

@@ -173,7 +173,7 @@ class LockstepPeer(Peer):
     def sender(self, spec):
         from lockstep import Publication
         from lockstep.bench import _wait_connected
-        from lockstep.idle import idle_strategy
+        from lockstep.transport.idle import idle_strategy
 
         dir, stream = spec
         pub = Publication(stream, dir, exclusive=True)  # the defaults a user gets (1 MiB terms)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lockstep.mapped import resolve_dir
+from lockstep.transport.mapped import resolve_dir
 
 NOOP = "test_noop_cffi_call"
 

@@ -20,7 +20,7 @@ import time
 import traceback
 
 import lockstep
-from lockstep.cluster import Replica
+from lockstep.cluster.replica import Replica
 from lockstep.examples.orderbook import BUY, SELL, OrderBook, cancel, new_order
 
 STALL_S = 60.0
@@ -225,7 +225,7 @@ class LogCollector:
     any other (it holds the sequencer back if it falls a window behind)."""
 
     def __init__(self, dir, stream_id: int = 100) -> None:
-        from lockstep.sequencer import _SEQUENCED
+        from lockstep.cluster.sequencer import _SEQUENCED
         self._unpack = _SEQUENCED.unpack_from
         self.sub = lockstep.Subscription(stream_id, dir, start="earliest", join="earliest")
         self.sequences: list[int] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.mapped import resolve_dir
+from lockstep.transport.mapped import resolve_dir
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ from hypothesis import given, settings, strategies as st
 import cluster_workers as cw
 from lockstep import (BackoffIdleStrategy, FileFormatError, LockstepError, Replica, Sequencer, SequencerClient,
                       Subscription, check_determinism, first_divergence)
-from lockstep.cluster import (Context, Snapshot, _default_origin, latest_snapshot, log_messages, read_hashes,
+from lockstep.cluster.replica import (Context, Snapshot, _default_origin, latest_snapshot, log_messages, read_hashes,
                               read_snapshot, replay, write_snapshot)
 from lockstep.examples.orderbook import (BUY, SELL, Cancel, Fill, NewOrder, OrderBook, SCHEMA, cancel,
                                          new_order)
-from lockstep.reader import LogReader
-from lockstep.sequencer import _SEQUENCED
-from lockstep.stream_files import stream_logs
+from lockstep.transport.reader import LogReader
+from lockstep.cluster.sequencer import _SEQUENCED
+from lockstep.transport.stream_files import stream_logs
 
 STREAM = 100
 BOOK_ORIGIN = _default_origin(OrderBook())

@@ -23,16 +23,16 @@ from pathlib import Path
 import pytest
 
 from lockstep import SequencerClient
-from lockstep.cluster import _default_origin
-from lockstep.counters import pid_alive
+from lockstep.cluster.replica import _default_origin
+from lockstep.transport.counters import pid_alive
 from lockstep.demo import DemoConfig, run_demo
 from lockstep.demo import processes as P
 from lockstep.demo.algo import AlgoEngine
 from lockstep.demo.messages import SCHEMA, VENUES, ChildOrder, Decline, VenueOrder, VenueStatus
 from lockstep.demo.sor import SmartOrderRouter
-from lockstep.gateway import gateways, halt, resume
-from lockstep.reader import LogReader
-from lockstep.stream_files import stream_logs
+from lockstep.cluster.gateway import gateways, halt, resume
+from lockstep.transport.reader import LogReader
+from lockstep.transport.stream_files import stream_logs
 
 STALL_S = 60.0
 KEYS = ("orders_to_venues_before_halt", "orders_to_venues_after_halt", "halt_latency_us", "sequenced_halt_delay_us",

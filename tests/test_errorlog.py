@@ -20,8 +20,8 @@ from helpers import run_python
 from lockstep import (Counters, FileFormatError, LockstepError, Publication, Replica, Sequencer,
                       SequencerClient, StateMachine, Subscription)
 from lockstep.archive import Archive
-from lockstep.errorlog import ErrorLog, describe, read_errors, record_error
-from lockstep.idle import run_agent, stop_on_signals
+from lockstep.transport.errorlog import ErrorLog, describe, read_errors, record_error
+from lockstep.transport.idle import run_agent, stop_on_signals
 
 STALL_S = 60.0
 
@@ -314,7 +314,7 @@ def test_garbage_lengths_are_a_clear_error(lsdir, at, length):
 _RANDOM_CODE = r"""
 import random, struct, sys
 from lockstep import Counters, LockstepError
-from lockstep.errorlog import ErrorLog
+from lockstep.transport.errorlog import ErrorLog
 dir, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
 with Counters(dir) as c:
@@ -422,7 +422,7 @@ def test_lockstep_record_stops_cleanly_on_sigterm(lsdir):
 _AGENT_SCRIPT = r"""
 import os, sys
 from lockstep import Sequencer
-from lockstep.idle import stop_on_signals
+from lockstep.transport.idle import stop_on_signals
 seq = Sequencer(sys.argv[1])
 with stop_on_signals() as stop:
     try:

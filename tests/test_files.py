@@ -20,7 +20,7 @@ from lockstep import (
     ManyToOneRing,
     OneToOneRing,
 )
-from lockstep.mapped import resolve_dir
+from lockstep.transport.mapped import resolve_dir
 
 TRAILER = 768
 TAIL, HEAD_CACHE, HEAD = 128, 256, 384  # trailer field offsets (spec section 1)

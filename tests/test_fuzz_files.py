@@ -30,9 +30,9 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 import cluster_workers as cw
 from lockstep import Sequencer, SequencerClient
 from lockstep.archive import Recorder
-from lockstep.cluster import Snapshot, write_snapshot
+from lockstep.cluster.replica import Snapshot, write_snapshot
 from lockstep.examples.orderbook import OrderBook
-from lockstep.ring import ManyToOneRing
+from lockstep.transport.ring import ManyToOneRing
 
 TERM = 1 << 16
 SEGMENT = 1 << 17
@@ -79,9 +79,9 @@ def seeds(tmp_path_factory):
     client.close()
     seq.close()
     # A snapshot of the order book half way.
-    from lockstep.cluster import replay
-    from lockstep.reader import LogReader
-    from lockstep.cluster import log_messages
+    from lockstep.cluster.replica import replay
+    from lockstep.transport.reader import LogReader
+    from lockstep.cluster.replica import log_messages
     with LogReader(log_path) as reader:
         messages = list(log_messages(reader))
     runner = replay(OrderBook(), messages[:len(messages) // 2])
@@ -206,8 +206,8 @@ def ring_ops(c):
     return {"one": one, "many": many, "dump": lambda: op_cli("dump", "--json", p)}
 
 def logbuffer_ops(c):
-    from lockstep.logbuffer import LogBuffer
-    from lockstep.reader import LogReader
+    from lockstep.transport.logbuffer import LogBuffer
+    from lockstep.transport.reader import LogReader
     p, d = c["file"], c["dir"]
     def open_():
         with LogBuffer.open(p) as log:
@@ -275,7 +275,7 @@ def archive_ops(c):
     return ops
 
 def snapshot_ops(c):
-    from lockstep.cluster import latest_snapshot, read_snapshot
+    from lockstep.cluster.replica import latest_snapshot, read_snapshot
     from lockstep.examples.orderbook import OrderBook
     p, d = c["file"], c["dir"]
     def replica():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lockstep import LogBuffer
-from lockstep.reader import LogReader
+from lockstep.transport.reader import LogReader
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "aeron"
 NAMES = ["ipc-basic", "ipc-rotation"]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import lockstep
 from lockstep import (BACK_PRESSURED, CLOSED, ClosedError, InvalidArgumentError, LockstepError, Publication,
                       Subscription)
-from lockstep.mapped import MappedFile
+from lockstep.transport.mapped import MappedFile
 
 import receive_workers as rw
 

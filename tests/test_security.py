@@ -21,10 +21,10 @@ from helpers import run_python
 from lockstep import (FileAccessError, InvalidArgumentError, LockstepError, Publication, Replica, Sequencer,
                       SequencerClient, Subscription)
 from lockstep.archive import Archive, Recorder
-from lockstep.cluster import Snapshot, latest_snapshot, write_snapshot
-from lockstep.counters import Counters
+from lockstep.cluster.replica import Snapshot, latest_snapshot, write_snapshot
+from lockstep.transport.counters import Counters
 from lockstep.examples.orderbook import OrderBook
-from lockstep.stream_files import stream_logs
+from lockstep.transport.stream_files import stream_logs
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another user")
 OTHER_UID = 65534
@@ -51,7 +51,7 @@ from lockstep.archive import Recorder
 from lockstep.archive.replay import ReplaySession
 from lockstep.archive import Archive
 from lockstep.examples.orderbook import OrderBook, new_order, BUY, SELL
-from lockstep.gateway import Gateway
+from lockstep.cluster.gateway import Gateway
 d = sys.argv[1] + "/lockstep"
 seq = Sequencer(d, term_length=1 << 16, ingress_capacity=1 << 16)
 rec = Recorder(d, segment_length=1 << 17)
@@ -131,7 +131,7 @@ def _recording(d: Path) -> Publication:
 
 def _extend_recording(d: Path) -> None:
     """Restart the recorder of stream 9: it extends recording 0 (writes catalog and segment)."""
-    from lockstep.logbuffer import LogBuffer
+    from lockstep.transport.logbuffer import LogBuffer
     [log] = stream_logs(d, 9)
     with LogBuffer.open(log) as buffer:
         session_id = buffer.session_id
@@ -160,9 +160,9 @@ KINDS = {
     "replica hashes": (lambda d: Replica(OrderBook(), d, name="r", send_outputs=False).close(),
                        lambda d: d / "r.hashes",
                        lambda d: Replica(OrderBook(), d, name="r", send_outputs=False).close()),
-    "gateway lock": (lambda d: __import__("lockstep.gateway").gateway.Gateway("gw", d).close(),
+    "gateway lock": (lambda d: __import__("lockstep.cluster.gateway").cluster.gateway.Gateway("gw", d).close(),
                      lambda d: d / "gateway-gw.lock",
-                     lambda d: __import__("lockstep.gateway").gateway.Gateway("gw", d).close()),
+                     lambda d: __import__("lockstep.cluster.gateway").cluster.gateway.Gateway("gw", d).close()),
 }
 
 
@@ -236,7 +236,7 @@ def test_replica_gateway_and_snapshot_names_cannot_escape(lsdir, name):
         write_snapshot(lsdir, name, Snapshot(32, 1, 0, b"x"))
     with pytest.raises(FileAccessError, match="not a plain file name"):
         latest_snapshot(lsdir, name)
-    from lockstep.gateway import Gateway, priority_path
+    from lockstep.cluster.gateway import Gateway, priority_path
     with pytest.raises(FileAccessError, match="not a plain file name"):
         Gateway(name, lsdir)
     with pytest.raises(FileAccessError, match="not a plain file name"):

@@ -14,10 +14,10 @@ import lockstep
 from helpers import run_python
 from lockstep import (BackoffIdleStrategy, LockstepError, ManyToOneRing, Sequencer, SequencerClient, Subscription,
                       decode_sequenced, first_divergence)
-from lockstep.cluster import _default_origin
+from lockstep.cluster.replica import _default_origin
 from lockstep.examples.orderbook import Fill, OrderBook
-from lockstep.sequencer import INGRESS_FILE
-from lockstep.stream_files import stream_logs
+from lockstep.cluster.sequencer import INGRESS_FILE
+from lockstep.transport.stream_files import stream_logs
 
 STREAM = 100
 BOOK_ORIGIN = _default_origin(OrderBook())
@@ -253,7 +253,7 @@ def test_malformed_ingress_records_are_rejected_and_counted(lsdir):
         assert [(m.sequence, m.command) for m in got] == [(1, b"first"), (2, b"last")]
         assert seq.rejected == 3 and seq.sequenced == 2 and seq.ingress.size() == 0
     seq._housekeeping(time.monotonic_ns())
-    counters = {i.label: i.value for i in lockstep.client.client_for(lsdir).counters
+    counters = {i.label: i.value for i in lockstep.transport.client.client_for(lsdir).counters
                 if i.state == "allocated" and i.label.startswith("sequencer:")}
     assert counters["sequencer: rejected"] == 3
     raw.close()

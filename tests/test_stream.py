@@ -14,7 +14,7 @@ import lockstep
 from helpers import run_python
 from lockstep import (ADMIN_ACTION, BACK_PRESSURED, CLOSED, NOT_CONNECTED, InvalidArgumentError, Publication,
                       Subscription)
-from lockstep.client import TYPE_SUBSCRIBER_POSITION, client_for
+from lockstep.transport.client import TYPE_SUBSCRIBER_POSITION, client_for
 
 SMALL_TERM = 64 * 1024
 STREAM = 1001

@@ -22,7 +22,7 @@ import stream_workers as sw
 from helpers import run_python
 from lockstep import (ADMIN_ACTION, BACK_PRESSURED, NOT_CONNECTED, BackoffIdleStrategy, Publication,
                       Subscription)
-from lockstep.client import TYPE_SUBSCRIBER_POSITION, client_for
+from lockstep.transport.client import TYPE_SUBSCRIBER_POSITION, client_for
 
 TERM = 64 * 1024
 STALL_S = 60.0
@@ -335,7 +335,7 @@ print(json.dumps({"path": str(pub.path), "ends": ends}))
 _OPEN_LOG = r"""
 import json, sys
 import lockstep
-from lockstep.reader import LogReader
+from lockstep.transport.reader import LogReader
 path, how = sys.argv[1], sys.argv[2]
 result = {"ok": True}
 try:
@@ -470,7 +470,7 @@ def test_corrupt_frame_length_in_the_middle_of_a_term(tmp_path, bad_length):
     code = r"""
 import json, sys
 import lockstep
-from lockstep.reader import LogReader
+from lockstep.transport.reader import LogReader
 got = []
 try:
     with LogReader(sys.argv[1], position=0) as reader:
@@ -498,7 +498,7 @@ def test_negative_frame_length_is_an_uncommitted_frame_for_readers(tmp_path):
         f.write(struct.pack("<i", -160))
     code = r"""
 import json, sys
-from lockstep.reader import LogReader
+from lockstep.transport.reader import LogReader
 with LogReader(sys.argv[1], position=0) as reader:
     got = [h["position"] for _, h in reader.messages()]
 print(json.dumps(got))

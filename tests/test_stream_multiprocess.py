@@ -13,7 +13,7 @@ import pytest
 
 import stream_workers as sw
 from lockstep import BackoffIdleStrategy, Subscription
-from lockstep.client import TYPE_SUBSCRIBER_POSITION, client_for
+from lockstep.transport.client import TYPE_SUBSCRIBER_POSITION, client_for
 
 pytestmark = pytest.mark.slow
 STALL_S = 60.0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.reader import LogReader
+from lockstep.transport.reader import LogReader
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"

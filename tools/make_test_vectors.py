@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lockstep import LogBuffer
 from lockstep._native import ffi, lib
-from lockstep.client import STREAM_KEY
+from lockstep.transport.client import STREAM_KEY
 
 TERM_LENGTH = 64 * 1024
 MTU = 1408

@@ -7,7 +7,7 @@ Rings (Agrona format) and logs (Aeron format) live in memory-mapped files in
 from __future__ import annotations
 
 from . import codec
-from .counters import Counter, CounterInfo, Counters
+from .transport.counters import Counter, CounterInfo, Counters
 from .errors import (
     ClosedError,
     CodecError,
@@ -16,7 +16,7 @@ from .errors import (
     InvalidArgumentError,
     LockstepError,
 )
-from .idle import (
+from .transport.idle import (
     BackoffIdleStrategy,
     BusySpinIdleStrategy,
     IdleStrategy,
@@ -25,9 +25,9 @@ from .idle import (
     YieldingIdleStrategy,
     idle_strategy,
 )
-from .logbuffer import LogBuffer
-from .mapped import default_dir
-from .publication import (
+from .transport.logbuffer import LogBuffer
+from .transport.mapped import default_dir
+from .transport.publication import (
     ADMIN_ACTION,
     BACK_PRESSURED,
     CLOSED,
@@ -37,10 +37,10 @@ from .publication import (
     Publication,
     status_name,
 )
-from .ring import ControlledAction, ManyToOneRing, OneToOneRing, RingClaim
-from .subscription import Batch, Header, Image, Subscription
-from .sequencer import SequencedMessage, Sequencer, SequencerClient, decode_sequenced
-from .cluster import Context, Replica, Snapshot, StateMachine, check_determinism, first_divergence, replay
+from .transport.ring import ControlledAction, ManyToOneRing, OneToOneRing, RingClaim
+from .transport.subscription import Batch, Header, Image, Subscription
+from .cluster.sequencer import SequencedMessage, Sequencer, SequencerClient, decode_sequenced
+from .cluster.replica import Context, Replica, Snapshot, StateMachine, check_determinism, first_divergence, replay
 
 __version__ = "0.1.0"
 

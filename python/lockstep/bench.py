@@ -14,10 +14,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .idle import idle_strategy
-from .mapped import default_dir
-from .publication import NOT_CONNECTED, Publication
-from .subscription import Subscription
+from .transport.idle import idle_strategy
+from .transport.mapped import default_dir
+from .transport.publication import NOT_CONNECTED, Publication
+from .transport.subscription import Subscription
 
 __all__ = ["throughput", "ping", "sequencer"]
 
@@ -293,7 +293,7 @@ _STAMP = struct.Struct("<q")
 
 def _client(dir: str, commands: int, size: int, rate: float | None) -> None:
     """Send `commands` commands carrying their (intended) send time, CLOCK_MONOTONIC ns."""
-    from .sequencer import SequencerClient
+    from .cluster.sequencer import SequencerClient
 
     idler = idle_strategy("backoff")
     padding = bytes(max(size - 8, 0))
@@ -343,9 +343,9 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
     send-to-apply latency percentiles are reported. Both report the machine's apply rate on
     its own (an offline replay of the log) and the C floor of the same loop, in this run."""
     from ._native import lib
-    from .cluster import Replica, _OfflineRunner
-    from .reader import LogReader
-    from .sequencer import Sequencer
+    from .cluster.replica import Replica, _OfflineRunner
+    from .transport.reader import LogReader
+    from .cluster.sequencer import Sequencer
 
     ctx = multiprocessing.get_context("spawn")
     with _bench_dir() as dir:

@@ -11,7 +11,7 @@ import time
 
 import lockstep
 from cluster_workers import _guarded, _Stall, commands, finish_replica
-from lockstep.cluster import Replica
+from lockstep.cluster.replica import Replica
 from lockstep.examples.orderbook import OrderBook
 
 ENDLESS = 1 << 62

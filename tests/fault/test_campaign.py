@@ -27,9 +27,9 @@ import archive_workers as aw
 import cluster_workers as cw
 from lockstep import BackoffIdleStrategy, ManyToOneRing, Subscription, first_divergence
 from lockstep.archive import Archive
-from lockstep.cluster import _default_origin, read_hashes, replay
+from lockstep.cluster.replica import _default_origin, read_hashes, replay
 from lockstep.examples.orderbook import Fill, OrderBook
-from lockstep.sequencer import _SEQUENCED, INGRESS_FILE
+from lockstep.cluster.sequencer import _SEQUENCED, INGRESS_FILE
 
 from . import fault_workers as fw
 
@@ -133,7 +133,7 @@ def test_random_sigkills_and_restarts_lose_nothing(lsdir, procs, mp, request):
 
 def _streams(lsdir) -> str:
     """What `lockstep stat` shows of the streams: for a stall's diagnosis."""
-    from lockstep.stat import snapshot_of
+    from lockstep.cli.stat_view import snapshot_of
 
     try:
         s = snapshot_of(lsdir)

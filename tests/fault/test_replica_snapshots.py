@@ -8,9 +8,9 @@ hold a snapshot back: the sequencer would drop them anyway."""
 from __future__ import annotations
 
 from lockstep import ManyToOneRing, Replica
-from lockstep.cluster import _default_origin, latest_snapshot
+from lockstep.cluster.replica import _default_origin, latest_snapshot
 from lockstep.examples.orderbook import BUY, SELL, Fill, OrderBook, new_order
-from lockstep.sequencer import _SEQUENCED, INGRESS_FILE
+from lockstep.cluster.sequencer import _SEQUENCED, INGRESS_FILE
 
 BOOK_ORIGIN = _default_origin(OrderBook())
 

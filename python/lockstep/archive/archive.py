@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from ..errors import LockstepError
-from ..idle import BackoffIdleStrategy
-from ..mapped import open_private, open_regular, resolve_dir
-from ..stream_files import check_stream_id
+from ..transport.idle import BackoffIdleStrategy
+from ..transport.mapped import open_private, open_regular, resolve_dir
+from ..transport.stream_files import check_stream_id
 from .catalog import Catalog, RecordingDescriptor, now_ns
 from .reader import RecordingReader
 from .segments import (

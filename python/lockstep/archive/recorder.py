@@ -26,12 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InvalidArgumentError, LockstepError
-from ..idle import IdleStrategy, run_agent
-from ..logbuffer import LogBuffer
-from ..mapped import MappedFile, open_regular, resolve_dir
-from ..sequencer import DEFAULT_LOG_STREAM
-from ..stream_files import stream_logs
-from ..subscription import Image, Subscription
+from ..transport.idle import IdleStrategy, run_agent
+from ..transport.logbuffer import LogBuffer
+from ..transport.mapped import MappedFile, open_regular, resolve_dir
+from ..cluster.sequencer import DEFAULT_LOG_STREAM
+from ..transport.stream_files import stream_logs
+from ..transport.subscription import Image, Subscription
 from .archive import ARCHIVE_SUBDIR, Archive, _try_lock, recorder_lock_path
 from .catalog import RecordingDescriptor, now_ns
 from .segments import segment_base, segment_name
@@ -291,7 +291,7 @@ class Recorder:
     def run(self, stop: threading.Event | Callable[[], bool] | None = None, idle: IdleStrategy | None = None) -> None:
         """Record until `stop` is set (an Event or a callable returning True). An error in a
         duty cycle is recorded in the directory's error log and re-raised. For Ctrl-C /
-        SIGTERM: `with lockstep.idle.stop_on_signals() as stop: recorder.run(stop)`, then
+        SIGTERM: `with lockstep.transport.idle.stop_on_signals() as stop: recorder.run(stop)`, then
         `close()` marks the recordings stopped (what `lockstep record` does)."""
         run_agent(self.do_work, stop, idle, error_dir=self.dir)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import codec
-from ..cluster import (
+from ..cluster.replica import (
     Snapshot,
     StateMachine,
     _OfflineRunner,
@@ -23,7 +23,7 @@ from ..cluster import (
     write_snapshot,
 )
 from ..errors import CodecError, InvalidArgumentError, LockstepError
-from ..sequencer import SEQUENCED_HEADER_LENGTH, decode_sequenced
+from ..cluster.sequencer import SEQUENCED_HEADER_LENGTH, decode_sequenced
 from .archive import Archive
 
 __all__ = [

@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 
 from ..errors import FileFormatError
-from ..mapped import open_regular
+from ..transport.mapped import open_regular
 from .catalog import RecordingDescriptor
 
 __all__ = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 
-from lockstep.cluster import Context, StateMachine
+from lockstep.cluster.replica import Context, StateMachine
 
 from .messages import (SCHEMA, Cancelled, ChildOrder, ChildReject, Decline, Fill, InjectMalfunction, ParentOrder,
                        Reject, StopAlgo, Tick)

@@ -1,14 +1,14 @@
 """The demo's execution gateway: venue orders addressed to it, out to its simulated venue;
 the venue's acks, fills, rejects and cancels back through the sequencer; declines while
-halted. The side channel and the loop are `lockstep.gateway.Gateway`'s."""
+halted. The side channel and the loop are `lockstep.cluster.gateway.Gateway`'s."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 
-from lockstep.gateway import Gateway, HaltRecord
-from lockstep.sequencer import DEFAULT_LOG_STREAM
+from lockstep.cluster.gateway import Gateway, HaltRecord
+from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM
 
 from .messages import SCHEMA, VENUES, Ack, Cancelled, Decline, Fill, Reject, VenueOrder, VenueStatus
 from .venue import ACK, CANCELLED, FILL, REJECT, VenueSimulator

@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from lockstep.idle import BackoffIdleStrategy
+from lockstep.transport.idle import BackoffIdleStrategy
 
 __all__ = ["run_sequencer", "run_replica", "run_gateway", "run_risk", "run_recorder", "STOP", "SLOT_WIDTH",
            "POSITION", "BUSY", "STATE", "EXTRA"]
@@ -77,7 +77,7 @@ def _guarded(fn):
             except OSError:
                 pass
             if isinstance(e, Exception):  # also in the directory's error log, as run_agent does
-                from lockstep.idle import _record
+                from lockstep.transport.idle import _record
 
                 _record(dir, e)
             raise
@@ -101,7 +101,7 @@ def _loop(control: _Control, do_work, progress, idle: BackoffIdleStrategy | None
 # -- sequencer ---------------------------------------------------------------------------
 
 def _run_sequencer(control, dir, name):
-    from lockstep.sequencer import Sequencer
+    from lockstep.cluster.sequencer import Sequencer
 
     seq = Sequencer(dir)
 
@@ -133,7 +133,7 @@ def _machine(kind: str):
 
 
 def _run_replica(control, dir, name, kind):
-    from lockstep.cluster import Replica
+    from lockstep.cluster.replica import Replica
 
     machine = _machine(kind)
     replica = Replica(machine, dir, name=name, hash_every=10_000)

@@ -17,9 +17,9 @@ from collections import deque
 
 import numpy as np
 
-from lockstep.gateway import halt
-from lockstep.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
-from lockstep.subscription import Subscription
+from lockstep.cluster.gateway import halt
+from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
+from lockstep.transport.subscription import Subscription
 
 from .messages import SCHEMA, VENUES, ChildOrder, StopAlgo, VenueStatus
 

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from lockstep.cluster import replay
-from lockstep.counters import pid_alive
+from lockstep.cluster.replica import replay
+from lockstep.transport.counters import pid_alive
 from lockstep.errors import CodecError, LockstepError
-from lockstep.mapped import default_dir
-from lockstep.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
+from lockstep.transport.mapped import default_dir
+from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
 
 from . import processes as P
 from .algo import AlgoEngine
@@ -406,8 +406,8 @@ def _recording(run: _Run, reports: dict) -> tuple[Callable[[], Iterator[tuple[by
                     yield payload, header["position"]
 
         return recorded, f"archive recording {recording_id}"
-    from lockstep.reader import LogReader
-    from lockstep.stream_files import stream_logs
+    from lockstep.transport.reader import LogReader
+    from lockstep.transport.stream_files import stream_logs
 
     [path] = stream_logs(run.dir, DEFAULT_LOG_STREAM)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from lockstep.cluster import Context, StateMachine
+from lockstep.cluster.replica import Context, StateMachine
 
 from .messages import (SCHEMA, VENUES, Ack, Cancelled, ChildOrder, ChildReject, Decline, Fill, Reject,
                        VenueOrder, VenueStatus)

@@ -28,7 +28,7 @@ import struct
 from collections import deque
 
 from lockstep import codec
-from lockstep.cluster import Context, StateMachine
+from lockstep.cluster.replica import Context, StateMachine
 
 __all__ = ["OrderBook", "SCHEMA", "NewOrder", "Cancel", "Fill", "BUY", "SELL", "new_order", "cancel"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ._lockstep_ffi import ffi, lib  # type: ignore[import-not-found]
-from .errors import FileFormatError, InvalidArgumentError, LockstepError
+from ..errors import FileFormatError, InvalidArgumentError, LockstepError
 
 __all__ = ["ffi", "lib", "c_error", "raise_c_error"]
 

@@ -25,10 +25,10 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ._closing import Closing
-from ._native import c_error, ffi, lib
+from .._closing import Closing
+from .._native import c_error, ffi, lib
 from .counters import CNC_FILE, Counters
-from .errors import ClosedError, FileFormatError
+from ..errors import ClosedError, FileFormatError
 from .mapped import MappedFile, resolve_dir
 
 __all__ = ["ErrorLog", "ErrorRecord", "record_error", "read_errors", "describe"]

@@ -10,11 +10,11 @@ import time
 
 import click
 
-from .cli import main
+from .group import main
 
 
 def _archive(dir: str | None, archive_dir: str | None):
-    from .archive import Archive
+    from ..archive import Archive
 
     return Archive(archive_dir) if archive_dir else Archive.for_dir(dir)
 
@@ -45,8 +45,8 @@ def record(stream_id: int, dir: str | None, archive_dir: str | None, segment_len
            fsync_interval_ms: int, duration: float | None, as_json: bool) -> None:
     """Record a stream into the archive until Ctrl-C / SIGTERM (or --duration). A recorder
     restarted on the same stream extends its recording where it stopped."""
-    from .archive import Recorder
-    from .idle import stop_on_signals
+    from ..archive import Recorder
+    from ..transport.idle import stop_on_signals
 
     with stop_on_signals() as stop:  # SIGINT/SIGTERM end the duty cycle; close() marks recordings stopped
         recorder = Recorder(dir, stream_id=stream_id, archive_dir=archive_dir, segment_length=segment_length,
@@ -112,7 +112,7 @@ def replay(recording: int, machine: str, snapshot: str | None, until: int | None
            as_json: bool) -> None:
     """Feed a recording of the sequenced log into a state machine (the same code replicas run
     live) and print the final state hash."""
-    from .archive.replay import ReplaySession, Stepper, load_machine
+    from ..archive.replay import ReplaySession, Stepper, load_machine
 
     instance = load_machine(machine)
     with ReplaySession(_archive(dir, archive_dir), recording, instance, snapshot=snapshot, until=until,

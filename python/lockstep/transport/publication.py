@@ -10,12 +10,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._closing import Closing
-from ._fastpath import Offer
-from ._native import c_error, ffi, lib
+from .._closing import Closing
+from .._native._fastpath import Offer
+from .._native import c_error, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_EVICTIONS, TYPE_PUBLISHER_LIMIT,
                      TYPE_SUBSCRIBER_POSITION, client_for, is_alive)
-from .errors import InvalidArgumentError, LockstepError
+from ..errors import InvalidArgumentError, LockstepError
 from .logbuffer import DEFAULT_MTU_LENGTH, DEFAULT_TERM_LENGTH, LogBuffer
 from .mapped import resolve_dir
 from .stream_files import exclusive_log_path, shared_log_path

@@ -8,15 +8,15 @@ import os
 import time
 from typing import Any
 
-from .client import STREAM_KEY, TYPE_CLIENT_HEARTBEAT, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION, is_alive
-from .cluster import read_hashes
-from .counters import CNC_FILE, Counters
-from .errorlog import read_errors
-from .errors import LockstepError
-from .logbuffer import LogBuffer
-from .mapped import resolve_dir
-from .ring import ManyToOneRing
-from .sequencer import INGRESS_FILE, TYPE_SEQUENCER
+from ..transport.client import STREAM_KEY, TYPE_CLIENT_HEARTBEAT, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION, is_alive
+from ..cluster.replica import read_hashes
+from ..transport.counters import CNC_FILE, Counters
+from ..transport.errorlog import read_errors
+from ..errors import LockstepError
+from ..transport.logbuffer import LogBuffer
+from ..transport.mapped import resolve_dir
+from ..transport.ring import ManyToOneRing
+from ..cluster.sequencer import INGRESS_FILE, TYPE_SEQUENCER
 
 __all__ = ["snapshot_of", "render"]
 

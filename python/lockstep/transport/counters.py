@@ -11,9 +11,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ._closing import Closing
-from ._native import c_error, ffi, lib
-from .errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
+from .._closing import Closing
+from .._native import c_error, ffi, lib
+from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile, resolve_dir
 
 __all__ = ["Counters", "Counter", "CounterInfo", "CNC_FILE"]

@@ -1,4 +1,4 @@
-/* lockstep._fastpath: the per-message calls — offer, receive, and a client's send to the
+/* lockstep._native._fastpath: the per-message calls — offer, receive, and a client's send to the
  * sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple,
  * conversions, GIL release) plus the Python method around it; these are one C entry each
  * (~40 ns). Everything else stays in the
@@ -126,7 +126,7 @@ static PyMethodDef offer_methods[] = {
 
 static PyTypeObject OfferType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "lockstep._fastpath.Offer",
+    .tp_name = "lockstep._native._fastpath.Offer",
     .tp_doc = "offer(data, reserved_value=0) -> position (> 0) or a negative status.",
     .tp_basicsize = sizeof(OfferObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -255,7 +255,7 @@ static PyMemberDef receive_members[] = {
 
 static PyTypeObject ReceiveType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "lockstep._fastpath.Receive",
+    .tp_name = "lockstep._native._fastpath.Receive",
     .tp_doc = "receive() -> the next whole message (bytes), or None when there is none yet.",
     .tp_basicsize = sizeof(ReceiveObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -423,7 +423,7 @@ static PyMethodDef receive_any_methods[] = {
 
 static PyTypeObject ReceiveAnyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "lockstep._fastpath.ReceiveAny",
+    .tp_name = "lockstep._native._fastpath.ReceiveAny",
     .tp_doc = "receive(timeout=0.0) -> the next whole message of any image (in turn), or None.",
     .tp_basicsize = sizeof(ReceiveAnyObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -558,7 +558,7 @@ static PyMemberDef send_members[] = {
 
 static PyTypeObject SendType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "lockstep._fastpath.Send",
+    .tp_name = "lockstep._native._fastpath.Send",
     .tp_doc = "send(command) -> True, or False when the ingress ring is full.",
     .tp_basicsize = sizeof(SendObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -576,7 +576,7 @@ static PyTypeObject SendType = {
 
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "lockstep._fastpath",
+    .m_name = "lockstep._native._fastpath",
     .m_doc = "Vectorcall entry points for offer and receive (see _fastpath.c).",
     .m_size = -1,
 };

@@ -10,10 +10,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ._closing import Closing
-from ._fastpath import Receive
-from ._native import c_error, ffi, lib
-from .errors import ClosedError
+from .._closing import Closing
+from .._native._fastpath import Receive
+from .._native import c_error, ffi, lib
+from ..errors import ClosedError
 from .logbuffer import LogBuffer
 
 __all__ = ["LogReader", "Header", "Batch"]

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ._closing import Closing
-from ._native import c_error, ffi, lib
-from .errors import FileFormatError
+from .._closing import Closing
+from .._native import c_error, ffi, lib
+from ..errors import FileFormatError
 from .mapped import MappedFile
 
 __all__ = ["LogBuffer", "Frame", "FRAME_TYPES"]

@@ -1,35 +1,12 @@
-"""The `lockstep` command line (click). Every command has --help; reports take --json."""
+"""`lockstep dump` and `lockstep bench`: look at a file; measure between two processes."""
 
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any
 
 import click
 
-from . import __version__
-from .errors import LockstepError
-
-
-class _Group(click.Group):
-    """Turns a LockstepError into one line on stderr and exit status 1, not a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except LockstepError as e:
-            click.echo(f"lockstep: error: {e}", err=True)
-            ctx.exit(1)
-        except BrokenPipeError:  # e.g. `lockstep dump ... | head`
-            sys.stderr.close()
-            ctx.exit(0)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="lockstep")
-def main() -> None:
-    """lockstep: log-based messaging over shared memory (rings, logs, sequencer, replay)."""
+from .group import main
 
 
 @main.command()
@@ -39,7 +16,7 @@ def main() -> None:
 def dump(file: str, as_json: bool, payload_bytes: int) -> None:
     """Print every frame of a log buffer (ours or real Aeron's), message of a ring, or counter
     of a cnc.dat, one per line."""
-    from .dump import dump_records
+    from .dump_records import dump_records
 
     for record in dump_records(file, payload_bytes):
         if as_json:
@@ -64,7 +41,7 @@ def bench() -> None:
 def bench_throughput(size: int, messages: int, seconds: float | None, batch: bool, idle: str, as_json: bool) -> None:
     """One-way throughput: a producer process offers, this process receives (one call per
     message, or numpy batches)."""
-    from .bench import throughput
+    from ..bench import throughput
 
     result = throughput(size=size, messages=messages, batch=batch, idle=idle, seconds=seconds)
     if as_json:
@@ -93,7 +70,7 @@ def bench_throughput(size: int, messages: int, seconds: float | None, batch: boo
 def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: str, as_json: bool,
                plot_file: str | None) -> None:
     """Round-trip latency to an echoing process over two streams."""
-    from .bench import ping, write_ping_plot
+    from ..bench import ping, write_ping_plot
 
     result = ping(size=size, messages=messages, warmup=warmup, idle=idle, rate=rate)
     if plot_file:
@@ -123,7 +100,7 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, as_json: bool) -> None:
     """Commands/s through ingress -> sequencer -> log -> replica, next to the C floor."""
-    from .bench import sequencer
+    from ..bench import sequencer
 
     result = sequencer(commands=commands, clients=clients, size=size, rate=rate)
     if as_json:
@@ -137,14 +114,3 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
         click.echo(f"send -> apply latency p50 {result['latency_p50_ns'] / 1000:.1f} us, "
                    f"p99 {result['latency_p99_ns'] / 1000:.1f} us")
     click.echo(f"state machine apply rate alone (offline replay): {result['apply_per_sec']:,.0f} msgs/s")
-
-
-from . import cli_stat  # noqa: E402,F401  (registers `lockstep stat`)
-from . import cli_archive  # noqa: E402,F401  (registers `lockstep record`, `recordings`, `replay`)
-from . import cli_demo  # noqa: E402,F401  (registers `lockstep demo`, `halt`, `resume`)
-from . import cli_errors  # noqa: E402,F401  (registers `lockstep errors`)
-
-if __name__ == "__main__":  # python -m lockstep.cli: use the module the commands registered on
-    from lockstep.cli import main as registered_main
-
-    registered_main()

@@ -8,11 +8,11 @@ import struct
 from pathlib import Path
 from typing import Any, Iterator
 
-from ._native import c_error, ffi, lib
-from .counters import CNC_FILE, Counters
-from .errors import FileFormatError
-from .logbuffer import LogBuffer
-from .mapped import MappedFile
+from .._native import c_error, ffi, lib
+from ..transport.counters import CNC_FILE, Counters
+from ..errors import FileFormatError
+from ..transport.logbuffer import LogBuffer
+from ..transport.mapped import MappedFile
 
 __all__ = ["dump_records", "file_kind"]
 
@@ -100,13 +100,13 @@ def _segment_records(path: Path, payload_prefix: int) -> Iterator[dict[str, Any]
     import importlib
     import mmap
 
-    from . import codec
-    from .archive.catalog import Catalog
-    from .archive.segments import FRAME_HEADER, HEADER_LENGTH, frame_problem, parse_segment_name
-    from .mapped import open_regular
-    from .errors import CodecError, LockstepError
-    from .logbuffer import FRAME_TYPES
-    from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, decode_sequenced
+    from .. import codec
+    from ..archive.catalog import Catalog
+    from ..archive.segments import FRAME_HEADER, HEADER_LENGTH, frame_problem, parse_segment_name
+    from ..transport.mapped import open_regular
+    from ..errors import CodecError, LockstepError
+    from ..transport.logbuffer import FRAME_TYPES
+    from ..cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, decode_sequenced
 
     for name in filter(None, (m.strip() for m in os.environ.get("LOCKSTEP_SCHEMAS", "").split(","))):
         try:

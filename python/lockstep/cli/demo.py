@@ -7,8 +7,8 @@ import os
 
 import click
 
-from .cli import main
-from .errors import LockstepError
+from .group import main
+from ..errors import LockstepError
 
 
 @main.command()
@@ -36,7 +36,7 @@ def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, tr
     trade; makes the Algo flood; the risk monitor halts the gateways (side channel) and
     stops the Algo (sequenced StopAlgo); everything drains and stops; prints what happened.
     """
-    from .demo import DemoConfig, format_summary, run_demo
+    from ..demo import DemoConfig, format_summary, run_demo
 
     if plot_file is not None:
         try:
@@ -51,7 +51,7 @@ def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, tr
     except KeyboardInterrupt:
         raise LockstepError("interrupted: every demo process stopped and its directory removed") from None
     if plot_file is not None:
-        from .demo.plot import plot_summary
+        from ..demo.plot import plot_summary
 
         plot_summary(summary, plot_file)
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
@@ -64,8 +64,8 @@ def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, tr
 
 
 def _gateway_dir(dir_: str | None):
-    from .gateway import find_gateway_dirs
-    from .mapped import default_dir
+    from ..cluster.gateway import find_gateway_dirs
+    from ..transport.mapped import default_dir
 
     if dir_ is not None or os.environ.get("LOCKSTEP_DIR"):
         return dir_
@@ -85,7 +85,7 @@ def _priority_command(name: str):
     @click.option("--reason", default="", help="A note carried with the command (32 bytes).")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     def command(gateway: str | None, all_: bool, dir_: str | None, reason: str, as_json: bool) -> None:
-        from . import gateway as gw
+        from ..cluster import gateway as gw
 
         if (gateway is None) == (not all_):
             raise click.UsageError("give --gateway NAME or --all")

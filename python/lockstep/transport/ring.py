@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ._closing import Closing
-from ._native import c_error, ffi, lib
-from .errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
+from .._closing import Closing
+from .._native import c_error, ffi, lib
+from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
 __all__ = ["OneToOneRing", "ManyToOneRing", "ControlledAction", "RingClaim"]

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from .cli import main
+from .group import main
 
 
 @main.command()
@@ -18,7 +18,7 @@ from .cli import main
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between readings.")
 def stat(dir_: str | None, once: bool, as_json: bool, interval: float) -> None:
     """Streams (positions, limits, lag), the sequencer, replicas' hashes and counters."""
-    from .stat import render, snapshot_of
+    from .stat_view import render, snapshot_of
 
     previous = None
     while True:

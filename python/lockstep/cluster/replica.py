@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ._closing import Closing
-from .errors import FileFormatError, LockstepError
-from .idle import IdleStrategy, run_agent
-from .mapped import check_name, open_private, resolve_dir
+from .._closing import Closing
+from ..errors import FileFormatError, LockstepError
+from ..transport.idle import IdleStrategy, run_agent
+from ..transport.mapped import check_name, open_private, resolve_dir
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient, _SEQUENCED
-from .subscription import Subscription
+from ..transport.subscription import Subscription
 
 __all__ = ["StateMachine", "Context", "Replica", "Snapshot", "write_snapshot", "read_snapshot", "latest_snapshot",
            "read_hashes", "first_divergence", "check_determinism", "Divergence", "NonDeterminism", "replay",

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 
-from ._closing import Closing
-from ._fastpath import ReceiveAny
-from ._native import ffi, lib
+from .._closing import Closing
+from .._native._fastpath import ReceiveAny
+from .._native import ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, client_for, is_alive)
-from .errors import ClosedError, InvalidArgumentError
+from ..errors import ClosedError, InvalidArgumentError
 from .logbuffer import LogBuffer
 from .mapped import MappedFile, resolve_dir
 from .reader import Batch, Header, LogReader

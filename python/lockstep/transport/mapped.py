@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from ._native import ffi
-from .errors import ClosedError, FileAccessError, FileFormatError, LockstepError
+from .._native import ffi
+from ..errors import ClosedError, FileAccessError, FileFormatError, LockstepError
 
 __all__ = ["MappedFile", "default_dir", "resolve_dir"]
 

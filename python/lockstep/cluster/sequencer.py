@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ._closing import Closing
-from ._fastpath import Send
-from ._native import c_error, ffi, lib
-from .client import client_for
-from .errors import InvalidArgumentError, LockstepError
-from .idle import IdleStrategy, run_agent
-from .logbuffer import LogBuffer
-from .mapped import resolve_dir, take_pid_lock
-from .publication import Publication
-from .reader import LogReader
-from .ring import ManyToOneRing
-from .stream_files import stream_logs
+from .._closing import Closing
+from .._native._fastpath import Send
+from .._native import c_error, ffi, lib
+from ..transport.client import client_for
+from ..errors import InvalidArgumentError, LockstepError
+from ..transport.idle import IdleStrategy, run_agent
+from ..transport.logbuffer import LogBuffer
+from ..transport.mapped import resolve_dir, take_pid_lock
+from ..transport.publication import Publication
+from ..transport.reader import LogReader
+from ..transport.ring import ManyToOneRing
+from ..transport.stream_files import stream_logs
 
 __all__ = ["Sequencer", "SequencerClient", "SequencedMessage", "decode_sequenced", "DEFAULT_LOG_STREAM"]
 

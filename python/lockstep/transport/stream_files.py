@@ -8,7 +8,7 @@ import operator
 import re
 from pathlib import Path
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 __all__ = ["shared_log_path", "exclusive_log_path", "stream_logs", "check_stream_id"]
 

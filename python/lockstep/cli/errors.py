@@ -7,7 +7,7 @@ import json
 
 import click
 
-from .cli import main
+from .group import main
 
 
 def _when(ms: int) -> str:
@@ -25,7 +25,7 @@ def errors(dir: str | None, as_json: bool) -> None:
     """The distinct errors every agent of the directory recorded (cnc.dat's error log):
     observation count, first and last observation time, and the error text, one per line in
     the order they were first seen."""
-    from .errorlog import read_errors
+    from ..transport.errorlog import read_errors
 
     records = read_errors(dir)
     for r in records:

@@ -32,17 +32,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import codec
-from ._closing import Closing
-from .client import client_for
-from .errors import InvalidArgumentError, LockstepError
-from .idle import BackoffIdleStrategy, IdleStrategy, run_agent
-from .logbuffer import LogBuffer
-from .mapped import check_name, default_dir, resolve_dir, take_pid_lock
-from .ring import ManyToOneRing
+from .. import codec
+from .._closing import Closing
+from ..transport.client import client_for
+from ..errors import InvalidArgumentError, LockstepError
+from ..transport.idle import BackoffIdleStrategy, IdleStrategy, run_agent
+from ..transport.logbuffer import LogBuffer
+from ..transport.mapped import check_name, default_dir, resolve_dir, take_pid_lock
+from ..transport.ring import ManyToOneRing
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
-from .stream_files import stream_logs
-from .subscription import Subscription
+from ..transport.stream_files import stream_logs
+from ..transport.subscription import Subscription
 
 __all__ = ["Gateway", "HaltRecord", "GatewayInfo", "PRIORITY_SCHEMA", "Halt", "Resume", "halt", "resume",
            "gateways", "priority_path", "sequenced_position", "find_gateway_dirs"]
