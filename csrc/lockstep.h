@@ -2,7 +2,6 @@
 #ifndef LOCKSTEP_H
 #define LOCKSTEP_H
 
-#include "bench_floor.h"
 #include "cnc_descriptor.h"
 #include "counters.h"
 #include "distinct_error_log.h"

@@ -2,7 +2,7 @@
  *
  * The parent maps the shared memory (MAP_SHARED | MAP_ANONYMOUS), formats the log buffers
  * and allocates one subscriber position counter per log (stream key = session id and stream
- * id, as csrc/bench_floor.c does), then forks. Each process then attaches to that memory on
+ * id, as csrc/bench/bench_floor.c does), then forks. Each process then attaches to that memory on
  * its own, as a separate program would: ls_counters_init over the shared counters,
  * ls_publication_init (exclusive) on the log it writes, ls_image_init on the log it reads
  * with the position counter found by ls_counters_find_stream.

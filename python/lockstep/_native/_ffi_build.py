@@ -19,8 +19,8 @@ ffibuilder.cdef("\n".join(p.read_text() for p in sorted((CSRC / "cdef").glob("*.
 ffibuilder.cdef("void ls_noop(void);")
 ffibuilder.set_source(
     "lockstep._native._lockstep_ffi",
-    '#include "lockstep.h"\nstatic void ls_noop(void) {}\n',
-    include_dirs=[str(CSRC)],
+    '#include "lockstep.h"\n#include "bench_floor.h"\nstatic void ls_noop(void) {}\n',
+    include_dirs=[str(CSRC), str(CSRC / "bench")],
 )
 
 if __name__ == "__main__":
