@@ -110,6 +110,7 @@ class Message:
     inside the call); keep `copy()` or `to_dict()` beyond that."""
 
     __slots__ = ("type", "version", "block_length", "_buffer", "_offset", "_record")
+    _record: np.void
 
     def __init__(self, type: MessageType, buffer: Any, offset: int, version: int, block_length: int) -> None:
         self.type = type  # the MessageType it was decoded as
@@ -207,11 +208,17 @@ class MessageType:
         self._checks = [None if fix is not None else struct.Struct("<" + code) for code, fix in zip(codes, fixups)]
         # Encoders and field readers are generated per type (as dataclasses and attrs do):
         # one struct call per message, no per-field Python loop.
-        self.encode, self.encode_into = _compile_encoders(self, fixups)  # shadow the documented methods
+        encode, encode_into = _compile_encoders(self, fixups)
+        encode.__doc__, encode_into.__doc__ = MessageType.encode.__doc__, MessageType.encode_into.__doc__
+        # The generated encoders become the methods of a class of this type's own (as
+        # `_compile_message_class` does for readers): `help()` and type checkers see what runs.
+        self.__class__ = type(f"{name}Type", (MessageType,), {
+            "__module__": __name__, "__slots__": (), "__doc__": MessageType.__doc__,
+            "encode": staticmethod(encode), "encode_into": staticmethod(encode_into)})
         self._message_class = _compile_message_class(self)
         self._to_dict = _compile_to_dict(self)
 
-    # -- encode (the methods document the API; each instance carries generated ones) --------
+    # -- encode (the API; each type's own subclass holds the generated ones) ----------------
 
     def encode(self, **fields: Any) -> bytes:
         """The message (header + block) as bytes; every field must be given, in range."""

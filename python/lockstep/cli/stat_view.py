@@ -47,7 +47,7 @@ def snapshot_of(dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         stream = by_stream.get((stream_id, session_id))
         if stream is None:
             continue
-        entry = {"counter": info.id, "pid": info.owner_id, "alive": alive[info.id]}
+        entry: dict[str, Any] = {"counter": info.id, "pid": info.owner_id, "alive": alive[info.id]}
         if info.type_id == TYPE_PUBLISHER_LIMIT:
             stream["publishers"].append({**entry, "limit": info.value})
         else:

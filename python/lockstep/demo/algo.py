@@ -32,6 +32,10 @@ _FILL, _ENDS = Fill.template_id, {t.template_id: t for t in (Reject, Decline, Ca
 
 class AlgoEngine(StateMachine):
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """The empty state (also what `restore` starts from)."""
         self.parents: dict[int, list[int]] = {}   # parent id -> [side, qty, price, slice, working, filled]
         self.children: dict[int, list[int]] = {}  # open child id -> [parent id, leaves]
         self.next_child_id = 1
@@ -124,7 +128,7 @@ class AlgoEngine(StateMachine):
         return b"".join(parts)
 
     def restore(self, data: bytes) -> None:
-        self.__init__()
+        self._reset()
         (self.next_child_id, self.flood_per_tick, self.stopped, self.ticks, self.children_sent, self.flood_sent,
          self.filled_qty, self.fills, self.ended, self.declines, self.last_timestamp_ns, self.stopped_at_sequence,
          n_parents, n_children, _, _) = _TOTALS.unpack_from(data)

@@ -61,6 +61,10 @@ class OrderBook(StateMachine):
     """A single-instrument limit order book with price-time priority."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """The empty state (also what `restore` starts from)."""
         self.orders: dict[int, list[int]] = {}           # order id -> [side, price, qty left]
         self.levels: tuple[dict[int, deque[int]], ...] = ({}, {}, {})  # [side][price] -> ids, oldest first
         self.prices: tuple[list[int], ...] = ([], [], [])  # [side]: prices with resting orders, ascending
@@ -164,7 +168,7 @@ class OrderBook(StateMachine):
         return b"".join(parts)
 
     def restore(self, data: bytes) -> None:
-        self.__init__()
+        self._reset()
         (self.commands, self.ignored, self.next_match_id, self.fills_sent, self.fills_sequenced, self.volume,
          self.last_timestamp_ns, count, _) = _TOTALS.unpack_from(data)
         if (len(data) - _TOTALS.size) % _ORDER.size:
