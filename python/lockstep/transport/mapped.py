@@ -101,6 +101,7 @@ def _space_free(path: Path) -> str:
 
 
 def _address_space_in_use() -> str:
+    """This process's mapped address space (what RLIMIT_AS counts) as text."""
     try:
         with open("/proc/self/statm", "rb") as f:
             return _size(int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE"))
