@@ -8,6 +8,8 @@ import os
 class LockstepError(Exception):
     """Base of every lockstep error; the message names the file and what is wrong."""
 
+    errno: int | None = None  # the system's error number, when a failed system call is the cause
+
 
 class FileFormatError(LockstepError):
     """A file's contents are not a valid lockstep/Aeron structure (truncated, corrupt, wrong size)."""
@@ -40,12 +42,8 @@ class NoSpaceError(LockstepError):
     the file, the bytes needed and the bytes free, so the caller is told at creation, never
     by a SIGBUS later. `errno` is the system's error number."""
 
-    errno: int | None = None
-
 
 class ResourceLimitError(LockstepError):
     """A process or system limit stopped the call: open files (RLIMIT_NOFILE), address space
     (RLIMIT_AS), file size (RLIMIT_FSIZE); the message names the file and the limit.
     `errno` is the system's error number."""
-
-    errno: int | None = None

@@ -30,8 +30,9 @@ def c_error(path: str | os.PathLike[str] | None = None) -> LockstepError:
     else:
         error = LockstepError(f"{os.fspath(path)}: {message}" if path else message)
     trace = ffi.string(lib.ls_errtrace()).decode("utf-8", "replace")
-    if trace:
-        error.add_note("C trace:\n" + trace)
+    add_note = getattr(error, "add_note", None)  # Python 3.11+
+    if trace and add_note is not None:
+        add_note("C trace:\n" + trace)
     return error
 
 

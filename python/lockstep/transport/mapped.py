@@ -11,7 +11,7 @@ import resource
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -138,7 +138,7 @@ def os_error(path: str | os.PathLike[str], error: OSError, action: str, *, neede
                                     f"{_limit(resource.RLIMIT_FSIZE)} (ulimit -f)")
     else:
         result = FileAccessError(f"{what}: {error.strerror or error}")
-    result.errno = code  # type: ignore[attr-defined]
+    result.errno = code
     result.__cause__ = error
     return result
 
@@ -157,7 +157,7 @@ def reserve(fd: int, path: str | os.PathLike[str], length: int, *, hint: str = _
         raise os_error(path, e, "create", needed=length, hint=hint) from e
 
 
-def _map(fd: int, path: Path, length: int, shared: bool):
+def _map(fd: int, path: Path, length: int, shared: bool) -> Any:
     """Map `length` bytes of `fd` (see ls_map_file): a uint8_t* that unmaps itself when the last
     reference to it (the file, a view, an array) goes. The fd may be closed right after."""
     # Pre-faulting a private writable mapping would copy every page (a COW break per page):
@@ -233,7 +233,7 @@ class MappedFile:
 
     __slots__ = ("path", "length", "writable", "_buffer", "_array", "_pointer")
 
-    def __init__(self, path: Path, base, length: int, writable: bool) -> None:
+    def __init__(self, path: Path, base: Any, length: int, writable: bool) -> None:
         self.path = path
         self.length = length
         self.writable = writable
