@@ -121,8 +121,8 @@ if which == "nofile":
 else:
     with open("/proc/self/statm") as f:
         in_use = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    resource.setrlimit(resource.RLIMIT_AS, (in_use + (64 << 20), resource.RLIM_INFINITY))
-    action = lambda: lockstep.Publication(2, dir, term_length=64 << 20)  # a 192 MiB log
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + (16 << 20), resource.RLIM_INFINITY))
+    action = lambda: lockstep.Publication(2, dir, term_length=16 << 20)  # a 48 MiB log
 try:
     action()
 except Exception as e:
