@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 
 #include "ls_error.h"
@@ -37,4 +38,28 @@ int ls_unmap_file(void *address, size_t length)
         return -1;
     }
     return 0;
+}
+
+int ls_fill_holes(int fd, int64_t length)
+{
+    if (fd < 0 || length <= 0)
+    {
+        LS_SET_ERR(LS_EINVAL, "fill holes: expected an open fd and a length > 0, found fd %d length %lld", fd,
+                   (long long)length);
+        return -1;
+    }
+#ifdef __linux__
+    if (0 == fallocate(fd, 0, 0, (off_t)length))
+    {
+        return 0;
+    }
+    if (EOPNOTSUPP == errno || ENOSYS == errno)
+    {
+        return 1;
+    }
+    LS_SET_ERRNO(errno, "fallocate of %lld bytes", (long long)length);
+    return -1;
+#else
+    return 1;
+#endif
 }

@@ -58,6 +58,13 @@ try:
             while pub.offer(b"x" * 1000) < 0:
                 sub.poll(lambda d, h: None, 100)
             sub.poll(lambda d, h: None, 100)
+    elif what == "sparse log":  # a shared log some other program made sparse: open, then write
+        pub = lockstep.Publication(7, dir)
+        sub = lockstep.Subscription(7, dir)
+        for i in range(5_000):
+            while pub.offer(b"x" * 1000) < 0:
+                sub.poll(lambda d, h: None, 100)
+            sub.poll(lambda d, h: None, 100)
     elif what == "ring":
         lockstep.ManyToOneRing(dir + "/ring", 2 << 20)
     elif what == "counters":
@@ -100,6 +107,21 @@ def test_a_log_that_fits_is_written_to_the_end(small_fs):
     fs = small_fs("8m")
     result = _run_child(fs, "publication")  # 20 MB through 1 MiB terms: every page touched, often
     assert result == {"error": None, "message": None}
+
+
+def test_a_sparse_log_on_a_full_filesystem_is_refused_at_open(lsdir, small_fs):
+    fs = small_fs("8m")
+    with lockstep.Publication(7, lsdir) as pub:  # made elsewhere, then copied with holes
+        source = pub.path
+        lockstep.Counters(fs).close()
+        subprocess.run(["cp", "--sparse=always", str(source), str(fs / source.name)], check=True)
+    os.chmod(fs / source.name, 0o600)
+    st = os.stat(fs / source.name)
+    assert st.st_blocks * 512 < st.st_size, "cp made no holes"
+    _fill(fs)
+    result = _run_child(fs, "sparse log")
+    assert result["error"] == "NoSpaceError", result
+    assert f"{fs / source.name}: cannot fill the holes of it: no space left" in result["message"]
 
 
 def test_a_ring_that_does_not_fit_is_refused_and_not_linked(small_fs):

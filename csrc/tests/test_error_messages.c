@@ -228,6 +228,9 @@ static void test_mapped_file(void)
     LS_CHECK(EBADF == ls_errno());
     EXPECT_FAILS(-1 == ls_unmap_file(memory + 1, 4096), LS_ESYS, "munmap of 4096 bytes", "ls_unmap_file");
     LS_CHECK(EINVAL == ls_errno());
+    EXPECT_FAILS(-1 == ls_fill_holes(-1, 4096), LS_EINVAL, "open fd", "ls_fill_holes");
+    EXPECT_FAILS(-1 == ls_fill_holes(1000, 4096), LS_ESYS, "fallocate of 4096 bytes: ", "ls_fill_holes");
+    LS_CHECK(EBADF == ls_errno());
 }
 
 static void test_append_without_cause(void)

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lockstep.h"
@@ -54,8 +55,28 @@ static void test_read_only_fd_cannot_be_mapped_shared_writable(void)
     LS_CHECK(0 == unlink(path));
 }
 
+static void test_fill_holes_keeps_the_data(void)
+{
+    char path[] = "/tmp/ls_mapped_file_XXXXXX";
+    const int fd = temp_file(path); /* all hole */
+    LS_CHECK(1 == pwrite(fd, "z", 1, 100));
+    struct stat before;
+    LS_CHECK(0 == fstat(fd, &before));
+    const int result = ls_fill_holes(fd, LENGTH);
+    LS_CHECK(0 == result || 1 == result);
+    struct stat after;
+    LS_CHECK(0 == fstat(fd, &after));
+    LS_CHECK(1 == result || (int64_t)after.st_blocks * 512 >= LENGTH);
+    LS_CHECK(after.st_size == LENGTH);
+    char byte = 0;
+    LS_CHECK(1 == pread(fd, &byte, 1, 100) && 'z' == byte);
+    LS_CHECK(0 == close(fd));
+    LS_CHECK(0 == unlink(path));
+}
+
 int main(void)
 {
+    LS_RUN(test_fill_holes_keeps_the_data);
     LS_RUN(test_shared_mapping_outlives_its_fd);
     LS_RUN(test_read_only_fd_cannot_be_mapped_shared_writable);
     return LS_TEST_RESULT();

@@ -157,6 +157,16 @@ def reserve(fd: int, path: str | os.PathLike[str], length: int, *, hint: str = _
         raise os_error(path, e, "create", needed=length, hint=hint) from e
 
 
+def _fill_holes(fd: int, path: Path, st: os.stat_result) -> None:
+    """A file another program made sparse gets its holes allocated before it is mapped shared
+    (ls_fill_holes: no byte changes), so a full filesystem is a NoSpaceError at the open
+    instead of a SIGBUS at some later write. Files lockstep makes have none: no call then."""
+    missing = st.st_size - st.st_blocks * 512
+    if missing > 0 and lib.ls_fill_holes(fd, st.st_size) < 0:
+        code = lib.ls_errno()
+        raise os_error(path, OSError(code, os.strerror(code)), "fill the holes of", needed=missing)
+
+
 def _map(fd: int, path: Path, length: int, shared: bool) -> Any:
     """Map `length` bytes of `fd` (see ls_map_file): a uint8_t* that unmaps itself when the last
     reference to it (the file, a view, an array) goes. The fd may be closed right after."""
@@ -265,6 +275,8 @@ class MappedFile:
             # Shared when writable, private copy-on-write otherwise (a reader never changes the
             # file). Shared ones pre-faulted (MAP_POPULATE, as Aeron pre-touches): a first touch
             # of each page would otherwise cost a fault on the hot path, every 4 KiB of a fresh log.
+            if writable:
+                _fill_holes(fd, path, st)
             return cls(path, _map(fd, path, st.st_size, writable), st.st_size, writable)
         finally:
             os.close(fd)  # the mapping needs no descriptor
