@@ -66,8 +66,12 @@ class Closing:
         call is in flight any more."""
         if self._closed:
             return
-        self._closed = True
-        self._detach()
+        self._calls += 1  # (detaching may call C: no teardown by another thread meanwhile)
+        try:
+            self._closed = True
+            self._detach()
+        finally:
+            self._calls -= 1
         self._finish_close()
 
     def _finish_close(self) -> None:

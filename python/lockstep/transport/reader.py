@@ -247,6 +247,16 @@ class LogReader(Closing):
             if n == 0 and self.position == before:
                 return
 
+    @guarded(closed=0)
+    def _wait(self, timeout_ns: int) -> int:
+        """Sleep until a writer signals or `timeout_ns` passes (the futex of the log)."""
+        return lib.ls_image_wait(self._image, timeout_ns)
+
+    @guarded(closed=None)
+    def _wake(self) -> None:
+        """Wake every reader asleep on this log now (a close must not leave one sleeping)."""
+        lib.ls_log_wake(self.log.c.metadata)
+
     def _detach(self) -> None:
         self._rx.detach()  # receive() goes to _receive_slow: ClosedError
 

@@ -236,10 +236,10 @@ class Subscription(Closing):
             slice_ns = _WAIT_SLICE_NS if deadline is None else min(_WAIT_SLICE_NS, deadline - now)
             images = self._image_list
             if len(images) == 1:
-                lib.ls_image_wait(images[0]._image, slice_ns)
+                images[0]._wait(slice_ns)
             elif images:  # one futex per log: wait on each in turn, briefly
                 self._next_image = (self._next_image + 1) % len(images)
-                lib.ls_image_wait(images[self._next_image]._image, min(slice_ns, _MULTI_IMAGE_WAIT_NS))
+                images[self._next_image]._wait(min(slice_ns, _MULTI_IMAGE_WAIT_NS))
             else:
                 time.sleep(min(slice_ns, _NO_IMAGE_WAIT_NS) / 1e9)
             if self._closed:
@@ -347,7 +347,7 @@ class Subscription(Closing):
     def _detach(self) -> None:
         self._rx.detach()  # receive() raises ClosedError from now on
         for image in self._image_list:
-            lib.ls_log_wake(image.log.c.metadata)  # a receive asleep on it wakes to see the close
+            image._wake()  # a receive asleep on it wakes to see the close
 
     def _teardown(self) -> None:
         for image in self._images.values():
