@@ -218,13 +218,16 @@ class Publication(Closing):
 
     # -- flow control ---------------------------------------------------------------------
 
-    @guarded(closed=False)
     def _refresh(self) -> bool:
         """Drop dead subscribers (pid gone or heartbeat stale) and recompute the limit.
         Returns whether the limit moved or subscribers appeared (worth a retry)."""
         now = time.monotonic_ns()
-        if now < self._next_liveness_check_ns:
-            return False
+        if now < self._next_liveness_check_ns or self._closed:
+            return False  # (a back-pressured spin: before the guard, which costs a call)
+        return self._refresh_now(now)
+
+    @guarded(closed=False)
+    def _refresh_now(self, now: int) -> bool:
         self._next_liveness_check_ns = now + _LIVENESS_CHECK_INTERVAL_NS
         before = self._pub.position_limit, self._pub.subscriber_count
         for info in self._subscribers():

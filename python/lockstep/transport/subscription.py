@@ -284,11 +284,15 @@ class Subscription(Closing):
     def is_connected(self) -> bool:
         return bool(self._image_list)
 
-    @guarded(closed=None)
     def _housekeeping(self) -> None:
         now = time.monotonic_ns()
-        if now < self._next_housekeeping_ns:
-            return
+        if now < self._next_housekeeping_ns or self._closed:
+            return  # (the common case, from receive(): before the guard, which costs a call)
+        self._housekeep(now)
+
+    @guarded(closed=None)
+    def _housekeep(self, now: int) -> None:
+        """Discovery, liveness and end of stream, every 100 ms."""
         self._next_housekeeping_ns = now + _HOUSEKEEPING_INTERVAL_NS
         self._discover(self.join)
         changed = False
