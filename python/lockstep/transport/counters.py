@@ -300,20 +300,34 @@ class Counter:
         return f"Counter(id={self.id}, value={self.get()})"
 
 
-def _raise_freed(counter: Counter, *args: object) -> None:
-    raise ClosedError(f"{counter.counters.path}: counter {counter.id}: not allocated to this object any more "
-                      f"(freed; its record may be someone else's now)")
+def _freed(counter: Counter) -> ClosedError:
+    return ClosedError(f"{counter.counters.path}: counter {counter.id}: not allocated to this object any more "
+                       f"(freed; its record may be someone else's now)")
 
 
 class _FreedCounter(Counter):
     """What a freed `Counter` becomes: every access to the record raises ClosedError."""
 
     __slots__ = ()
-    get = set = add = propose_max = _raise_freed
-    closed = property(lambda self: True)
+
+    @property
+    def closed(self) -> bool:
+        return True
+
+    def get(self) -> int:
+        raise _freed(self)
+
+    def set(self, value: int) -> None:
+        raise _freed(self)
+
+    def add(self, delta: int = 1) -> int:
+        raise _freed(self)
+
+    def propose_max(self, value: int) -> None:
+        raise _freed(self)
 
     def free(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
-        _raise_freed(self)
+        raise _freed(self)
 
     def free_quietly(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
         pass

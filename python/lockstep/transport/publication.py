@@ -15,7 +15,7 @@ from .._native._fastpath import Offer
 from .._native import c_error, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_EVICTIONS, TYPE_PUBLISHER_LIMIT,
                      TYPE_SUBSCRIBER_POSITION, check_timeout_ms, client_for, is_alive)
-from ..errors import ClosedError, InvalidArgumentError, LockstepError
+from ..errors import InvalidArgumentError, LockstepError
 from .logbuffer import DEFAULT_MTU_LENGTH, DEFAULT_TERM_LENGTH, LogBuffer
 from .mapped import resolve_dir
 from .stream_files import exclusive_log_path, shared_log_path
@@ -114,27 +114,33 @@ class Publication(Closing):
 
     def offer(self, data: Buffer, reserved_value: int = 0) -> int:
         """Append one message (fragmented if longer than one frame). Returns the new stream
-        position, or a negative status (see the class docstring)."""
-        self._calls += 1  # (the guard of `Closing`, inlined)
+        position, or a negative status (see the class docstring); CLOSED once closed."""
+        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
         try:
             if self._closed:
                 return CLOSED
-            pub = self._pub
-            try:
-                result = lib.ls_publication_offer(pub, data, len(data), reserved_value)
-            except TypeError:  # not bytes: bytearray, memoryview, numpy
-                view = memoryview(data)  # (TypeError for what is no buffer at all)
-                if not view.c_contiguous:
-                    raise InvalidArgumentError(
-                        "data: expected a contiguous buffer (copy it, e.g. bytes(data))") from None
-                result = lib.ls_publication_offer(pub, ffi.from_buffer(view), view.nbytes, reserved_value)
-            if result > 0:
-                return result
-            return self._after_failure(result, lambda: self.offer(data, reserved_value))
+            return self._offer(data, reserved_value)
         finally:
             self._calls -= 1
             if self._closed:
                 self._finish_close()
+
+    def _offer(self, data: Buffer, reserved_value: int = 0) -> int:
+        """Append one message (fragmented if longer than one frame). Returns the new stream
+        position, or a negative status (see the class docstring)."""
+        pub = self._pub
+        if pub is None:  # closed: the log is unmapped, never hand C a NULL publication
+            return CLOSED
+        try:
+            result = lib.ls_publication_offer(pub, data, len(data), reserved_value)
+        except TypeError:  # not bytes: bytearray, memoryview, numpy
+            view = memoryview(data)  # (TypeError for what is no buffer at all)
+            if not view.c_contiguous:
+                raise InvalidArgumentError("data: expected a contiguous buffer (copy it, e.g. bytes(data))") from None
+            result = lib.ls_publication_offer(pub, ffi.from_buffer(view), view.nbytes, reserved_value)
+        if result > 0:
+            return result
+        return self._after_failure(result, lambda: self.offer(data, reserved_value))
 
     def _after_failure(self, result: int, retry) -> int:
         """Slow path: errors raise; NOT_CONNECTED/BACK_PRESSURED re-check subscribers (new ones,
@@ -148,6 +154,18 @@ class Publication(Closing):
         return result
 
     def offer_batch(self, data: Buffer, offsets: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
+        """Offer many messages in one call (see `_offer_batch`); (0, CLOSED) once closed."""
+        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
+        try:
+            if self._closed:
+                return 0, CLOSED
+            return self._offer_batch(data, offsets, lengths)
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
+
+    def _offer_batch(self, data: Buffer, offsets: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
         """Offer many messages in one call: message i is data[offsets[i]:offsets[i]+lengths[i]].
         Returns (how many were accepted, position after them or the status that stopped the first)."""
         offsets = _integers("offsets", offsets, np.int64)
@@ -157,28 +175,21 @@ class Publication(Closing):
         if len(offsets) and (offsets.min() < 0 or lengths.min() < 0
                              or int((offsets + lengths).max()) > memoryview(data).nbytes):
             raise InvalidArgumentError("offsets/lengths: a message lies outside data")
-        self._calls += 1  # (the guard of `Closing`, inlined)
-        try:
-            accepted = self._batch_accepted
-            total = 0
-            result = CLOSED
-            for _ in range(2):
-                if self._closed:
-                    result = CLOSED
-                    break
-                result = lib.ls_publication_offer_batch(
-                    self._pub, ffi.from_buffer(data), ffi.from_buffer("int64_t[]", offsets[total:]),
-                    ffi.from_buffer("int32_t[]", lengths[total:]), len(offsets) - total, accepted)
-                total += accepted[0]
-                if total == len(offsets) or result == _ERROR or not self._refresh_if_stalled(result):
-                    break
-            if result == _ERROR:
-                raise c_error(self.path)
-            return total, result
-        finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+        if self._pub is None:
+            return 0, CLOSED
+        accepted = self._batch_accepted
+        total = 0
+        result = 0
+        for _ in range(2):
+            result = lib.ls_publication_offer_batch(
+                self._pub, ffi.from_buffer(data), ffi.from_buffer("int64_t[]", offsets[total:]),
+                ffi.from_buffer("int32_t[]", lengths[total:]), len(offsets) - total, accepted)
+            total += accepted[0]
+            if total == len(offsets) or result == _ERROR or not self._refresh_if_stalled(result):
+                break
+        if result == _ERROR:
+            raise c_error(self.path)
+        return total, result
 
     def offer_many(self, messages: Sequence[bytes]) -> tuple[int, int]:
         """Offer a list of bytes messages in one call (see `offer_batch`)."""
@@ -191,30 +202,35 @@ class Publication(Closing):
         return result in (NOT_CONNECTED, BACK_PRESSURED) and self._refresh()
 
     def try_claim(self, length: int) -> "BufferClaim":
-        """Claim `length` bytes (at most max_payload_length) to write in place. The claim is
-        truthy on success: fill `claim.buffer`, then `commit()` (or `abort()`); when falsy,
-        `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...)."""
-        self._calls += 1  # (the guard of `Closing`, inlined)
+        """Claim `length` bytes to write in place (see `_try_claim`); a falsy claim, status CLOSED, once closed."""
+        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
         try:
             if self._closed:
                 return BufferClaim(None, CLOSED, None)
-            result = lib.ls_publication_try_claim(self._pub, length, self._claim)
-            if result <= 0:
-                result = self._after_failure(result,
-                                             lambda: lib.ls_publication_try_claim(self._pub, length, self._claim))
-                if result == _ERROR:
-                    raise c_error(self.path)
-            if result <= 0:
-                return BufferClaim(None, result, None)
-            claim = ffi.new("ls_buffer_claim_t *", self._claim[0])
-            # A view of the mapping itself (not a raw cffi buffer): while the claim holds it, the
-            # file stays mapped, so commit/abort after close() cannot write to unmapped memory.
-            start = int(ffi.cast("uintptr_t", claim.data)) - int(ffi.cast("uintptr_t", self.log.file.pointer))
-            return BufferClaim(claim, result, self._view[start:start + length])
+            return self._try_claim(length)
         finally:
             self._calls -= 1
             if self._closed:
                 self._finish_close()
+
+    def _try_claim(self, length: int) -> "BufferClaim":
+        """Claim `length` bytes (at most max_payload_length) to write in place. The claim is
+        truthy on success: fill `claim.buffer`, then `commit()` (or `abort()`); when falsy,
+        `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...)."""
+        if self._pub is None:
+            return BufferClaim(None, CLOSED, None)
+        result = lib.ls_publication_try_claim(self._pub, length, self._claim)
+        if result <= 0:
+            result = self._after_failure(result, lambda: lib.ls_publication_try_claim(self._pub, length, self._claim))
+            if result == _ERROR:
+                raise c_error(self.path)
+        if result <= 0:
+            return BufferClaim(None, result, None)
+        claim = ffi.new("ls_buffer_claim_t *", self._claim[0])
+        # A view of the mapping itself (not a raw cffi buffer): while the claim holds it, the
+        # file stays mapped, so commit/abort after close() cannot write to unmapped memory.
+        start = int(ffi.cast("uintptr_t", claim.data)) - int(ffi.cast("uintptr_t", self.log.file.pointer))
+        return BufferClaim(claim, result, self._view[start:start + length])
 
     # -- flow control ---------------------------------------------------------------------
 

@@ -132,43 +132,47 @@ class LogReader(Closing):
         self._rx.peek = lib.ls_image_length_index(self._image, position)
 
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
-        """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
-        that raises has its message consumed (the position moves past it) before the error.
-        ClosedError once closed (close() from a handler, or another thread, waits for it)."""
-        self._calls += 1  # (the guard of `Closing`, inlined)
+        """Hand up to `limit` messages to `handler(data, header)`; returns how many (see `_poll`).
+        ClosedError once closed; a close() meanwhile, from the handler or another thread, waits for it."""
+        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
         try:
             if self._closed:
                 raise self._closed_error()
-            if not self._words[self._rx.peek]:
-                return 0
-            if limit == 1:
-                return self._poll_one(handler)
-            n = self._scan(limit)
-            while not n and self._words[self._rx.peek]:
-                # Only padding, or the first fragments of a long message, so far: read on.
-                before = self._rx.peek
-                n = self._scan(limit)
-                if self._rx.peek == before:
-                    break  # a frame still being written
-            header, offsets, lengths = self._header, self._offsets, self._lengths
-            term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
-            i = 0
-            try:
-                for i in range(n):
-                    header._i = i
-                    offset = offsets[i]
-                    if offset >= 0:
-                        handler(term[offset:offset + lengths[i]], header)
-                    else:
-                        handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
-            except BaseException:
-                self._rewind(i)
-                raise
-            return n
+            return self._poll(handler, limit)
         finally:
             self._calls -= 1
             if self._closed:
                 self._finish_close()
+
+    def _poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
+        """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
+        that raises has its message consumed (the position moves past it) before the error."""
+        if not self._words[self._rx.peek]:
+            return 0
+        if limit == 1:
+            return self._poll_one(handler)
+        n = self._scan(limit)
+        while not n and self._words[self._rx.peek]:
+            # Only padding, or the first fragments of a long message, so far: read on.
+            before = self._rx.peek
+            n = self._scan(limit)
+            if self._rx.peek == before:
+                break  # a frame still being written
+        header, offsets, lengths = self._header, self._offsets, self._lengths
+        term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
+        i = 0
+        try:
+            for i in range(n):
+                header._i = i
+                offset = offsets[i]
+                if offset >= 0:
+                    handler(term[offset:offset + lengths[i]], header)
+                else:
+                    handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
+        except BaseException:
+            self._rewind(i)
+            raise
+        return n
 
     def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
         """poll(handler, 1): one C call (consumed even if the handler raises)."""
@@ -206,35 +210,39 @@ class LogReader(Closing):
         return None if data is None else bytes(data)
 
     def poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
-        """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
-        one handler call per batch, not per message. ClosedError once closed."""
-        self._calls += 1  # (the guard of `Closing`, inlined)
+        """Hand up to `limit` messages over as `Batch`es (see `_poll_batch`); ClosedError once closed."""
+        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
         try:
             if self._closed:
                 raise self._closed_error()
-            if not self._words[self._rx.peek]:
-                return 0
-            n = self._scan(limit)
-            if n:
-                k = n - 1 if self._offsets[n - 1] < 0 else n  # a reassembled message goes alone
-                if k:
-                    buffer = np.frombuffer(self._terms[self._parts[0]], dtype=np.uint8)
-                    try:
-                        handler(Batch(buffer, self._np_offsets[:k], self._np_lengths[:k], self._np_positions[:k],
-                                      self.session_id, self.stream_id))
-                    except BaseException:
-                        if k < n:
-                            self._rewind(k - 1)  # the batch counts as consumed, the message after it not
-                        raise
-                if k < n:
-                    buffer = np.frombuffer(ffi.buffer(self._image.assembly, self._lengths[k]), dtype=np.uint8)
-                    handler(Batch(buffer, np.zeros(1, np.int32), self._np_lengths[k:n], self._np_positions[k:n],
-                                  self.session_id, self.stream_id))
-            return n
+            return self._poll_batch(handler, limit)
         finally:
             self._calls -= 1
             if self._closed:
                 self._finish_close()
+
+    def _poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
+        """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
+        one handler call per batch, not per message."""
+        if not self._words[self._rx.peek]:
+            return 0
+        n = self._scan(limit)
+        if n:
+            k = n - 1 if self._offsets[n - 1] < 0 else n  # a reassembled message goes alone
+            if k:
+                buffer = np.frombuffer(self._terms[self._parts[0]], dtype=np.uint8)
+                try:
+                    handler(Batch(buffer, self._np_offsets[:k], self._np_lengths[:k], self._np_positions[:k],
+                                  self.session_id, self.stream_id))
+                except BaseException:
+                    if k < n:
+                        self._rewind(k - 1)  # the batch counts as consumed, the message after it not
+                    raise
+            if k < n:
+                buffer = np.frombuffer(ffi.buffer(self._image.assembly, self._lengths[k]), dtype=np.uint8)
+                handler(Batch(buffer, np.zeros(1, np.int32), self._np_lengths[k:n], self._np_positions[k:n],
+                              self.session_id, self.stream_id))
+        return n
 
     def messages(self) -> Iterator[tuple[bytes, dict[str, int]]]:
         """Every message from the position to the tail, copied: (payload, header fields)."""

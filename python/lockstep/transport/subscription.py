@@ -38,6 +38,8 @@ class Image(LogReader):
     """One publisher session's log as seen by one subscription; its position is a shared
     counter that holds that session's publishers back."""
 
+    _unlink_if_done = False  # what close() asked for (the teardown may come later)
+
     def __init__(self, subscription: "Subscription", path: Path, start: Start) -> None:
         log = LogBuffer(MappedFile.open(path))
         if start == "live":
@@ -139,7 +141,7 @@ class Image(LogReader):
         super().close()
 
     def _teardown(self) -> None:
-        if getattr(self, "_unlink_if_done", False) and not self._others_behind():
+        if self._unlink_if_done and not self._others_behind():
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
@@ -189,32 +191,25 @@ class Subscription(Closing):
 
     def poll(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
         """Hand up to `fragment_limit` messages to `handler(data, header)`, fairly across
-        images; `data` is a view valid only during the call. Returns the number handled.
-        ClosedError once closed."""
-        self._calls += 1  # (the guard of `Closing`, inlined)
-        try:
-            if self._closed:
-                raise self._closed_error()
-            images = self._image_list
-            if len(images) == 1:
-                total = images[0].poll(handler, fragment_limit)
-            else:
-                total = 0
-                count = len(images)
-                if count:
-                    start = self._next_image = (self._next_image + 1) % count
-                    for k in range(count):
-                        total += images[(start + k) % count].poll(handler, fragment_limit - total)
-                        if total >= fragment_limit:
-                            break
-            self._polls += 1
-            if not self._polls & (1023 if total else 63):
-                self._housekeeping()
-            return total
-        finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+        images; `data` is a view valid only during the call. Returns the number handled."""
+        if self._closed:  # (images guard their own calls; close() waits for them)
+            raise self._closed_error()
+        images = self._image_list
+        if len(images) == 1:
+            total = images[0].poll(handler, fragment_limit)
+        else:
+            total = 0
+            count = len(images)
+            if count:
+                start = self._next_image = (self._next_image + 1) % count
+                for k in range(count):
+                    total += images[(start + k) % count].poll(handler, fragment_limit - total)
+                    if total >= fragment_limit:
+                        break
+        self._polls += 1
+        if not self._polls & (1023 if total else 63):
+            self._housekeeping()
+        return total
 
     def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
@@ -251,24 +246,18 @@ class Subscription(Closing):
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = _BATCH) -> int:
         """Like `poll`, but hands over whole `Batch`es (numpy offsets/lengths over the term
-        buffer): no Python call per message. ClosedError once closed."""
-        self._calls += 1  # (the guard of `Closing`, inlined)
-        try:
-            if self._closed:
-                raise self._closed_error()
-            total = 0
-            for image in self._image_list:
-                total += image.poll_batch(handler, fragment_limit - total)
-                if total >= fragment_limit:
-                    break
-            self._polls += 1
-            if not self._polls & (1023 if total else 63):
-                self._housekeeping()
-            return total
-        finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+        buffer): no Python call per message."""
+        if self._closed:  # (images guard their own calls; close() waits for them)
+            raise self._closed_error()
+        total = 0
+        for image in self._image_list:
+            total += image.poll_batch(handler, fragment_limit - total)
+            if total >= fragment_limit:
+                break
+        self._polls += 1
+        if not self._polls & (1023 if total else 63):
+            self._housekeeping()
+        return total
 
     # -- images ---------------------------------------------------------------------------
 
