@@ -10,10 +10,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .._closing import Closing
+from .._closing import Closing, guarded
 from .._native._fastpath import Receive
 from .._native import c_error, ffi, lib
-from ..errors import ClosedError
 from .logbuffer import LogBuffer
 
 __all__ = ["LogReader", "Header", "Batch"]
@@ -112,7 +111,6 @@ class LogReader(Closing):
         self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)),
                                           lib.ls_image_length_index(self._image, position),
                                           self._image, self._receive_slow)
-        self.closed = False
 
     @property
     def position(self) -> int:
@@ -134,6 +132,19 @@ class LogReader(Closing):
         self._rx.peek = lib.ls_image_length_index(self._image, position)
 
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
+        """Hand up to `limit` messages to `handler(data, header)`; returns how many (see `_poll`).
+        ClosedError once closed; a close() meanwhile, from the handler or another thread, waits for it."""
+        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
+        try:
+            if self._closed:
+                raise self._closed_error()
+            return self._poll(handler, limit)
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
+
+    def _poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
         that raises has its message consumed (the position moves past it) before the error."""
         if not self._words[self._rx.peek]:
@@ -192,14 +203,25 @@ class LogReader(Closing):
         way to read one message at a time (one C call; padding and fragments included)."""
         return self._rx()
 
+    @guarded
     def _receive_slow(self) -> bytes | None:
-        """What receive() leaves to Python: padding, fragmented messages, corrupt frames."""
-        if self.closed:
-            raise ClosedError(f"{self.path}: reader closed")
+        """What receive() leaves to Python: padding, fragmented messages, corrupt frames, closed."""
         data = self._next_view()
         return None if data is None else bytes(data)
 
     def poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
+        """Hand up to `limit` messages over as `Batch`es (see `_poll_batch`); ClosedError once closed."""
+        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
+        try:
+            if self._closed:
+                raise self._closed_error()
+            return self._poll_batch(handler, limit)
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
+
+    def _poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
         """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
         one handler call per batch, not per message."""
         if not self._words[self._rx.peek]:
@@ -233,11 +255,20 @@ class LogReader(Closing):
             if n == 0 and self.position == before:
                 return
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._rx.detach()
+    @guarded(closed=0)
+    def _wait(self, timeout_ns: int) -> int:
+        """Sleep until a writer signals or `timeout_ns` passes (the futex of the log)."""
+        return lib.ls_image_wait(self._image, timeout_ns)
+
+    @guarded(closed=None)
+    def _wake(self) -> None:
+        """Wake every reader asleep on this log now (a close must not leave one sleeping)."""
+        lib.ls_log_wake(self.log.c.metadata)
+
+    def _detach(self) -> None:
+        self._rx.detach()  # receive() goes to _receive_slow: ClosedError
+
+    def _teardown(self) -> None:
         lib.ls_image_close(self._image)
         for t in self._terms:
             t.release()

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 
-from .._closing import Closing
+from .._closing import Closing, guarded
 from .._native._fastpath import ReceiveAny
 from .._native import ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
-                     TYPE_UNBLOCKS, client_for, is_alive)
-from ..errors import ClosedError, InvalidArgumentError
+                     TYPE_UNBLOCKS, check_timeout_ms, client_for, is_alive)
+from ..errors import InvalidArgumentError
 from .logbuffer import LogBuffer
 from .mapped import MappedFile, resolve_dir
 from .reader import Batch, Header, LogReader
@@ -37,6 +37,8 @@ Start = Literal["live", "earliest"] | int
 class Image(LogReader):
     """One publisher session's log as seen by one subscription; its position is a shared
     counter that holds that session's publishers back."""
+
+    _unlink_if_done = False  # what close() asked for (the teardown may come later)
 
     def __init__(self, subscription: "Subscription", path: Path, start: Start) -> None:
         log = LogBuffer(MappedFile.open(path))
@@ -134,15 +136,18 @@ class Image(LogReader):
     def close(self, *, unlink_if_done: bool = False) -> None:
         """Detach (free the position counter); with unlink_if_done, remove the finished log
         file unless another subscriber still has to read it."""
-        if self.closed:
-            return
-        if unlink_if_done and not self._others_behind():
+        if not self._closed:
+            self._unlink_if_done = unlink_if_done
+        super().close()
+
+    def _teardown(self) -> None:
+        if self._unlink_if_done and not self._others_behind():
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
         self._counter.free_quietly()
-        super().close()
+        super()._teardown()
 
 
 class Subscription(Closing):
@@ -165,8 +170,8 @@ class Subscription(Closing):
             raise InvalidArgumentError(f"start: expected 'live', 'earliest' or a position, found {start!r}")
         self.stream_id = stream_id
         self.dir = resolve_dir(dir)
-        self.liveness_timeout_ms = liveness_timeout_ms
-        self.unblock_timeout_ms = unblock_timeout_ms
+        self.liveness_timeout_ms = check_timeout_ms("liveness_timeout_ms", liveness_timeout_ms)
+        self.unblock_timeout_ms = check_timeout_ms("unblock_timeout_ms", unblock_timeout_ms)
         self._client = client_for(self.dir)
         self._images: dict[Path, Image] = {}
         self._finished: set[Path] = set()
@@ -180,7 +185,6 @@ class Subscription(Closing):
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0  # housekeeping (discovery, liveness) runs every 64 idle / 1024 busy polls
-        self._closed = False
         self._discover(start)
 
     # -- reading --------------------------------------------------------------------------
@@ -188,6 +192,8 @@ class Subscription(Closing):
     def poll(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
         """Hand up to `fragment_limit` messages to `handler(data, header)`, fairly across
         images; `data` is a view valid only during the call. Returns the number handled."""
+        if self._closed:  # (images guard their own calls; close() waits for them)
+            raise self._closed_error()
         images = self._image_list
         if len(images) == 1:
             total = images[0].poll(handler, fragment_limit)
@@ -209,14 +215,14 @@ class Subscription(Closing):
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
         a number of seconds, or None for no limit, waits *blocking* (a futex wake-up from the
         writer, no spinning) when nothing is there. The cheapest way to read one message at a
-        time; images take turns."""
+        time; images take turns. ClosedError once closed, also for a receive blocked in
+        another thread when close() is called."""
         return self._rx(timeout)
 
+    @guarded
     def _receive_blocking(self, timeout: float | None) -> bytes | None:
         """Sleep until a writer signals (in slices: discovery, liveness and end of stream go
-        on meanwhile), then read."""
-        if self._closed:
-            raise ClosedError(f"subscription to stream {self.stream_id} is closed")
+        on meanwhile), then read. close() wakes the sleep (ClosedError)."""
         deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
         while True:
             now = time.monotonic_ns()
@@ -225,12 +231,14 @@ class Subscription(Closing):
             slice_ns = _WAIT_SLICE_NS if deadline is None else min(_WAIT_SLICE_NS, deadline - now)
             images = self._image_list
             if len(images) == 1:
-                lib.ls_image_wait(images[0]._image, slice_ns)
+                images[0]._wait(slice_ns)
             elif images:  # one futex per log: wait on each in turn, briefly
                 self._next_image = (self._next_image + 1) % len(images)
-                lib.ls_image_wait(images[self._next_image]._image, min(slice_ns, _MULTI_IMAGE_WAIT_NS))
+                images[self._next_image]._wait(min(slice_ns, _MULTI_IMAGE_WAIT_NS))
             else:
                 time.sleep(min(slice_ns, _NO_IMAGE_WAIT_NS) / 1e9)
+            if self._closed:
+                raise self._closed_error()
             data = self._rx()
             if data is not None:
                 return data
@@ -239,6 +247,8 @@ class Subscription(Closing):
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = _BATCH) -> int:
         """Like `poll`, but hands over whole `Batch`es (numpy offsets/lengths over the term
         buffer): no Python call per message."""
+        if self._closed:  # (images guard their own calls; close() waits for them)
+            raise self._closed_error()
         total = 0
         for image in self._image_list:
             total += image.poll_batch(handler, fragment_limit - total)
@@ -264,11 +274,14 @@ class Subscription(Closing):
         return bool(self._image_list)
 
     def _housekeeping(self) -> None:
-        if self._closed:
-            return
         now = time.monotonic_ns()
-        if now < self._next_housekeeping_ns:
-            return
+        if now < self._next_housekeeping_ns or self._closed:
+            return  # (the common case, from receive(): before the guard, which costs a call)
+        self._housekeep(now)
+
+    @guarded(closed=None)
+    def _housekeep(self, now: int) -> None:
+        """Discovery, liveness and end of stream, every 100 ms."""
         self._next_housekeeping_ns = now + _HOUSEKEEPING_INTERVAL_NS
         self._discover(self.join)
         changed = False
@@ -291,6 +304,7 @@ class Subscription(Closing):
         if changed:
             self._update_image_list()
 
+    @guarded
     def discover(self) -> int:
         """Look for new publishers now (poll also does it every 100 ms); returns the image count."""
         self._discover(self.join)
@@ -318,17 +332,23 @@ class Subscription(Closing):
     # -- life cycle -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Detach: the position counters go, so publishers no longer wait for us."""
-        if self._closed:
-            return
-        self._closed = True
+        """Detach: the position counters go, so publishers no longer wait for us. A call in
+        flight on another thread finishes first (a blocked receive is woken and raises
+        ClosedError); later calls raise ClosedError."""
+        super().close()
+
+    def _detach(self) -> None:
+        self._rx.detach()  # receive() raises ClosedError from now on
+        for image in self._image_list:
+            image._wake()  # a receive asleep on it wakes to see the close
+
+    def _teardown(self) -> None:
         for image in self._images.values():
             image.close()
         self._images.clear()
         self._parked.clear()
-        self._update_image_list()
+        self._image_list = []
         self._unblocks.free_quietly(0)
-
 
     def __repr__(self) -> str:
         return f"Subscription(stream_id={self.stream_id}, images={len(self._image_list)}, dir={str(self.dir)!r})"
