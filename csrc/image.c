@@ -46,6 +46,7 @@ int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *posit
         return -1;
     }
     image->position = position_counter;
+    image->current_position = position;
     image->owner_counters = NULL;
     image->owner_counter_id = -1;
     image->unverified_from = position;
@@ -91,7 +92,7 @@ static bool ls_image_lapped_at(const ls_image_t *image, int64_t position)
 
 bool ls_image_is_lapped(const ls_image_t *image)
 {
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     const int64_t from = image->unverified_from < position ? image->unverified_from : position;
     if (!ls_image_lapped_at(image, from))
     {
@@ -121,8 +122,19 @@ static int ls_image_verify(const ls_image_t *image)
         LS_ESTATE, "session %d stream %d: position counter %d is no longer this image's (freed by a publisher that "
         "took this subscriber for dead, or reused): position %lld not written",
         image->log.session_id, image->log.stream_id, image->owner_counter_id,
-        (long long)ls_get_plain_i64(image->position));
+        (long long)ls_get_plain_i64(&image->current_position));
     return LS_IMAGE_NOT_OWNER;
+}
+
+int ls_image_check(ls_image_t *image)
+{
+    const int status = ls_image_verify(image);
+    if (status < 0)
+    {
+        return status;
+    }
+    image->unverified_from = ls_get_plain_i64(&image->current_position);
+    return 0;
 }
 
 /* Moves the position (release) after checking the counter is still ours. */
@@ -133,6 +145,7 @@ static int ls_image_store_position(ls_image_t *image, int64_t position)
     {
         return status;
     }
+    ls_put_plain_i64(&image->current_position, position);
     ls_put_release_i64(image->position, position);
     return 0;
 }
@@ -354,7 +367,7 @@ static void ls_image_poll_sink(
 int64_t ls_image_poll(ls_image_t *image, ls_fragment_handler_t handler, void *clientd, int32_t fragment_limit)
 {
     struct ls_image_poll_adapter adapter = { handler, clientd };
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     int64_t end_position = position;
     bool corrupt = false;
     int status = ls_image_verify(image);
@@ -409,7 +422,7 @@ int32_t ls_image_scan(
     int64_t *end_position)
 {
     struct ls_image_scan_adapter adapter = { 0, partitions, data_offsets, lengths, headers };
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     bool corrupt = false;
     *end_position = position;
     const int status = ls_image_verify(image); /* the views the last scan handed out were intact */
@@ -432,7 +445,7 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
     {
         fragment_limit = LS_IMAGE_SCAN_CAPACITY;
     }
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     scan->count = ls_image_scan(
         image, fragment_limit, scan->partitions, scan->data_offsets, scan->lengths, scan->headers, &scan->end_position);
     if (scan->count < 0)
@@ -464,7 +477,7 @@ int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
     int64_t before;
     do
     {
-        before = ls_get_plain_i64(image->position);
+        before = ls_get_plain_i64(&image->current_position);
         count = ls_image_scan_commit(image, scan, 1);
     }
     while (0 == count && scan->end_position != before);
@@ -491,13 +504,15 @@ int32_t ls_image_length_index(const ls_image_t *image, int64_t position)
 const uint8_t *ls_image_peek_message(const ls_image_t *image, int32_t *length)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(image->position); /* only this reader moves it */
+    const int64_t position = ls_get_plain_i64(&image->current_position); /* only this reader moves it */
     const int32_t offset = ls_logbuffer_term_offset(log, position);
     const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + offset;
     const int32_t frame_length = ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET);
     if (frame_length <= 0)
     {
-        *length = 0;
+        /* Nothing written yet, unless a private reader was lapped into a cleaned partition
+         * (a counter we own holds the writers back: no need to look). */
+        *length = NULL == image->owner_counters && ls_image_lapped_at(image, image->unverified_from) ? -1 : 0;
         return NULL;
     }
     int16_t type;
@@ -520,7 +535,7 @@ const uint8_t *ls_image_peek_message(const ls_image_t *image, int32_t *length)
 int64_t ls_image_consume_peeked(ls_image_t *image, int32_t length)
 {
     const int64_t position =
-        ls_get_plain_i64(image->position) + LS_ALIGN(length + LS_DATA_HEADER_LENGTH, LS_FRAME_ALIGNMENT);
+        ls_get_plain_i64(&image->current_position) + LS_ALIGN(length + LS_DATA_HEADER_LENGTH, LS_FRAME_ALIGNMENT);
     atomic_thread_fence(memory_order_acquire); /* the copy's reads before the checks */
     const int status = ls_image_store_position(image, position);
     if (status < 0)
@@ -533,7 +548,7 @@ int64_t ls_image_consume_peeked(ls_image_t *image, int32_t length)
 
 int64_t ls_image_position(const ls_image_t *image)
 {
-    return ls_get_acquire_i64(image->position);
+    return ls_get_plain_i64(&image->current_position);
 }
 
 int ls_image_set_position(ls_image_t *image, int64_t position)
@@ -575,7 +590,7 @@ static bool ls_image_rotation_stalled(const ls_image_t *image, int64_t position,
 int ls_image_wait(ls_image_t *image, int64_t timeout_ns)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
     return ls_log_await(log->metadata, frame, timeout_ns);
 }
@@ -583,7 +598,7 @@ int ls_image_wait(ls_image_t *image, int64_t timeout_ns)
 bool ls_image_is_blocked(const ls_image_t *image)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
     if (ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET) > 0)
     {
@@ -608,7 +623,7 @@ static bool ls_image_confirm_zeroed(const uint8_t *term, int32_t from, int32_t d
 bool ls_image_unblock(ls_image_t *image)
 {
     ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     const int32_t term_length = log->term_length;
     const int32_t offset = ls_logbuffer_term_offset(log, position);
     const int32_t term_id = ls_logbuffer_term_id(log, position);

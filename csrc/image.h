@@ -31,6 +31,7 @@ typedef struct ls_image_stct
 {
     ls_logbuffer_t log;
     int64_t *position;      /* this subscriber's position counter (shared memory) */
+    int64_t current_position; /* what this reader last stored there: its own, whoever owns the counter now */
     /* The counter record behind `position` when another process may free it (a publisher
      * evicting us as dead): every position write first checks it is still ours. NULL: a
      * private position, always ours. */
@@ -66,6 +67,10 @@ int ls_image_set_owner(ls_image_t *image, const ls_counters_t *counters, int32_t
 bool ls_image_is_lapped(const ls_image_t *image);
 /* Whether the position counter is still this image's (see ls_image_set_owner). */
 bool ls_image_is_owner(const ls_image_t *image);
+/* Confirms what was handed out up to the position was intact (the counter still ours, or for a
+ * private position not lapped): 0, or LS_IMAGE_LAPPED / LS_IMAGE_NOT_OWNER with the message. A
+ * binding calls it when a read finds nothing after handing out views. */
+int ls_image_check(ls_image_t *image);
 void ls_image_close(ls_image_t *image); /* frees the reassembly buffer */
 
 /* Hands up to `fragment_limit` fragments' worth of whole messages to `handler`, advancing

@@ -468,6 +468,7 @@ static void test_owner_checked_before_every_write(void)
     LS_CHECK(LS_IMAGE_NOT_OWNER == ls_image_poll_one(&image, &scan));
     LS_CHECK(LS_IMAGE_NOT_OWNER == ls_image_set_position(&image, 0));
     LS_CHECK(4096 == ls_counters_get(&counters, other));
+    LS_CHECK(64 == ls_image_position(&image)); /* its own position, not the new owner's */
     ls_image_close(&image);
 }
 

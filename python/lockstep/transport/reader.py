@@ -86,6 +86,8 @@ class LogReader(Closing):
         if position is None:
             position = self.log.retained_start_position
         self._position_cell = ffi.new("int64_t *") if position_addr is None else None
+        self._private = position_addr is None  # nothing holds the writers back: it can be lapped
+        self._unchecked = False  # views were handed out since the last check that they were intact
         self._image = ffi.new("ls_image_t *")
         addr = self._position_cell if position_addr is None else position_addr
         if lib.ls_image_init(self._image, self.log.file.pointer, self.log.file.length, addr, position) < 0:
@@ -127,7 +129,20 @@ class LogReader(Closing):
             self._failed(n)
             return -1
         self._rx.peek = scan.end_length_index
+        if n:
+            self._unchecked = True
         return n
+
+    def _nothing_yet(self) -> int:
+        """0 for a poll that found no frame. First (once after views were handed out, or always
+        for a private reader, which may be lapped into a cleaned partition) one C call confirms
+        the views were intact, so a loss found later starts at the position."""
+        if self._unchecked or self._private:
+            self._unchecked = False
+            status = lib.ls_image_check(self._image)
+            if status < 0:
+                self._failed(status)
+        return 0
 
     def _failed(self, status: int) -> None:
         """A C read failed: lapped (or evicted) raises ImageLostError, anything else the C error.
@@ -156,7 +171,7 @@ class LogReader(Closing):
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
         that raises has its message consumed (the position moves past it) before the error."""
         if not self._words[self._rx.peek]:
-            return 0
+            return self._nothing_yet()
         if limit == 1:
             return self._poll_one(handler)
         n = self._scan(limit)
@@ -225,7 +240,7 @@ class LogReader(Closing):
         """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
         one handler call per batch, not per message."""
         if not self._words[self._rx.peek]:
-            return 0
+            return self._nothing_yet()
         n = self._scan(limit)
         if n > 0:
             k = n - 1 if self._offsets[n - 1] < 0 else n  # a reassembled message goes alone
