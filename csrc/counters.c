@@ -189,22 +189,36 @@ void ls_counters_propose_max(ls_counters_t *counters, int32_t counter_id, int64_
     }
 }
 
+/* Whether record `id` is an allocated counter of `type_id` keyed by (session_id, stream_id).
+ * Returns -1 at the first UNUSED record: records are taken lowest first and never return to
+ * UNUSED, so none follows. */
+static int ls_counters_match_stream(
+    const ls_counters_t *counters, int32_t id, int32_t type_id, int32_t session_id, int32_t stream_id)
+{
+    const uint8_t *meta = LS_META(counters, id);
+    const int32_t state = ls_get_acquire_i32(meta + LS_COUNTER_STATE_OFFSET);
+    if (LS_COUNTER_RECORD_UNUSED == state)
+    {
+        return -1;
+    }
+    return LS_COUNTER_RECORD_ALLOCATED == state &&
+        type_id == ls_get_plain_i32(meta + LS_COUNTER_TYPE_ID_OFFSET) &&
+        session_id == ls_get_plain_i32(meta + LS_COUNTER_KEY_OFFSET + LS_STREAM_KEY_SESSION_ID_OFFSET) &&
+        stream_id == ls_get_plain_i32(meta + LS_COUNTER_KEY_OFFSET + LS_STREAM_KEY_STREAM_ID_OFFSET);
+}
+
 int32_t ls_counters_find_stream(
     const ls_counters_t *counters, int32_t type_id, int32_t session_id, int32_t stream_id, int32_t *ids, int32_t max_ids)
 {
     int32_t found = 0;
     for (int32_t id = 0; id < counters->max_counter_id; id++)
     {
-        const uint8_t *meta = LS_META(counters, id);
-        const int32_t state = ls_get_acquire_i32(meta + LS_COUNTER_STATE_OFFSET);
-        if (LS_COUNTER_RECORD_UNUSED == state)
+        const int match = ls_counters_match_stream(counters, id, type_id, session_id, stream_id);
+        if (match < 0)
         {
-            break; /* records are taken lowest first and never return to UNUSED: none after this */
+            break;
         }
-        if (LS_COUNTER_RECORD_ALLOCATED == state &&
-            type_id == ls_get_plain_i32(meta + LS_COUNTER_TYPE_ID_OFFSET) &&
-            session_id == ls_get_plain_i32(meta + LS_COUNTER_KEY_OFFSET + LS_STREAM_KEY_SESSION_ID_OFFSET) &&
-            stream_id == ls_get_plain_i32(meta + LS_COUNTER_KEY_OFFSET + LS_STREAM_KEY_STREAM_ID_OFFSET))
+        if (match)
         {
             if (found < max_ids)
             {
@@ -214,6 +228,44 @@ int32_t ls_counters_find_stream(
         }
     }
     return found;
+}
+
+int64_t ls_counters_min_stream_value(
+    const ls_counters_t *counters, int32_t type_id, int32_t session_id, int32_t stream_id, int32_t *count)
+{
+    int64_t min_value = INT64_MAX;
+    int32_t found = 0;
+    for (int32_t id = 0; id < counters->max_counter_id; id++)
+    {
+        const int match = ls_counters_match_stream(counters, id, type_id, session_id, stream_id);
+        if (match < 0)
+        {
+            break;
+        }
+        if (match)
+        {
+            const int64_t value = ls_counters_get(counters, id);
+            if (value < min_value)
+            {
+                min_value = value;
+            }
+            found++;
+        }
+    }
+    *count = found;
+    return min_value;
+}
+
+bool ls_counters_is_owned(const ls_counters_t *counters, int32_t counter_id, int64_t registration_id)
+{
+    if (counter_id < 0 || counter_id >= counters->max_counter_id)
+    {
+        return false;
+    }
+    /* State first (acquire): a record being reused goes RECLAIMED -> RESERVING before its
+     * registration id is rewritten, so ALLOCATED + our id read after it means still ours. */
+    return LS_COUNTER_RECORD_ALLOCATED == ls_get_acquire_i32(LS_META(counters, counter_id) + LS_COUNTER_STATE_OFFSET) &&
+        registration_id == ls_get_acquire_i64(LS_VALUE(counters, counter_id) + LS_COUNTER_REGISTRATION_ID_OFFSET);
 }
 
 int64_t *ls_counters_value_addr(ls_counters_t *counters, int32_t counter_id)

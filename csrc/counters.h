@@ -3,6 +3,7 @@
 #ifndef LS_COUNTERS_H
 #define LS_COUNTERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,15 @@ void ls_counters_propose_max(ls_counters_t *counters, int32_t counter_id, int64_
  * at most max_ids of them, lowest id first; returns how many matched in all. */
 int32_t ls_counters_find_stream(
     const ls_counters_t *counters, int32_t type_id, int32_t session_id, int32_t stream_id, int32_t *ids, int32_t max_ids);
+/* The lowest value among ALL the allocated counters of `type_id` keyed by (session_id,
+ * stream_id), however many there are (a publisher's limit must cover every subscriber);
+ * *count = how many matched. INT64_MAX when none. */
+int64_t ls_counters_min_stream_value(
+    const ls_counters_t *counters, int32_t type_id, int32_t session_id, int32_t stream_id, int32_t *count);
+/* Whether the record is still allocated to `registration_id`: false once another process freed
+ * it (an eviction) or it was reused by a new owner. Checked before every write of a counter that
+ * another process may free (the reuse delay covers the time between the check and the write). */
+bool ls_counters_is_owned(const ls_counters_t *counters, int32_t counter_id, int64_t registration_id);
 int64_t *ls_counters_value_addr(ls_counters_t *counters, int32_t counter_id);
 
 #endif

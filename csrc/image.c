@@ -47,8 +47,107 @@ int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *posit
         return -1;
     }
     image->position = position_counter;
+    image->current_position = position;
+    image->owner_counters = NULL;
+    image->owner_counter_id = -1;
+    image->unverified_from = position;
     image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
     ls_put_release_i64(position_counter, position);
+    return 0;
+}
+
+int ls_image_set_owner(ls_image_t *image, const ls_counters_t *counters, int32_t counter_id, int64_t registration_id)
+{
+    if (NULL == image || NULL == counters || !ls_counters_is_owned(counters, counter_id, registration_id))
+    {
+        ls_set_error(
+            LS_ESTATE, "image: position counter %d is not allocated to registration %lld",
+            counter_id, (long long)registration_id);
+        return -1;
+    }
+    image->owner_counters = counters;
+    image->owner_counter_id = counter_id;
+    image->owner_registration_id = registration_id;
+    return 0;
+}
+
+bool ls_image_is_owner(const ls_image_t *image)
+{
+    return NULL == image->owner_counters ||
+        ls_counters_is_owned(image->owner_counters, image->owner_counter_id, image->owner_registration_id);
+}
+
+/* Whether the writers may have cleaned (or rewritten) the partition holding `position`: the
+ * rotation two terms on cleans it, and begins once the next term's tail reached its end. */
+static bool ls_image_lapped_at(const ls_image_t *image, int64_t position)
+{
+    const ls_logbuffer_t *log = &image->log;
+    const int64_t ahead = (int64_t)ls_logbuffer_active_term_count(log) - (position >> log->position_bits_to_shift);
+    if (1 != ahead)
+    {
+        return ahead >= 2;
+    }
+    const int32_t next = (int32_t)((position >> log->position_bits_to_shift) + 1) % LS_LOG_PARTITION_COUNT;
+    return ls_image_tail_offset(ls_logbuffer_raw_tail(log, next)) >= log->term_length;
+}
+
+bool ls_image_is_lapped(const ls_image_t *image)
+{
+    const int64_t position = ls_get_plain_i64(&image->current_position);
+    const int64_t from = image->unverified_from < position ? image->unverified_from : position;
+    if (!ls_image_lapped_at(image, from))
+    {
+        return false;
+    }
+    ls_set_error(
+        LS_ESTATE, "session %d stream %d: lapped: the writers went two terms (2 x %d bytes) past position %lld "
+        "(log tail %lld), so what follows it may be overwritten",
+        image->log.session_id, image->log.stream_id, image->log.term_length, (long long)from,
+        (long long)ls_logbuffer_tail_position(&image->log));
+    return true;
+}
+
+/* 0 when the bytes from image->unverified_from on are still intact: while the position counter
+ * is ours, the writers are held back by it; a private position has only the log to go by. */
+static int ls_image_verify(const ls_image_t *image)
+{
+    if (NULL == image->owner_counters)
+    {
+        return ls_image_is_lapped(image) ? LS_IMAGE_LAPPED : 0;
+    }
+    if (ls_image_is_owner(image))
+    {
+        return 0;
+    }
+    ls_set_error(
+        LS_ESTATE, "session %d stream %d: position counter %d is no longer this image's (freed by a publisher that "
+        "took this subscriber for dead, or reused): position %lld not written",
+        image->log.session_id, image->log.stream_id, image->owner_counter_id,
+        (long long)ls_get_plain_i64(&image->current_position));
+    return LS_IMAGE_NOT_OWNER;
+}
+
+int ls_image_check(ls_image_t *image)
+{
+    const int status = ls_image_verify(image);
+    if (status < 0)
+    {
+        return status;
+    }
+    image->unverified_from = ls_get_plain_i64(&image->current_position);
+    return 0;
+}
+
+/* Moves the position (release) after checking the counter is still ours. */
+static int ls_image_store_position(ls_image_t *image, int64_t position)
+{
+    const int status = ls_image_verify(image);
+    if (status < 0)
+    {
+        return status;
+    }
+    ls_put_plain_i64(&image->current_position, position);
+    ls_put_release_i64(image->position, position);
     return 0;
 }
 
@@ -269,16 +368,27 @@ static void ls_image_poll_sink(
 int64_t ls_image_poll(ls_image_t *image, ls_fragment_handler_t handler, void *clientd, int32_t fragment_limit)
 {
     struct ls_image_poll_adapter adapter = { handler, clientd };
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     int64_t end_position = position;
     bool corrupt = false;
+    int status = ls_image_verify(image);
+    if (status < 0)
+    {
+        return status;
+    }
+    image->unverified_from = position;
     const int32_t fragments = ls_image_read(
         image, position, fragment_limit, false, ls_image_poll_sink, &adapter, &end_position, &corrupt);
-    if (end_position != position)
+    atomic_thread_fence(memory_order_acquire); /* the handlers' reads before the check below */
+    if (end_position != position && (status = ls_image_store_position(image, end_position)) < 0)
     {
-        ls_put_release_i64(image->position, end_position);
+        return status;
     }
-    return corrupt && 0 == fragments ? -1 : fragments;
+    if (corrupt && 0 == fragments)
+    {
+        return ls_image_lapped_at(image, position) && ls_image_is_lapped(image) ? LS_IMAGE_LAPPED : -1;
+    }
+    return fragments;
 }
 
 struct ls_image_scan_adapter
@@ -313,11 +423,21 @@ int32_t ls_image_scan(
     int64_t *end_position)
 {
     struct ls_image_scan_adapter adapter = { 0, partitions, data_offsets, lengths, headers };
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     bool corrupt = false;
     *end_position = position;
+    const int status = ls_image_verify(image); /* the views the last scan handed out were intact */
+    if (status < 0)
+    {
+        return status;
+    }
     ls_image_read(image, position, fragment_limit, true, ls_image_scan_sink, &adapter, end_position, &corrupt);
-    return corrupt && 0 == adapter.count && *end_position == position ? -1 : adapter.count;
+    if (corrupt && 0 == adapter.count && *end_position == position)
+    {
+        /* A frame of another term or offset where ours should be: lapped, not corrupt. */
+        return ls_image_lapped_at(image, position) && ls_image_is_lapped(image) ? LS_IMAGE_LAPPED : -1;
+    }
+    return adapter.count;
 }
 
 int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit)
@@ -326,11 +446,25 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
     {
         fragment_limit = LS_IMAGE_SCAN_CAPACITY;
     }
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     scan->count = ls_image_scan(
         image, fragment_limit, scan->partitions, scan->data_offsets, scan->lengths, scan->headers, &scan->end_position);
-    if (scan->end_position != ls_get_plain_i64(image->position))
+    if (scan->count < 0)
     {
-        ls_put_release_i64(image->position, scan->end_position);
+        scan->end_position = position;
+    }
+    else if (scan->end_position != position)
+    {
+        const int status = ls_image_store_position(image, scan->end_position);
+        if (status < 0)
+        {
+            scan->count = status;
+            scan->end_position = position; /* nothing handed out */
+        }
+        else
+        {
+            image->unverified_from = position; /* the views of this scan: checked by the next */
+        }
     }
     scan->end_length_index = ls_image_length_index(image, scan->end_position);
     return scan->count;
@@ -344,7 +478,7 @@ int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
     int64_t before;
     do
     {
-        before = ls_get_plain_i64(image->position);
+        before = ls_get_plain_i64(&image->current_position);
         count = ls_image_scan_commit(image, scan, 1);
     }
     while (0 == count && scan->end_position != before);
@@ -371,22 +505,28 @@ int32_t ls_image_length_index(const ls_image_t *image, int64_t position)
 const uint8_t *ls_image_peek_message(const ls_image_t *image, int32_t *length)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(image->position); /* only this reader moves it */
+    const int64_t position = ls_get_plain_i64(&image->current_position); /* only this reader moves it */
     const int32_t offset = ls_logbuffer_term_offset(log, position);
     const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + offset;
     const int32_t frame_length = ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET);
     if (frame_length <= 0)
     {
-        *length = 0;
+        /* Nothing written yet, unless a private reader was lapped into a cleaned partition
+         * (a counter we own holds the writers back: no need to look). */
+        *length = NULL == image->owner_counters && ls_image_lapped_at(image, image->unverified_from) ? -1 : 0;
         return NULL;
     }
     int16_t type;
     memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
     if (frame_length < LS_DATA_HEADER_LENGTH || frame_length > log->mtu_length ||
         offset + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT) > log->term_length ||
-        LS_FRAME_FLAGS_UNFRAGMENTED != frame[LS_FRAME_FLAGS_OFFSET] || LS_FRAME_TYPE_DATA != type)
+        LS_FRAME_FLAGS_UNFRAGMENTED != frame[LS_FRAME_FLAGS_OFFSET] || LS_FRAME_TYPE_DATA != type ||
+        offset != ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET) ||
+        ls_logbuffer_term_id(log, position) != ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET))
     {
-        *length = -1; /* padding, a fragment, or something to reject: ls_image_poll_one's job */
+        /* Padding, a fragment, a frame of another term (lapped) or something to reject:
+         * ls_image_poll_one's job (it tells lapped from corrupt). */
+        *length = -1;
         return NULL;
     }
     *length = frame_length - LS_DATA_HEADER_LENGTH;
@@ -396,19 +536,34 @@ const uint8_t *ls_image_peek_message(const ls_image_t *image, int32_t *length)
 int64_t ls_image_consume_peeked(ls_image_t *image, int32_t length)
 {
     const int64_t position =
-        ls_get_plain_i64(image->position) + LS_ALIGN(length + LS_DATA_HEADER_LENGTH, LS_FRAME_ALIGNMENT);
-    ls_put_release_i64(image->position, position);
+        ls_get_plain_i64(&image->current_position) + LS_ALIGN(length + LS_DATA_HEADER_LENGTH, LS_FRAME_ALIGNMENT);
+    atomic_thread_fence(memory_order_acquire); /* the copy's reads before the checks */
+    const int status = ls_image_store_position(image, position);
+    if (status < 0)
+    {
+        return status;
+    }
+    image->unverified_from = position; /* the copy was intact */
     return position;
 }
 
 int64_t ls_image_position(const ls_image_t *image)
 {
-    return ls_get_acquire_i64(image->position);
+    return ls_get_plain_i64(&image->current_position);
 }
 
-void ls_image_set_position(ls_image_t *image, int64_t position)
+int ls_image_set_position(ls_image_t *image, int64_t position)
 {
-    ls_put_release_i64(image->position, position);
+    const int status = ls_image_store_position(image, position);
+    if (status < 0)
+    {
+        return status;
+    }
+    if (position < image->unverified_from)
+    {
+        image->unverified_from = position;
+    }
+    return 0;
 }
 
 /* True when the position is the start of the term after the active one and that term's tail
@@ -436,7 +591,7 @@ static bool ls_image_rotation_stalled(const ls_image_t *image, int64_t position,
 int ls_image_wait(ls_image_t *image, int64_t timeout_ns)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
     return ls_log_await(log->metadata, frame, timeout_ns);
 }
@@ -444,7 +599,7 @@ int ls_image_wait(ls_image_t *image, int64_t timeout_ns)
 bool ls_image_is_blocked(const ls_image_t *image)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
     if (ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET) > 0)
     {
@@ -469,7 +624,7 @@ static bool ls_image_confirm_zeroed(const uint8_t *term, int32_t from, int32_t d
 bool ls_image_unblock(ls_image_t *image)
 {
     ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(image->position);
+    const int64_t position = ls_get_plain_i64(&image->current_position);
     const int32_t term_length = log->term_length;
     const int32_t offset = ls_logbuffer_term_offset(log, position);
     const int32_t term_id = ls_logbuffer_term_id(log, position);

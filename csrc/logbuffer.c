@@ -454,6 +454,9 @@ bool ls_logbuffer_rotate(ls_logbuffer_t *log, int32_t term_count, int32_t term_i
     const int32_t clean_held = ls_log_tail_term_id(ls_logbuffer_raw_tail(log, clean_index));
     if (clean_held == (int32_t)((uint32_t)term_id - 1))
     {
+        /* The tail past the end (stored before) is seen before any zero: a reader that finds
+         * it unchanged after copying a frame knows the copy is intact (image.c, lapped). */
+        atomic_thread_fence(memory_order_release);
         memset(log->terms[clean_index], 0, (size_t)log->term_length);
     }
 

@@ -499,18 +499,10 @@ int64_t ls_publication_refresh_limit(ls_publication_t *pub)
     pub->subscriber_count = 0;
     if (NULL != pub->counters)
     {
-        const int32_t found = ls_counters_find_stream(
+        /* Every subscriber counts, however many (no cap: one left out would be overrun). */
+        min_position = ls_counters_min_stream_value(
             pub->counters, LS_COUNTER_TYPE_SUBSCRIBER_POSITION, pub->log.session_id, pub->log.stream_id,
-            pub->subscriber_position_ids, LS_PUBLICATION_MAX_SUBSCRIBERS);
-        pub->subscriber_count = found < LS_PUBLICATION_MAX_SUBSCRIBERS ? found : LS_PUBLICATION_MAX_SUBSCRIBERS;
-        for (int32_t i = 0; i < pub->subscriber_count; i++)
-        {
-            const int64_t position = ls_counters_get(pub->counters, pub->subscriber_position_ids[i]);
-            if (position < min_position)
-            {
-                min_position = position;
-            }
-        }
+            &pub->subscriber_count);
     }
     if (INT64_MAX == min_position)
     {

@@ -19,8 +19,6 @@
 #define LS_PUBLICATION_MAX_POSITION_EXCEEDED (-5)
 #define LS_PUBLICATION_ERROR (-6) /* bad argument; see ls_errmsg() */
 
-#define LS_PUBLICATION_MAX_SUBSCRIBERS 64
-
 typedef struct ls_publication_stct
 {
     ls_logbuffer_t log;
@@ -28,11 +26,10 @@ typedef struct ls_publication_stct
     bool closed;
     int64_t window_length;
     int64_t position_limit; /* cached; recomputed from the subscribers when reached */
-    /* Subscriber position counters that bound this publisher, found by
-     * ls_publication_refresh_limit (the binding frees dead subscribers' counters). */
+    /* Where the subscriber position counters that bound this publisher are (all of them, found
+     * by ls_publication_refresh_limit; the binding frees dead subscribers' counters). */
     ls_counters_t *counters;
-    int32_t subscriber_position_ids[LS_PUBLICATION_MAX_SUBSCRIBERS];
-    int32_t subscriber_count;
+    int32_t subscriber_count; /* as of the last refresh */
     int32_t publisher_limit_id; /* counter mirroring position_limit, or -1 */
     /* Exclusive writer state (unused when shared). */
     int32_t term_id;

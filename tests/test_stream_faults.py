@@ -20,8 +20,8 @@ import pytest
 
 import stream_workers as sw
 from helpers import run_python
-from lockstep import (ADMIN_ACTION, BACK_PRESSURED, NOT_CONNECTED, BackoffIdleStrategy, Publication,
-                      Subscription)
+from lockstep import (ADMIN_ACTION, BACK_PRESSURED, NOT_CONNECTED, BackoffIdleStrategy, ImageLostError,
+                      Publication, Subscription)
 from lockstep.transport.client import TYPE_SUBSCRIBER_POSITION, client_for
 
 TERM = 64 * 1024
@@ -164,11 +164,12 @@ def _run_dead_claim_scenario(procs, mp, stream: int, dead_claim, *, before: int 
         assert sub._unblocks.get() >= 1
 
 
-def test_live_subscriber_evicted_as_dead_rejoins_and_loses_nothing(lsdir):
+def test_live_subscriber_evicted_as_dead_is_told_and_rejoins_live(lsdir):
     """A publisher may take a live subscriber for dead (its heartbeat looked stale, e.g. after
     the host paused for longer than the liveness timeout) and free its position counter. The
-    subscriber registers again at its own position within a housekeeping round: the publisher
-    is held back by it again and no message is skipped."""
+    next receive raises ImageLostError naming the stream, session and the range it did not get
+    (the counter is never written again); a new image follows at the live position, held back
+    by nobody else, and gets everything sent after it."""
     sub = Subscription(7001, lsdir)
     pub = Publication(7001, lsdir, exclusive=True, term_length=TERM)
     with sub, pub:
@@ -183,24 +184,26 @@ def test_live_subscriber_evicted_as_dead_rejoins_and_loses_nothing(lsdir):
         counters = client_for(lsdir).counters
         [mine] = counters.find_stream(TYPE_SUBSCRIBER_POSITION, pub.session_id, 7001)
         counters.free(mine.id)  # what the publisher's eviction does
-        assert not counters.find_stream(TYPE_SUBSCRIBER_POSITION, pub.session_id, 7001)
-        got = []
-        while image.rejoins == 0:  # housekeeping runs every 100 ms while we poll
-            assert time.monotonic() < deadline, "the image never registered again"
-            data = sub.receive()
-            if data is not None:
-                got.append(int.from_bytes(data, "little"))
-        [again] = counters.find_stream(TYPE_SUBSCRIBER_POSITION, pub.session_id, 7001)
-        assert again.id != mine.id or again.registration_id != mine.registration_id
-        assert again.value == image.position  # publishers see where we really are
+        at = image.position
+        with pytest.raises(ImageLostError) as lost:
+            sub.receive()
+        e = lost.value
+        assert (e.stream_id, e.session_id, e.from_position, e.to_position) == (7001, pub.session_id, at, pub.position)
+        assert "evicted" in str(e) and f"session {pub.session_id}" in str(e)
+        assert counters.info(mine.id).value == at  # never written after the eviction
+        [again] = sub.images
+        assert again is not image and again.join_position == pub.position
+        [counter] = counters.find_stream(TYPE_SUBSCRIBER_POSITION, pub.session_id, 7001)
+        assert counter.registration_id == again.registration_id != mine.registration_id
         sent = 10
-        while pub.offer(sent.to_bytes(4, "little")) > 0:  # held back by us again: a window, no more
+        while pub.offer(sent.to_bytes(4, "little")) > 0:  # held back by the new image: a window, no more
             sent += 1
-        while len(got) < sent - 5:
+        got = []
+        while len(got) < sent - 10:
             data = sub.receive()
             if data is not None:
                 got.append(int.from_bytes(data, "little"))
-        assert got == list(range(5, sent))
+        assert got == list(range(10, sent))
 
 
 @pytest.mark.parametrize("fill", [True, False], ids=["payload-partly-written", "payload-untouched"])

@@ -434,6 +434,79 @@ static void dead_claim(ls_publication_t *pub, int64_t bytes)
     ls_get_and_add_i64(pub->log.metadata + index * 8, bytes);
 }
 
+/* A position counter freed (a publisher's eviction) or reused by another subscriber is never
+ * written again: every read path says NOT_OWNER and leaves the value alone. */
+static void test_owner_checked_before_every_write(void)
+{
+    ls_publication_t pub;
+    ls_image_t image;
+    ls_image_scan_t scan;
+    struct seen s = { 0 };
+    setup(&pub, &image, true, 0);
+    LS_CHECK(0 == ls_image_set_owner(&image, &counters, sub_id, 1));
+    LS_CHECK(-1 == ls_image_set_owner(&image, &counters, sub_id, 2) && LS_ESTATE == ls_errcode());
+    for (int i = 0; i < 4; i++)
+    {
+        LS_CHECK(ls_publication_offer(&pub, (const uint8_t *)"abcd", 4, 0) > 0);
+    }
+    int32_t length;
+    LS_CHECK(NULL != ls_image_peek_message(&image, &length) && 4 == length);
+    LS_CHECK(64 == ls_image_consume_peeked(&image, length));
+    LS_CHECK(ls_image_is_owner(&image));
+
+    LS_CHECK(0 == ls_counters_free(&counters, sub_id, 0));
+    LS_CHECK(!ls_image_is_owner(&image));
+    LS_CHECK(LS_IMAGE_NOT_OWNER == ls_image_consume_peeked(&image, length));
+    LS_CHECK(NULL != strstr(ls_errmsg(), "no longer this image's"));
+    /* The record goes to a new subscriber (same id, another registration). */
+    const int32_t other = alloc_stream_counter(LS_COUNTER_TYPE_SUBSCRIBER_POSITION, 7);
+    LS_CHECK(other == sub_id);
+    ls_counters_set(&counters, other, 4096);
+    LS_CHECK(LS_IMAGE_NOT_OWNER == ls_image_consume_peeked(&image, length));
+    LS_CHECK(LS_IMAGE_NOT_OWNER == ls_image_poll(&image, collect, &s, 10) && 0 == s.count);
+    LS_CHECK(LS_IMAGE_NOT_OWNER == ls_image_scan_commit(&image, &scan, 10));
+    LS_CHECK(LS_IMAGE_NOT_OWNER == ls_image_poll_one(&image, &scan));
+    LS_CHECK(LS_IMAGE_NOT_OWNER == ls_image_set_position(&image, 0));
+    LS_CHECK(4096 == ls_counters_get(&counters, other));
+    LS_CHECK(64 == ls_image_position(&image)); /* its own position, not the new owner's */
+    ls_image_close(&image);
+}
+
+/* A reader with a private position that the writers went two terms past is told LAPPED by
+ * every path, never handed the later term's frames, never told the log is corrupt. */
+static void test_lapped_private_reader(void)
+{
+    ls_publication_t pub;
+    ls_image_t image, reader;
+    ls_image_scan_t scan;
+    int64_t position = 0;
+    setup(&pub, &image, true, 0);
+    LS_CHECK(0 == ls_image_init(&reader, memory, LENGTH, &position, 0));
+    uint8_t message[100] = { 0 };
+    LS_CHECK(ls_publication_offer(&pub, message, sizeof(message), 0) > 0);
+    LS_CHECK(ls_image_poll_one(&reader, &scan) > 0); /* read one: a view handed out */
+    int64_t written = 0;
+    while (written < 3 * TERM + 400) /* the subscriber keeps up; the private reader does not */
+    {
+        message[0]++;
+        written = ls_publication_offer(&pub, message, sizeof(message), 0);
+        LS_CHECK(written > 0);
+        LS_CHECK(ls_image_poll_one(&image, &scan) > 0);
+    }
+    LS_CHECK(ls_image_is_lapped(&reader));
+    LS_CHECK(NULL != strstr(ls_errmsg(), "lapped"));
+    int32_t length;
+    ls_image_peek_message(&reader, &length); /* a frame of term 3 at our offset: not handed out */
+    LS_CHECK(-1 == length);
+    LS_CHECK(LS_IMAGE_LAPPED == ls_image_poll_one(&reader, &scan));
+    LS_CHECK(LS_ESTATE == ls_errcode() && NULL != strstr(ls_errmsg(), "lapped"));
+    struct seen s = { 0 };
+    LS_CHECK(LS_IMAGE_LAPPED == ls_image_poll(&reader, collect, &s, 10) && 0 == s.count);
+    LS_CHECK(160 == position); /* not moved */
+    ls_image_close(&reader);
+    ls_image_close(&image);
+}
+
 static void test_unblock_gap(void)
 {
     ls_publication_t pub;
@@ -537,6 +610,8 @@ int main(int argc, char **argv)
     LS_RUN(test_scan);
     LS_RUN(test_corrupt_frames);
     LS_RUN(test_image_init_rejects);
+    LS_RUN(test_owner_checked_before_every_write);
+    LS_RUN(test_lapped_private_reader);
     LS_RUN(test_unblock_gap);
     LS_RUN(test_unblock_dead_term_crosser);
     return LS_TEST_RESULT();

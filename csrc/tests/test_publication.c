@@ -16,8 +16,10 @@
 #define STREAM 1001
 
 static _Alignas(64) uint8_t memory[LENGTH];
-static _Alignas(64) uint8_t values[16 * LS_COUNTER_VALUE_LENGTH];
-static _Alignas(64) uint8_t metadata[16 * LS_COUNTER_METADATA_LENGTH];
+#define MAX_COUNTERS 128
+
+static _Alignas(64) uint8_t values[MAX_COUNTERS * LS_COUNTER_VALUE_LENGTH];
+static _Alignas(64) uint8_t metadata[MAX_COUNTERS * LS_COUNTER_METADATA_LENGTH];
 static ls_counters_t counters;
 static int32_t sub_id;
 
@@ -291,6 +293,35 @@ static void test_back_pressure(void)
     }
 }
 
+/* Any number of subscribers bounds the publisher: the slowest of 100 is the last found. */
+static void test_many_subscribers(void)
+{
+    for (int exclusive = 0; exclusive < 2; exclusive++)
+    {
+        ls_publication_t pub;
+        uint8_t message[100] = { 0 };
+        setup(&pub, exclusive, 0, 0, 0);
+        ls_counters_set(&counters, sub_id, TERM);
+        int32_t last = -1;
+        for (int64_t i = 2; i <= 100; i++)
+        {
+            last = alloc_stream_counter(LS_COUNTER_TYPE_SUBSCRIBER_POSITION, i);
+            LS_CHECK(last >= 0);
+            ls_counters_set(&counters, last, i < 100 ? TERM : 0);
+        }
+        LS_CHECK(TERM / 2 == ls_publication_refresh_limit(&pub));
+        LS_CHECK(100 == pub.subscriber_count);
+        int64_t result = 0;
+        while ((result = ls_publication_offer(&pub, message, sizeof(message), 0)) > 0)
+        {
+        }
+        LS_CHECK(LS_PUBLICATION_BACK_PRESSURED == result);
+        LS_CHECK(ls_publication_position(&pub) < TERM / 2 + 160);
+        ls_counters_set(&counters, last, TERM);
+        LS_CHECK(ls_publication_offer(&pub, message, sizeof(message), 0) > 0);
+    }
+}
+
 static void test_statuses(void)
 {
     for (int exclusive = 0; exclusive < 2; exclusive++)
@@ -545,6 +576,7 @@ int main(void)
     LS_RUN(test_fragmentation);
     LS_RUN(test_padding_and_rotation);
     LS_RUN(test_back_pressure);
+    LS_RUN(test_many_subscribers);
     LS_RUN(test_statuses);
     LS_RUN(test_try_claim);
     LS_RUN(test_batch);

@@ -13,6 +13,7 @@ from .errors import (
     CodecError,
     FileAccessError,
     FileFormatError,
+    ImageLostError,
     InvalidArgumentError,
     LockstepError,
 )
@@ -53,7 +54,7 @@ __all__ = [
     "Batch", "BufferClaim", "Header", "Image", "LogBuffer", "Publication", "Subscription", "status_name",
     "BackoffIdleStrategy", "BusySpinIdleStrategy", "ClosedError", "ControlledAction", "Counter",
     "CounterInfo", "Counters", "FileAccessError", "FileFormatError", "IdleStrategy",
-    "InvalidArgumentError", "LockstepError", "ManyToOneRing", "NoOpIdleStrategy", "OneToOneRing",
+    "ImageLostError", "InvalidArgumentError", "LockstepError", "ManyToOneRing", "NoOpIdleStrategy", "OneToOneRing",
     "RingClaim", "SleepingIdleStrategy", "YieldingIdleStrategy", "default_dir", "idle_strategy",
 ]
 __all__ += ["NoSpaceError", "ResourceLimitError"]

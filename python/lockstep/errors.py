@@ -24,6 +24,23 @@ class FileAccessError(LockstepError):
     """A file or directory may not be used: a symlink, another user's, or too open."""
 
 
+class ImageLostError(LockstepError):
+    """A subscription's image of one publisher session went away with messages it never handed
+    out (evicted for liveness, lapped): names the stream, the session and the lost range."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, stream_id: int, session_id: int, from_position: int,
+                 to_position: int, reason: str) -> None:
+        self.path = None if path is None else os.fspath(path)
+        self.stream_id = stream_id
+        self.session_id = session_id
+        self.from_position = from_position
+        self.to_position = to_position
+        self.reason = reason
+        super().__init__(
+            f"{self.path}: stream {stream_id} session {session_id}: image lost, {reason}: the messages from "
+            f"position {from_position} to {to_position} were not received")
+
+
 class ClosedError(LockstepError):
     """The object was closed and its mapped memory released."""
 

@@ -171,8 +171,16 @@ static PyObject *receive_one(ReceiveObject *self)
     PyObject *data = PyBytes_FromStringAndSize((const char *)payload, length);
     if (NULL != data)
     {
-        /* Copied out: now the writer may have the space back. */
-        self->peek = ls_image_length_index(image, ls_image_consume_peeked(image, length));
+        /* Copied out: now the writer may have the space back, unless the copy may be torn
+         * (lapped) or the counter is no longer ours (evicted): then the copy is dropped and
+         * the fallback reports the lost image (it re-reads through ls_image_poll_one). */
+        const int64_t position = ls_image_consume_peeked(image, length);
+        if (position < 0)
+        {
+            Py_DECREF(data);
+            return PyObject_CallNoArgs(self->fallback);
+        }
+        self->peek = ls_image_length_index(image, position);
     }
     return data;
 }
@@ -325,6 +333,10 @@ static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *arg
             break;
         }
         Py_DECREF(got);
+        if (images != self->images)
+        {
+            break; /* a fallback replaced the images (one was lost): the next call reads the new ones */
+        }
     }
     Py_DECREF(images);
     const int empty = NULL == data;

@@ -48,7 +48,7 @@ def _user_name() -> str:
 
 def resolve_dir(dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
     """Return the directory to use, creating it 0700 if needed; refuse a symlink, a directory
-    of another user (root's is fine), or one others may write to unless it is sticky (/tmp)."""
+    of another user (root's is fine), or one others may write to, sticky (/tmp) or not."""
     path = Path(dir) if dir is not None else default_dir()
     if create:
         try:
@@ -65,10 +65,11 @@ def resolve_dir(dir: str | os.PathLike[str] | None = None, *, create: bool = Tru
         raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked directories")
     if not stat.S_ISDIR(st.st_mode):
         raise FileAccessError(f"{path}: not a directory")
-    # Whoever owns a directory, or may write to a non-sticky one, can swap our files.
+    # Whoever owns a directory, or may write to it, can swap our files (or plant logs, sticky
+    # or not: discovery would find them).
     if st.st_uid not in (os.geteuid(), 0):
         raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+    if st.st_mode & 0o022:
         raise FileAccessError(
             f"{path}: others may write here (mode {stat.S_IMODE(st.st_mode):o}); run chmod 700 on it")
     return path

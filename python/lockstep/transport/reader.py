@@ -13,6 +13,7 @@ import numpy as np
 from .._closing import Closing, guarded
 from .._native._fastpath import Receive
 from .._native import c_error, ffi, lib
+from ..errors import ImageLostError
 from .logbuffer import LogBuffer
 
 __all__ = ["LogReader", "Header", "Batch"]
@@ -87,6 +88,8 @@ class LogReader(Closing):
         self._position_cell = ffi.new("int64_t *") if position_addr is None else None
         self._image = ffi.new("ls_image_t *")
         addr = self._position_cell if position_addr is None else position_addr
+        self._private = position_addr is None  # nothing holds the writers back: it can be lapped
+        self._unchecked = False  # views were handed out since the last check that they were intact
         if lib.ls_image_init(self._image, self.log.file.pointer, self.log.file.length, addr, position) < 0:
             error = c_error(self.path)
             self.log.close()
@@ -117,13 +120,45 @@ class LogReader(Closing):
         return lib.ls_image_position(self._image)
 
     def _scan(self, limit: int) -> int:
-        """Scan up to `limit` messages and move the position past them (one C call)."""
+        """Scan up to `limit` messages and move the position past them (one C call); -1 when
+        the reader was lost (and told so, see `_failed`)."""
         scan = self._scan_out
         n = lib.ls_image_scan_commit(self._image, scan, limit)
         if n < 0:
-            raise c_error(self.path)
+            self._failed(n)
+            return -1
         self._rx.peek = scan.end_length_index
+        if n:
+            self._unchecked = True
         return n
+
+    def _nothing_yet(self) -> int:
+        """0 for a poll that found no frame. First (once after views were handed out, or always
+        for a private reader, which may be lapped into a cleaned partition) one C call confirms
+        the views were intact, so a loss found later starts at the position."""
+        if self._unchecked or self._private:
+            self._unchecked = False
+            status = lib.ls_image_check(self._image)
+            if status < 0:
+                self._failed(status)
+        return 0
+
+    def _failed(self, status: int) -> None:
+        """A C read failed: lapped (or evicted) raises ImageLostError, anything else the C error.
+        (An Image hands a loss to its subscription, which may tell a handler instead.)"""
+        if status not in (lib.LS_IMAGE_LAPPED, lib.LS_IMAGE_NOT_OWNER):
+            raise c_error(self.path)
+        reason, from_position = self._loss(status)
+        raise ImageLostError(self.path, self.stream_id, self.session_id, from_position, self.log.tail_position, reason)
+
+    def _loss(self, status: int) -> tuple[str, int]:
+        """Why the reader was lost (the C error text) and from which position nothing it was
+        handed can be trusted."""
+        lapped = lib.ls_image_is_lapped(self._image)  # (sets the error text when it is)
+        if status == lib.LS_IMAGE_NOT_OWNER and not lapped:
+            return "evicted: its position counter was freed by a publisher that took it for dead", self.position
+        detail = ffi.string(lib.ls_errmsg()).decode("utf-8", "replace")
+        return detail.split(": ", 1)[-1], min(self._image.unverified_from, self.position)
 
     def _rewind(self, i: int) -> None:
         """A handler failed on message i: it counts as consumed, the rest do not."""
@@ -148,7 +183,7 @@ class LogReader(Closing):
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
         that raises has its message consumed (the position moves past it) before the error."""
         if not self._words[self._rx.peek]:
-            return 0
+            return self._nothing_yet()
         if limit == 1:
             return self._poll_one(handler)
         n = self._scan(limit)
@@ -158,6 +193,8 @@ class LogReader(Closing):
             n = self._scan(limit)
             if self._rx.peek == before:
                 break  # a frame still being written
+        if n < 0:
+            return 0  # lost, and told
         header, offsets, lengths = self._header, self._offsets, self._lengths
         term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
         i = 0
@@ -196,7 +233,8 @@ class LogReader(Closing):
             return None
         if r == lib.LS_IMAGE_ASSEMBLED:
             return memoryview(ffi.buffer(self._image.assembly, self._lengths[0]))
-        raise c_error(self.path)
+        self._failed(r)
+        return None
 
     def receive(self) -> bytes | None:  # (the instance's `receive` is the C object; this documents it)
         """The next whole message, copied out, or None when there is none yet: the cheapest
@@ -225,9 +263,9 @@ class LogReader(Closing):
         """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
         one handler call per batch, not per message."""
         if not self._words[self._rx.peek]:
-            return 0
+            return self._nothing_yet()
         n = self._scan(limit)
-        if n:
+        if n > 0:
             k = n - 1 if self._offsets[n - 1] < 0 else n  # a reassembled message goes alone
             if k:
                 buffer = np.frombuffer(self._terms[self._parts[0]], dtype=np.uint8)
@@ -242,7 +280,7 @@ class LogReader(Closing):
                 buffer = np.frombuffer(ffi.buffer(self._image.assembly, self._lengths[k]), dtype=np.uint8)
                 handler(Batch(buffer, np.zeros(1, np.int32), self._np_lengths[k:n], self._np_positions[k:n],
                               self.session_id, self.stream_id))
-        return n
+        return max(n, 0)
 
     def messages(self) -> Iterator[tuple[bytes, dict[str, int]]]:
         """Every message from the position to the tail, copied: (payload, header fields)."""

@@ -8,9 +8,9 @@ import operator
 import re
 from pathlib import Path
 
-from ..errors import InvalidArgumentError
+from ..errors import FileFormatError, InvalidArgumentError
 
-__all__ = ["shared_log_path", "exclusive_log_path", "stream_logs", "check_stream_id"]
+__all__ = ["shared_log_path", "exclusive_log_path", "stream_logs", "check_stream_id", "check_log_name"]
 
 _NAME = re.compile(r"^(-?\d+)-(shared|-?\d+)\.logbuffer$")
 
@@ -43,3 +43,15 @@ def stream_logs(dir: Path, stream_id: int) -> list[Path]:
         if m and int(m.group(1)) == stream_id:
             found.append(entry)
     return sorted(found)
+
+
+def check_log_name(path: Path, stream_id: int, session_id: int) -> None:
+    """A log is accepted only when its header matches its name: the stream, and the session of
+    an exclusive log (a copied or planted file must not pass for another stream's)."""
+    m = _NAME.match(path.name)
+    if m is None:
+        raise FileFormatError(path, "name: expected <stream>-shared.logbuffer or <stream>-<session>.logbuffer")
+    if int(m.group(1)) != stream_id:
+        raise FileFormatError(path, f"header stream id: expected {m.group(1)} (the file's name), found {stream_id}")
+    if m.group(2) != "shared" and int(m.group(2)) != session_id:
+        raise FileFormatError(path, f"header session id: expected {m.group(2)} (the file's name), found {session_id}")

@@ -12,14 +12,15 @@ from typing import Any, Callable, Literal
 
 from .._closing import Closing, guarded
 from .._native._fastpath import ReceiveAny
-from .._native import ffi, lib
+from .._native import c_error, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, check_timeout_ms, client_for, is_alive)
-from ..errors import InvalidArgumentError
+from ..errors import ImageLostError, InvalidArgumentError, LockstepError
 from .logbuffer import LogBuffer
 from .mapped import MappedFile, resolve_dir
 from .reader import Batch, Header, LogReader
-from .stream_files import stream_logs
+from .errorlog import record_error
+from .stream_files import check_log_name, stream_logs
 
 __all__ = ["Subscription", "Image", "Header", "Batch"]
 
@@ -32,6 +33,7 @@ _MULTI_IMAGE_WAIT_NS = 1_000_000
 _NO_IMAGE_WAIT_NS = 10_000_000
 
 Start = Literal["live", "earliest"] | int
+ImageHandler = Callable[["Image"], Any]
 
 
 class Image(LogReader):
@@ -42,6 +44,11 @@ class Image(LogReader):
 
     def __init__(self, subscription: "Subscription", path: Path, start: Start) -> None:
         log = LogBuffer(MappedFile.open(path))
+        try:
+            check_log_name(path, log.stream_id, log.session_id)
+        except BaseException:
+            log.close()
+            raise
         if start == "live":
             position = log.tail_position
         elif start == "earliest":
@@ -56,15 +63,20 @@ class Image(LogReader):
                     f"[{first}, {tail}]")
         self._sub = subscription
         self.join_position = position
+        self.lost: ImageLostError | None = None  # why it went away, when it was lost
         self._register(log.session_id, log.stream_id, position)
         try:
             super().__init__(log, position, self._position_addr())
         except BaseException:
             self._counter.free(0)
             raise
+        # From now on every write of the position first checks the counter is still ours.
+        if lib.ls_image_set_owner(self._image, self._counter._c, self._counter.id, self.registration_id) < 0:
+            error = c_error(self.path)
+            self.close()
+            raise error
         self._blocked_since_ns = 0
         self._blocked_at = -1
-        self.rejoins = 0
 
     def _register(self, session_id: int, stream_id: int, position: int) -> None:
         """Allocate the position counter by which publishers find this image and wait for it."""
@@ -79,22 +91,20 @@ class Image(LogReader):
     def _position_addr(self):
         return lib.ls_counters_value_addr(self._sub._client.counters._c, self._counter.id)
 
-    def _rejoin_if_evicted(self) -> None:
-        """A publisher took us for dead (e.g. the host paused longer than the liveness timeout)
-        and freed our counter: register again at our position, so publishers wait for us."""
-        info = self._sub._client.counters.info(self._counter.id)
-        if info.state == "allocated" and info.registration_id == self.registration_id:
-            return
-        position = self.position
-        self._register(self.session_id, self.stream_id, position)
-        self._image.position = ffi.cast("int64_t *", self._position_addr())
-        self.rejoins += 1
+    def _failed(self, status: int) -> None:
+        """A read found the image lapped or evicted: the subscription closes it and tells the
+        handler or raises ImageLostError; any other failure raises the C error."""
+        if status not in (lib.LS_IMAGE_LAPPED, lib.LS_IMAGE_NOT_OWNER):
+            super()._failed(status)
+        self._sub._image_lost(self, *self._loss(status))
 
     def check(self, now_ns: int) -> str | None:
         """Unblock a writer that died mid-frame. Returns "ended" at the end of stream, "idle"
         when everything is read and no publisher of the log is alive (the log may yet be
-        resumed, e.g. by a restarted sequencer), else None."""
-        self._rejoin_if_evicted()
+        resumed, e.g. by a restarted sequencer), "lost" when a publisher evicted it (its
+        position counter is no longer ours), else None."""
+        if not lib.ls_image_is_owner(self._image):
+            return "lost"
         if lib.ls_image_is_blocked(self._image):
             position = self.position
             if position != self._blocked_at:
@@ -141,13 +151,24 @@ class Image(LogReader):
         super().close()
 
     def _teardown(self) -> None:
-        if self._unlink_if_done and not self._others_behind():
+        owned = lib.ls_image_is_owner(self._image)  # never free a counter that is someone else's now
+        if self._unlink_if_done and owned and not self._others_behind():
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
-        self._counter.free_quietly()
+        if owned:
+            self._counter.free_quietly()
         super()._teardown()
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of a file, None when it is gone: tells a replaced file from the same one."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class Subscription(Closing):
@@ -157,12 +178,21 @@ class Subscription(Closing):
     the start of the retained log), or a position (applies to images present at creation).
     `join`: where images of publishers found later start ("live", or "earliest" for a
     consumer that must see everything, like a replica of the sequenced log).
+
+    Lost images are never silent (Aeron's model): `on_available_image(image)` runs for each
+    image that joins; `on_unavailable_image(image)` for each that goes: its publisher ended or
+    died, or it was lost (evicted as dead by a publisher, or lapped: `image.lost` is the
+    ImageLostError). Without `on_unavailable_image` a lost image makes the next poll, receive
+    or poll_batch raise ImageLostError (once; later calls go on with the other images). A lost
+    image is followed by a new image of the same log at its live position.
     """
 
     def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, start: Start = "live",
                  liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS,
                  unblock_timeout_ms: int = DEFAULT_UNBLOCK_TIMEOUT_MS,
-                 join: Literal["live", "earliest"] = "live") -> None:
+                 join: Literal["live", "earliest"] = "live",
+                 on_available_image: ImageHandler | None = None,
+                 on_unavailable_image: ImageHandler | None = None) -> None:
         if join not in ("live", "earliest"):
             raise InvalidArgumentError(f"join: expected 'live' or 'earliest', found {join!r}")
         self.join = join
@@ -176,6 +206,13 @@ class Subscription(Closing):
         self._images: dict[Path, Image] = {}
         self._finished: set[Path] = set()
         self._parked: set[Path] = set()  # images whose publishers died, all read
+        self.on_available_image = on_available_image
+        self.on_unavailable_image = on_unavailable_image
+        # Lost images not yet reported (ImageLostError, log path) and the images that follow
+        # them, held back until the loss is raised: nothing after a gap goes out before it.
+        self._pending: list[tuple[ImageLostError, Path]] = []
+        self._held: dict[Path, Image] = {}
+        self._bad: dict[Path, tuple[int, int, int]] = {}  # files skipped, by identity (recorded once)
         self._unblocks = self._client.counters.allocate(
             TYPE_UNBLOCKS, f"unblocks: stream {stream_id}", reference_id=self._client.heartbeat.id)
         self._image_list: list[Image] = []
@@ -274,6 +311,8 @@ class Subscription(Closing):
         return bool(self._image_list)
 
     def _housekeeping(self) -> None:
+        if self._pending and not self._closed:
+            self._raise_pending()
         now = time.monotonic_ns()
         if now < self._next_housekeeping_ns or self._closed:
             return  # (the common case, from receive(): before the guard, which costs a call)
@@ -290,6 +329,7 @@ class Subscription(Closing):
                 if image.has_more or image.position >= image.log.end_of_stream_position:
                     self._parked.discard(path)  # resumed (or ended): back to polling
                     changed = True
+                    self._tell(self.on_available_image, image)
                 continue
             state = image.check(now)
             if state == "ended":
@@ -297,12 +337,78 @@ class Subscription(Closing):
                 del self._images[path]
                 self._finished.add(path)
                 changed = True
+                self._tell(self.on_unavailable_image, image)
             elif state == "idle":
                 # Its publisher died: stop polling it, keep our place in case it resumes.
                 self._parked.add(path)
                 changed = True
+                self._tell(self.on_unavailable_image, image)
+            elif state == "lost":
+                self._image_lost(image, "evicted: its position counter was freed by a publisher that took it "
+                                 "for dead", image.position, raise_now=False)
         if changed:
             self._update_image_list()
+        if self._pending:
+            self._raise_pending()
+
+    @staticmethod
+    def _tell(handler: ImageHandler | None, image: Image) -> None:
+        if handler is not None:
+            handler(image)
+
+    def _image_lost(self, image: Image, reason: str, from_position: int, *, raise_now: bool = True) -> None:
+        """Close a lost image (evicted or lapped), follow it with a new image of the log at its
+        live position, and tell: `on_unavailable_image`, else ImageLostError (now, or with
+        raise_now=False at the end of housekeeping), before the new image is read."""
+        path = image.path
+        tail = image.log.tail_position
+        self._images.pop(path, None)
+        self._parked.discard(path)
+        image.close()
+        self._update_image_list()
+        new = self._rejoin(path)
+        error = ImageLostError(path, self.stream_id, image.session_id, from_position,
+                               tail if new is None else max(tail, new.join_position), reason)
+        image.lost = error
+        if self.on_unavailable_image is not None:
+            if new is not None:
+                self._images[path] = new
+                self._update_image_list()
+            self.on_unavailable_image(image)
+            if new is not None:
+                self._tell(self.on_available_image, new)
+            return
+        if new is not None:
+            self._held[path] = new
+        self._pending.append((error, path))
+        if raise_now:
+            self._raise_pending()
+
+    def _rejoin(self, path: Path) -> Image | None:
+        """A new image of a lost image's log, at its live position (None when the log is gone
+        or ended)."""
+        try:
+            new = Image(self, path, "live")
+        except FileNotFoundError:
+            return None
+        except LockstepError as e:
+            self._skip_bad_file(path, e)
+            return None
+        if new.position >= new.log.end_of_stream_position:
+            new.close()
+            self._finished.add(path)
+            return None
+        return new
+
+    def _raise_pending(self) -> None:
+        """Raise the oldest unreported loss; the image that follows it becomes readable."""
+        error, path = self._pending.pop(0)
+        new = self._held.pop(path, None)
+        if new is not None:
+            self._images[path] = new
+            self._update_image_list()
+            self._tell(self.on_available_image, new)
+        raise error
 
     @guarded
     def discover(self) -> int:
@@ -311,19 +417,44 @@ class Subscription(Closing):
         return len(self._image_list)
 
     def _discover(self, start: Start) -> None:
+        added = []
         for path in stream_logs(self.dir, self.stream_id):
-            if path in self._images or path in self._finished:
+            if path in self._images or path in self._finished or path in self._held or self._still_bad(path):
                 continue
             try:
                 image = Image(self, path, start)
             except FileNotFoundError:
                 continue  # removed meanwhile
+            except LockstepError as e:
+                if isinstance(e, InvalidArgumentError) and isinstance(start, int):
+                    raise  # the caller's start position
+                self._skip_bad_file(path, e)  # one bad or foreign file never stops the others
+                continue
             if image.position >= image.log.end_of_stream_position:
                 image.close()
                 self._finished.add(path)
                 continue
             self._images[path] = image
+            added.append(image)
         self._update_image_list()
+        for image in added:
+            self._tell(self.on_available_image, image)
+
+    def _still_bad(self, path: Path) -> bool:
+        """Whether `path` is a file skipped before and unchanged since (a replaced one is retried)."""
+        identity = self._bad.get(path)
+        return identity is not None and identity == _identity(path)
+
+    def _skip_bad_file(self, path: Path, error: LockstepError) -> None:
+        """Leave a bad or foreign log file alone, recorded once in the directory's error log."""
+        identity = _identity(path)
+        if identity is None or self._bad.get(path) == identity:
+            return
+        self._bad[path] = identity
+        try:
+            record_error(self.dir, f"subscription to stream {self.stream_id}: skipped {error}")
+        except LockstepError:
+            pass  # a full or damaged error log must not stop the stream either
 
     def _update_image_list(self) -> None:
         self._image_list = [i for p, i in self._images.items() if p not in self._parked]
@@ -343,9 +474,11 @@ class Subscription(Closing):
             image._wake()  # a receive asleep on it wakes to see the close
 
     def _teardown(self) -> None:
-        for image in self._images.values():
+        for image in [*self._images.values(), *self._held.values()]:
             image.close()
         self._images.clear()
+        self._held.clear()
+        self._pending.clear()
         self._parked.clear()
         self._image_list = []
         self._unblocks.free_quietly(0)
