@@ -14,9 +14,12 @@ from .group import main
 
 
 def _archive(dir: str | None, archive_dir: str | None):
+    """--archive-dir, else the archive inside --dir when given (`<dir>/archive`), else the default one."""
     from ..archive import Archive
 
-    return Archive(archive_dir) if archive_dir else Archive.for_dir(dir)
+    if archive_dir:
+        return Archive(archive_dir)
+    return Archive.for_dir(dir) if dir else Archive()
 
 
 def _when(ns: int) -> str:
@@ -26,7 +29,11 @@ def _when(ns: int) -> str:
 _dir_option = click.option("--dir", "dir", type=click.Path(file_okay=False), default=None,
                            help="lockstep directory (default: $LOCKSTEP_DIR, else /dev/shm/lockstep-$USER).")
 _archive_option = click.option("--archive-dir", type=click.Path(file_okay=False), default=None,
-                               help="Archive directory (default: <dir>/archive).")
+                               help="Archive directory (default: $LOCKSTEP_ARCHIVE_DIR, else "
+                                    "$XDG_DATA_HOME/lockstep/archive, i.e. ~/.local/share/lockstep/archive).")
+_archive_dir_option = click.option("--dir", "dir", type=click.Path(file_okay=False), default=None,
+                                   help="Read the archive kept inside this lockstep directory (<dir>/archive) "
+                                        "instead of the default archive.")
 
 
 @main.command()
@@ -74,7 +81,7 @@ def record(stream_id: int, dir: str | None, archive_dir: str | None, segment_len
 
 
 @main.command()
-@_dir_option
+@_archive_dir_option
 @_archive_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def recordings(dir: str | None, archive_dir: str | None, as_json: bool) -> None:
@@ -104,7 +111,7 @@ def recordings(dir: str | None, archive_dir: str | None, as_json: bool) -> None:
               help="A replica's <name>.hashes file: check the state hash at every position it recorded and name "
                    "the first divergent position (exit status 1 when they diverge). Repeatable.")
 @click.option("--write-snapshot", is_flag=True, help="Write a snapshot of the final state next to the recordings.")
-@_dir_option
+@_archive_dir_option
 @_archive_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def replay(recording: int, machine: str, snapshot: str | None, until: int | None, step: bool,
