@@ -119,11 +119,12 @@ def replay(recording: int, machine: str, snapshot: str | None, until: int | None
            as_json: bool) -> None:
     """Feed a recording of the sequenced log into a state machine (the same code replicas run
     live) and print the final state hash."""
-    from ..archive.replay import ReplaySession, Stepper, load_machine
+    from ..archive.debugger import Stepper
+    from ..archive.replay import ReplaySession, load_machine
 
     instance = load_machine(machine)
     with ReplaySession(_archive(dir, archive_dir), recording, instance, snapshot=snapshot, until=until,
-                       compare=list(compare)) as session:
+                       compare=list(compare), checkpoints=step) as session:
         if step:
             def read(prompt: str) -> str | None:
                 click.echo(prompt, nl=False)
