@@ -31,7 +31,7 @@ _HELP = """commands:
   delete N                    remove breakpoint (or watch) N
   breaks                      list breakpoints and watches
   print EXPR                  print an expression over state, pos, seq and msg (the last message applied)
-  watch EXPR                  print EXPR whenever its value changes after a message
+  watch EXPR                  print EXPR whenever its value changes after a message (continue stops there)
   s, state, show-state [PATH] print the machine's state and hash, or what is at PATH (children[301], parents.1)
   w, write-snapshot [NAME]    write a snapshot of the state here, next to the recordings
   p, peek                     show the next message without applying it
@@ -72,6 +72,7 @@ class Stepper:
         self._last: tuple[bytes, dict] | None = None  # the last message applied
         self._divergence_reported = False
         self._break_here: int | None = None  # the position of the next message, when a break stopped before it
+        self._watch_hit: _Expr | None = None  # a watch whose value the last message changed
 
     # -- expressions -------------------------------------------------------------------------
 
@@ -125,6 +126,7 @@ class Stepper:
         return None
 
     def _watch(self) -> None:
+        """Print the watches whose value changed (and note it: `continue` stops there)."""
         for expr in self.exprs:
             if expr.kind == "watch":
                 value = self._try_eval(expr, self._last)
@@ -132,6 +134,7 @@ class Stepper:
                     self.write(f"watch {expr.number}: {expr.text}: {expr.last!r} -> {value!r} at position "
                                f"{self.session.position} (sequence {self.session.runner.last_sequence})")
                     expr.last = value
+                    self._watch_hit = expr
 
     # -- moving ------------------------------------------------------------------------------
 
@@ -184,10 +187,13 @@ class Stepper:
                 if hit is not None:
                     self._break_here = nxt[1]["position"]
                     return n, f"breakpoint {hit.number} ({hit.text}) before\n  next {self._message_line(nxt)}"
+            self._watch_hit = None
             self._step()
             n += 1
             if until is not None and until(nxt):
                 return n, ""
+            if self._watch_hit is not None:
+                return n, f"watch {self._watch_hit.number} ({self._watch_hit.text}) changed"
         return n, "stopped"
 
     def _report(self, applied: int, what: str) -> None:

@@ -385,19 +385,24 @@ def compare_machines(archive: Archive, recording_id: int, new: StateMachine, old
     try:
         n = 0
         while True:
-            message = a.step()
-            other = b.step()
-            if message is None or other is None:
+            message = a.peek()
+            raised = []
+            for session in (a, b):
+                try:
+                    session.step()
+                except ApplyError as e:  # one raises where the other may not: that is a difference too
+                    raised.append(f"{type(session.machine).__name__} raised: {e}")
+            if message is None:
                 return None, a, b
             n += 1
             ha, hb = a.machine.state_hash(), b.machine.state_hash()
-            if ha != hb:
+            if ha != hb or raised:
                 payload, header = message
                 m = decode_sequenced(payload, header["position"])
                 return MachineDifference(
                     position=m.position, sequence=m.sequence,
                     message=f"@{m.position} seq {m.sequence} origin {m.origin_id}: {describe_command(m.command)}",
-                    hashes=(ha.hex(), hb.hex()), differences=state_diff(b.machine, a.machine),
+                    hashes=(ha.hex(), hb.hex()), differences=raised + state_diff(b.machine, a.machine),
                     messages=n), a, b
             if progress is not None and not n & 1023:
                 progress(message[1]["position"])
