@@ -145,8 +145,8 @@ def test_demo_carries_on_when_an_algo_and_a_sor_replica_are_killed(lsdir):
     assert after_kill > 100
 
     from lockstep.archive import Archive
-    archive = Archive.for_dir(dir)
-    [recording] = archive.recordings()
+    archive = Archive(s["recording"]["archive_dir"])
+    recording = archive.recording(s["recording"]["recording_id"])
     decoded = _decoded(_log(archive.reader(recording.recording_id)))
     # Outputs sequenced once: no (origin, origin sequence) twice; the Algo's children and
     # the SOR's venue orders are exactly what one replica sent.

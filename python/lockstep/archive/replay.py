@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,10 +42,13 @@ __all__ = [
 
 
 def load_machine(spec: str) -> StateMachine:
-    """An instance of the class named "package.module:Class" (made with no arguments)."""
+    """An instance of the class named "package.module:Class" (made with no arguments); modules
+    in the current directory are found too (as `python -m` and uvicorn find them)."""
     module_name, sep, class_name = spec.partition(":")
     if not sep or not module_name or not class_name:
         raise InvalidArgumentError(f"machine {spec!r}: expected module:Class, e.g. lockstep.examples.orderbook:OrderBook")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # after everything else: never shadows an installed module
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

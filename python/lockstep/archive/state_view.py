@@ -15,15 +15,19 @@ __all__ = ["describe_state", "describe_value", "open_path", "shown", "state_diff
 
 _SCALARS = (bool, int, float, str, type(None))
 _MAX_ITEMS = 50
+_INLINE = 8
 _PATH_PART = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[([^\]]*)\]|\.(-?\d+)")
 
 
 def shown(value: Any) -> Any:
-    """A value as one summary line shows it: scalars as they are, containers as `<dict of 32>`."""
+    """A value as one summary line shows it: scalars as they are, a short list or tuple of
+    scalars in full, other containers as `<dict of 32>`."""
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, bytes):
         return value.hex() if len(value) <= 32 else f"<{len(value)} bytes>"
+    if isinstance(value, (list, tuple)) and len(value) <= _INLINE and all(isinstance(v, _SCALARS) for v in value):
+        return value
     try:
         return f"<{type(value).__name__} of {len(value)}>"
     except TypeError:
