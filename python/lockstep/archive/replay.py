@@ -244,7 +244,7 @@ class ReplaySession:
         m = decode_sequenced(payload, header["position"])
         restored = False
         if self.checkpoints is not None:
-            self.go_to(self.applied)
+            self._rebuild(self.applied)  # the machine may have changed its state before raising
             restored = True
         raise ApplyError(
             f"recording {self.recording_id}: {type(self.machine).__name__} failed on the message at position "
@@ -262,14 +262,21 @@ class ReplaySession:
             self._checkpoint_every *= 2
 
     def go_to(self, applied: int) -> None:
-        """Return to the state after the first `applied` messages of this session (at most the
-        messages applied so far): restore the nearest checkpoint before, re-apply the rest."""
+        """Go to the state after the first `applied` messages of this session: back, by
+        restoring the nearest checkpoint before and re-applying the rest; forward, by applying
+        (stopping at the end)."""
         if self.checkpoints is None:
             raise InvalidArgumentError("going back needs a session made with checkpoints=True")
-        if not 0 <= applied <= self.applied:
-            raise InvalidArgumentError(f"go_to {applied}: expected 0..{self.applied} (the messages applied so far)")
-        cp = max((c for c in self.checkpoints if c.applied <= applied), key=lambda c: c.applied)
-        self._load(cp)
+        if applied < 0:
+            raise InvalidArgumentError(f"go_to {applied}: expected a message count >= 0")
+        if applied < self.applied:
+            self._rebuild(applied)
+        while self.applied < applied and self.step() is not None:
+            pass
+
+    def _rebuild(self, applied: int) -> None:
+        """The state after `applied` (<= self.applied) messages, from the nearest checkpoint before."""
+        self._load(max((c for c in self.checkpoints if c.applied <= applied), key=lambda c: c.applied))
         while self.applied < applied:
             self.step()
 
