@@ -80,8 +80,12 @@ class Terminal:
     """A child process on a pseudo-terminal (stdlib pty), expect-style."""
 
     def __init__(self, argv: list[str], cwd: str | None = None) -> None:
+        import fcntl
         import pty
+        import struct
+        import termios
         self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal's size
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True, cwd=cwd)
         os.close(slave)
         self.buffer = ""

@@ -75,7 +75,7 @@ def _record_orderbook(lsdir, count: int, *, hashes: str | None = None, **recorde
     rec.close()
     client.close()
     seq.close()
-    return Archive.for_dir(lsdir)
+    return Archive(rec.archive.dir)
 
 
 # -- byte-identical frames ---------------------------------------------------------------

@@ -415,7 +415,7 @@ def compare_machines(archive: Archive, recording_id: int, new: StateMachine, old
                     message=f"@{m.position} seq {m.sequence} origin {m.origin_id}: {describe_command(m.command)}",
                     hashes=(ha.hex(), hb.hex()), differences=raised + state_diff(b.machine, a.machine),
                     messages=n), a, b
-            if progress is not None and not n & 1023:
+            if progress is not None and not n & 63:
                 progress(message[1]["position"])
     except BaseException:
         a.close()

@@ -187,7 +187,7 @@ def _run_with_progress(session, until: int | None, quiet: bool) -> None:
 
     def tick(message) -> bool:
         count[0] += 1
-        if not count[0] & 1023:
+        if not count[0] & 63:
             bar.update(message[1]["position"] - start - bar.n)
         return False
 
