@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 from helpers import Terminal
-from lockstep.archive import Archive, Recorder, default_archive_dir
+from lockstep.archive import Archive, default_archive_dir
 from lockstep.transport.mapped import default_dir
 from test_archive import MACHINE, _record_orderbook
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import cluster_workers as cw
-import lockstep
 import pytest
 from lockstep import InvalidArgumentError, Replica, Sequencer, SequencerClient
 from lockstep.cluster.replica import FileFormatError, read_hashes

@@ -246,9 +246,11 @@ class ReplaySession:
         if self.checkpoints is not None:
             self._rebuild(self.applied)  # the machine may have changed its state before raising
             restored = True
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
         raise ApplyError(
             f"recording {self.recording_id}: {type(self.machine).__name__} failed on the message at position "
-            f"{m.position} (sequence {m.sequence}): {type(error).__name__}: {error}", position=m.position,
+            f"{m.position} (sequence {m.sequence}): {type(error).__name__}: {error}{where}", position=m.position,
             sequence=m.sequence, traceback=text, restored=restored) from error
 
     # -- going back --------------------------------------------------------------------------

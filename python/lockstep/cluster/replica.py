@@ -183,12 +183,15 @@ def latest_snapshot(dir: str | os.PathLike[str], name: str) -> Snapshot | None:
 def read_hashes(path: str | os.PathLike[str]) -> list[tuple[int, int, bytes]]:
     """(position, sequence, hash) records a replica wrote, oldest first. FileFormatError when
     the file is not a hashes file (each position a multiple of 32, each sequence at least 1 with
-    a 64-byte frame or more per message before it); a FileAccessError when not a regular file."""
+    a 64-byte frame or more per message before it, or both 0: the initial state); a
+    FileAccessError when not a regular file."""
     path = Path(path)
     raw = _read_regular(path, 0, lambda head, size: size)
     usable = len(raw) - len(raw) % _HASH_RECORD.size  # a torn last record is ignored
     records = [_HASH_RECORD.unpack_from(raw, i) for i in range(0, usable, _HASH_RECORD.size)]
     for i, (position, sequence, _) in enumerate(records):
+        if (position, sequence) == (0, 0):
+            continue  # the state before any message (a replica that had applied nothing yet)
         if position <= 0 or position % 32 or not 1 <= sequence <= position // _MIN_SEQUENCED_FRAME:
             raise FileFormatError(path, f"record {i} (offset {i * _HASH_RECORD.size}): expected a positive position, "
                                         f"a multiple of 32, and a sequence in 1..position/{_MIN_SEQUENCED_FRAME}, found "
