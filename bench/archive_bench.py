@@ -5,9 +5,11 @@ JSON object.
   publication; this process records them (`Recorder.do_work` with a backoff idle). Reported:
   bytes recorded / time from the first to the last byte recorded, next to (a) the same
   publisher drained by a plain subscriber that only scans (`poll_batch`, no copy) and (b) a
-  plain sequential file write of the same number of bytes into the same directory, in
+  plain sequential file write of the same number of bytes into the archive directory, in
   64 KiB chunks, in the same run. Each is run --repeat times (interleaved); medians.
-  Set BENCH_TMP to pick the file system (default: the system temp directory).
+  The stream lives where lockstep's directory does (/dev/shm when there is one), the archive
+  on disk, as a user's would; set BENCH_TMP to pick the archive's file system (default: the
+  system temp directory).
 * replay: N sequenced-log messages (32-byte sequenced header + an 8-byte command) in a
   recording, fed through `ReplaySession` (the `Replica.apply` path) into a trivial machine
   that counts; and, for context, the bare `RecordingReader.poll` rate.
@@ -66,15 +68,16 @@ def _publisher(dir: str, stream_id: int, count: int, size: int, payloads: bool, 
     pub.close(end_of_stream=False)
 
 
-def _run(dir: Path, count: int, size: int, consumer: str, payloads: bool = False) -> dict:
-    """One publisher process; this process records (consumer="record") or only scans."""
+def _run(dir: Path, count: int, size: int, consumer: str, payloads: bool = False,
+         archive_dir: Path | None = None) -> dict:
+    """One publisher process; this process records into `archive_dir` (consumer="record") or only scans."""
     ctx = multiprocessing.get_context("spawn")
     ready, go = ctx.Event(), ctx.Event()
     p = ctx.Process(target=_publisher, args=(str(dir), STREAM, count, size, payloads, ready, go), daemon=True)
     p.start()
     ready.wait(60)
     if consumer == "record":
-        rec = Recorder(dir, stream_id=STREAM, segment_length=1 << 27)
+        rec = Recorder(dir, stream_id=STREAM, segment_length=1 << 27, archive_dir=archive_dir)
         rec.discover()
         work, position = rec.do_work, lambda: rec.position
     else:
@@ -147,16 +150,22 @@ def main() -> None:
     if TERM % frame:
         sys.exit(f"--size {args.size}: frame {frame} does not divide the term length {TERM}")
     result: dict = {"messages": args.messages, "payload_bytes": args.size, "frame_bytes": frame}
-    with tempfile.TemporaryDirectory(prefix="lockstep-archive-bench-", dir=os.environ.get("BENCH_TMP")) as tmp:
-        base = Path(tmp)
+    shm = lockstep.transport.mapped.default_dir().parent
+    with tempfile.TemporaryDirectory(prefix="lockstep-archive-bench-", dir=os.environ.get("BENCH_TMP")) as tmp, \
+            tempfile.TemporaryDirectory(prefix="lockstep-archive-bench-", dir=shm) as streams:
+        base, sbase = Path(tmp), Path(streams)
         runs: dict[str, list[dict]] = {"record": [], "scan": [], "plain": []}
         for k in range(args.repeat):  # interleaved, so page-cache write-back hits all alike
-            record = _run(lockstep.transport.mapped.resolve_dir(base / f"record{k}"), args.messages, args.size, "record")
+            archive = base / f"record{k}" / "archive"
+            record = _run(lockstep.transport.mapped.resolve_dir(sbase / f"record{k}"), args.messages, args.size,
+                          "record", archive_dir=archive)
             runs["record"].append(record)
-            runs["scan"].append(_run(lockstep.transport.mapped.resolve_dir(base / f"scan{k}"), args.messages, args.size,
-                                     "scan"))
-            runs["plain"].append(_file_write(base / f"record{k}" / "archive", record["bytes"]))
-            for path in (base / f"record{k}" / "archive").glob("*.rec"):
+            runs["scan"].append(_run(lockstep.transport.mapped.resolve_dir(sbase / f"scan{k}"), args.messages,
+                                     args.size, "scan"))
+            runs["plain"].append(_file_write(archive, record["bytes"]))
+            for path in archive.glob("*.rec"):
+                path.unlink()
+            for path in (sbase / f"record{k}").glob("*.logbuffer"):
                 path.unlink()
         record, scan, plain = (sorted(runs[k], key=lambda r: r["mb_per_sec"])[len(runs[k]) // 2]
                                for k in ("record", "scan", "plain"))  # medians
@@ -165,12 +174,12 @@ def main() -> None:
                       plain_file_write_mb_per_sec=plain["mb_per_sec"], bytes=record["bytes"],
                       record_vs_plain_write=record["mb_per_sec"] / plain["mb_per_sec"],
                       record_vs_subscriber_only=record["mb_per_sec"] / scan["mb_per_sec"],
-                      archive_dir_filesystem=str(base))
+                      archive_dir_filesystem=str(base), stream_dir_filesystem=str(sbase))
         # replay: a recording of sequenced-log shaped messages (32 + 8 = 40 bytes, frame 96)
-        rdir = lockstep.transport.mapped.resolve_dir(base / "replay")
+        rdir = lockstep.transport.mapped.resolve_dir(sbase / "replay")
         n = args.replay_messages
-        _run(rdir, n, 40, "record", payloads=True)
-        arch = Archive.for_dir(rdir)
+        _run(rdir, n, 40, "record", payloads=True, archive_dir=base / "replay")
+        arch = Archive(base / "replay")
         [desc] = arch.recordings()
         with arch.reader(desc.recording_id) as reader:
             start = time.perf_counter()

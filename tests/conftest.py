@@ -19,6 +19,18 @@ import pytest
 from lockstep.transport.mapped import resolve_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_archive(tmp_path_factory):
+    """No test (nor a module fixture) records into the user's real archive on disk."""
+    os.environ["LOCKSTEP_ARCHIVE_DIR"] = str(tmp_path_factory.mktemp("archive-session") / "archive")
+
+
+@pytest.fixture(autouse=True)
+def _archive_dir(tmp_path, monkeypatch) -> None:
+    """$LOCKSTEP_ARCHIVE_DIR per test: `<lsdir>/archive`, where the recorder's default goes."""
+    monkeypatch.setenv("LOCKSTEP_ARCHIVE_DIR", str(tmp_path / "lockstep" / "archive"))
+
+
 @pytest.fixture
 def lsdir(tmp_path, monkeypatch) -> Path:
     """A fresh lockstep directory (0700, ours), also set as $LOCKSTEP_DIR for the test and

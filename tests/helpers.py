@@ -1,10 +1,12 @@
-"""Test helpers: run code in a fresh interpreter (for opens that could crash), and a
-consumer loop that drains a ring with back-off and a no-progress safety net."""
+"""Test helpers: run code in a fresh interpreter (for opens that could crash), a consumer
+loop that drains a ring with back-off and a no-progress safety net, and a child process on
+a real pseudo-terminal (`Terminal`, for the step debugger)."""
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -72,3 +74,46 @@ def drain(ring, handler, *, expected: int, stall_timeout: float = 60.0, idle=Non
                 f"consumer position {ring.consumer_position}")
         idle.idle(0)
     return got
+
+
+class Terminal:
+    """A child process on a pseudo-terminal (stdlib pty), expect-style."""
+
+    def __init__(self, argv: list[str], cwd: str | None = None) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal's size
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True, cwd=cwd)
+        os.close(slave)
+        self.buffer = ""
+
+    def expect(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"did not see {text!r} within {timeout} s; got:\n{self.buffer}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"terminal closed before {text!r}; got:\n{self.buffer}")
+                self.buffer += chunk.decode(errors="replace").replace("\r\n", "\n")
+        i = self.buffer.index(text) + len(text)
+        seen, self.buffer = self.buffer[:i], self.buffer[i:]
+        return seen
+
+    def send(self, line: str) -> None:
+        os.write(self.master, (line + "\n").encode())
+
+    def close(self) -> int:
+        try:
+            return self.proc.wait(30)
+        finally:
+            os.close(self.master)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import select
 import struct
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import archive_workers as aw
+from helpers import Terminal
 import cluster_workers as cw
 import lockstep
 import numpy as np
@@ -75,7 +75,7 @@ def _record_orderbook(lsdir, count: int, *, hashes: str | None = None, **recorde
     rec.close()
     client.close()
     seq.close()
-    return Archive.for_dir(lsdir)
+    return Archive(rec.archive.dir)
 
 
 # -- byte-identical frames ---------------------------------------------------------------
@@ -306,50 +306,11 @@ def test_replay_onto_a_live_stream(lsdir):
 
 # -- the step debugger in a real terminal -----------------------------------------------------
 
-class _Terminal:
-    """A child process on a pseudo-terminal (stdlib pty), expect-style."""
-
-    def __init__(self, argv: list[str]) -> None:
-        import pty
-        self.master, slave = pty.openpty()
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-        os.close(slave)
-        self.buffer = ""
-
-    def expect(self, text: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while text not in self.buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"did not see {text!r} within {timeout} s; got:\n{self.buffer}")
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 4096)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError(f"terminal closed before {text!r}; got:\n{self.buffer}")
-                self.buffer += chunk.decode(errors="replace").replace("\r\n", "\n")
-        i = self.buffer.index(text) + len(text)
-        seen, self.buffer = self.buffer[:i], self.buffer[i:]
-        return seen
-
-    def send(self, line: str) -> None:
-        os.write(self.master, (line + "\n").encode())
-
-    def close(self) -> int:
-        try:
-            return self.proc.wait(30)
-        finally:
-            os.close(self.master)
-
-
 def test_step_debugger_in_a_terminal(lsdir):
     arch = _record_orderbook(lsdir, 400)
     with arch.reader(0) as reader:
         messages = list(reader.messages())
-    term = _Terminal([sys.executable, "-m", "lockstep.cli", "replay", "0", "--machine", MACHINE, "--step"])
+    term = Terminal([sys.executable, "-m", "lockstep.cli", "replay", "0", "--machine", MACHINE, "--step"])
     try:
         term.expect("(replay @0) ")
         term.send("next")

@@ -95,6 +95,26 @@ def _check_declines(decoded, reports: dict) -> int:
 
 # -- the whole demo ---------------------------------------------------------------------
 
+def _check_kept_recording(s: dict) -> None:
+    """The recording outlives the demo, in the archive on disk, listed by `lockstep recordings`;
+    the summary's commands replay it to the replicas' hashes and end the text summary."""
+    from lockstep.demo import format_summary
+
+    rec = s["recording"]
+    assert rec["archive_dir"] == os.environ["LOCKSTEP_ARCHIVE_DIR"]
+    listed = [json.loads(line) for line in lockstep_cli("recordings", "--json").stdout.splitlines()]
+    assert rec["recording_id"] in [d["recording_id"] for d in listed]
+    c = rec["commands"]
+    assert c["step_algo"] == f"lockstep replay {rec['recording_id']} --machine lockstep.demo.algo:AlgoEngine --step"
+    assert c["step_sor"] == f"lockstep replay {rec['recording_id']} --machine lockstep.demo.sor:SmartOrderRouter --step"
+    for kind in ("algo", "sor"):
+        out = lockstep_cli(*c[f"replay_{kind}"].split()[1:], "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["hash"] == s["replay_hashes"][kind]
+    text = format_summary(s).splitlines()
+    assert text[-3].strip().endswith(c["step_algo"]) and text[-1].strip().endswith(c["step_sor"])
+
+
 def test_demo_json_runs_to_the_end(lsdir, tmp_path):
     pytest.importorskip("matplotlib")
     plot = tmp_path / "rate.png"
@@ -118,6 +138,7 @@ def test_demo_json_runs_to_the_end(lsdir, tmp_path):
     assert sorted(hashes) == ["algo-1", "algo-2", "sor-1", "sor-2"]
     assert hashes["algo-1"] == hashes["algo-2"] == s["replay_hashes"]["algo"]
     assert hashes["sor-1"] == hashes["sor-2"] == s["replay_hashes"]["sor"]
+    _check_kept_recording(s)
     assert s["replay_source"].startswith("archive recording")
     assert s["messages_sequenced"] == s["messages_replayed"]
     assert s["duplicate_outputs_in_log"] == 0
@@ -145,8 +166,8 @@ def test_demo_carries_on_when_an_algo_and_a_sor_replica_are_killed(lsdir):
     assert after_kill > 100
 
     from lockstep.archive import Archive
-    archive = Archive.for_dir(dir)
-    [recording] = archive.recordings()
+    archive = Archive(s["recording"]["archive_dir"])
+    recording = archive.recording(s["recording"]["recording_id"])
     decoded = _decoded(_log(archive.reader(recording.recording_id)))
     # Outputs sequenced once: no (origin, origin sequence) twice; the Algo's children and
     # the SOR's venue orders are exactly what one replica sent.

@@ -64,7 +64,7 @@ def seeds(tmp_path_factory):
     src = tmp_path_factory.mktemp("fuzz-seeds") / "lockstep"
     src.mkdir(mode=0o700)
     seq = Sequencer(src, term_length=TERM, ingress_capacity=1 << 16)
-    rec = Recorder(src, stream_id=100, segment_length=SEGMENT)
+    rec = Recorder(src, stream_id=100, segment_length=SEGMENT, archive_dir=src / "archive")
     client = SequencerClient(src, origin_id=cw.CLIENT_ORIGIN_BASE)
     commands = list(cw.commands(0, 900, seed=11))
     commands.insert(300, bytes(range(256)) * 12)  # 3 KiB: fragmented over the 1408-byte mtu
@@ -225,7 +225,7 @@ def logbuffer_ops(c):
         s.do_work(); s.close()
     def recorder():
         from lockstep.archive import Recorder
-        with Recorder(d, stream_id=100, segment_length=c["segment"]) as r:
+        with Recorder(d, stream_id=100, segment_length=c["segment"], archive_dir=c["archive"]) as r:
             r.discover()
             for _ in range(200):
                 if not r.do_work():
@@ -265,7 +265,7 @@ def archive_ops(c):
         arch.recover()
         read()
     def recorder():
-        with Recorder(d, stream_id=100, segment_length=c["segment"]) as r:
+        with Recorder(d, stream_id=100, segment_length=c["segment"], archive_dir=c["archive"]) as r:
             r.discover(); r.do_work()
     ops = {"read": read, "repair": repair, "recorder": recorder,
            "dump": lambda: op_cli("dump", "--json", c["file"]),

@@ -245,7 +245,12 @@ def test_malformed_ingress_records_are_rejected_and_counted(lsdir):
         assert client.send(b"first")
         assert raw.write(2, b"\0" * 24)            # not a command
         assert raw.write(1, b"short")              # shorter than the 16-byte ingress header
-        assert client.send(b"z" * (seq.log.max_message_length + 1))  # longer than the log takes
+        too_long = b"z" * (seq.log.max_message_length + 1)  # longer than the log takes
+        with pytest.raises(lockstep.InvalidArgumentError, match="command length"):
+            client.send(too_long)  # the client refuses it; one written past the client is dropped
+        assert raw.write(1, (client.next_origin_sequence).to_bytes(8, "little") + (9).to_bytes(4, "little")
+                         + bytes(4) + too_long)
+        client.next_origin_sequence += 1
         assert client.send(b"last")
         got: list = []
         handler = lambda d, h: got.append(decode_sequenced(d))  # noqa: E731

@@ -476,6 +476,7 @@ typedef struct
     ls_ring_buffer_t *ring;        /* NULL once detached */
     int32_t origin_id;
     long long next_origin_sequence; /* the number the next command goes with */
+    Py_ssize_t max_length;         /* longer commands go to the fallback (which refuses them) */
     PyObject *owner;               /* keeps *ring alive */
     PyObject *fallback;            /* the Python send: errors, closed, non-buffers */
 } SendObject;
@@ -490,6 +491,10 @@ static PyObject *send_vectorcall(PyObject *callable, PyObject *const *args, size
     int rc;
     if (PyBytes_CheckExact(args[0]))
     {
+        if (PyBytes_GET_SIZE(args[0]) > self->max_length)
+        {
+            return PyObject_Vectorcall(self->fallback, args, nargsf, NULL);
+        }
         rc = ls_sequencer_send(
             self->ring, self->origin_id, self->next_origin_sequence, (const uint8_t *)PyBytes_AS_STRING(args[0]),
             (size_t)PyBytes_GET_SIZE(args[0]));
@@ -500,6 +505,11 @@ static PyObject *send_vectorcall(PyObject *callable, PyObject *const *args, size
         if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         {
             PyErr_Clear();
+            return PyObject_Vectorcall(self->fallback, args, nargsf, NULL);
+        }
+        if (view.len > self->max_length)
+        {
+            PyBuffer_Release(&view);
             return PyObject_Vectorcall(self->fallback, args, nargsf, NULL);
         }
         rc = ls_sequencer_send(
@@ -523,9 +533,10 @@ static PyObject *send_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyObject *address, *owner, *fallback;
     int origin_id;
     long long next_origin_sequence;
-    static char *names[] = { "address", "origin_id", "next_origin_sequence", "owner", "fallback", NULL };
-    if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OiLOO:Send", names, &address, &origin_id, &next_origin_sequence, &owner, &fallback))
+    Py_ssize_t max_length = PY_SSIZE_T_MAX;
+    static char *names[] = { "address", "origin_id", "next_origin_sequence", "owner", "fallback", "max_length", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiLOO|n:Send", names, &address, &origin_id,
+            &next_origin_sequence, &owner, &fallback, &max_length))
     {
         return NULL;
     }
@@ -543,6 +554,7 @@ static PyObject *send_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->ring = ring;
     self->origin_id = origin_id;
     self->next_origin_sequence = next_origin_sequence;
+    self->max_length = max_length;
     self->owner = Py_NewRef(owner);
     self->fallback = Py_NewRef(fallback);
     return (PyObject *)self;
@@ -584,6 +596,8 @@ static PyMethodDef send_methods[] = {
 static PyMemberDef send_members[] = {
     { "next_origin_sequence", T_LONGLONG, offsetof(SendObject, next_origin_sequence), 0,
       "the origin sequence the next command goes with" },
+    { "max_length", T_PYSSIZET, offsetof(SendObject, max_length), 0,
+      "commands longer than this go to the fallback" },
     { NULL, 0, 0, 0, NULL },
 };
 

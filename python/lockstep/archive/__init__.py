@@ -4,9 +4,9 @@ term), and reads recordings back as subscriptions, onto live streams, or into st
 machines (`lockstep.archive.replay`).
 
     from lockstep.archive import Recorder, Archive
-    rec = Recorder(stream_id=100)             # records into $LOCKSTEP_DIR/archive
+    rec = Recorder(stream_id=100)             # records into default_archive_dir() (on disk)
     rec.run(stop_event)                       # or rec.do_work() in your own loop
-    arch = Archive.for_dir()
+    arch = Archive()                          # $LOCKSTEP_ARCHIVE_DIR, else $XDG_DATA_HOME/lockstep/archive
     for d in arch.recordings(): print(d.recording_id, d.start_position, d.stop_position)
     with arch.reader(0, start=None, stop=None) as r:
         for payload, header in r.messages(): ...
@@ -14,7 +14,7 @@ machines (`lockstep.archive.replay`).
 
 from __future__ import annotations
 
-from .archive import Archive
+from .archive import Archive, default_archive_dir
 from .catalog import CATALOG_FILE, RecordingDescriptor
 from .reader import RecordingHeader, RecordingReader
 from .recorder import DURABILITY, Recorder
@@ -27,4 +27,5 @@ __all__ = [
            "RecordingDescriptor",
            "RecordingHeader",
            "RecordingReader",
+           "default_archive_dir",
 ]

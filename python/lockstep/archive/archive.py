@@ -24,9 +24,19 @@ from .segments import (
     parse_segment_name,
 )
 
-__all__ = ["ARCHIVE_SUBDIR", "Archive", "recorder_lock_path"]
+__all__ = ["ARCHIVE_SUBDIR", "Archive", "default_archive_dir", "recorder_lock_path"]
 
 ARCHIVE_SUBDIR = "archive"
+
+
+def default_archive_dir() -> Path:
+    """`$LOCKSTEP_ARCHIVE_DIR`, else `$XDG_DATA_HOME/lockstep/archive`, else
+    `~/.local/share/lockstep/archive`: on disk, so recordings outlast a reboot and cost no RAM."""
+    env = os.environ.get("LOCKSTEP_ARCHIVE_DIR")
+    if env:
+        return Path(env)
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "lockstep" / ARCHIVE_SUBDIR
 
 
 def recorder_lock_path(dir: Path, stream_id: int) -> Path:
@@ -34,15 +44,16 @@ def recorder_lock_path(dir: Path, stream_id: int) -> Path:
 
 
 class Archive:
-    """The recordings in `archive_dir` (by default `<lockstep dir>/archive`; see `for_dir`)."""
+    """The recordings in `archive_dir` (by default `default_archive_dir()`, on disk)."""
 
-    def __init__(self, archive_dir: str | os.PathLike[str]) -> None:
-        self.dir = Path(archive_dir)
+    def __init__(self, archive_dir: str | os.PathLike[str] | None = None) -> None:
+        self.dir = Path(archive_dir) if archive_dir is not None else default_archive_dir()
         self.catalog = Catalog(self.dir)
 
     @classmethod
     def for_dir(cls, dir: str | os.PathLike[str] | None = None) -> Archive:
-        """The archive of a lockstep directory (`$LOCKSTEP_DIR` when None)."""
+        """The archive kept inside a lockstep directory, `<dir>/archive` (`$LOCKSTEP_DIR` when
+        None): for recordings made with `Recorder(dir, archive_dir=<dir>/archive)`."""
         return cls(resolve_dir(dir) / ARCHIVE_SUBDIR)
 
     # -- reading ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ..transport.mapped import MappedFile, open_regular, os_error, reserve, reso
 from ..cluster.sequencer import DEFAULT_LOG_STREAM
 from ..transport.stream_files import stream_logs
 from ..transport.subscription import Image, Subscription
-from .archive import ARCHIVE_SUBDIR, Archive, _try_lock, recorder_lock_path
+from .archive import Archive, _try_lock, default_archive_dir, recorder_lock_path
 from .catalog import SPACE_HINT, RecordingDescriptor, now_ns
 from .segments import segment_base, segment_name
 
@@ -92,7 +92,7 @@ class _RecorderSubscription(Subscription):
 
 class Recorder:
     """Records stream `stream_id` of lockstep directory `dir` into `archive_dir` (default
-    `<dir>/archive`, 0700).
+    `default_archive_dir()`: `$LOCKSTEP_ARCHIVE_DIR`, else `$XDG_DATA_HOME/lockstep/archive`; 0700).
 
     `segment_length`: bytes per segment file, a power of two and a multiple of the term
     length (default 128 MiB, or the term length if larger). `durability`: "none" (the OS
@@ -116,7 +116,7 @@ class Recorder:
             raise InvalidArgumentError(f"fsync_interval_ms: expected > 0, found {fsync_interval_ms}")
         self.dir = resolve_dir(dir)
         self.stream_id = stream_id
-        self.archive = Archive(resolve_dir(archive_dir if archive_dir is not None else self.dir / ARCHIVE_SUBDIR))
+        self.archive = Archive(resolve_dir(archive_dir if archive_dir is not None else default_archive_dir()))
         self.segment_length = segment_length
         self.durability = durability
         self.fsync_interval_ns = fsync_interval_ms * 1_000_000

@@ -1,17 +1,18 @@
 """Replaying a recording of the sequenced log into a state machine: the same `Replica.apply`
 code the live replicas run, from the recording's start or from a snapshot, optionally
-stopping after the message at a position, checking the hashes replicas recorded live, and
-an interactive step debugger (`lockstep replay --step`)."""
+stopping after the message at a position, checking the hashes replicas recorded live,
+going back to any earlier message (in-memory checkpoints), and pitting two versions of a
+machine against each other (`compare_machines`). The step debugger is `archive.debugger`."""
 
 from __future__ import annotations
 
 import importlib
 import os
-import shlex
+import sys
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .. import codec
 from ..cluster.replica import (
@@ -25,11 +26,14 @@ from ..cluster.replica import (
 from ..errors import CodecError, InvalidArgumentError, LockstepError
 from ..cluster.sequencer import SEQUENCED_HEADER_LENGTH, decode_sequenced
 from .archive import Archive
+from .state_view import describe_state, state_diff
 
 __all__ = [
+    "ApplyError",
+    "MachineDifference",
     "ReplayResult",
     "ReplaySession",
-    "Stepper",
+    "compare_machines",
     "describe_command",
     "describe_state",
     "load_machine",
@@ -38,14 +42,22 @@ __all__ = [
 
 
 def load_machine(spec: str) -> StateMachine:
-    """An instance of the class named "package.module:Class" (made with no arguments)."""
+    """An instance of the class named "package.module:Class" (made with no arguments); modules
+    in the current directory are found too (as `python -m` and uvicorn find them)."""
     module_name, sep, class_name = spec.partition(":")
     if not sep or not module_name or not class_name:
         raise InvalidArgumentError(f"machine {spec!r}: expected module:Class, e.g. lockstep.examples.orderbook:OrderBook")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # after everything else: never shadows an installed module
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise LockstepError(f"machine {spec!r}: cannot import module {module_name!r}: {e}") from None
+    except BaseException as e:  # the module's own code raised (SystemExit included): one line, no traceback
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise LockstepError(f"machine {spec!r}: importing module {module_name!r} raised "
+                            f"{type(e).__name__}: {e}") from None
     cls = module
     for part in class_name.split("."):
         cls = getattr(cls, part, None)
@@ -83,28 +95,6 @@ def _template_of(command: bytes) -> tuple[str, int] | None:
     return msg.type.name, msg.template_id
 
 
-def describe_state(machine: StateMachine) -> dict[str, Any]:
-    """What `show-state` prints: the machine's `describe_state()` if it has one, else its
-    public scalar attributes and the sizes of its containers."""
-    custom = getattr(machine, "describe_state", None)
-    if callable(custom):
-        return dict(custom())
-    out: dict[str, Any] = {}
-    for name, value in sorted(vars(machine).items()):
-        if name.startswith("_"):
-            continue
-        if isinstance(value, (bool, int, float, str, type(None))):
-            out[name] = value
-        elif isinstance(value, bytes):
-            out[name] = value.hex() if len(value) <= 32 else f"<{len(value)} bytes>"
-        else:
-            try:
-                out[name] = f"<{type(value).__name__} of {len(value)}>"
-            except TypeError:
-                out[name] = f"<{type(value).__name__}>"
-    return out
-
-
 @dataclass
 class ReplayResult:
     """What a replay ended with."""
@@ -130,13 +120,42 @@ class _Expected:
     tables: list[tuple[str, dict[int, tuple[int, bytes]]]] = field(default_factory=list)
 
 
+class ApplyError(LockstepError):
+    """Applying a message failed (the machine raised): the session stays before that message,
+    with the state it had before it when it keeps checkpoints."""
+
+    def __init__(self, text: str, *, position: int, sequence: int, traceback: str, restored: bool) -> None:
+        super().__init__(text)
+        self.position, self.sequence, self.traceback, self.restored = position, sequence, traceback, restored
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """The session after `applied` messages: enough to go on from there."""
+
+    applied: int
+    position: int  # where the reader starts for the next message
+    last_sequence: int
+    last_position: int
+    timestamp_ns: int
+    own_sequenced: int
+    state: bytes
+
+
+_MAX_CHECKPOINTS = 64
+
+
 class ReplaySession:
     """One recording fed into one machine, a message at a time (with one message of
-    look-ahead, so "continue to position P" stops exactly after the message at P)."""
+    look-ahead, so "continue to position P" stops exactly after the message at P).
+
+    With `checkpoints`, it keeps up to 64 in-memory snapshots on its way (spaced wider as the
+    replay goes on), so `go_to(n)` can return to the state after any earlier message, and a
+    message the machine fails on leaves the state as it was before it."""
 
     def __init__(self, archive: Archive, recording_id: int, machine: StateMachine, *,
                  snapshot: str | os.PathLike[str] | Snapshot | None = None, until: int | None = None,
-                 compare: list[str | os.PathLike[str]] | None = None) -> None:
+                 compare: list[str | os.PathLike[str]] | None = None, checkpoints: bool = False) -> None:
         self.archive = archive
         self.recording_id = recording_id
         self.machine = machine
@@ -178,6 +197,10 @@ class ReplaySession:
             self.expected.tables.append((str(path), table))
         self.compared = 0
         self.divergence: dict | None = None
+        self.checkpoints: list[_Checkpoint] | None = [] if checkpoints else None
+        self._checkpoint_every = 16
+        if self.checkpoints is not None:
+            self._checkpoint()
 
     # -- moving ------------------------------------------------------------------------------
 
@@ -191,20 +214,92 @@ class ReplaySession:
         return self._next
 
     def step(self) -> tuple[bytes, dict] | None:
-        """Apply the next message; returns it, or None at the end."""
+        """Apply the next message; returns it, or None at the end. When the machine raises,
+        the message stays the next one and ApplyError says why (with the traceback)."""
         message = self.peek()
         if message is None:
             return None
-        self._next = None
         payload, header = message
         if len(payload) < SEQUENCED_HEADER_LENGTH:
             raise LockstepError(f"recording {self.recording_id}: message at position {header['position']} is "
                                 f"{len(payload)} bytes, shorter than the sequenced header: not a sequenced log")
-        self.runner.apply(payload, header["position"])
+        try:
+            self.runner.apply(payload, header["position"])
+        except Exception as e:
+            self._failed(message, e)
+        self._next = None
         self.applied += 1
+        if self.checkpoints is not None and self.applied - self.checkpoints[-1].applied >= self._checkpoint_every:
+            self._checkpoint()
         if self.expected.tables:
             self._compare(header["position"])
         return message
+
+    def _failed(self, message: tuple[bytes, dict], error: Exception) -> None:
+        """Turn an exception out of `apply` into ApplyError, the state put back as it was
+        before the message (from a checkpoint) when the session keeps them."""
+        text = traceback.format_exc()
+        self.runner.ctx._outputs.clear()
+        payload, header = message
+        m = decode_sequenced(payload, header["position"])
+        restored = False
+        if self.checkpoints is not None:
+            self._rebuild(self.applied)  # the machine may have changed its state before raising
+            restored = True
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        raise ApplyError(
+            f"recording {self.recording_id}: {type(self.machine).__name__} failed on the message at position "
+            f"{m.position} (sequence {m.sequence}): {type(error).__name__}: {error}{where}", position=m.position,
+            sequence=m.sequence, traceback=text, restored=restored) from error
+
+    # -- going back --------------------------------------------------------------------------
+
+    def _checkpoint(self) -> None:
+        r = self.runner
+        self.checkpoints.append(_Checkpoint(self.applied, self.position, r.last_sequence, r.last_position,
+                                            r.ctx.timestamp_ns, r._own_sequenced, self.machine.snapshot()))
+        if len(self.checkpoints) > _MAX_CHECKPOINTS:  # thin out: every other one, twice as far apart
+            self.checkpoints = self.checkpoints[::2]
+            self._checkpoint_every *= 2
+
+    def go_to(self, applied: int) -> None:
+        """Go to the state after the first `applied` messages of this session: back, by
+        restoring the nearest checkpoint before and re-applying the rest; forward, by applying
+        (stopping at the end)."""
+        if self.checkpoints is None:
+            raise InvalidArgumentError("going back needs a session made with checkpoints=True")
+        if applied < 0:
+            raise InvalidArgumentError(f"go_to {applied}: expected a message count >= 0")
+        if applied < self.applied:
+            self._rebuild(applied)
+        while self.applied < applied and self.step() is not None:
+            pass
+
+    def _rebuild(self, applied: int) -> None:
+        """The state after `applied` (<= self.applied) messages, from the nearest checkpoint before."""
+        self._load(max((c for c in self.checkpoints if c.applied <= applied), key=lambda c: c.applied))
+        while self.applied < applied:
+            self.step()
+
+    def _load(self, cp: _Checkpoint) -> None:
+        try:
+            machine = type(self.machine)()  # a fresh instance: nothing left over from later messages
+        except Exception:
+            machine = self.machine
+        machine.restore(cp.state)
+        r = self.runner
+        r.machine = self.machine = machine
+        r.last_sequence, r.last_position, r.ctx.timestamp_ns, r._own_sequenced = (
+            cp.last_sequence, cp.last_position, cp.timestamp_ns, cp.own_sequenced)
+        r.ctx._outputs.clear()
+        r._pending.clear()
+        self.reader.close()
+        self.reader = self.archive.reader(self.recording_id, start=cp.position)
+        self._messages = self.reader.messages()
+        self._next = None
+        self.ended = False
+        self.applied = cp.applied
 
     def _compare(self, position: int) -> None:
         state_hash = None
@@ -248,6 +343,7 @@ class ReplaySession:
 
     @property
     def position(self) -> int:
+        """The position after the last message applied (the start position before any)."""
         return self.runner.last_position if self.applied or self.snapshot else self.start_position
 
     def write_snapshot(self, name: str | None = None) -> Path:
@@ -275,132 +371,55 @@ class ReplaySession:
         self.close()
 
 
-_HELP = """commands:
-  n, next [N]                 apply the next message (or N messages)
-  c, continue [POSITION]      apply messages up to and including the one at POSITION (default: to the end)
-  t, template NAME|ID         apply messages up to and including the next one of that template
-  s, state, show-state        print the machine's state and hash
-  w, write-snapshot [NAME]    write a snapshot of the state here, next to the recordings
-  p, peek                     show the next message without applying it
-  h, help                     this text
-  q, quit                     stop (the final state hash is printed)"""
+@dataclass
+class MachineDifference:
+    """The first message after which two machines' state hashes differ."""
+
+    position: int
+    sequence: int
+    message: str                 # the message, decoded
+    hashes: tuple[str, str]      # (new, old)
+    differences: list[str]       # where their states differ: `path: old -> new`
+    messages: int                # applied to each, the differing one included
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-class Stepper:
-    """The `--step` debugger: reads commands with `read(prompt)` (None at end of input),
-    writes lines with `write(text)`."""
-
-    def __init__(self, session: ReplaySession, read: Callable[[str], str | None], write: Callable[[str], None]) -> None:
-        self.session = session
-        self.read = read
-        self.write = write
-
-    def _message_line(self, message: tuple[bytes, dict]) -> str:
-        payload, header = message
-        m = decode_sequenced(payload, header["position"])
-        return f"@{m.position} seq {m.sequence} origin {m.origin_id}: {describe_command(m.command)}"
-
-    def _apply(self, *, verbose: bool) -> None:
-        s = self.session
-        before = describe_state(s.machine)
-        message = s.step()
-        if message is None:
-            self.write(f"end of recording at position {s.position}")
-            return
-        after = describe_state(s.machine)
-        if verbose:
-            self.write(self._message_line(message))
-            changes = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
-                       if before.get(k) != after.get(k)]
-            self.write("  changed: " + (", ".join(changes) if changes else "nothing visible") +
-                       f"; hash {s.machine.state_hash().hex()}")
-        self._report_divergence()
-
-    def _report_divergence(self) -> None:
-        d = self.session.divergence
-        if d is not None and not getattr(self, "_divergence_reported", False):
-            self._divergence_reported = True
-            self.write(f"DIVERGENCE at position {d['position']} (sequence {d['sequence']}): live {d['live']} "
-                       f"({d['hashes_file']}), replay {d['replay']}")
-
-    def _continue(self, applied: int, what: str) -> None:
-        s = self.session
-        state = "end of recording" if s.peek() is None else what
-        self.write(f"applied {applied} message(s); now at position {s.position} (sequence "
-                   f"{s.runner.last_sequence}); {state}")
-        self._report_divergence()
-
-    def loop(self) -> None:
-        s = self.session
-        self.write(f"replaying recording {s.recording_id} into {type(s.machine).__name__} from position "
-                   f"{s.start_position}; 'help' lists commands")
+def compare_machines(archive: Archive, recording_id: int, new: StateMachine, old: StateMachine, *,
+                     until: int | None = None, progress: Callable[[int], None] | None = None
+                     ) -> tuple[MachineDifference | None, ReplaySession, ReplaySession]:
+    """Feed one recording into two machines (e.g. yesterday's code and a fix) side by side,
+    comparing state hashes after every message; stops at the first message after which they
+    differ. Returns that difference (None when they never do) and the two sessions, which the
+    caller closes. `progress(position)` is called now and then."""
+    a = ReplaySession(archive, recording_id, new, until=until)
+    b = ReplaySession(archive, recording_id, old, until=until)
+    try:
+        n = 0
         while True:
-            line = self.read(f"(replay @{s.position}) ")
-            if line is None:
-                return
-            try:
-                words = shlex.split(line)
-            except ValueError as e:
-                self.write(f"? {e}")
-                continue
-            if not words:
-                continue
-            cmd, args = words[0].lower(), words[1:]
-            try:
-                if cmd in ("n", "next"):
-                    count = int(args[0]) if args else 1
-                    for _ in range(max(count, 1)):
-                        if s.peek() is None:
-                            self.write(f"end of recording at position {s.position}")
-                            break
-                        self._apply(verbose=True)
-                        if s.divergence is not None:
-                            break
-                elif cmd in ("c", "continue", "continue-to-position"):
-                    if args:
-                        target = int(args[0])
-                        n = s.run_to(target)
-                        self._continue(n, f"stopped after the message at or before {target}")
-                    else:
-                        self._continue(s.run(), "stopped")
-                elif cmd in ("t", "template", "continue-to-template"):
-                    if not args:
-                        self.write("? template NAME|ID")
-                        continue
-                    want = args[0]
-
-                    def hit(message: tuple[bytes, dict], want: str = want) -> bool:
-                        t = _template_of(message[0][SEQUENCED_HEADER_LENGTH:])
-                        return t is not None and (t[0] == want or str(t[1]) == want)
-
-                    found: list[tuple[bytes, dict]] = []
-
-                    def hit_and_keep(message: tuple[bytes, dict], found: list = found, hit=hit) -> bool:
-                        if hit(message):
-                            found.append(message)
-                            return True
-                        return False
-
-                    n = s.run(hit_and_keep)
-                    if found:
-                        self.write(self._message_line(found[0]))
-                    self._continue(n, f"stopped after the next {want}" if found else f"no {want} found")
-                elif cmd in ("s", "state", "show-state"):
-                    for k, v in describe_state(s.machine).items():
-                        self.write(f"  {k} = {v}")
-                    self.write(f"  position {s.position}, sequence {s.runner.last_sequence}, hash "
-                               f"{s.machine.state_hash().hex()}")
-                elif cmd in ("w", "write-snapshot", "snapshot"):
-                    path = s.write_snapshot(args[0] if args else None)
-                    self.write(f"snapshot at position {s.position} written to {path}")
-                elif cmd in ("p", "peek"):
-                    nxt = s.peek()
-                    self.write("end of recording" if nxt is None else "next " + self._message_line(nxt))
-                elif cmd in ("h", "help", "?"):
-                    self.write(_HELP)
-                elif cmd in ("q", "quit", "exit"):
-                    return
-                else:
-                    self.write(f"? unknown command {cmd!r}; 'help' lists commands")
-            except (ValueError, IndexError) as e:
-                self.write(f"? {e}")
+            message = a.peek()
+            raised = []
+            for session in (a, b):
+                try:
+                    session.step()
+                except ApplyError as e:  # one raises where the other may not: that is a difference too
+                    raised.append(f"{type(session.machine).__name__} raised: {e}")
+            if message is None:
+                return None, a, b
+            n += 1
+            ha, hb = a.machine.state_hash(), b.machine.state_hash()
+            if ha != hb or raised:
+                payload, header = message
+                m = decode_sequenced(payload, header["position"])
+                return MachineDifference(
+                    position=m.position, sequence=m.sequence,
+                    message=f"@{m.position} seq {m.sequence} origin {m.origin_id}: {describe_command(m.command)}",
+                    hashes=(ha.hex(), hb.hex()), differences=raised + state_diff(b.machine, a.machine),
+                    messages=n), a, b
+            if progress is not None and not n & 63:
+                progress(message[1]["position"])
+    except BaseException:
+        a.close()
+        b.close()
+        raise

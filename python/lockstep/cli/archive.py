@@ -10,13 +10,17 @@ import time
 
 import click
 
+from ..errors import LockstepError
 from .group import main
 
 
 def _archive(dir: str | None, archive_dir: str | None):
+    """--archive-dir, else the archive inside --dir when given (`<dir>/archive`), else the default one."""
     from ..archive import Archive
 
-    return Archive(archive_dir) if archive_dir else Archive.for_dir(dir)
+    if archive_dir:
+        return Archive(archive_dir)
+    return Archive.for_dir(dir) if dir else Archive()
 
 
 def _when(ns: int) -> str:
@@ -26,7 +30,11 @@ def _when(ns: int) -> str:
 _dir_option = click.option("--dir", "dir", type=click.Path(file_okay=False), default=None,
                            help="lockstep directory (default: $LOCKSTEP_DIR, else /dev/shm/lockstep-$USER).")
 _archive_option = click.option("--archive-dir", type=click.Path(file_okay=False), default=None,
-                               help="Archive directory (default: <dir>/archive).")
+                               help="Archive directory (default: $LOCKSTEP_ARCHIVE_DIR, else "
+                                    "$XDG_DATA_HOME/lockstep/archive, i.e. ~/.local/share/lockstep/archive).")
+_archive_dir_option = click.option("--dir", "dir", type=click.Path(file_okay=False), default=None,
+                                   help="Read the archive kept inside this lockstep directory (<dir>/archive) "
+                                        "instead of the default archive.")
 
 
 @main.command()
@@ -74,7 +82,7 @@ def record(stream_id: int, dir: str | None, archive_dir: str | None, segment_len
 
 
 @main.command()
-@_dir_option
+@_archive_dir_option
 @_archive_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def recordings(dir: str | None, archive_dir: str | None, as_json: bool) -> None:
@@ -95,28 +103,41 @@ def recordings(dir: str | None, archive_dir: str | None, as_json: bool) -> None:
 @click.argument("recording", type=int)
 @click.option("--machine", required=True, help="The state machine class, module:Class "
               "(e.g. lockstep.examples.orderbook:OrderBook).")
+@click.option("--against", "against", default=None, metavar="OLD",
+              help="Another machine class (e.g. the code that ran in production): run both over the recording "
+                   "side by side, stop at the first message after which their state hashes differ, print it and "
+                   "the state difference (exit status 1 when they differ).")
 @click.option("--snapshot", "snapshot", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start from this snapshot file (replay goes on after its position).")
 @click.option("--until", type=int, default=None, help="Stop exactly after the message at this position.")
-@click.option("--step", is_flag=True, help="Interactive step debugger (next, continue, template, show-state, "
-              "write-snapshot; 'help' lists them).")
+@click.option("--step", is_flag=True, help="Interactive step debugger (next, back, continue, break, print, watch, "
+              "template, show-state, write-snapshot; 'help' lists them).")
 @click.option("--compare", "compare", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="A replica's <name>.hashes file: check the state hash at every position it recorded and name "
-                   "the first divergent position (exit status 1 when they diverge). Repeatable.")
+                   "the first divergent position (exit status 1 when they diverge, or when no position of the "
+                   "file was replayed). Repeatable.")
 @click.option("--write-snapshot", is_flag=True, help="Write a snapshot of the final state next to the recordings.")
-@_dir_option
+@_archive_dir_option
 @_archive_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def replay(recording: int, machine: str, snapshot: str | None, until: int | None, step: bool,
+def replay(recording: int, machine: str, against: str | None, snapshot: str | None, until: int | None, step: bool,
            compare: tuple[str, ...], write_snapshot: bool, dir: str | None, archive_dir: str | None,
            as_json: bool) -> None:
     """Feed a recording of the sequenced log into a state machine (the same code replicas run
     live) and print the final state hash."""
-    from ..archive.replay import ReplaySession, Stepper, load_machine
+    from ..archive.debugger import Stepper
+    from ..archive.replay import ReplaySession, load_machine
 
     instance = load_machine(machine)
-    with ReplaySession(_archive(dir, archive_dir), recording, instance, snapshot=snapshot, until=until,
-                       compare=list(compare)) as session:
+    archive = _archive(dir, archive_dir)
+    if against is not None:
+        if step or compare or snapshot or write_snapshot:
+            raise click.UsageError("--against runs two machines from the recording's start: it takes no --step, "
+                                   "--compare, --snapshot or --write-snapshot")
+        _replay_against(archive, recording, machine, instance, against, until, as_json)
+        return
+    with ReplaySession(archive, recording, instance, snapshot=snapshot, until=until,
+                       compare=list(compare), checkpoints=step) as session:
         if step:
             def read(prompt: str) -> str | None:
                 click.echo(prompt, nl=False)
@@ -126,9 +147,12 @@ def replay(recording: int, machine: str, snapshot: str | None, until: int | None
 
             Stepper(session, read, click.echo).loop()
         else:
-            session.run()
+            _run_with_progress(session, until, as_json)
         written = session.write_snapshot() if write_snapshot else None
         result = session.result(written)
+    if compare and result.compared == 0:
+        raise LockstepError(f"compared 0 live hashes: no position recorded in {', '.join(compare)} was replayed "
+                            f"(positions {result.start_position}..{result.position}): nothing was checked")
     if as_json:
         click.echo(json.dumps(result.as_dict()))
     else:
@@ -144,4 +168,67 @@ def replay(recording: int, machine: str, snapshot: str | None, until: int | None
                 f"({d['hashes_file']}), replay {d['replay']}"))
         click.echo(f"state hash {result.hash}")
     if result.divergence is not None:
+        sys.exit(1)
+
+
+def _span(archive, recording: int, start: int, until: int | None) -> int:
+    """Bytes a replay from `start` goes through (for its progress bar)."""
+    stop = archive.recording(recording).stop_position
+    return max(0, (min(stop, until) if until is not None else stop) - start)
+
+
+def _run_with_progress(session, until: int | None, quiet: bool) -> None:
+    """session.run() with a progress bar (terminal only, after a second, never under --json)."""
+    from .progress import progress_bar
+
+    start = session.start_position
+    bar = progress_bar(_span(session.archive, session.recording_id, start, until), desc="replay", quiet=quiet)
+    count = [0]
+
+    def tick(message) -> bool:
+        count[0] += 1
+        if not count[0] & 63:
+            bar.update(message[1]["position"] - start - bar.n)
+        return False
+
+    try:
+        session.run(tick)
+    finally:
+        bar.close()
+
+
+def _replay_against(archive, recording: int, new_spec: str, new, old_spec: str, until: int | None,
+                    as_json: bool) -> None:
+    """`replay --against`: the first message after which two machines differ (exit 1), or none."""
+    from ..archive.replay import compare_machines, load_machine
+    from .progress import progress_bar
+
+    old = load_machine(old_spec)
+    start = archive.recording(recording).start_position
+    bar = progress_bar(_span(archive, recording, start, until), desc="replay x2", quiet=as_json)
+    try:
+        difference, a, b = compare_machines(archive, recording, new, old, until=until,
+                                            progress=lambda p: bar.update(p - start - bar.n))
+    finally:
+        bar.close()
+    with a, b:
+        result = {"recording_id": recording, "machine": new_spec, "against": old_spec, "messages": a.applied,
+                  "position": a.position, "hash": a.machine.state_hash().hex(),
+                  "against_hash": b.machine.state_hash().hex(),
+                  "difference": difference.as_dict() if difference else None}
+    if as_json:
+        click.echo(json.dumps(result))
+    elif difference is None:
+        click.echo(f"recording {recording}: {new_spec} and {old_spec} agree after each of {a.applied:,} messages "
+                   f"(to position {a.position}); state hash {result['hash']}")
+    else:
+        click.echo(f"recording {recording}: {new_spec} and {old_spec} first differ after message "
+                   f"{difference.messages:,}:")
+        click.echo(f"  {difference.message}")
+        click.echo(f"  state hash {difference.hashes[0]} ({new_spec})")
+        click.echo(f"  state hash {difference.hashes[1]} ({old_spec})")
+        click.echo(f"  state difference ({old_spec} -> {new_spec}):")
+        for line in difference.differences or ["(no visible attribute differs: the snapshots differ)"]:
+            click.echo(f"    {line}")
+    if difference is not None:
         sys.exit(1)

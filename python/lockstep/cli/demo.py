@@ -26,15 +26,19 @@ from ..errors import LockstepError
 @click.option("--risk-limit", default=3000.0, show_default=True, help="Child orders/s that trip the risk monitor.")
 @click.option("--kill-replicas", is_flag=True, help="SIGKILL one Algo and one SOR replica half way through "
               "trading: the others carry on.")
+@click.option("--keep-dir", is_flag=True, help="Leave the demo's private directory (log, hashes files, reports) "
+              "for inspection; later demos leave it too. The recording is kept in the archive either way.")
 def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, trade_seconds: float, flood: int,
-         venue_throttle: float, risk_limit: float, kill_replicas: bool) -> None:
+         venue_throttle: float, risk_limit: float, kill_replicas: bool, keep_dir: bool) -> None:
     """The trading scenario lockstep exists for: a runaway Algo halted through the priority
     side channel while total order and replication stay intact.
 
     Runs a sequencer, 2 Algo replicas, 2 SOR replicas, 3 gateways with simulated venues,
     a recorder and a risk monitor as separate processes in a private directory; lets them
     trade; makes the Algo flood; the risk monitor halts the gateways (side channel) and
-    stops the Algo (sequenced StopAlgo); everything drains and stops; prints what happened.
+    stops the Algo (sequenced StopAlgo); everything drains and stops; prints what happened
+    and the commands that replay and step through the recording it keeps in the archive
+    ($LOCKSTEP_ARCHIVE_DIR, else ~/.local/share/lockstep/archive).
     """
     from ..demo import DemoConfig, format_summary, run_demo
 
@@ -45,7 +49,8 @@ def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, tr
             raise LockstepError("--plot needs matplotlib: pip install 'lockstep[bench]' (or pip install matplotlib)") \
                 from None
     config = DemoConfig(seed=seed, trade_s=trade_seconds, flood_per_tick=flood, venue_throttle_per_s=venue_throttle,
-                        risk_limit_per_s=risk_limit, keep_running=keep_running, kill_replicas=kill_replicas)
+                        risk_limit_per_s=risk_limit, keep_running=keep_running, kill_replicas=kill_replicas,
+                        keep_dir=keep_dir)
     try:
         summary = run_demo(config, log=None if as_json else lambda text: click.echo(text, err=True))
     except KeyboardInterrupt:

@@ -10,19 +10,44 @@ from .group import main
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str), required=False)
+@click.option("--recording", "recording", type=int, default=None,
+              help="Dump this recording of the archive (every segment, in order) instead of a FILE.")
+@click.option("--archive-dir", type=click.Path(file_okay=False), default=None,
+              help="The archive of --recording (default: $LOCKSTEP_ARCHIVE_DIR, else "
+                   "$XDG_DATA_HOME/lockstep/archive).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--payload-bytes", default=16, show_default=True, help="How much of each payload to show (hex).")
-def dump(file: str, as_json: bool, payload_bytes: int) -> None:
-    """Print every frame of a log buffer (ours or real Aeron's), message of a ring, or counter
-    of a cnc.dat, one per line."""
+def dump(file: str | None, recording: int | None, archive_dir: str | None, as_json: bool, payload_bytes: int) -> None:
+    """Print every frame of a log buffer (ours or real Aeron's), archive segment or recording,
+    message of a ring, or counter of a cnc.dat, one per line."""
     from .dump_records import dump_records
+    from .progress import progress_bar
 
-    for record in dump_records(file, payload_bytes):
-        if as_json:
-            click.echo(json.dumps(record))
-        else:
-            click.echo(" ".join(f"{k}={v}" for k, v in record.items() if k != "kind"))
+    if (file is None) == (recording is None):
+        raise click.UsageError("give a FILE or --recording ID")
+    if recording is not None:
+        from ..archive import Archive
+
+        archive = Archive(archive_dir)
+        desc = archive.recording(recording)
+        records = (r for segment in archive.segment_files(recording) for r in dump_records(segment, payload_bytes))
+        start, bar = desc.start_position, progress_bar(desc.stop_position - desc.start_position, desc="dump",
+                                                       quiet=as_json)
+    else:
+        records, start, bar = dump_records(file, payload_bytes), None, progress_bar(None, desc="dump", unit="record",
+                                                                                    quiet=as_json)
+    try:
+        for i, record in enumerate(records):
+            if as_json:
+                click.echo(json.dumps(record))
+            else:
+                click.echo(" ".join(f"{k}={v}" for k, v in record.items() if k != "kind"))
+            if not i & 255:
+                bar.update(record["position"] - start - bar.n if start is not None and "position" in record else
+                           256 if i else 1)
+    finally:
+        bar.close()
 
 
 @main.group()

@@ -20,17 +20,18 @@ from typing import Any, Callable, Iterable, Iterator
 from .._closing import Closing
 from ..errors import FileFormatError, LockstepError
 from ..transport.idle import IdleStrategy, run_agent
-from ..transport.mapped import check_name, open_private, resolve_dir
+from ..transport.mapped import check_name, open_private, open_regular, resolve_dir
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient, _SEQUENCED
 from ..transport.subscription import Subscription
 
 __all__ = ["StateMachine", "Context", "Replica", "Snapshot", "write_snapshot", "read_snapshot", "latest_snapshot",
            "read_hashes", "first_divergence", "check_determinism", "Divergence", "NonDeterminism", "replay",
-           "log_messages"]
+           "log_messages", "sweep_snapshot_temps"]
 
 _SNAP_MAGIC = b"LSSNAP01"
 _SNAP_HEADER = struct.Struct("<8sqqqqII")  # magic, position, sequence, timestamp ns, length, crc32, reserved
 _HASH_RECORD = struct.Struct("<qq16s")     # position, sequence, state hash
+_MIN_SEQUENCED_FRAME = 64                  # data header + sequenced header: the least a message takes
 MAX_OUTPUTS_PER_MESSAGE = 1 << 16
 
 
@@ -95,7 +96,8 @@ def write_snapshot(dir: str | os.PathLike[str], name: str, snapshot: Snapshot) -
     path = directory / f"{check_name(name)}-{snapshot.position:020d}.snap"
     header = _SNAP_HEADER.pack(_SNAP_MAGIC, snapshot.position, snapshot.sequence, snapshot.timestamp_ns,
                                len(snapshot.data), zlib.crc32(snapshot.data), 0)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique (pid + random): a killed writer's leftover never blocks a namesake (same pid in a new container).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -110,15 +112,50 @@ def write_snapshot(dir: str | os.PathLike[str], name: str, snapshot: Snapshot) -
     return path
 
 
+def sweep_snapshot_temps(dir: str | os.PathLike[str], name: str) -> int:
+    """Remove `.<name>-<position>.snap.*.tmp` files a killed writer left (on a replica's start:
+    one replica per name). Returns how many went."""
+    exact = re.compile(r"\." + re.escape(check_name(name)) + r"-\d{20}\.snap\.[^/]*\.tmp")
+    swept = 0
+    for tmp in Path(dir).glob(f".{glob.escape(name)}-*.snap.*.tmp"):
+        if exact.fullmatch(tmp.name) and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            swept += 1
+    return swept
+
+
+def _read_regular(path: Path, first: int, whole: Callable[[bytes, int], int]) -> bytes:
+    """Read a regular file (never a device, FIFO or link: they never end, or block): its first
+    `first` bytes, then as many as `whole(first_bytes, file_size)` says the file must hold,
+    checked against its size before reading."""
+    fd = open_regular(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            size = os.fstat(fd).st_size
+            head = f.read(min(first, size))
+            want = whole(head, size)
+            return head + f.read(want - len(head))
+    finally:
+        os.close(fd)
+
+
 def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
-    """Read and verify a snapshot file (FileFormatError when truncated or corrupt)."""
+    """Read and verify a snapshot file (FileFormatError when truncated or corrupt; a
+    FileAccessError when it is not a regular file)."""
     path = Path(path)
-    raw = path.read_bytes()
-    if len(raw) < _SNAP_HEADER.size:
-        raise FileFormatError(path, f"length: expected at least {_SNAP_HEADER.size} bytes, found {len(raw)}")
+
+    def length_of(head: bytes, size: int) -> int:
+        if len(head) < _SNAP_HEADER.size:
+            raise FileFormatError(path, f"length: expected at least {_SNAP_HEADER.size} bytes, found {size}")
+        magic, _, _, _, length, _, _ = _SNAP_HEADER.unpack_from(head)
+        if magic != _SNAP_MAGIC:
+            raise FileFormatError(path, f"magic: expected {_SNAP_MAGIC!r}, found {magic!r}")
+        if length != size - _SNAP_HEADER.size:
+            raise FileFormatError(path, f"data length: expected {length}, found {size - _SNAP_HEADER.size}")
+        return size
+
+    raw = _read_regular(path, _SNAP_HEADER.size, length_of)
     magic, position, sequence, timestamp, length, crc, _ = _SNAP_HEADER.unpack_from(raw)
-    if magic != _SNAP_MAGIC:
-        raise FileFormatError(path, f"magic: expected {_SNAP_MAGIC!r}, found {magic!r}")
     data = raw[_SNAP_HEADER.size:]
     if len(data) != length:
         raise FileFormatError(path, f"data length: expected {length}, found {len(data)}")
@@ -144,10 +181,22 @@ def latest_snapshot(dir: str | os.PathLike[str], name: str) -> Snapshot | None:
 # -- state hashes ------------------------------------------------------------------------
 
 def read_hashes(path: str | os.PathLike[str]) -> list[tuple[int, int, bytes]]:
-    """(position, sequence, hash) records a replica wrote, oldest first."""
-    raw = Path(path).read_bytes()
+    """(position, sequence, hash) records a replica wrote, oldest first. FileFormatError when
+    the file is not a hashes file (each position a multiple of 32, each sequence at least 1 with
+    a 64-byte frame or more per message before it, or both 0: the initial state); a
+    FileAccessError when not a regular file."""
+    path = Path(path)
+    raw = _read_regular(path, 0, lambda head, size: size)
     usable = len(raw) - len(raw) % _HASH_RECORD.size  # a torn last record is ignored
-    return [_HASH_RECORD.unpack_from(raw, i) for i in range(0, usable, _HASH_RECORD.size)]
+    records = [_HASH_RECORD.unpack_from(raw, i) for i in range(0, usable, _HASH_RECORD.size)]
+    for i, (position, sequence, _) in enumerate(records):
+        if (position, sequence) == (0, 0):
+            continue  # the state before any message (a replica that had applied nothing yet)
+        if position <= 0 or position % 32 or not 1 <= sequence <= position // _MIN_SEQUENCED_FRAME:
+            raise FileFormatError(path, f"record {i} (offset {i * _HASH_RECORD.size}): expected a positive position, "
+                                        f"a multiple of 32, and a sequence in 1..position/{_MIN_SEQUENCED_FRAME}, found "
+                                        f"position {position}, sequence {sequence}: not a replica's hashes file")
+    return records
 
 
 @dataclass(frozen=True)
@@ -215,6 +264,7 @@ class Replica(Closing):
             self.last_sequence, self.last_position = snapshot.sequence, snapshot.position
             start = snapshot.position
         self.restored_from = snapshot
+        sweep_snapshot_temps(self.snapshot_dir, self.name)  # a killed predecessor's half-written ones
         self.subscription = Subscription(stream_id, self.dir, start=start, join="earliest")
         self._client = SequencerClient(self.dir, origin_id=self.ctx._origin_id) if send_outputs else None
         self.hashes_path = self.dir / f"{self.name}.hashes"  # (position, sequence, hash) records

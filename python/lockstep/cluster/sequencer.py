@@ -86,8 +86,34 @@ class SequencerClient(Closing):
         # send(): one vectorcall into C per command (an instance attribute: no method binding);
         # it keeps the origin sequence. Errors and odd arguments go to the Python `send` below.
         self.send = self._fast_send = Send(int(ffi.cast("uintptr_t", self.ring._rb)), self.origin_id, time.time_ns(),
-                                           self.ring, SequencerClient.send.__get__(self))
+                                           self.ring, SequencerClient.send.__get__(self), max_length=-1)
         self.ring._dependents.append(self._fast_send)  # detached if the ring is closed
+        self._log_path: Path | None = None
+        self._dir_changed_ns = -1
+        self.max_command_length = self.ring.max_message_length - lib.LS_INGRESS_HEADER_LENGTH
+        self._learn_log_limit()
+
+    def _learn_log_limit(self) -> None:
+        """Learn the longest command the sequenced log carries (its max message length less
+        the sequenced header) from the log's file; until a sequencer has made it, every send
+        takes the checked Python path, which looks again whenever the directory changed."""
+        if self._log_path is not None:
+            return
+        changed = os.stat(self.dir).st_mtime_ns
+        if changed == self._dir_changed_ns:
+            return
+        logs = stream_logs(self.dir, DEFAULT_LOG_STREAM)
+        if not logs:
+            self._dir_changed_ns = changed
+            return
+        try:
+            with LogBuffer.open(logs[-1]) as log:
+                carried = log.max_message_length - SEQUENCED_HEADER_LENGTH
+        except (LockstepError, FileNotFoundError):
+            return  # being made, or not a log: the sequencer refuses it too; look again next time
+        self._log_path = logs[-1]
+        self.max_command_length = min(self.max_command_length, carried)
+        self._fast_send.max_length = self.max_command_length
 
     @property
     def next_origin_sequence(self) -> int:
@@ -108,8 +134,19 @@ class SequencerClient(Closing):
 
     def send_as(self, origin_id: int, origin_sequence: int, command) -> bool:
         """Send with an explicit origin and origin sequence (replicated machines' outputs:
-        every replica sends the same pair, the sequencer keeps the first)."""
+        every replica sends the same pair, the sequencer keeps the first). A command longer
+        than the sequenced log carries is refused (InvalidArgumentError), never dropped later."""
         rb = self.ring._rb  # (ClosedError once the ring is closed)
+        self._learn_log_limit()
+        try:
+            length = len(command) if isinstance(command, bytes) else memoryview(command).nbytes
+        except TypeError:
+            length = -1  # not a buffer: ls_sequencer_send's binding says what is wrong
+        if length > self.max_command_length:
+            where = self._log_path or self.ring.path
+            raise InvalidArgumentError(
+                f"{where}: command length: expected at most {self.max_command_length} bytes (the longest the "
+                f"sequenced log carries), found {length}")
         try:
             rc = lib.ls_sequencer_send(rb, origin_id, origin_sequence, command, len(command))
         except TypeError:

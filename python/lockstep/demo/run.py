@@ -16,6 +16,7 @@ import array
 import multiprocessing
 import os
 import pickle
+import shlex
 import shutil
 import signal
 import struct
@@ -61,7 +62,8 @@ class DemoConfig:
     keep_running: bool = False
     kill_replicas: bool = False      # SIGKILL algo-2 and sor-2 half way through trading
     halt_timeout_s: float = 30.0
-    keep_dir: bool = False           # leave the private directory (debugging)
+    keep_dir: bool = False           # leave the private directory (debugging); later demos leave it too
+    archive_dir: str | None = None   # where the recording is kept (default: the archive, on disk)
 
 
 @dataclass
@@ -86,15 +88,19 @@ class _Run:
 
 
 DRIVER_PID_FILE = "demo.pid"
+KEPT_FILE = "demo.kept"  # a directory kept on purpose (keep_dir): no later demo sweeps it
 
 
-def _demo_dir() -> Path:
+def _demo_dir(keep: bool = False) -> Path:
     """A fresh private directory beside the default one; first, the directories of demos
-    whose driver was killed (SIGKILL leaves no chance to clean up) are removed."""
+    whose driver was killed (SIGKILL leaves no chance to clean up) are removed, except
+    those kept on purpose."""
     parent = default_dir().parent
     parent = parent if os.access(parent, os.W_OK) else Path(tempfile.gettempdir())
     for stale in parent.glob("lockstep-demo-*"):
         try:
+            if (stale / KEPT_FILE).exists():
+                continue
             pid = int((stale / DRIVER_PID_FILE).read_text())
             if stale.is_dir() and not stale.is_symlink() and stale.stat().st_uid == os.geteuid() \
                     and not pid_alive(pid):
@@ -102,8 +108,17 @@ def _demo_dir() -> Path:
         except (OSError, ValueError):
             continue  # not a demo's, or being made right now
     path = Path(tempfile.mkdtemp(prefix="lockstep-demo-", dir=parent))
+    if keep:
+        (path / KEPT_FILE).write_text("kept by DemoConfig(keep_dir=True): remove the directory when done\n")
     (path / DRIVER_PID_FILE).write_text(str(os.getpid()))
     return path
+
+
+def _archive_dir(config: DemoConfig) -> Path:
+    """Where the demo keeps its recording: `config.archive_dir`, else the archive (on disk)."""
+    from lockstep.archive import default_archive_dir
+
+    return Path(config.archive_dir) if config.archive_dir is not None else default_archive_dir()
 
 
 def _archive_available() -> bool:
@@ -122,8 +137,9 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
     config = config or DemoConfig()
     say = log or (lambda text: None)
     ctx = multiprocessing.get_context("spawn")
-    dir = _demo_dir()
+    dir = _demo_dir(config.keep_dir)
     record = _archive_available()
+    archive_dir = _archive_dir(config) if record else None
     names = ["sequencer", "algo-1", "algo-2", "sor-1", "sor-2", *VENUES, "risk"] + (["recorder"] if record else [])
     run = _Run(config, dir, ctx.RawArray("q", 1 + P.SLOT_WIDTH * len(names)))
     main_thread = _in_main_thread()
@@ -146,7 +162,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
                 target, args, consumer = P.run_risk, (config.risk_limit_per_s, config.risk_window_ms,
                                                       config.auto_halt and not config.keep_running), True
             else:
-                target, args, consumer = P.run_recorder, (None,), True
+                target, args, consumer = P.run_recorder, (str(archive_dir),), True
             run.procs[name] = _Proc(name, slot, target, args, consumer=consumer)
         say(f"starting {len(names)} processes in {dir}")
         _start(run, ctx, ["sequencer"])
@@ -398,7 +414,7 @@ def _recording(run: _Run, reports: dict) -> tuple[Callable[[], Iterator[tuple[by
         recording_id = reports["recorder"]["recording_id"]
         if recording_id is None:
             raise LockstepError(f"{run.dir}: the recorder recorded nothing")
-        archive = Archive.for_dir(run.dir)
+        archive = Archive(_archive_dir(run.config))
 
         def recorded() -> Iterator[tuple[bytes, int]]:
             with archive.reader(recording_id) as reader:
@@ -535,6 +551,8 @@ def _summary(run: _Run, reports: dict) -> dict:
         "timeline_s": {k: round(v - start, 3) for k, v in run.events.items()},
         "config": asdict(config),
     }
+    if "recorder" in reports:
+        summary["recording"] = _recording_summary(config, reports["recorder"]["recording_id"])
     if config.keep_dir:
         summary["dir"] = str(run.dir)
     # For --plot: orders reaching each venue over time, and the halt.
@@ -547,6 +565,20 @@ def _summary(run: _Run, reports: dict) -> dict:
     summary["_plot"] = {"arrivals_s": series, "halt_s": (min(halt_sent) / 1e9 - start) if halt_sent else None,
                         "malfunction_s": run.events.get("malfunction", start) - start}
     return summary
+
+
+def _recording_summary(config: DemoConfig, recording_id: int) -> dict:
+    """Where the recording is kept and the commands that list, replay and step through it."""
+    from lockstep.archive import default_archive_dir
+
+    archive_dir = _archive_dir(config)
+    where = "" if archive_dir == default_archive_dir() else f" --archive-dir {shlex.quote(str(archive_dir))}"
+    machines = {"algo": "lockstep.demo.algo:AlgoEngine", "sor": "lockstep.demo.sor:SmartOrderRouter"}
+    commands = {"list": f"lockstep recordings{where}"}
+    for name, machine in machines.items():
+        commands[f"replay_{name}"] = f"lockstep replay {recording_id} --machine {machine}{where}"
+        commands[f"step_{name}"] = f"lockstep replay {recording_id} --machine {machine} --step{where}"
+    return {"archive_dir": str(archive_dir), "recording_id": recording_id, "commands": commands}
 
 
 def format_summary(s: dict) -> str:
@@ -592,4 +624,14 @@ def format_summary(s: dict) -> str:
     lines.append(f"  replicas equal each other and the replay: {'yes' if s['replicas_equal_replay'] else 'NO'}")
     lines.append(f"  outputs sequenced once: {'yes' if s['duplicate_outputs_in_log'] == 0 else 'NO'} "
                  f"({s['duplicates_dropped_by_sequencer']:,} replica copies dropped by the sequencer)")
+    rec = s.get("recording")
+    if rec is not None:
+        c = rec["commands"]
+        lines.append("")
+        lines.append(f"  the recording is kept: recording {rec['recording_id']} in {rec['archive_dir']}")
+        lines.append(f"    list it            {c['list']}")
+        lines.append(f"    replay the Algo    {c['replay_algo']}")
+        lines.append(f"    step the Algo      {c['step_algo']}")
+        lines.append(f"    replay the SOR     {c['replay_sor']}")
+        lines.append(f"    step the SOR       {c['step_sor']}")
     return "\n".join(lines)
