@@ -26,7 +26,22 @@ static inline int64_t ls_image_tail_offset(int64_t raw_tail)
     return raw_tail & INT64_C(0xFFFFFFFF);
 }
 
+static int ls_image_init_log(
+    ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position, bool tailed);
+
 int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position)
+{
+    return ls_image_init_log(image, memory, length, position_counter, position, true);
+}
+
+int ls_image_init_untailed(
+    ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position)
+{
+    return ls_image_init_log(image, memory, length, position_counter, position, false);
+}
+
+static int ls_image_init_log(
+    ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position, bool tailed)
 {
     if (NULL == image || NULL == position_counter || ((uintptr_t)position_counter & (sizeof(int64_t) - 1)) != 0)
     {
@@ -34,7 +49,8 @@ int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *posit
         return -1;
     }
     memset(image, 0, sizeof(*image));
-    if (ls_logbuffer_init(&image->log, memory, length) < 0)
+    if ((tailed ? ls_logbuffer_init(&image->log, memory, length) :
+            ls_logbuffer_init_untailed(&image->log, memory, length)) < 0)
     {
         return -1;
     }

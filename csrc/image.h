@@ -40,6 +40,11 @@ typedef struct ls_image_stct
 
 /* Validates the log and starts at `position`, which is stored into *position_counter. */
 int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position);
+/* ls_image_init over a media driver's image log, which keeps no tail counters
+ * (ls_logbuffer_init_untailed). Never call ls_image_is_blocked / ls_image_unblock /
+ * ls_image_wait on such an image: a gap there is loss the driver is still repairing. */
+int ls_image_init_untailed(
+    ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position);
 void ls_image_close(ls_image_t *image); /* frees the reassembly buffer */
 
 /* Hands up to `fragment_limit` fragments' worth of whole messages to `handler`, advancing

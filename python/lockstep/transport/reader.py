@@ -88,7 +88,8 @@ class LogReader(Closing):
         self._position_cell = ffi.new("int64_t *") if position_addr is None else None
         self._image = ffi.new("ls_image_t *")
         addr = self._position_cell if position_addr is None else position_addr
-        if lib.ls_image_init(self._image, self.log.file.pointer, self.log.file.length, addr, position) < 0:
+        init = lib.ls_image_init if self.log.tailed else lib.ls_image_init_untailed  # (a driver's image log)
+        if init(self._image, self.log.file.pointer, self.log.file.length, addr, position) < 0:
             error = c_error(self.path)
             self.log.close()
             raise error
