@@ -1,5 +1,5 @@
 """A lockstep peer process for the Aeron-driver tests, speaking the same protocol as
-interop.c: `peer.py pub|sub DIR CHANNEL STREAM COUNT [exclusive]`. A publisher prints
+interop.c: `peer.py pub|sub DIR CHANNEL STREAM COUNT [exclusive] [dest=CHANNEL ...] [receivers=N]`. A publisher prints
 `ready`, offers messages 0..COUNT-1 (backing off when not connected or back-pressured),
 prints `sent COUNT` and stays until stdin closes; a subscriber prints `ready`, receives
 COUNT whole messages, checks each (once, in order, intact) and prints `ok COUNT`."""
@@ -16,8 +16,27 @@ from lockstep.aeron import Aeron  # noqa: E402
 from aeron.harness import message  # noqa: E402
 
 
+DESTINATIONS: list[str] = []  # dest=CHANNEL arguments: multi-destination cast
+RECEIVERS = 0  # receivers=N: publish only once N receivers are connected
+TYPE_FC_RECEIVERS = 17
+
+
+def fc_receivers(aeron: Aeron, registration_id: int) -> int:
+    """The driver's flow-control receiver count of a publication (0 before it exists)."""
+    for info in aeron.counters:
+        if info.type_id == TYPE_FC_RECEIVERS and int.from_bytes(info.key[:8], "little", signed=True) == registration_id:
+            return info.value
+    return 0
+
+
 def publish(aeron: Aeron, channel: str, stream_id: int, count: int, exclusive: bool) -> int:
     pub = (aeron.add_exclusive_publication if exclusive else aeron.add_publication)(channel, stream_id)
+    for destination in DESTINATIONS:
+        pub.add_destination(destination)
+    if RECEIVERS:  # wait until the driver's flow control (fc=min) counts that many receivers
+        idle = lockstep.BackoffIdleStrategy()
+        while fc_receivers(aeron, pub.registration_id) < RECEIVERS:
+            idle.idle(0)
     print("ready", flush=True)
     idle = lockstep.BackoffIdleStrategy()
     for i in range(count):
@@ -63,6 +82,9 @@ def subscribe(aeron: Aeron, channel: str, stream_id: int, count: int) -> int:
 def main(argv: list[str]) -> int:
     mode, dir, channel, stream_id, count = argv[:5]
     exclusive = "exclusive" in argv[5:]
+    DESTINATIONS.extend(a[len("dest="):] for a in argv[5:] if a.startswith("dest="))
+    global RECEIVERS
+    RECEIVERS = max([int(a[len("receivers="):]) for a in argv[5:] if a.startswith("receivers=")] or [0])
     with Aeron(dir) as aeron:
         if mode == "pub":
             return publish(aeron, channel, int(stream_id), int(count), exclusive)

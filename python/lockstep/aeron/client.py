@@ -193,6 +193,16 @@ class Aeron(Closing):
                 pub._driver_gone()
         return pub
 
+    def _destination(self, msg_type: int, registration_id: int, channel: str, what: str) -> None:
+        """ADD/REMOVE_(RCV_)DESTINATION for `registration_id`; waits for the driver's answer."""
+        data = p.channel_bytes(channel)
+        with self._lock:
+            self._check_open()
+            corr = self._cnc.next_correlation_id()
+            self._request(corr, msg_type, p.destination(self.client_id, corr, registration_id, data),
+                          f"{what}({channel!r})")
+        self._await(corr)
+
     def _release_publication(self, pub: Any) -> None:
         """REMOVE_PUBLICATION for a closing publication (with our own correlation id)."""
         with self._lock:

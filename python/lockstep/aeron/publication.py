@@ -12,7 +12,7 @@ from ..errors import FileFormatError
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import MappedFile
 from ..transport.publication import _ERROR, CLOSED, Publication
-from .protocol import PublicationReady
+from .protocol import ADD_DESTINATION, REMOVE_DESTINATION, PublicationReady
 
 __all__ = ["AeronPublication"]
 
@@ -97,6 +97,15 @@ class AeronPublication(Publication):
         if self._pub is None:
             return CLOSED
         return lib.ls_counters_get(self._aeron.counters._c, self.position_limit_counter_id)
+
+    def add_destination(self, channel: str) -> None:
+        """Multi-destination cast: also send to `channel` (e.g. aeron:udp?endpoint=host:port)
+        from a publication on aeron:udp?control-mode=manual. Raises DriverError if refused."""
+        self._aeron._destination(ADD_DESTINATION, self.registration_id, channel, "add_destination")
+
+    def remove_destination(self, channel: str) -> None:
+        """Stop sending to a destination added before."""
+        self._aeron._destination(REMOVE_DESTINATION, self.registration_id, channel, "remove_destination")
 
     def _driver_gone(self) -> None:
         """Called by the client's conductor when the driver died or dropped the client."""

@@ -17,7 +17,7 @@ from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import MappedFile
 from ..transport.reader import Batch, Header, LogReader
 from ..transport.subscription import Subscription
-from .protocol import AvailableImage
+from .protocol import ADD_RCV_DESTINATION, REMOVE_RCV_DESTINATION, AvailableImage
 
 __all__ = ["AeronSubscription", "AeronImage"]
 
@@ -257,6 +257,14 @@ class AeronSubscription(Subscription):
 
     def _update_image_list(self) -> None:
         self._set_images()
+
+    def add_destination(self, channel: str) -> None:
+        """Multi-destination subscription: also receive from `channel` (a subscription on
+        aeron:udp?control-mode=manual). Raises DriverError if refused."""
+        self._aeron._destination(ADD_RCV_DESTINATION, self.registration_id, channel, "add_destination")
+
+    def remove_destination(self, channel: str) -> None:
+        self._aeron._destination(REMOVE_RCV_DESTINATION, self.registration_id, channel, "remove_destination")
 
     # -- life cycle -----------------------------------------------------------------------
 
