@@ -243,3 +243,59 @@ def test_driver_killed_mid_stream(driver, channel):
             aeron.add_publication(IPC, 1)
     finally:
         aeron.close()  # never hangs on a dead driver
+
+
+def test_spy_reads_a_local_network_publication(driver):
+    channel = f"aeron:udp?endpoint=127.0.0.1:{free_udp_port()}"
+    with Aeron(driver.dir) as aeron:
+        sub = aeron.add_subscription(channel, 15)
+        spy = aeron.add_subscription("aeron-spy:" + channel, 15)
+        pub = aeron.add_publication(channel, 15)
+        wait_for(lambda: sub.is_connected and spy.is_connected, "images")
+        assert spy.images[0].session_id == pub.session_id
+        heard, spied = [], []
+        for i in range(500):
+            while pub.offer(message(i)) < 0:
+                sub.poll(lambda d, h: heard.append(bytes(d)), 10)
+                spy.poll(lambda d, h: spied.append(bytes(d)), 10)
+        wait_for(lambda: len(heard) == 500 and len(spied) == 500, "both readers",
+                 step=lambda: (sub.poll(lambda d, h: heard.append(bytes(d)), 10),
+                               spy.poll(lambda d, h: spied.append(bytes(d)), 10)))
+        check_sequence(heard, 500)
+        check_sequence(spied, 500)
+
+
+def test_blocking_receive_waits_for_a_message(driver):
+    import threading
+
+    with Aeron(driver.dir) as aeron:
+        sub = aeron.add_subscription(IPC, 16)
+        pub = aeron.add_publication(IPC, 16)
+        wait_for(lambda: sub.is_connected, "image")
+        assert sub.receive(timeout=0.05) is None
+        timer = threading.Timer(0.2, lambda: pub.offer(message(5)))
+        timer.start()
+        try:
+            assert sub.receive(timeout=30) == message(5)  # a fragmented one: the slow path, copied
+        finally:
+            timer.join()
+
+
+def test_full_to_driver_ring_is_an_error_not_a_hang(driver):
+    import signal
+
+    from lockstep.aeron import protocol
+
+    with Aeron(driver.dir) as aeron:
+        pub = aeron.add_publication(IPC, 17)
+        os.kill(driver.pid, signal.SIGSTOP)  # the driver stops reading its ring
+        try:
+            with pytest.raises(LockstepError, match="to-driver ring is full"):
+                for _ in range(1 << 20):  # 1 MiB ring, 24 bytes a keepalive
+                    aeron._send(protocol.CLIENT_KEEPALIVE, protocol.correlated(aeron.client_id, 0))
+        finally:
+            os.kill(driver.pid, signal.SIGCONT)
+        # Once the driver drains its ring the client works again.
+        sub = aeron.add_subscription(IPC, 17)
+        wait_for(lambda: sub.is_connected, "image")
+        assert pub.offer(b"after") > 0
