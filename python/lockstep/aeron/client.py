@@ -26,7 +26,8 @@ __all__ = ["Aeron"]
 
 TYPE_CLIENT_HEARTBEAT = 11
 KEEPALIVE_INTERVAL_MS = 500
-_CONDUCTOR_IDLE_S = 0.01          # the daemon thread's duty cycle when nothing happens
+_CONDUCTOR_IDLE_S = 0.01          # the daemon thread's duty cycle: image events reach subscriptions this fast
+_CONDUCTOR_IDLE_QUIET_S = 0.05    # ... and without subscriptions (heartbeat, liveness, pending requests)
 _RING_ATTEMPTS = 10               # as the C client: then "failed to send command"
 _DEAD_PID_GRACE_MS = 1_500        # a vanished driver pid with a heartbeat this old is dead
 
@@ -76,9 +77,14 @@ class Aeron(Closing):
         self.counters = self._cnc.counters
         liveness_ms = self._cnc.header.client_liveness_timeout_ns // 1_000_000
         self.keepalive_interval_ms = max(1, min(keepalive_interval_ms, liveness_ms // 4 or 1))
-        self._view = self._cnc.file.memoryview()
-        self._broadcast = BroadcastReceiver(self._view, self._cnc.broadcast_offset, self._cnc.broadcast_capacity)
+        try:
+            self._view = self._cnc.file.memoryview()
+            self._broadcast = BroadcastReceiver(self._view, self._cnc.broadcast_offset, self._cnc.broadcast_capacity)
+        except BaseException:
+            self._cnc.close()
+            raise
         self.client_id = self._cnc.next_correlation_id()
+        self._known_to_driver = False  # after our first ADD_*: the driver has a heartbeat counter for us
         self._lock = threading.RLock()
         self._pending: dict[int, _Pending] = {}
         self._subscriptions: dict[int, Any] = {}   # registration id -> AeronSubscription
@@ -239,6 +245,8 @@ class Aeron(Closing):
             except BaseException:
                 self._pending.pop(corr, None)
                 raise
+            if msg_type in (p.ADD_PUBLICATION, p.ADD_EXCLUSIVE_PUBLICATION, p.ADD_SUBSCRIPTION):
+                self._known_to_driver = True
 
     def _send(self, msg_type: int, payload: bytes) -> None:
         """Put one command on the to-driver ring (retrying briefly when it is full)."""
@@ -284,7 +292,7 @@ class Aeron(Closing):
 
     def _run(self) -> None:
         """The daemon thread: responses, image events, heartbeat, driver liveness."""
-        while not self._stop.wait(_CONDUCTOR_IDLE_S):
+        while not self._stop.wait(_CONDUCTOR_IDLE_S if self._subscriptions else _CONDUCTOR_IDLE_QUIET_S):
             try:
                 with self._lock:
                     if self._closed:
@@ -326,6 +334,8 @@ class Aeron(Closing):
             self._force_close(why)
             return
         cid = self.heartbeat_counter_id
+        if cid < 0 and self._known_to_driver:
+            cid = self.heartbeat_counter_id = _find_heartbeat(self.counters, self.client_id)  # announcement missed
         if cid < 0:
             return
         counters = self.counters
@@ -405,6 +415,14 @@ class Aeron(Closing):
 
 
 _KEY_CLIENT_ID = struct.Struct("<q")
+
+
+def _find_heartbeat(counters: Any, client_id: int) -> int:
+    """Our heartbeat counter's id by scanning the counters (as the C client does), or -1."""
+    for info in counters:
+        if info.type_id == TYPE_CLIENT_HEARTBEAT and _KEY_CLIENT_ID.unpack_from(info.key, 0)[0] == client_id:
+            return info.id
+    return -1
 
 
 def _heartbeat_matches(counters: Any, counter_id: int, client_id: int) -> bool:

@@ -92,15 +92,16 @@ def read_cnc_header(path: str | os.PathLike[str]) -> CncHeader | None:
         head = os.pread(fd, HEADER_LENGTH, 0)
         if len(head) < _HEADER.size:
             return None
-        fields = _HEADER.unpack_from(head, 0)
+        (version, to_driver, to_clients, metadata, values, error_log, liveness_ns, start_ms, pid,
+         page_size) = _HEADER.unpack_from(head, 0)
         heartbeat = 0
-        to_driver = fields[1]
         at = HEADER_LENGTH + to_driver - RING_TRAILER_LENGTH + RING_CONSUMER_HEARTBEAT_OFFSET
         if to_driver >= RING_TRAILER_LENGTH and at + 8 <= size:
             raw = os.pread(fd, 8, at)
             if len(raw) == 8:
                 heartbeat = struct.unpack("<q", raw)[0]
-        return CncHeader(*fields, consumer_heartbeat_ms=heartbeat, file_length=size)
+        return CncHeader(version, to_driver, to_clients, metadata, values, error_log, liveness_ns, start_ms, pid,
+                         page_size, consumer_heartbeat_ms=heartbeat, file_length=size)
     finally:
         os.close(fd)
 

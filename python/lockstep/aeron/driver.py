@@ -182,7 +182,8 @@ def build_driver(*, out: IO[str] | None = sys.stderr, jobs: int = 2) -> DriverBu
             raise DriverBuildError(f"LOCKSTEP_AERONMD={given}: not an executable file")
         return DriverBuild(path)
     root = cache_dir() / _BUILD_ID
-    done = DriverBuild(root / "bin" / "aeronmd", root / "include", root / "lib" / "libaeron_static.a")
+    include, library = root / "include", root / "lib" / "libaeron_static.a"
+    done = DriverBuild(root / "bin" / "aeronmd", include, library)
     stamp = root / "built"
     if stamp.exists():
         return done
@@ -214,9 +215,9 @@ def build_driver(*, out: IO[str] | None = sys.stderr, jobs: int = 2) -> DriverBu
                 shutil.rmtree(root / sub, ignore_errors=True)
                 (root / sub).mkdir()
             shutil.copy2(build / "binaries" / "aeronmd_s", done.aeronmd)
-            shutil.copy2(build / "lib" / "libaeron_static.a", done.client_library)
+            shutil.copy2(build / "lib" / "libaeron_static.a", library)
             client_src = source / "aeron-client" / "src" / "main" / "c"
-            shutil.copytree(client_src, done.client_include, dirs_exist_ok=True,
+            shutil.copytree(client_src, include, dirs_exist_ok=True,
                             ignore=lambda d, names: [n for n in names if n.endswith(".c")])
         finally:
             shutil.rmtree(work, ignore_errors=True)

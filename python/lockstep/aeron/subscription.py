@@ -153,9 +153,9 @@ class AeronSubscription(Subscription):
         self.on_available_image = on_available_image
         self.on_unavailable_image = on_unavailable_image
         self._events: collections.deque[tuple[str, Any]] = collections.deque()  # from the conductor thread
-        self._images: dict[int, AeronImage] = {}  # by image correlation id
-        self._image_list: list[AeronImage] = []
-        self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)
+        self._images: dict[int, AeronImage] = {}  # type: ignore[assignment]  # by image correlation id
+        self._image_list: list[AeronImage] = []  # type: ignore[assignment]
+        self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # type: ignore[method-assign]
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0
@@ -230,8 +230,9 @@ class AeronSubscription(Subscription):
                 if self.on_available_image is not None:
                     self.on_available_image(image)
             elif kind == "unavailable":
-                image = self._images.pop(value, None)
-                if image is not None:
+                gone = self._images.pop(value) if value in self._images else None
+                if gone is not None:
+                    image = gone
                     self._retire(image)
                     changed = True
             elif kind == "driver_gone":
