@@ -299,3 +299,19 @@ def test_full_to_driver_ring_is_an_error_not_a_hang(driver):
         sub = aeron.add_subscription(IPC, 17)
         wait_for(lambda: sub.is_connected, "image")
         assert pub.offer(b"after") > 0
+
+
+def test_a_client_the_driver_timed_out_is_closed(driver):
+    # Stop the heartbeat thread (as a process frozen longer than the liveness timeout would):
+    # the test driver drops clients after 3 s; the next request learns it from the broadcast.
+    aeron = Aeron(driver.dir)
+    try:
+        pub = aeron.add_publication(IPC, 18)
+        aeron._stop.set()
+        aeron._thread.join()
+        time.sleep(4.5)
+        with pytest.raises(LockstepError, match="timed this client out"):
+            aeron.add_subscription(IPC, 18)
+        assert aeron.is_closed and pub.offer(b"x") == CLOSED
+    finally:
+        aeron.close()
