@@ -133,3 +133,36 @@ def test_lockstep_aeronmd_names_another_driver(tmp_path):
 
 def test_driver_error_is_a_lockstep_error():
     assert issubclass(DriverBuildError, LockstepError)
+
+
+def test_stat_and_errors_read_a_real_driver(tmp_path):
+    import json
+
+    from aeron.harness import Drivers
+    from lockstep import DriverError
+
+    pool = Drivers()
+    try:
+        driver = pool.start("stat")
+        with Aeron(driver.dir) as aeron:
+            sub = aeron.add_subscription("aeron:ipc", 5)
+            pub = aeron.add_publication("aeron:ipc", 5)
+            with pytest.raises(DriverError):
+                aeron.add_publication("aeron:tcp?endpoint=x", 5)
+            result = run_cli("stat", "--aeron-dir", str(driver.dir), "--once")
+            assert result.returncode == 0, result.stderr
+            assert f"pid {driver.pid}" in result.stdout and "running" in result.stdout
+            for label in ("NAKs sent", "Errors", f"pub-lmt: {pub.registration_id}",
+                          f"sub-pos: {sub.registration_id}", f"client-heartbeat: id={aeron.client_id}"):
+                assert label in result.stdout, label
+            reading = json.loads(run_cli("stat", "--aeron-dir", str(driver.dir), "--once", "--json").stdout)
+            limits = [c for c in reading["counters"] if c["type"] == "pub-lmt"]
+            assert [c["registration_id"] for c in limits] == [pub.registration_id]
+            errors = run_cli("errors", "--aeron-dir", str(driver.dir), "--json")
+            assert errors.returncode == 0, errors.stderr
+            texts = [json.loads(line)["text"] for line in errors.stdout.splitlines()]
+            assert any("invalid URI scheme or transport: aeron:tcp?endpoint=x" in t for t in texts)
+        missing = run_cli("stat", "--aeron-dir", str(tmp_path), "--once")
+        assert missing.returncode == 1 and "no Aeron media driver" in missing.stderr
+    finally:
+        pool.cleanup()
