@@ -260,13 +260,15 @@ class MediaDriver(Closing):
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
                  defaults: Mapping[str, str] = TEST_DEFAULTS, ready_timeout: float = 30.0,
-                 output: str | os.PathLike[str] | None = None) -> None:
+                 output: str | os.PathLike[str] | None = None, command_prefix: Sequence[str] = ()) -> None:
+        """`command_prefix` runs the driver through another command that execs it, e.g.
+        ["ip", "netns", "exec", "hostb"] for a driver in a network namespace."""
         self.dir = Path(dir) if dir is not None else default_aeron_dir()
         self.build = build_driver()
         self.env = driver_env(self.dir, env, defaults)
         self.output_path = Path(output) if output is not None else Path(tempfile.mkstemp(prefix="aeronmd-", suffix=".log")[1])
         self._output = open(self.output_path, "w")
-        self.process = subprocess.Popen([str(self.build.aeronmd)], env=self.env, stdin=subprocess.DEVNULL,
+        self.process = subprocess.Popen([*command_prefix, str(self.build.aeronmd)], env=self.env, stdin=subprocess.DEVNULL,
                                         stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.process.pid
         try:
