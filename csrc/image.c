@@ -351,6 +351,22 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
     return scan->count;
 }
 
+int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit)
+{
+    if (fragment_limit > LS_IMAGE_SCAN_CAPACITY)
+    {
+        fragment_limit = LS_IMAGE_SCAN_CAPACITY;
+    }
+    scan->count = ls_image_scan(
+        image, fragment_limit, scan->partitions, scan->data_offsets, scan->lengths, scan->headers, &scan->end_position);
+    if (scan->count == 0 && scan->end_position != ls_get_plain_i64(image->position))
+    {
+        ls_put_release_i64(image->position, scan->end_position);
+    }
+    scan->end_length_index = ls_image_length_index(image, scan->end_position);
+    return scan->count;
+}
+
 int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
 {
     /* Read on past padding and the first fragments of a long message, to one whole message

@@ -88,6 +88,13 @@ typedef struct ls_image_scan_stct
  * two terms ahead of the window). Returns the message count or -1 (corrupt frame). */
 int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit);
 
+/* ls_image_scan_commit without moving the position when it found messages: for a log whose
+ * bytes may be reclaimed as soon as the position passes them (a media driver zeroes its logs
+ * behind the subscriber position), the binding stores scan->end_position (or a message's
+ * position) with ls_image_set_position once its handlers are done with the bytes. Padding and
+ * first fragments alone (count 0: nothing handed out, fragments already copied) are committed. */
+int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit);
+
 /* One message, for a binding's single-message poll (one call, no arrays to read back):
  * scans and commits like ls_image_scan_commit (reading on past padding and fragments to one
  * whole message), then returns

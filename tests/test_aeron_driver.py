@@ -110,11 +110,11 @@ def test_no_compiler_is_a_clear_error(tmp_path):
     env.pop("LOCKSTEP_AERONMD", None)
     result = run_cli("driver", "--build-only", env=env, timeout=120)
     assert result.returncode == 1
-    assert "no C compiler found" in result.stderr and "Traceback" not in result.stderr
+    assert "no C (CC, cc, gcc, clang) and C++" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_no_cmake_and_no_registry_is_a_clear_error(tmp_path):
-    env = {"LOCKSTEP_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(_tool_dir(tmp_path, "cc", "gcc")),
+    env = {"LOCKSTEP_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(_tool_dir(tmp_path, "cc", "c++")),
            "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull}
     result = run_cli("driver", "--build-only", env=env, timeout=300)
     assert result.returncode == 1

@@ -576,6 +576,11 @@ static void test_driver_binding(void)
         ls_image_t image;
         LS_CHECK(0 == ls_image_init_untailed(&image, copy, LENGTH, &sub, position - 64));
         LS_CHECK(ls_image_peek_message(&image, &(int32_t){ 0 }) != NULL);
+        static ls_image_scan_t scan;
+        LS_CHECK(1 == ls_image_scan_deferred(&image, &scan, 10)); /* found, position not moved yet */
+        LS_CHECK(position - 64 == sub && position == scan.end_position);
+        ls_image_set_position(&image, scan.end_position);
+        LS_CHECK(0 == ls_image_scan_deferred(&image, &scan, 10) && position == sub);
         ls_image_close(&image);
 
         ls_publication_close(&pub);

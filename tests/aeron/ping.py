@@ -1,10 +1,13 @@
 """Round trip through one media driver vs lockstep's driverless IPC, in one run, same API on
 both sides (offer + receive(), one message per call, busy or yielding spin), two processes:
 
-    python tests/aeron/ping.py [--messages 20000] [--size 32] [--idle spin|yield] [--json]
+    python tests/aeron/ping.py [--messages 20000] [--size 32] [--idle spin|yield] [--api receive|poll]
+                               [--pyaeron-python /path/to/python3.12] [--json]
 
 Prints p50/p90/p99 round-trip microseconds for aeron:ipc, aeron:udp (loopback) through a
-fresh aeronmd (test settings), and lockstep's own Publication/Subscription. A measurement
+fresh aeronmd (test settings), and lockstep's own Publication/Subscription; with
+--pyaeron-python (a CPython >= 3.12 with pyaeron installed) also pyaeron through the same
+driver (poll with a handler: use --api poll to compare like with like). A measurement
 script, not a test: nothing here asserts a time."""
 
 from __future__ import annotations
@@ -50,11 +53,26 @@ def _spin(idle: str):
     return os.sched_yield if idle == "yield" else (lambda: None)
 
 
-def pong(kind: str, dir: str, port: int, count: int, idle: str) -> None:
+def _receiver(sub, api: str):
+    """() -> bytes | None: receive() itself, or poll(handler, 1) with a handler that copies."""
+    if api == "receive":
+        return sub.receive
+    got: list[bytes] = []
+    handler = lambda data, header: got.append(bytes(data))  # noqa: E731
+    poll = sub.poll
+
+    def receive():
+        poll(handler, 1)
+        return got.pop() if got else None
+
+    return receive
+
+
+def pong(kind: str, dir: str, port: int, count: int, idle: str, api: str) -> None:
     publish, subscribe, aeron = _endpoints(kind, dir, port)
     sub, pub = subscribe(PING), publish(PONG)
     wait = _spin(idle)
-    receive, offer = sub.receive, pub.offer
+    receive, offer = _receiver(sub, api), pub.offer
     print("ready", flush=True)
     for _ in range(count):
         while (data := receive()) is None:
@@ -66,11 +84,11 @@ def pong(kind: str, dir: str, port: int, count: int, idle: str) -> None:
         aeron.close()
 
 
-def ping(kind: str, dir: str, port: int, count: int, warmup: int, size: int, idle: str) -> list[int]:
+def ping(kind: str, dir: str, port: int, count: int, warmup: int, size: int, idle: str, api: str) -> list[int]:
     publish, subscribe, aeron = _endpoints(kind, dir, port)
     pub, sub = publish(PING), subscribe(PONG)
     wait = _spin(idle)
-    receive, offer = sub.receive, pub.offer
+    receive, offer = _receiver(sub, api), pub.offer
     payload = bytes(size)
     samples = []
     for i in range(warmup + count):
@@ -86,7 +104,7 @@ def ping(kind: str, dir: str, port: int, count: int, warmup: int, size: int, idl
     return samples
 
 
-def run(kind: str, messages: int, warmup: int, size: int, idle: str) -> dict:
+def run(kind: str, messages: int, warmup: int, size: int, idle: str, api: str, pyaeron_python: str | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="lockstep-ping-", dir="/dev/shm"))
     driver = None
     try:
@@ -97,14 +115,21 @@ def run(kind: str, messages: int, warmup: int, size: int, idle: str) -> dict:
                                                            "AERON_TERM_BUFFER_LENGTH": "1m"})
             dir = str(driver.dir)
         port = 41000 + os.getpid() % 1000 * 2
-        ponger = subprocess.Popen([sys.executable, __file__, "--pong", kind, dir, str(port), str(messages + warmup), idle],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if kind.startswith("pyaeron"):
+            ipc = kind == "pyaeron-ipc"
+            channels = ["aeron:ipc"] * 2 if ipc else [f"aeron:udp?endpoint=127.0.0.1:{port + i}" for i in (0, 1)]
+            out = subprocess.run([pyaeron_python, str(Path(__file__).with_name("ping_pyaeron.py")), dir, *channels,
+                                  str(messages), str(warmup), str(size), idle], capture_output=True, text=True,
+                                 timeout=600, check=True).stdout
+            return {"transport": kind, "api": "poll", **json.loads(out.splitlines()[-1])}
+        ponger = subprocess.Popen([sys.executable, __file__, "--pong", kind, dir, str(port), str(messages + warmup), idle,
+                                   api], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert ponger.stdout.readline().strip() == "ready"
-        samples = sorted(ping(kind, dir, port, messages, warmup, size, idle))
+        samples = sorted(ping(kind, dir, port, messages, warmup, size, idle, api))
         ponger.stdin.close()
         ponger.wait(60)
         q = lambda p: samples[min(len(samples) - 1, int(p * len(samples)))] / 1000  # noqa: E731
-        return {"transport": kind, "p50_us": round(q(0.5), 2), "p90_us": round(q(0.9), 2), "p99_us": round(q(0.99), 2)}
+        return {"transport": kind, "api": api, "p50_us": round(q(0.5), 2), "p90_us": round(q(0.9), 2), "p99_us": round(q(0.99), 2)}
     finally:
         if driver is not None:
             driver.stop()
@@ -113,20 +138,23 @@ def run(kind: str, messages: int, warmup: int, size: int, idle: str) -> dict:
 
 def main() -> None:
     if sys.argv[1:2] == ["--pong"]:
-        kind, dir, port, count, idle = sys.argv[2:7]
-        pong(kind, dir, int(port), int(count), idle)
+        kind, dir, port, count, idle, api = sys.argv[2:8]
+        pong(kind, dir, int(port), int(count), idle, api)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--idle", choices=["spin", "yield"], default="spin")
+    parser.add_argument("--api", choices=["receive", "poll"], default="receive")
+    parser.add_argument("--pyaeron-python", default=None, help="a CPython >= 3.12 with pyaeron installed")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    for kind in ("lockstep", "aeron-ipc", "aeron-udp"):
-        result = run(kind, args.messages, args.warmup, args.size, args.idle)
+    kinds = ["lockstep", "aeron-ipc", "aeron-udp"] + (["pyaeron-ipc", "pyaeron-udp"] if args.pyaeron_python else [])
+    for kind in kinds:
+        result = run(kind, args.messages, args.warmup, args.size, args.idle, args.api, args.pyaeron_python)
         print(json.dumps(result) if args.json else
-              f"{kind:10s} p50 {result['p50_us']:8.2f} us  p90 {result['p90_us']:8.2f} us  p99 {result['p99_us']:8.2f} us")
+              f"{kind:12s} {result['api']:8s} p50 {result['p50_us']:8.2f} us  p90 {result['p90_us']:8.2f} us  p99 {result['p99_us']:8.2f} us")
 
 
 if __name__ == "__main__":

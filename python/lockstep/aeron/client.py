@@ -5,10 +5,12 @@ over the driver's log buffers."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import struct
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -96,6 +98,7 @@ class Aeron(Closing):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"aeron-conductor {self.dir}", daemon=True)
         self._thread.start()
+        _open_clients.add(self)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -415,6 +418,17 @@ class Aeron(Closing):
 
 
 _KEY_CLIENT_ID = struct.Struct("<q")
+_open_clients: "weakref.WeakSet[Aeron]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_clients() -> None:
+    """At exit, say goodbye to the driver (it would otherwise time each client out later)."""
+    for client in list(_open_clients):
+        try:
+            client.close()
+        except Exception:
+            pass
 
 
 def _find_heartbeat(counters: Any, client_id: int) -> int:

@@ -134,11 +134,15 @@ def _find_cmake(root: Path, log_path: Path, out: IO[str] | None) -> str:
 
 
 def _find_compiler() -> str:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    raise DriverBuildError("no C compiler found (CC, cc, gcc, clang): building aeronmd needs one "
-                           "(Debian/Ubuntu: apt-get install build-essential uuid-dev)")
+    """Aeron's CMake project needs a C and a C++ compiler (it builds C only)."""
+    c = next((n for n in (os.environ.get("CC"), "cc", "gcc", "clang") if n and shutil.which(n)), None)
+    cxx = next((n for n in (os.environ.get("CXX"), "c++", "g++", "clang++") if n and shutil.which(n)), None)
+    if c is None or cxx is None:
+        missing = " and ".join(k for k, v in (("C (CC, cc, gcc, clang)", c), ("C++ (CXX, c++, g++, clang++)", cxx))
+                               if v is None)
+        raise DriverBuildError(f"no {missing} compiler found: building aeronmd needs both "
+                               "(Debian/Ubuntu: apt-get install build-essential uuid-dev)")
+    return c
 
 
 def _sha256(path: Path) -> str:
@@ -149,6 +153,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _build_backend(root: Path, log_path: Path, out: IO[str] | None) -> Path | None:
+    """None when this Python has scikit-build-core >= 1.0, else a directory holding it (from PyPI)."""
+    try:
+        import scikit_build_core
+
+        if int(scikit_build_core.__version__.split(".")[0]) >= 1:
+            return None
+    except (ImportError, ValueError, AttributeError):
+        pass
+    target = root / "pylib"
+    if not (target / "scikit_build_core").is_dir():
+        _log(out, "lockstep: fetching scikit-build-core (pyaeron's build backend, to read its sdist) from PyPI")
+        _run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+              str(target), "scikit-build-core>=1.0"], "pip install scikit-build-core>=1.0", log_path)
+    return target
+
+
 def _fetch_sdist(root: Path, cmake: str, log_path: Path, out: IO[str] | None) -> Path:
     """pyaeron's sdist from PyPI with pip (its metadata step needs cmake >= 3.30 on PATH)."""
     dl = root / "download"
@@ -156,14 +177,16 @@ def _fetch_sdist(root: Path, cmake: str, log_path: Path, out: IO[str] | None) ->
     if not sdist.exists():
         _log(out, f"lockstep: downloading the pyaeron {PYAERON_VERSION} sdist (Aeron 1.53 C source) with pip")
         dl.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-               "--no-binary", ":all:", "--ignore-requires-python", f"pyaeron=={PYAERON_VERSION}", "-d", str(dl)]
-        try:
-            import scikit_build_core  # noqa: F401  (then pip needs no isolated build environment)
-            cmd.insert(4, "--no-build-isolation")
-        except ImportError:
-            pass
+        # pip reads the sdist's metadata with its build backend (scikit-build-core, which wants
+        # cmake >= 3.30 on PATH). Without build isolation: an isolated environment would also
+        # fetch (and perhaps compile) ninja for a build we never ask pip to do.
         env = dict(os.environ, PATH=f"{Path(cmake).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        backend = _build_backend(root, log_path, out)
+        if backend is not None:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(backend), os.environ.get("PYTHONPATH")) if p)
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--no-build-isolation", "--no-binary", ":all:", "--ignore-requires-python",
+               f"pyaeron=={PYAERON_VERSION}", "-d", str(dl)]
         _run(cmd, f"pip download pyaeron=={PYAERON_VERSION}", log_path, env)
     digest = _sha256(sdist)
     if digest != PYAERON_SDIST_SHA256:

@@ -22,7 +22,6 @@ from .protocol import ADD_RCV_DESTINATION, REMOVE_RCV_DESTINATION, AvailableImag
 __all__ = ["AeronSubscription", "AeronImage"]
 
 TYPE_SUBSCRIBER_POSITION = 4
-_SCAN_CAPACITY: int = lib.LS_IMAGE_SCAN_CAPACITY
 
 
 class AeronImage(LogReader):
@@ -47,7 +46,6 @@ class AeronImage(LogReader):
             raise FileFormatError(info.log_file, f"session/stream: expected {info.session_id}/{info.stream_id}, "
                                   f"found {log.session_id}/{log.stream_id}")
         super().__init__(log, self.join_position, lib.ls_counters_value_addr(counters._c, cid))
-        self._end_cell = ffi.new("int64_t *")
         self._pending: int | None = None
 
     # The driver zeroes a log behind the subscriber position as soon as it moves (IPC: up to
@@ -57,16 +55,12 @@ class AeronImage(LogReader):
 
     def _scan(self, limit: int) -> int:
         scan = self._scan_out
-        n = lib.ls_image_scan(self._image, min(limit, _SCAN_CAPACITY), scan.partitions, scan.data_offsets,
-                              scan.lengths, scan.headers, self._end_cell)
+        n = lib.ls_image_scan_deferred(self._image, scan, limit)  # (commits by itself when n == 0)
         if n < 0:
             raise c_error(self.path)
-        end = self._end_cell[0]
-        if n == 0:
-            lib.ls_image_set_position(self._image, end)  # padding, or fragments already copied out
-        else:
-            self._pending = end
-        self._rx.peek = lib.ls_image_length_index(self._image, end)
+        if n:
+            self._pending = scan.end_position
+        self._rx.peek = scan.end_length_index
         return n
 
     def _commit(self) -> None:
