@@ -367,7 +367,7 @@ int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t
     return scan->count;
 }
 
-int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
+static int64_t ls_image_poll_one_with(ls_image_t *image, ls_image_scan_t *scan, bool deferred)
 {
     /* Read on past padding and the first fragments of a long message, to one whole message
      * or to where nothing more is written. */
@@ -376,7 +376,7 @@ int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
     do
     {
         before = ls_get_plain_i64(image->position);
-        count = ls_image_scan_commit(image, scan, 1);
+        count = deferred ? ls_image_scan_deferred(image, scan, 1) : ls_image_scan_commit(image, scan, 1);
     }
     while (0 == count && scan->end_position != before);
     if (count <= 0)
@@ -389,6 +389,16 @@ int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
     }
     const int64_t offset = (int64_t)scan->partitions[0] * image->log.term_length + scan->data_offsets[0];
     return (offset << 20) | scan->lengths[0];
+}
+
+int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
+{
+    return ls_image_poll_one_with(image, scan, false);
+}
+
+int64_t ls_image_poll_one_deferred(ls_image_t *image, ls_image_scan_t *scan)
+{
+    return ls_image_poll_one_with(image, scan, true);
 }
 
 int32_t ls_image_length_index(const ls_image_t *image, int64_t position)

@@ -103,6 +103,9 @@ int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t
  * scan->lengths[0] and image->assembly), or -1 for a corrupt frame. */
 #define LS_IMAGE_ASSEMBLED (-2)
 int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan);
+/* ls_image_poll_one with ls_image_scan_deferred: the position stays before the message until
+ * the binding stores scan->end_position (ls_image_set_position) after handling it. */
+int64_t ls_image_poll_one_deferred(ls_image_t *image, ls_image_scan_t *scan);
 
 /* For bindings that read one message at a time without a scan: the payload of the frame at
  * the position when it is one whole unfragmented data frame that fits the term (the common

@@ -73,28 +73,57 @@ class AeronImage(LogReader):
         super()._rewind(i)
 
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
-        """As LogReader.poll; the position moves once the handlers are done."""
-        self._pending = None
-        try:
-            return super().poll(handler, limit)  # (limit 1 goes to _poll_one below)
-        finally:
-            self._commit()
-
-    def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
-        n = self._scan(1)
+        """As LogReader.poll (a handler that raises has its message consumed), but the position
+        moves once the handlers are done with the bytes."""
+        if not self._words[self._rx.peek]:
+            return 0
+        if limit == 1:
+            return self._poll_one(handler)
+        n = self._scan(limit)
         while not n and self._words[self._rx.peek]:
-            before = self._rx.peek
-            n = self._scan(1)
+            before = self._rx.peek  # only padding or first fragments so far: read on
+            n = self._scan(limit)
             if self._rx.peek == before:
                 break
         if not n:
             return 0
-        self._header._i = 0
-        offset = self._offsets[0]
-        if offset >= 0:
-            handler(self._terms[self._parts[0]][offset:offset + self._lengths[0]], self._header)
+        self._pending = None
+        header, offsets, lengths = self._header, self._offsets, self._lengths
+        term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
+        i = 0
+        try:
+            for i in range(n):
+                header._i = i
+                offset = offsets[i]
+                if offset >= 0:
+                    handler(term[offset:offset + lengths[i]], header)
+                else:
+                    handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
+        except BaseException:
+            super()._rewind(i)
+            raise
+        lib.ls_image_set_position(self._image, self._scan_out.end_position)
+        return n
+
+    def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
+        """poll(handler, 1): one C call to find the message, one to move past it afterwards."""
+        scan = self._scan_out
+        r = lib.ls_image_poll_one_deferred(self._image, scan)
+        self._rx.peek = scan.end_length_index
+        if r == 0:
+            return 0
+        if r > 0:
+            offset = r >> 20
+            data = self._view[offset:offset + (r & 0xFFFFF)]
+        elif r == lib.LS_IMAGE_ASSEMBLED:
+            data = memoryview(ffi.buffer(self._image.assembly, self._lengths[0]))
         else:
-            handler(memoryview(ffi.buffer(self._image.assembly, self._lengths[0])), self._header)
+            raise c_error(self.path)
+        self._header._i = 0
+        try:
+            handler(data, self._header)
+        finally:  # (consumed even if the handler raises, as LogReader's)
+            lib.ls_image_set_position(self._image, scan.end_position)
         return 1
 
     def poll_batch(self, handler: Callable[[Batch], Any], limit: int = 1024) -> int:
