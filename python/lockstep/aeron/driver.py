@@ -277,6 +277,18 @@ def parse_defines(defines: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies (Linux), so
+    a killed test run leaves no driver behind."""
+    try:
+        import ctypes
+
+        ulong = ctypes.c_ulong
+        ctypes.CDLL(None, use_errno=True).prctl(1, ulong(signal.SIGTERM), ulong(0), ulong(0), ulong(0))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class MediaDriver(Closing):
     """aeronmd as a child process in directory `dir` (tests, examples): started, waited for until
     its cnc.dat is live, stopped with SIGTERM (or killed) on close."""
@@ -292,7 +304,8 @@ class MediaDriver(Closing):
         self.output_path = Path(output) if output is not None else Path(tempfile.mkstemp(prefix="aeronmd-", suffix=".log")[1])
         self._output = open(self.output_path, "w")
         self.process = subprocess.Popen([*command_prefix, str(self.build.aeronmd)], env=self.env, stdin=subprocess.DEVNULL,
-                                        stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
         self.pid = self.process.pid
         try:
             self._wait_ready(ready_timeout)
