@@ -148,7 +148,7 @@ def test_not_connected_then_back_pressured(driver):
         pub = aeron.add_exclusive_publication(IPC, 12)
         assert pub.offer(b"x") == NOT_CONNECTED and not pub.is_connected
         sub = aeron.add_subscription(IPC, 12)
-        wait_for(lambda: pub.is_connected, "connection")
+        wait_for(lambda: pub.is_connected and pub.position_limit > 0, "connection and a limit")
         n = 0
         while (result := pub.offer(message(5))) > 0:  # nobody polls: the window fills
             n += 1

@@ -178,7 +178,7 @@ class AeronSubscription(Subscription):
         self._events: collections.deque[tuple[str, Any]] = collections.deque()  # from the conductor thread
         self._images: dict[int, AeronImage] = {}  # type: ignore[assignment]  # by image correlation id
         self._image_list: list[AeronImage] = []  # type: ignore[assignment]
-        self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # type: ignore[method-assign]
+        self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # type: ignore[method-assign, assignment]
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0
