@@ -2,7 +2,7 @@
 both sides (offer + receive(), one message per call, busy or yielding spin), two processes:
 
     python tests/aeron/ping.py [--messages 20000] [--size 32] [--idle spin|yield] [--api receive|poll]
-                               [--pyaeron-python /path/to/python3.12] [--json]
+                               [--pyaeron-python /path/to/python3.12] [--throughput] [--json]
 
 Prints p50/p90/p99 round-trip microseconds for aeron:ipc, aeron:udp (loopback) through a
 fresh aeronmd (test settings), and lockstep's own Publication/Subscription; with
@@ -104,7 +104,62 @@ def ping(kind: str, dir: str, port: int, count: int, warmup: int, size: int, idl
     return samples
 
 
-def run(kind: str, messages: int, warmup: int, size: int, idle: str, api: str, pyaeron_python: str | None) -> dict:
+def source(kind: str, dir: str, port: int, count: int, size: int, idle: str) -> None:
+    """The sending side of --throughput: offer `count` messages as fast as they go."""
+    publish, _, aeron = _endpoints(kind, dir, port)
+    pub = publish(PING)
+    wait = _spin(idle)
+    offer, payload = pub.offer, bytes(size)
+    print("ready", flush=True)
+    for _ in range(count):
+        while offer(payload) < 0:
+            wait()
+    sys.stdin.read()
+    if aeron is not None:
+        aeron.close()
+
+
+def sink(kind: str, dir: str, port: int, count: int, size: int, idle: str, api: str) -> float:
+    """Messages per second received, from the first message to the last."""
+    _, subscribe, aeron = _endpoints(kind, dir, port)
+    sub = subscribe(PING)
+    sender = subprocess.Popen([sys.executable, __file__, "--source", kind, dir, str(port), str(count), str(size), idle],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert sender.stdout.readline().strip() == "ready"
+    wait = _spin(idle)
+    got = [0]
+    if api == "receive":
+        receive = sub.receive
+        while receive() is None:
+            wait()
+        t0 = time.perf_counter()
+        n = 1
+        while n < count:
+            if receive() is None:
+                wait()
+            else:
+                n += 1
+    else:
+        handler = lambda data, header: None  # noqa: E731
+        poll = sub.poll
+        while not (n := poll(handler, 10)):
+            wait()
+        t0 = time.perf_counter()
+        while n < count:
+            k = poll(handler, 10)
+            n += k
+            if not k:
+                wait()
+    elapsed = time.perf_counter() - t0
+    sender.stdin.close()
+    sender.wait(60)
+    if aeron is not None:
+        aeron.close()
+    return (count - 1) / elapsed
+
+
+def run(kind: str, messages: int, warmup: int, size: int, idle: str, api: str, pyaeron_python: str | None,
+        throughput: bool = False) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="lockstep-ping-", dir="/dev/shm"))
     driver = None
     try:
@@ -122,6 +177,8 @@ def run(kind: str, messages: int, warmup: int, size: int, idle: str, api: str, p
                                   str(messages), str(warmup), str(size), idle], capture_output=True, text=True,
                                  timeout=600, check=True).stdout
             return {"transport": kind, "api": "poll", **json.loads(out.splitlines()[-1])}
+        if throughput:
+            return {"transport": kind, "api": api, "msgs_per_sec": round(sink(kind, dir, port, messages, size, idle, api))}
         ponger = subprocess.Popen([sys.executable, __file__, "--pong", kind, dir, str(port), str(messages + warmup), idle,
                                    api], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert ponger.stdout.readline().strip() == "ready"
@@ -137,6 +194,10 @@ def run(kind: str, messages: int, warmup: int, size: int, idle: str, api: str, p
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--source"]:
+        kind, dir, port, count, size, idle = sys.argv[2:8]
+        source(kind, dir, int(port), int(count), int(size), idle)
+        return
     if sys.argv[1:2] == ["--pong"]:
         kind, dir, port, count, idle, api = sys.argv[2:8]
         pong(kind, dir, int(port), int(count), idle, api)
@@ -148,11 +209,18 @@ def main() -> None:
     parser.add_argument("--idle", choices=["spin", "yield"], default="spin")
     parser.add_argument("--api", choices=["receive", "poll"], default="receive")
     parser.add_argument("--pyaeron-python", default=None, help="a CPython >= 3.12 with pyaeron installed")
+    parser.add_argument("--throughput", action="store_true", help="one-way msgs/s instead of round trips")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    kinds = ["lockstep", "aeron-ipc", "aeron-udp"] + (["pyaeron-ipc", "pyaeron-udp"] if args.pyaeron_python else [])
+    kinds = ["lockstep", "aeron-ipc", "aeron-udp"]
+    if args.pyaeron_python and not args.throughput:
+        kinds += ["pyaeron-ipc", "pyaeron-udp"]
     for kind in kinds:
-        result = run(kind, args.messages, args.warmup, args.size, args.idle, args.api, args.pyaeron_python)
+        result = run(kind, args.messages, args.warmup, args.size, args.idle, args.api, args.pyaeron_python,
+                     args.throughput)
+        if args.throughput:
+            print(json.dumps(result) if args.json else f"{kind:12s} {result['api']:8s} {result['msgs_per_sec']:>12,} msgs/s")
+            continue
         print(json.dumps(result) if args.json else
               f"{kind:12s} {result['api']:8s} p50 {result['p50_us']:8.2f} us  p90 {result['p90_us']:8.2f} us  p99 {result['p99_us']:8.2f} us")
 
