@@ -22,8 +22,8 @@ from .group import main
 def driver(dir_: str | None, defines: tuple[str, ...], build_only: bool, print_config: bool) -> None:
     """Run an Aeron media driver in the foreground (Ctrl-C or SIGTERM stops it cleanly).
 
-    The first run builds aeronmd (Aeron 1.53 C, from the pyaeron 0.1.0 sdist on PyPI; needs a C
-    compiler and cmake >= 3.30, fetched from PyPI if missing) into the user cache directory
+    The first run builds aeronmd (Aeron 1.53 C, from the pyaeron 0.1.0 sdist on PyPI; needs C and
+    C++ compilers, and cmake >= 3.30, fetched from PyPI if missing) into the user cache directory
     ($LOCKSTEP_CACHE_DIR, else ~/.cache/lockstep); $LOCKSTEP_AERONMD names an aeronmd to run
     instead (e.g. from Aeron's releases). Defaults for a small machine: one driver thread with
     a backoff idle strategy, 1 MiB terms and counters, the directory removed on exit.
