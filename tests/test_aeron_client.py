@@ -315,3 +315,16 @@ def test_a_client_the_driver_timed_out_is_closed(driver):
         assert aeron.is_closed and pub.offer(b"x") == CLOSED
     finally:
         aeron.close()
+
+
+def test_default_directory_is_aerons(driver, monkeypatch):
+    from lockstep.aeron import default_aeron_dir
+
+    monkeypatch.delenv("AERON_DIR", raising=False)
+    import getpass
+
+    assert str(default_aeron_dir()) == f"/dev/shm/aeron-{getpass.getuser()}"
+    monkeypatch.setenv("AERON_DIR", str(driver.dir))
+    with lockstep.Aeron() as aeron:  # (also exported at the top level)
+        assert aeron.dir == driver.dir
+        assert aeron.add_publication(IPC, 19).offer(b"x") == NOT_CONNECTED
