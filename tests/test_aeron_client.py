@@ -105,15 +105,19 @@ def test_receive_try_claim_offer_batch_and_poll_batch(driver):
         assert sum(batches) == 8
 
 
-def test_image_callbacks_and_unavailable_on_close(driver):
+@pytest.mark.parametrize("channel", [IPC, "udp"])
+def test_image_callbacks_and_unavailable_on_close(driver, channel):
+    if channel == "udp":
+        channel = f"aeron:udp?endpoint=127.0.0.1:{free_udp_port()}"
     events = []
     with Aeron(driver.dir) as aeron:
-        sub = aeron.add_subscription(IPC, 9, on_available_image=lambda img: events.append(("up", img.session_id)),
+        sub = aeron.add_subscription(channel, 9, on_available_image=lambda img: events.append(("up", img.session_id)),
                                      on_unavailable_image=lambda img: events.append(("down", img.session_id)))
-        pub = aeron.add_publication(IPC, 9)
-        wait_for(lambda: sub.is_connected, "image")
+        pub = aeron.add_publication(channel, 9)
+        wait_for(lambda: sub.is_connected and pub.is_connected, "image")
         assert events == [("up", pub.session_id)]
-        assert sub.images[0].source_identity == "aeron:ipc"
+        source = sub.images[0].source_identity
+        assert source == "aeron:ipc" if channel == IPC else source.startswith("127.0.0.1:")
         assert pub.offer(b"last") > 0
         session = pub.session_id
         pub.close()
