@@ -26,7 +26,22 @@ static inline int64_t ls_image_tail_offset(int64_t raw_tail)
     return raw_tail & INT64_C(0xFFFFFFFF);
 }
 
+static int ls_image_init_log(
+    ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position, bool tailed);
+
 int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position)
+{
+    return ls_image_init_log(image, memory, length, position_counter, position, true);
+}
+
+int ls_image_init_untailed(
+    ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position)
+{
+    return ls_image_init_log(image, memory, length, position_counter, position, false);
+}
+
+static int ls_image_init_log(
+    ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position, bool tailed)
 {
     if (NULL == image || NULL == position_counter || ((uintptr_t)position_counter & (sizeof(int64_t) - 1)) != 0)
     {
@@ -34,7 +49,8 @@ int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *posit
         return -1;
     }
     memset(image, 0, sizeof(*image));
-    if (ls_logbuffer_init(&image->log, memory, length) < 0)
+    if ((tailed ? ls_logbuffer_init(&image->log, memory, length) :
+            ls_logbuffer_init_untailed(&image->log, memory, length)) < 0)
     {
         LS_APPEND_ERR("image of a log buffer of %zu bytes", length);
         return -1;
@@ -470,7 +486,33 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
     return scan->count;
 }
 
-int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
+int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit)
+{
+    if (fragment_limit > LS_IMAGE_SCAN_CAPACITY)
+    {
+        fragment_limit = LS_IMAGE_SCAN_CAPACITY;
+    }
+    const int64_t position = ls_get_plain_i64(&image->current_position);
+    scan->count = ls_image_scan(
+        image, fragment_limit, scan->partitions, scan->data_offsets, scan->lengths, scan->headers, &scan->end_position);
+    if (scan->count < 0)
+    {
+        scan->end_position = position;
+    }
+    else if (scan->count == 0 && scan->end_position != position)
+    {
+        const int status = ls_image_store_position(image, scan->end_position);
+        if (status < 0)
+        {
+            scan->count = status;
+            scan->end_position = position;
+        }
+    }
+    scan->end_length_index = ls_image_length_index(image, scan->end_position);
+    return scan->count;
+}
+
+static int64_t ls_image_poll_one_with(ls_image_t *image, ls_image_scan_t *scan, bool deferred)
 {
     /* Read on past padding and the first fragments of a long message, to one whole message
      * or to where nothing more is written. */
@@ -479,7 +521,7 @@ int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
     do
     {
         before = ls_get_plain_i64(&image->current_position);
-        count = ls_image_scan_commit(image, scan, 1);
+        count = deferred ? ls_image_scan_deferred(image, scan, 1) : ls_image_scan_commit(image, scan, 1);
     }
     while (0 == count && scan->end_position != before);
     if (count <= 0)
@@ -492,6 +534,16 @@ int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
     }
     const int64_t offset = (int64_t)scan->partitions[0] * image->log.term_length + scan->data_offsets[0];
     return (offset << 20) | scan->lengths[0];
+}
+
+int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
+{
+    return ls_image_poll_one_with(image, scan, false);
+}
+
+int64_t ls_image_poll_one_deferred(ls_image_t *image, ls_image_scan_t *scan)
+{
+    return ls_image_poll_one_with(image, scan, true);
 }
 
 int32_t ls_image_length_index(const ls_image_t *image, int64_t position)

@@ -71,6 +71,11 @@ bool ls_image_is_owner(const ls_image_t *image);
  * private position not lapped): 0, or LS_IMAGE_LAPPED / LS_IMAGE_NOT_OWNER with the message. A
  * binding calls it when a read finds nothing after handing out views. */
 int ls_image_check(ls_image_t *image);
+/* ls_image_init over a media driver's image log, which keeps no tail counters
+ * (ls_logbuffer_init_untailed). Never call ls_image_is_blocked / ls_image_unblock /
+ * ls_image_wait on such an image: a gap there is loss the driver is still repairing. */
+int ls_image_init_untailed(
+    ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position);
 void ls_image_close(ls_image_t *image); /* frees the reassembly buffer */
 
 /* Hands up to `fragment_limit` fragments' worth of whole messages to `handler`, advancing
@@ -117,6 +122,13 @@ typedef struct ls_image_scan_stct
  * LS_IMAGE_LAPPED or LS_IMAGE_NOT_OWNER (nothing committed then). */
 int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit);
 
+/* ls_image_scan_commit without moving the position when it found messages: for a log whose
+ * bytes may be reclaimed as soon as the position passes them (a media driver zeroes its logs
+ * behind the subscriber position), the binding stores scan->end_position (or a message's
+ * position) with ls_image_set_position once its handlers are done with the bytes. Padding and
+ * first fragments alone (count 0: nothing handed out, fragments already copied) are committed. */
+int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit);
+
 /* One message, for a binding's single-message poll (one call, no arrays to read back):
  * scans and commits like ls_image_scan_commit (reading on past padding and fragments to one
  * whole message), then returns
@@ -126,6 +138,9 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
  * LS_IMAGE_NOT_OWNER. */
 #define LS_IMAGE_ASSEMBLED (-2)
 int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan);
+/* ls_image_poll_one with ls_image_scan_deferred: the position stays before the message until
+ * the binding stores scan->end_position (ls_image_set_position) after handling it. */
+int64_t ls_image_poll_one_deferred(ls_image_t *image, ls_image_scan_t *scan);
 
 /* For bindings that read one message at a time without a scan: the payload of the frame at
  * the position when it is one whole unfragmented data frame that fits the term (the common

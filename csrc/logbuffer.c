@@ -263,7 +263,19 @@ static int ls_log_check_tails(const ls_logbuffer_t *log)
     return 0;
 }
 
+static int ls_log_init(ls_logbuffer_t *log, void *memory, size_t length, bool tailed);
+
 int ls_logbuffer_init(ls_logbuffer_t *log, void *memory, size_t length)
+{
+    return ls_log_init(log, memory, length, true);
+}
+
+int ls_logbuffer_init_untailed(ls_logbuffer_t *log, void *memory, size_t length)
+{
+    return ls_log_init(log, memory, length, false);
+}
+
+static int ls_log_init(ls_logbuffer_t *log, void *memory, size_t length, bool tailed)
 {
     if (NULL == log || NULL == memory || ((uintptr_t)memory & (sizeof(int64_t) - 1)) != 0)
     {
@@ -335,7 +347,7 @@ int ls_logbuffer_init(ls_logbuffer_t *log, void *memory, size_t length)
     log->stream_id = ls_log_read_i32(header, LS_FRAME_STREAM_ID_OFFSET);
     log->max_position = (int64_t)term_length << 31;
 
-    return ls_log_check_tails(log);
+    return tailed ? ls_log_check_tails(log) : 0;
 }
 
 int64_t ls_logbuffer_position(const ls_logbuffer_t *log, int32_t term_id, int32_t term_offset)

@@ -50,6 +50,10 @@ int ls_logbuffer_format(
  * and version, active term count vs tail counters. -1 with LS_EFORMAT naming the field. */
 int ls_logbuffer_init(ls_logbuffer_t *log, void *memory, size_t length);
 
+/* ls_logbuffer_init for the log of a media driver's network image, whose tail counters and
+ * active term count the receiver never maintains (all zero): everything else is validated. */
+int ls_logbuffer_init_untailed(ls_logbuffer_t *log, void *memory, size_t length);
+
 int64_t ls_logbuffer_position(const ls_logbuffer_t *log, int32_t term_id, int32_t term_offset);
 int32_t ls_logbuffer_term_id(const ls_logbuffer_t *log, int64_t position);
 int32_t ls_logbuffer_term_offset(const ls_logbuffer_t *log, int64_t position);

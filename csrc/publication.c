@@ -129,6 +129,15 @@ static int64_t ls_pub_check_limit(ls_publication_t *pub, int64_t position, int32
     {
         return LS_PUBLICATION_MAX_POSITION_EXCEEDED;
     }
+    if (NULL != pub->driver_limit)
+    {
+        if (position < ls_get_acquire_i64(pub->driver_limit))
+        {
+            return 0;
+        }
+        return 1 == ls_get_acquire_i32(pub->log.metadata + LS_LOG_IS_CONNECTED_OFFSET) ?
+            LS_PUBLICATION_BACK_PRESSURED : LS_PUBLICATION_NOT_CONNECTED;
+    }
     if (position < pub->position_limit)
     {
         return 0;
@@ -334,7 +343,7 @@ static int64_t ls_pub_precheck(ls_publication_t *pub)
 static int64_t ls_pub_append(
     ls_publication_t *pub, const uint8_t *data, int32_t length, int64_t reserved_value, ls_buffer_claim_t *claim)
 {
-    if (pub->subscriber_count <= 0 && ls_publication_refresh_limit(pub) < 0)
+    if (NULL == pub->driver_limit && pub->subscriber_count <= 0 && ls_publication_refresh_limit(pub) < 0)
     {
         return LS_PUBLICATION_NOT_CONNECTED;
     }
@@ -495,6 +504,11 @@ int64_t ls_publication_refresh_limit(ls_publication_t *pub)
     /* Subscribers announce themselves by allocating a position counter keyed by this log's
      * session and stream: discovery is a scan of the counters, done only when the cached
      * limit is reached or nobody was connected. */
+    if (NULL != pub->driver_limit)
+    {
+        pub->position_limit = ls_get_acquire_i64(pub->driver_limit);
+        return pub->position_limit;
+    }
     int64_t min_position = INT64_MAX;
     pub->subscriber_count = 0;
     if (NULL != pub->counters)
@@ -517,6 +531,20 @@ int64_t ls_publication_refresh_limit(ls_publication_t *pub)
     return pub->position_limit;
 }
 
+int ls_publication_bind_driver(ls_publication_t *pub, const int64_t *publisher_limit)
+{
+    if (NULL == pub || NULL == publisher_limit || ((uintptr_t)publisher_limit & (sizeof(int64_t) - 1)) != 0)
+    {
+        ls_set_error(LS_EINVAL, "publication: a publication and an 8-byte aligned publisher limit are required");
+        return -1;
+    }
+    pub->driver_limit = publisher_limit;
+    pub->counters = NULL;
+    pub->subscriber_count = 0;
+    pub->publisher_limit_id = -1;
+    return 0;
+}
+
 void ls_publication_close(ls_publication_t *pub)
 {
     if (pub->closed)
@@ -524,7 +552,7 @@ void ls_publication_close(ls_publication_t *pub)
         return;
     }
     pub->closed = true;
-    if (pub->exclusive)
+    if (pub->exclusive && NULL == pub->driver_limit)
     {
         ls_logbuffer_set_end_of_stream_position(&pub->log, ls_publication_position(pub));
     }

@@ -36,6 +36,9 @@ typedef struct ls_publication_stct
     int32_t term_offset;
     int32_t partition_index;
     int64_t term_begin_position;
+    /* A media driver's publisher-limit counter when the driver owns the log
+     * (ls_publication_bind_driver), else NULL. */
+    const int64_t *driver_limit;
 } ls_publication_t;
 
 typedef struct ls_buffer_claim_stct
@@ -80,6 +83,12 @@ int64_t ls_publication_position(const ls_publication_t *pub);
  * this session and stream), recomputes position_limit = min(their positions) + window and
  * mirrors it to the publisher limit counter; returns it (LS_PUBLICATION_NOT_CONNECTED with none). */
 int64_t ls_publication_refresh_limit(ls_publication_t *pub);
+/* Binds the publication to the media driver that owns its log (lockstep.aeron): the limit is
+ * the driver's publisher-limit counter, read with acquire on every offer; at the limit the
+ * result is BACK_PRESSURED while the driver marks the log connected (is_connected), else
+ * NOT_CONNECTED; and close leaves the end-of-stream position, the driver's field, alone. */
+int ls_publication_bind_driver(ls_publication_t *pub, const int64_t *publisher_limit);
+
 /* Marks closed; an exclusive publication also sets the end-of-stream position. */
 void ls_publication_close(ls_publication_t *pub);
 

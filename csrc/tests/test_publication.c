@@ -569,6 +569,57 @@ static void test_shared_threads(void)
     ls_image_close(&image);
 }
 
+/* Bound to a driver (ls_publication_bind_driver): the limit is the external counter, the
+ * status at the limit follows is_connected, subscribers' counters are ignored, and close
+ * leaves the end of stream alone; an untailed image (zero tails, as a driver's) reads it. */
+static void test_driver_binding(void)
+{
+    for (int exclusive = 0; exclusive < 2; exclusive++)
+    {
+        ls_publication_t pub;
+        setup(&pub, exclusive, 7, 7, 0);
+        _Alignas(8) int64_t limit = 0;
+        LS_CHECK(-1 == ls_publication_bind_driver(&pub, NULL));
+        LS_CHECK(0 == ls_publication_bind_driver(&pub, &limit));
+        int32_t *is_connected = (int32_t *)(pub.log.metadata + LS_LOG_IS_CONNECTED_OFFSET);
+        *is_connected = 0;
+        LS_CHECK(LS_PUBLICATION_NOT_CONNECTED == ls_publication_offer(&pub, (const uint8_t *)"x", 1, 0));
+        *is_connected = 1;
+        LS_CHECK(LS_PUBLICATION_BACK_PRESSURED == ls_publication_offer(&pub, (const uint8_t *)"x", 1, 0));
+        limit = 64; /* one message may go while the position is below the limit */
+        LS_CHECK(64 == ls_publication_offer(&pub, (const uint8_t *)"x", 1, 0));
+        LS_CHECK(LS_PUBLICATION_BACK_PRESSURED == ls_publication_offer(&pub, (const uint8_t *)"x", 1, 0));
+        LS_CHECK(64 == ls_publication_refresh_limit(&pub));
+        limit = 1 << 20;
+        for (int i = 0; i < 5000; i++) /* several rotations, no subscriber counter consulted */
+        {
+            LS_CHECK(ls_publication_offer(&pub, (const uint8_t *)"0123456789abcdef", 16, 0) > 0);
+        }
+        const int64_t position = ls_publication_position(&pub);
+
+        uint8_t copy[LENGTH];
+        memcpy(copy, memory, LENGTH);
+        memset(copy + 3 * TERM, 0, 32); /* a driver's image log: no tails, active term count 0 */
+        ls_logbuffer_t log;
+        LS_CHECK(-1 == ls_logbuffer_init(&log, copy, LENGTH));
+        LS_CHECK(0 == ls_logbuffer_init_untailed(&log, copy, LENGTH));
+        _Alignas(8) int64_t sub = 0;
+        ls_image_t image;
+        LS_CHECK(0 == ls_image_init_untailed(&image, copy, LENGTH, &sub, position - 64));
+        LS_CHECK(ls_image_peek_message(&image, &(int32_t){ 0 }) != NULL);
+        static ls_image_scan_t scan;
+        LS_CHECK(1 == ls_image_scan_deferred(&image, &scan, 10)); /* found, position not moved yet */
+        LS_CHECK(position - 64 == sub && position == scan.end_position);
+        ls_image_set_position(&image, scan.end_position);
+        LS_CHECK(0 == ls_image_scan_deferred(&image, &scan, 10) && position == sub);
+        ls_image_close(&image);
+
+        ls_publication_close(&pub);
+        LS_CHECK(INT64_MAX == ls_logbuffer_end_of_stream_position(&pub.log));
+        LS_CHECK(LS_PUBLICATION_CLOSED == ls_publication_offer(&pub, (const uint8_t *)"x", 1, 0));
+    }
+}
+
 int main(void)
 {
     LS_RUN(test_frame_header_bytes);
@@ -581,5 +632,6 @@ int main(void)
     LS_RUN(test_try_claim);
     LS_RUN(test_batch);
     LS_RUN(test_shared_threads);
+    LS_RUN(test_driver_binding);
     return LS_TEST_RESULT();
 }

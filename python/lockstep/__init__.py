@@ -11,6 +11,7 @@ from .transport.counters import Counter, CounterInfo, Counters
 from .errors import (
     ClosedError,
     CodecError,
+    DriverError,
     FileAccessError,
     FileFormatError,
     ImageLostError,
@@ -44,12 +45,15 @@ from .transport.subscription import Batch, Header, Image, Subscription
 from .cluster.sequencer import SequencedMessage, Sequencer, SequencerClient, decode_sequenced
 from .cluster.replica import Context, Replica, Snapshot, StateMachine, check_determinism, first_divergence, replay
 
+from .aeron import Aeron
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Context", "Replica", "SequencedMessage", "Sequencer", "SequencerClient", "Snapshot", "StateMachine",
     "check_determinism", "decode_sequenced", "first_divergence", "replay",
     "codec", "CodecError",
+    "Aeron", "DriverError",
     "ADMIN_ACTION", "BACK_PRESSURED", "CLOSED", "MAX_POSITION_EXCEEDED", "NOT_CONNECTED",
     "Batch", "BufferClaim", "Header", "Image", "LogBuffer", "Publication", "Subscription", "status_name",
     "BackoffIdleStrategy", "BusySpinIdleStrategy", "ClosedError", "ControlledAction", "Counter",

@@ -64,3 +64,17 @@ class ResourceLimitError(LockstepError):
     """A process or system limit stopped the call: open files (RLIMIT_NOFILE), address space
     (RLIMIT_AS), file size (RLIMIT_FSIZE); the message names the file and the limit.
     `errno` is the system's error number."""
+
+
+class DriverError(LockstepError):
+    """An Aeron media driver refused a request: Aeron's error `code` (e.g. 1 INVALID_CHANNEL,
+    `code_name`) and the driver's own text (`driver_message`), shown, not parsed."""
+
+    def __init__(self, code: int, message: str, request: str | None = None, code_name: str | None = None) -> None:
+        self.code = code
+        self.code_name = code_name
+        self.driver_message = message
+        self.request = request
+        where = f"{request}: " if request else ""
+        name = f" {code_name}" if code_name else ""
+        super().__init__(f"{where}driver error {code}{name}: {message.strip()}")

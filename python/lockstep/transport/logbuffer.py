@@ -60,11 +60,14 @@ class Frame:
 class LogBuffer(Closing):
     """A mapped log buffer file with its validated C descriptor."""
 
-    def __init__(self, mapped: MappedFile) -> None:
+    def __init__(self, mapped: MappedFile, *, tailed: bool = True) -> None:
+        """`tailed=False` for a media driver's image log, which keeps no tail counters."""
         self.file = mapped
         self.path = mapped.path
+        self.tailed = tailed
         self._log = ffi.new("ls_logbuffer_t *")
-        if lib.ls_logbuffer_init(self._log, mapped.pointer, mapped.length) < 0:
+        init = lib.ls_logbuffer_init if tailed else lib.ls_logbuffer_init_untailed
+        if init(self._log, mapped.pointer, mapped.length) < 0:
             error = c_error(self.path)
             mapped.close()
             raise error

@@ -90,7 +90,8 @@ class LogReader(Closing):
         addr = self._position_cell if position_addr is None else position_addr
         self._private = position_addr is None  # nothing holds the writers back: it can be lapped
         self._unchecked = False  # views were handed out since the last check that they were intact
-        if lib.ls_image_init(self._image, self.log.file.pointer, self.log.file.length, addr, position) < 0:
+        init = lib.ls_image_init if self.log.tailed else lib.ls_image_init_untailed  # (a driver's image log)
+        if init(self._image, self.log.file.pointer, self.log.file.length, addr, position) < 0:
             error = c_error(self.path)
             self.log.close()
             raise error

@@ -1,0 +1,310 @@
+"""`AeronSubscription`: lockstep's `Subscription` over the images a media driver announces —
+the same C reader, fragment assembler and receive fast path, reading each image log from
+the subscriber-position counter the driver allocated (image logs keep no tail counters) and
+advancing that counter, which is all a subscriber writes."""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Callable
+
+from .._native import c_error, ffi, lib
+from .._native._fastpath import ReceiveAny
+from ..errors import ClosedError, FileFormatError
+from ..transport.idle import BackoffIdleStrategy
+from ..transport.logbuffer import LogBuffer
+from ..transport.mapped import MappedFile
+from ..transport.reader import Batch, Header, LogReader
+from ..transport.subscription import Subscription
+from .protocol import ADD_RCV_DESTINATION, REMOVE_RCV_DESTINATION, AvailableImage
+
+__all__ = ["AeronSubscription", "AeronImage"]
+
+TYPE_SUBSCRIBER_POSITION = 4
+
+
+class AeronImage(LogReader):
+    """One publisher session as the driver delivers it to one subscription."""
+
+    def __init__(self, subscription: "AeronSubscription", info: AvailableImage) -> None:
+        counters = subscription._aeron.counters
+        cid = info.subscriber_position_id
+        record = counters.info(cid)
+        if (record.state != "allocated" or record.type_id != TYPE_SUBSCRIBER_POSITION
+                or record.registration_id != subscription.registration_id):
+            raise FileFormatError(counters.path, f"counter {cid}: expected the subscriber position of subscription "
+                                  f"{subscription.registration_id}, found {record}")
+        self.subscription = subscription
+        self.correlation_id = info.correlation_id
+        self.subscriber_position_id = cid
+        self.source_identity = info.source_identity
+        self.join_position = lib.ls_counters_get(counters._c, cid)
+        log = LogBuffer(MappedFile.open(info.log_file), tailed=False)
+        if log.session_id != info.session_id or log.stream_id != info.stream_id:
+            log.close()
+            raise FileFormatError(info.log_file, f"session/stream: expected {info.session_id}/{info.stream_id}, "
+                                  f"found {log.session_id}/{log.stream_id}")
+        super().__init__(log, self.join_position, lib.ls_counters_value_addr(counters._c, cid))
+        self._pending: int | None = None
+
+    # The driver zeroes a log behind the subscriber position as soon as it moves (IPC: up to
+    # the slowest subscriber; images: behind the receiver), so the position may move only
+    # after the handlers are done with the bytes they were handed: scans here do not commit;
+    # poll / poll_batch store the position afterwards (Aeron's image poll does the same).
+
+    def _scan(self, limit: int) -> int:
+        scan = self._scan_out
+        n = lib.ls_image_scan_deferred(self._image, scan, limit)  # (commits by itself when n == 0)
+        if n < 0:
+            raise c_error(self.path)
+        if n:
+            self._pending = scan.end_position
+        self._rx.peek = scan.end_length_index
+        return n
+
+    def _commit(self) -> None:
+        if self._pending is not None:
+            lib.ls_image_set_position(self._image, self._pending)
+            self._pending = None
+
+    def _rewind(self, i: int) -> None:
+        self._pending = None
+        super()._rewind(i)
+
+    def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
+        """As LogReader.poll (a handler that raises has its message consumed), but the position
+        moves once the handlers are done with the bytes."""
+        if not self._words[self._rx.peek]:
+            return 0
+        if limit == 1:
+            return self._poll_one(handler)
+        n = self._scan(limit)
+        while not n and self._words[self._rx.peek]:
+            before = self._rx.peek  # only padding or first fragments so far: read on
+            n = self._scan(limit)
+            if self._rx.peek == before:
+                break
+        if not n:
+            return 0
+        self._pending = None
+        header, offsets, lengths = self._header, self._offsets, self._lengths
+        term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
+        i = 0
+        try:
+            for i in range(n):
+                header._i = i
+                offset = offsets[i]
+                if offset >= 0:
+                    handler(term[offset:offset + lengths[i]], header)
+                else:
+                    handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
+        except BaseException:
+            super()._rewind(i)
+            raise
+        lib.ls_image_set_position(self._image, self._scan_out.end_position)
+        return n
+
+    def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
+        """poll(handler, 1): one C call to find the message, one to move past it afterwards."""
+        scan = self._scan_out
+        r = lib.ls_image_poll_one_deferred(self._image, scan)
+        self._rx.peek = scan.end_length_index
+        if r == 0:
+            return 0
+        if r > 0:
+            offset = r >> 20
+            data = self._view[offset:offset + (r & 0xFFFFF)]
+        elif r == lib.LS_IMAGE_ASSEMBLED:
+            data = memoryview(ffi.buffer(self._image.assembly, self._lengths[0]))
+        else:
+            raise c_error(self.path)
+        self._header._i = 0
+        try:
+            handler(data, self._header)
+        finally:  # (consumed even if the handler raises, as LogReader's)
+            lib.ls_image_set_position(self._image, scan.end_position)
+        return 1
+
+    def poll_batch(self, handler: Callable[[Batch], Any], limit: int = 1024) -> int:
+        self._pending = None
+        try:
+            return super().poll_batch(handler, limit)
+        finally:
+            self._commit()
+
+    def _receive_slow(self) -> bytes | None:
+        """receive() beyond the C fast path (padding, fragments): copy, then move the position."""
+        if self.closed:
+            raise ClosedError(f"{self.path}: image closed")
+        out: list[bytes] = []
+        self.poll(lambda data, header: out.append(bytes(data)), 1)
+        return out[0] if out else None
+
+    @property
+    def end_of_stream_position(self) -> int:
+        """Where the stream ended (INT64_MAX while it goes on); the driver writes it."""
+        return self.log.end_of_stream_position
+
+    @property
+    def is_end_of_stream(self) -> bool:
+        return self.position >= self.log.end_of_stream_position
+
+    def __repr__(self) -> str:
+        return (f"AeronImage(session_id={self.session_id}, stream_id={self.stream_id}, "
+                f"source={self.source_identity!r}, position={self.position if not self.closed else 'closed'})")
+
+
+class AeronSubscription(Subscription):
+    """A subscription of the media driver (made by `Aeron.add_subscription`).
+
+    `poll`, `receive`, `poll_batch`, `images`, `is_connected`, `close` as `Subscription`.
+    Image changes the driver announces are applied on the polling thread, at the start of
+    poll/poll_batch and in receive's housekeeping: `on_available_image(image)` before the
+    image's first message, `on_unavailable_image(image)` once it is gone.
+    """
+
+    def __init__(self, aeron: Any, channel: str, stream_id: int, registration_id: int,
+                 on_available_image: Callable[[AeronImage], Any] | None,
+                 on_unavailable_image: Callable[[AeronImage], Any] | None) -> None:
+        # (Subscription.__init__ discovers lockstep's own log files: here the driver announces images.)
+        self._aeron = aeron
+        self.channel = channel
+        self.stream_id = stream_id
+        self.registration_id = registration_id
+        self.dir = aeron.dir
+        self.on_available_image = on_available_image
+        self.on_unavailable_image = on_unavailable_image
+        self._events: collections.deque[tuple[str, Any]] = collections.deque()  # from the conductor thread
+        self._images: dict[int, AeronImage] = {}  # type: ignore[assignment]  # by image correlation id
+        self._image_list: list[AeronImage] = []  # type: ignore[assignment]
+        self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # type: ignore[method-assign, assignment]
+        self._next_image = 0
+        self._next_housekeeping_ns = 0
+        self._polls = 0
+        self._closed = False
+        self.image_errors: list[Exception] = []  # images announced but not mappable
+
+    # -- reading: apply the driver's image events first ---------------------------------------
+
+    def poll(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
+        """As Subscription.poll; images announced meanwhile join first."""
+        if self._events:
+            self._apply_events()
+        return super().poll(handler, fragment_limit)
+
+    def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = 1024) -> int:
+        if self._events:
+            self._apply_events()
+        return super().poll_batch(handler, fragment_limit)
+
+    def _receive_blocking(self, timeout: float | None) -> bytes | None:
+        """Nothing signals a driver's log: wait with a backoff idle (spin, yield, park <= 1 ms)."""
+        if self._closed:
+            raise ClosedError(f"subscription to {self.channel} stream {self.stream_id} is closed")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        idle = BackoffIdleStrategy()
+        while True:
+            data = self._rx()
+            if data is not None:
+                return data
+            if self._events:
+                self._apply_events()
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            idle.idle(0)
+
+    def _housekeeping(self) -> None:
+        if self._events:
+            self._apply_events()
+
+    def discover(self) -> int:
+        """Apply image changes announced so far; returns the image count."""
+        self._apply_events()
+        return len(self._image_list)
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether at least one image (publisher session) is available."""
+        if self._events:
+            self._apply_events()
+        return bool(self._image_list)
+
+    # -- images ---------------------------------------------------------------------------
+
+    def _apply_events(self) -> None:
+        if self._closed:
+            self._events.clear()
+            return
+        changed = False
+        while self._events:
+            kind, value = self._events.popleft()
+            if kind == "available":
+                if value.correlation_id in self._images:
+                    continue
+                try:
+                    image = AeronImage(self, value)
+                except (OSError, FileFormatError) as e:  # e.g. the log already gone again
+                    self.image_errors.append(e)
+                    continue
+                self._images[value.correlation_id] = image
+                self._set_images()
+                changed = True
+                if self.on_available_image is not None:
+                    self.on_available_image(image)
+            elif kind == "unavailable":
+                gone = self._images.pop(value) if value in self._images else None
+                if gone is not None:
+                    image = gone
+                    self._retire(image)
+                    changed = True
+            elif kind == "driver_gone":
+                for image in list(self._images.values()):
+                    self._images.pop(image.correlation_id)
+                    self._retire(image)
+                    changed = True
+        if changed:
+            self._set_images()
+
+    def _retire(self, image: AeronImage) -> None:
+        """The image is gone: out of the poll list first, then the callback, then unmap."""
+        self._set_images()
+        try:
+            if self.on_unavailable_image is not None:
+                self.on_unavailable_image(image)
+        finally:
+            image.close()
+
+    def _set_images(self) -> None:
+        self._image_list = list(self._images.values())
+        self._rx.set_images(tuple(i._rx for i in self._image_list))
+
+    def _update_image_list(self) -> None:
+        self._set_images()
+
+    def add_destination(self, channel: str) -> None:
+        """Multi-destination subscription: also receive from `channel` (a subscription on
+        aeron:udp?control-mode=manual). Raises DriverError if refused."""
+        self._aeron._destination(ADD_RCV_DESTINATION, self.registration_id, channel, "add_destination")
+
+    def remove_destination(self, channel: str) -> None:
+        self._aeron._destination(REMOVE_RCV_DESTINATION, self.registration_id, channel, "remove_destination")
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove the subscription from the driver and unmap its images (no callbacks)."""
+        if self._closed:
+            return
+        self._closed = True
+        images = list(self._images.values())
+        self._images.clear()
+        self._set_images()
+        self._events.clear()
+        for image in images:
+            image.close()
+        self._aeron._release_subscription(self)
+
+    def __repr__(self) -> str:
+        return (f"AeronSubscription({self.channel!r}, stream_id={self.stream_id}, images={len(self._image_list)}, "
+                f"registration_id={self.registration_id})")
