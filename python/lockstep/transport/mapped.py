@@ -159,11 +159,13 @@ def reserve(fd: int, path: str | os.PathLike[str], length: int, *, hint: str = _
 def _map(fd: int, path: Path, length: int, shared: bool):
     """Map `length` bytes of `fd` (see ls_map_file): a uint8_t* that unmaps itself when the last
     reference to it (the file, a view, an array) goes. The fd may be closed right after."""
-    base = lib.ls_map_file(fd, length, shared, True)
+    # Pre-faulting a private writable mapping would copy every page (a COW break per page):
+    # only shared mappings, the hot ones, are populated.
+    base = lib.ls_map_file(fd, length, shared, shared)
     if base == ffi.NULL:
         code = lib.ls_errno()
         raise os_error(path, OSError(code, os.strerror(code)), f"map {_size(length)} of", needed=length)
-    return ffi.gc(ffi.cast("uint8_t *", base), lambda p: lib.ls_unmap_file(p, length), size=length)
+    return ffi.gc(ffi.cast("uint8_t *", base), lambda p: lib.ls_unmap_file(p, length))
 
 
 def check_name(name: str) -> str:
@@ -260,8 +262,8 @@ class MappedFile:
             if st.st_size == 0:
                 raise FileFormatError(path, "length: expected a mapped structure, found an empty file")
             # Shared when writable, private copy-on-write otherwise (a reader never changes the
-            # file). Pre-faulted (MAP_POPULATE, as Aeron pre-touches): a first touch of each
-            # page would otherwise cost a fault on the hot path, every 4 KiB of a fresh log.
+            # file). Shared ones pre-faulted (MAP_POPULATE, as Aeron pre-touches): a first touch
+            # of each page would otherwise cost a fault on the hot path, every 4 KiB of a fresh log.
             return cls(path, _map(fd, path, st.st_size, writable), st.st_size, writable)
         finally:
             os.close(fd)  # the mapping needs no descriptor
