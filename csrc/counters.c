@@ -140,6 +140,7 @@ int ls_counters_free(ls_counters_t *counters, int32_t counter_id, int64_t free_f
 {
     if (ls_counters_check_id(counters, counter_id) < 0)
     {
+        LS_APPEND_ERR("freeing counter %d", counter_id);
         return -1;
     }
     uint8_t *meta = LS_META(counters, counter_id);

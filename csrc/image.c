@@ -36,6 +36,7 @@ int ls_image_init(ls_image_t *image, void *memory, size_t length, int64_t *posit
     memset(image, 0, sizeof(*image));
     if (ls_logbuffer_init(&image->log, memory, length) < 0)
     {
+        LS_APPEND_ERR("image of a log buffer of %zu bytes", length);
         return -1;
     }
     if (position < 0 || position > image->log.max_position || (position & (LS_FRAME_ALIGNMENT - 1)) != 0)

@@ -7,6 +7,7 @@
 #include "distinct_error_log.h"
 #include "image.h"
 #include "logbuffer.h"
+#include "mapped_file.h"
 #include "ls_error.h"
 #include "publication.h"
 #include "ring_buffer.h"

@@ -61,6 +61,10 @@ int64_t ls_logbuffer_file_length(int32_t term_length, int32_t page_size)
         page_size < LS_LOG_PAGE_MIN_SIZE || page_size > LS_LOG_PAGE_MAX_SIZE ||
         !ls_is_power_of_two((uint64_t)page_size))
     {
+        LS_SET_ERR(
+            LS_EINVAL, "term length / page size: expected powers of two in [%d, %d] / [%d, %d], found %d / %d",
+            LS_LOG_TERM_MIN_LENGTH, LS_LOG_TERM_MAX_LENGTH, LS_LOG_PAGE_MIN_SIZE, LS_LOG_PAGE_MAX_SIZE,
+            term_length, page_size);
         return -1;
     }
     const int64_t raw = (int64_t)LS_LOG_PARTITION_COUNT * term_length + LS_LOG_META_DATA_LENGTH;
@@ -114,6 +118,7 @@ int ls_logbuffer_format(
     }
     if (ls_log_check_mtu(mtu_length, LS_EINVAL) < 0)
     {
+        LS_APPEND_ERR("formatting a log buffer");
         return -1;
     }
     if (term_offset < 0 || term_offset > term_length || (term_offset & (LS_FRAME_ALIGNMENT - 1)) != 0)
@@ -269,6 +274,7 @@ int ls_logbuffer_init(ls_logbuffer_t *log, void *memory, size_t length)
     const int32_t term_length = ls_log_find_term_length(base, length);
     if (term_length < 0)
     {
+        LS_APPEND_ERR("log buffer of %zu bytes", length);
         return -1;
     }
     uint8_t *metadata = base + (size_t)LS_LOG_PARTITION_COUNT * (size_t)term_length;
@@ -292,6 +298,7 @@ int ls_logbuffer_init(ls_logbuffer_t *log, void *memory, size_t length)
     const int32_t mtu_length = ls_log_read_i32(metadata, LS_LOG_MTU_LENGTH_OFFSET);
     if (ls_log_check_mtu(mtu_length, LS_EFORMAT) < 0)
     {
+        LS_APPEND_ERR("log buffer metadata");
         return -1;
     }
     const int32_t header_length = ls_log_read_i32(metadata, LS_LOG_DEFAULT_FRAME_HEADER_LENGTH_OFFSET);

@@ -291,6 +291,7 @@ int ls_publication_init(
     memset(pub, 0, sizeof(*pub));
     if (ls_logbuffer_init(&pub->log, memory, length) < 0)
     {
+        LS_APPEND_ERR("publication of a log buffer of %zu bytes", length);
         return -1;
     }
     ls_logbuffer_t *log = &pub->log;

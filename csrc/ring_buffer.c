@@ -110,6 +110,7 @@ int ls_rb_init(ls_ring_buffer_t *rb, void *memory, size_t length, bool many_prod
 
     if (ls_rb_check_trailer_padding(rb) < 0 || ls_rb_check_positions(rb) < 0)
     {
+        LS_APPEND_ERR("ring buffer of capacity %lld", (long long)rb->capacity);
         return -1;
     }
     return 0;

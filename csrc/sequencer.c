@@ -190,6 +190,7 @@ int64_t ls_sequencer_do_work(ls_sequencer_t *seq, int64_t limit)
         const int64_t head_before = ls_rb_consumer_position(seq->ingress);
         if (ls_rb_controlled_read(seq->ingress, ls_seq_on_command, seq, limit - handled) < 0)
         {
+            LS_APPEND_ERR("sequencer reading its ingress ring");
             return -1;
         }
         const int64_t done = seq->sequenced + seq->duplicates + seq->rejected - before;

@@ -16,6 +16,7 @@ from .errors import (
     InvalidArgumentError,
     LockstepError,
 )
+from .errors import NoSpaceError, ResourceLimitError
 from .transport.idle import (
     BackoffIdleStrategy,
     BusySpinIdleStrategy,
@@ -55,3 +56,4 @@ __all__ = [
     "InvalidArgumentError", "LockstepError", "ManyToOneRing", "NoOpIdleStrategy", "OneToOneRing",
     "RingClaim", "SleepingIdleStrategy", "YieldingIdleStrategy", "default_dir", "idle_strategy",
 ]
+__all__ += ["NoSpaceError", "ResourceLimitError"]

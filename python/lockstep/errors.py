@@ -33,3 +33,19 @@ class InvalidArgumentError(LockstepError, ValueError):
 class CodecError(LockstepError):
     """A message cannot be encoded or decoded: unknown template or schema, short or corrupt
     header, truncated block, or a field value of the wrong type or out of range."""
+
+
+class NoSpaceError(LockstepError):
+    """A filesystem has no room for a file lockstep needs (ENOSPC, EDQUOT): the message names
+    the file, the bytes needed and the bytes free, so the caller is told at creation, never
+    by a SIGBUS later. `errno` is the system's error number."""
+
+    errno: int | None = None
+
+
+class ResourceLimitError(LockstepError):
+    """A process or system limit stopped the call: open files (RLIMIT_NOFILE), address space
+    (RLIMIT_AS), file size (RLIMIT_FSIZE); the message names the file and the limit.
+    `errno` is the system's error number."""
+
+    errno: int | None = None

@@ -9,19 +9,30 @@ from ..errors import FileFormatError, InvalidArgumentError, LockstepError
 
 __all__ = ["ffi", "lib", "c_error", "raise_c_error"]
 
+LS_OK = 0
 LS_EINVAL = 1
 LS_EFORMAT = 2
 
 
 def c_error(path: str | os.PathLike[str] | None = None) -> LockstepError:
-    """Build the exception for the C error left in this thread by the last failing call."""
-    message = ffi.string(lib.ls_errmsg()).decode("utf-8", "replace")
+    """Build the exception for the C error left in this thread by the last failing call; its
+    C trace (`[function, file:line] ...` per level, as Aeron's) is added as a note."""
     code = lib.ls_errcode()
+    if code == LS_OK:  # a C failure that left no reason: say so rather than print nothing
+        message = "a C call failed without setting its error message (a lockstep bug: please report it)"
+    else:
+        message = ffi.string(lib.ls_errmsg()).decode("utf-8", "replace")
+    error: LockstepError
     if code == LS_EFORMAT:
-        return FileFormatError(path, message)
-    if code == LS_EINVAL:
-        return InvalidArgumentError(message)
-    return LockstepError(f"{os.fspath(path)}: {message}" if path else message)
+        error = FileFormatError(path, message)
+    elif code == LS_EINVAL:
+        error = InvalidArgumentError(message)
+    else:
+        error = LockstepError(f"{os.fspath(path)}: {message}" if path else message)
+    trace = ffi.string(lib.ls_errtrace()).decode("utf-8", "replace")
+    if trace:
+        error.add_note("C trace:\n" + trace)
+    return error
 
 
 def raise_c_error(path: str | os.PathLike[str] | None = None) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FileAccessError, FileFormatError, LockstepError
+from ..transport.mapped import os_error
 
 __all__ = ["ACTIVE", "CATALOG_FILE", "INVALID", "STOPPED", "Catalog", "RecordingDescriptor"]
 
@@ -50,6 +51,8 @@ ACTIVE, STOPPED, INVALID = 1, 2, 3
 _STATE_NAMES = {ACTIVE: "active", STOPPED: "stopped", INVALID: "invalid"}
 _STATE_CODES = {v: k for k, v in _STATE_NAMES.items()}
 _MIN_TERM, _MAX_TERM = 1 << 16, 1 << 30
+# What a NoSpaceError in the archive (catalog or segments) suggests.
+SPACE_HINT = "free space there, or record into a larger filesystem (archive_dir=, --archive-dir)"
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class Catalog:
         except FileNotFoundError:
             return []
         except OSError as e:
-            raise LockstepError(f"{self.path}: cannot open: {e.strerror}") from e
+            raise os_error(self.path, e, "open") from e
         try:
             raw = b""
             while True:
@@ -169,28 +172,44 @@ class Catalog:
     def _open_for_write(self) -> int:
         if self._fd is None:
             if not self.path.exists():
-                tmp = self.path.with_name(f".{CATALOG_FILE}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 try:
-                    os.write(fd, _HEADER.pack(_MAGIC, _VERSION, _HEADER_LENGTH, _DESCRIPTOR_LENGTH, b""))
-                    os.fsync(fd)
-                    try:
-                        os.link(tmp, self.path)
-                    except FileExistsError:
-                        pass  # another recorder made it first
-                finally:
-                    os.close(fd)
-                    os.unlink(tmp)
+                    self._create()
+                except OSError as e:
+                    raise os_error(self.path, e, "create", needed=_HEADER_LENGTH, hint=SPACE_HINT) from e
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError as e:
-                raise LockstepError(f"{self.path}: cannot open for writing: {e.strerror}") from e
+                raise os_error(self.path, e, "open for writing") from e
             st = os.fstat(self._fd)
             if st.st_uid != os.geteuid():
                 os.close(self._fd)
                 self._fd = None
                 raise FileAccessError(f"{self.path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
         return self._fd
+
+    def _create(self) -> None:
+        """Write the header under a temporary name and link it: never seen half-made."""
+        tmp = self.path.with_name(f".{CATALOG_FILE}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, _HEADER.pack(_MAGIC, _VERSION, _HEADER_LENGTH, _DESCRIPTOR_LENGTH, b""))
+            os.fsync(fd)
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another recorder made it first
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+
+    def _pwrite(self, fd: int, data: bytes, offset: int, *, sync: bool = False) -> None:
+        """pwrite (and fsync) one descriptor; a full filesystem is a NoSpaceError naming the catalog."""
+        try:
+            os.pwrite(fd, data, offset)
+            if sync:
+                os.fsync(fd)
+        except OSError as e:
+            raise os_error(self.path, e, "write", needed=len(data), hint=SPACE_HINT) from e
 
     def append(self, **fields) -> RecordingDescriptor:
         """Add a recording (its id is the next index) and return its descriptor."""
@@ -202,7 +221,7 @@ class Catalog:
             self._parse(raw)  # never append after a damaged catalog
             recording_id = (size - _HEADER_LENGTH) // _DESCRIPTOR_LENGTH
             desc = RecordingDescriptor(recording_id=recording_id, **fields)
-            os.pwrite(fd, desc._pack(), size)
+            self._pwrite(fd, desc._pack(), size)
             return desc
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -210,9 +229,7 @@ class Catalog:
     def update(self, desc: RecordingDescriptor, *, sync: bool = False) -> None:
         """Rewrite a descriptor in place (one 128-byte write)."""
         fd = self._open_for_write()
-        os.pwrite(fd, desc._pack(), _HEADER_LENGTH + desc.recording_id * _DESCRIPTOR_LENGTH)
-        if sync:
-            os.fsync(fd)
+        self._pwrite(fd, desc._pack(), _HEADER_LENGTH + desc.recording_id * _DESCRIPTOR_LENGTH, sync=sync)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -28,12 +28,12 @@ from pathlib import Path
 from ..errors import InvalidArgumentError, LockstepError
 from ..transport.idle import IdleStrategy, run_agent
 from ..transport.logbuffer import LogBuffer
-from ..transport.mapped import MappedFile, open_regular, resolve_dir
+from ..transport.mapped import MappedFile, open_regular, os_error, reserve, resolve_dir
 from ..cluster.sequencer import DEFAULT_LOG_STREAM
 from ..transport.stream_files import stream_logs
 from ..transport.subscription import Image, Subscription
 from .archive import ARCHIVE_SUBDIR, Archive, _try_lock, recorder_lock_path
-from .catalog import RecordingDescriptor, now_ns
+from .catalog import SPACE_HINT, RecordingDescriptor, now_ns
 from .segments import segment_base, segment_name
 
 __all__ = ["DEFAULT_SEGMENT_LENGTH", "DURABILITY", "Recorder"]
@@ -216,8 +216,12 @@ class Recorder:
             file_offset = position - base
             # The first frame's length last: a crash in between leaves a 0 there, which
             # ends the recording at `position` on recovery.
-            _pwrite_all(rec.fd, data[4:], file_offset + 4)
-            _pwrite_all(rec.fd, data[:4], file_offset)
+            try:
+                _pwrite_all(rec.fd, data[4:], file_offset + 4)
+                _pwrite_all(rec.fd, data[:4], file_offset)
+            except OSError as e:  # (the space is reserved: a filesystem that could not keep it)
+                raise os_error(self.archive.dir / segment_name(desc.recording_id, base), e, "write",
+                               needed=len(data), hint=SPACE_HINT) from e
             data.release()
             position = chunk_end
             rec.position = position
@@ -233,12 +237,16 @@ class Recorder:
         path = self.archive.dir / segment_name(rec.desc.recording_id, base)
         if not os.path.lexists(path):
             # Made at full length under a temporary name, then linked: a segment file is
-            # never seen shorter than the segment length.
+            # never seen shorter than the segment length. Its space is reserved first, so a
+            # full filesystem is a NoSpaceError here, and no half-made segment is linked.
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             fd = open_regular(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
             try:
-                os.ftruncate(fd, rec.desc.segment_length)
-                os.link(tmp, path)
+                reserve(fd, path, rec.desc.segment_length, hint=SPACE_HINT)
+                try:
+                    os.link(tmp, path)
+                except OSError as e:
+                    raise os_error(path, e, "create", hint=SPACE_HINT) from e
             finally:
                 os.close(fd)
                 os.unlink(tmp)

@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 
 from ..errors import FileFormatError
-from ..transport.mapped import open_regular
+from ..transport.mapped import open_regular, os_error
 from .catalog import RecordingDescriptor
 
 __all__ = [
@@ -127,7 +127,10 @@ class SegmentMaps:
                                                 f"length), found {size}: truncated at offset {size}"
                                           if size < self.desc.segment_length else
                                           f"length: expected {self.desc.segment_length} bytes, found {size}")
-                m = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+                try:
+                    m = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+                except OSError as e:
+                    raise os_error(path, e, f"map {size} bytes of", needed=size) from e
             finally:
                 os.close(fd)
             if len(self._maps) >= 2:

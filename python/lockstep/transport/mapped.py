@@ -3,10 +3,11 @@ through a symlink, never another user's, and never seen half-made by another pro
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import getpass
-import mmap
 import os
+import resource
 import stat
 import tempfile
 from pathlib import Path
@@ -14,14 +15,16 @@ from typing import Callable
 
 import numpy as np
 
-from .._native import ffi
-from ..errors import ClosedError, FileAccessError, FileFormatError, LockstepError
+from .._native import ffi, lib
+from ..errors import (ClosedError, FileAccessError, FileFormatError, LockstepError, NoSpaceError,
+                      ResourceLimitError)
 
 __all__ = ["MappedFile", "default_dir", "resolve_dir"]
 
 _DIR_MODE = 0o700
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux
 _FILE_MODE = 0o600
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_SPACE_HINT = "free space there, or point LOCKSTEP_DIR at a larger filesystem"
 
 
 def default_dir() -> Path:
@@ -71,6 +74,100 @@ def resolve_dir(dir: str | os.PathLike[str] | None = None, *, create: bool = Tru
     return path
 
 
+def _size(n: int) -> str:
+    """`n` bytes as text a person reads: '4194304 bytes (4.0 MiB)'."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n} bytes ({n / (1 << shift):.1f} {unit})"
+    return f"{n} bytes"
+
+
+def _limit(which: int) -> str:
+    """The soft limit of `resource.RLIMIT_*` `which` as text ('unlimited' or the number)."""
+    soft = resource.getrlimit(which)[0]
+    return "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+
+
+def _space_free(path: Path) -> str:
+    """'N bytes free of M on DIR' for the filesystem holding `path` (its nearest existing parent)."""
+    where = path
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return "free space unknown"
+    return f"{_size(st.f_bavail * st.f_frsize)} free of {_size(st.f_blocks * st.f_frsize)} on {where}"
+
+
+def _address_space_in_use() -> str:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return _size(int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        return "unknown"
+
+
+def os_error(path: str | os.PathLike[str], error: OSError, action: str, *, needed: int | None = None,
+             hint: str = _SPACE_HINT) -> LockstepError:
+    """The LockstepError for `error`, met while trying to `action` `path` (e.g. "create",
+    "map 3 MiB of"): a full filesystem names the bytes needed and free, a hit limit names the
+    limit; anything else is a FileAccessError. The OSError becomes its cause."""
+    path = Path(path)
+    code = error.errno
+    what = f"{path}: cannot {action} it"
+    result: LockstepError
+    if code in _NO_SPACE:
+        kind = "no space left" if code == errno.ENOSPC else "disk quota exceeded"
+        need = f"needs {_size(needed)}, " if needed is not None else ""
+        result = NoSpaceError(f"{what}: {kind}: {need}{_space_free(path.parent)}; {hint}")
+    elif code == errno.EMFILE:
+        result = ResourceLimitError(f"{what}: too many open files: the limit RLIMIT_NOFILE of this process is "
+                                    f"{_limit(resource.RLIMIT_NOFILE)} (ulimit -n); close objects or raise it")
+    elif code == errno.ENFILE:
+        result = ResourceLimitError(f"{what}: too many open files in the system (fs.file-max)")
+    elif code == errno.ENOMEM:
+        need = f" {_size(needed)}" if needed is not None else ""
+        result = ResourceLimitError(
+            f"{what}: out of memory for{need or ' it'}: the address space limit RLIMIT_AS of this process is "
+            f"{_limit(resource.RLIMIT_AS)} (ulimit -v, in KiB there), {_address_space_in_use()} in use; or "
+            f"vm.max_map_count mappings are reached")
+    elif code == errno.EFBIG:
+        result = ResourceLimitError(f"{what}: file too large: the file size limit RLIMIT_FSIZE of this process is "
+                                    f"{_limit(resource.RLIMIT_FSIZE)} (ulimit -f)")
+    else:
+        result = FileAccessError(f"{what}: {error.strerror or error}")
+    result.errno = code  # type: ignore[attr-defined]
+    result.__cause__ = error
+    return result
+
+
+def reserve(fd: int, path: str | os.PathLike[str], length: int, *, hint: str = _SPACE_HINT) -> None:
+    """Give the file open at `fd` `length` bytes of real storage (posix_fallocate), so a full
+    filesystem is a NoSpaceError now, naming `path`, never a SIGBUS at a later touch of a
+    mapped page. Only for a file no other process writes yet (the fallback of filesystems
+    without fallocate writes zeros)."""
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, length)
+        else:  # macOS: no reservation to be had; at least the length
+            os.ftruncate(fd, length)
+    except OSError as e:
+        raise os_error(path, e, "create", needed=length, hint=hint) from e
+
+
+def _map(fd: int, path: Path, length: int, shared: bool):
+    """Map `length` bytes of `fd` (see ls_map_file): a uint8_t* that unmaps itself when the last
+    reference to it (the file, a view, an array) goes. The fd may be closed right after."""
+    # Pre-faulting a private writable mapping would copy every page (a COW break per page):
+    # only shared mappings, the hot ones, are populated.
+    base = lib.ls_map_file(fd, length, shared, shared)
+    if base == ffi.NULL:
+        code = lib.ls_errno()
+        raise os_error(path, OSError(code, os.strerror(code)), f"map {_size(length)} of", needed=length)
+    return ffi.gc(ffi.cast("uint8_t *", base), lambda p: lib.ls_unmap_file(p, length))
+
+
 def check_name(name: str) -> str:
     """A file name inside lockstep's directory: no path separators, no '..'."""
     if not name or "/" in name or "\0" in name or name in (".", ".."):
@@ -90,7 +187,7 @@ def open_regular(path: str | os.PathLike[str], flags: int, *, owned: bool = Fals
     except OSError as e:
         if os.path.islink(path):
             raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
-        raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
+        raise os_error(path, e, "open") from e
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
@@ -129,17 +226,19 @@ def take_pid_lock(path: str | os.PathLike[str], what: str):
 
 
 class MappedFile:
-    """A whole file mapped shared (or copy-on-write when read-only), with numpy and cffi views."""
+    """A whole file mapped shared (or copy-on-write when read-only), with numpy and cffi views.
+    The mapping holds no file descriptor; it is unmapped when the file is closed and the last
+    view of it is gone."""
 
-    __slots__ = ("path", "length", "writable", "_mmap", "_array", "_pointer")
+    __slots__ = ("path", "length", "writable", "_buffer", "_array", "_pointer")
 
-    def __init__(self, path: Path, mapping: mmap.mmap, writable: bool) -> None:
+    def __init__(self, path: Path, base, length: int, writable: bool) -> None:
         self.path = path
-        self.length = len(mapping)
+        self.length = length
         self.writable = writable
-        self._mmap: mmap.mmap | None = mapping
-        self._array = np.frombuffer(mapping, dtype=np.uint8)
-        self._pointer = ffi.from_buffer("uint8_t[]", mapping)
+        self._pointer = base  # uint8_t*, unmapped by its destructor (see _map)
+        self._buffer = ffi.buffer(base, length)  # keeps `base` alive, as do views of it
+        self._array: np.ndarray | None = np.frombuffer(self._buffer, dtype=np.uint8)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, writable: bool = True) -> "MappedFile":
@@ -153,7 +252,7 @@ class MappedFile:
         except OSError as e:
             if os.path.islink(path):
                 raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
-            raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
+            raise os_error(path, e, "open") from e
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -163,12 +262,11 @@ class MappedFile:
             if st.st_size == 0:
                 raise FileFormatError(path, "length: expected a mapped structure, found an empty file")
             # Shared when writable, private copy-on-write otherwise (a reader never changes the
-            # file). Pre-faulted (MAP_POPULATE, as Aeron pre-touches): a first touch of each
-            # page would otherwise cost a fault on the hot path, every 4 KiB of a fresh log.
-            flags = (mmap.MAP_SHARED if writable else mmap.MAP_PRIVATE) | _POPULATE
-            return cls(path, mmap.mmap(fd, st.st_size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE), writable)
+            # file). Shared ones pre-faulted (MAP_POPULATE, as Aeron pre-touches): a first touch
+            # of each page would otherwise cost a fault on the hot path, every 4 KiB of a fresh log.
+            return cls(path, _map(fd, path, st.st_size, writable), st.st_size, writable)
         finally:
-            os.close(fd)
+            os.close(fd)  # the mapping needs no descriptor
 
     @classmethod
     def create_or_open(
@@ -187,12 +285,16 @@ class MappedFile:
         except FileNotFoundError:
             pass
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
         try:
-            os.ftruncate(fd, length)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+        except OSError as e:
+            raise os_error(path, e, "create", needed=length) from e
+        try:
+            # Every byte reserved before anything is linked: a full filesystem is an error
+            # here, naming the file, and leaves nothing behind.
+            reserve(fd, path, length)
             if init is not None:
-                with mmap.mmap(fd, length) as m:
-                    init(np.frombuffer(m, dtype=np.uint8))
+                init(np.frombuffer(ffi.buffer(_map(fd, path, length, True), length), dtype=np.uint8))
             try:
                 os.link(tmp, path)
                 created = True
@@ -206,38 +308,30 @@ class MappedFile:
     @property
     def array(self) -> np.ndarray:
         """The file's bytes as a uint8 numpy array (shares memory with the file)."""
-        if self._mmap is None:
+        if self._array is None:
             raise ClosedError(f"{self.path}: closed")
         return self._array
 
     @property
     def pointer(self):  # cffi uint8_t[] cdata
         """A cffi pointer to the first byte, for the C core."""
-        if self._mmap is None:
+        if self._array is None:
             raise ClosedError(f"{self.path}: closed")
         return self._pointer
 
     def memoryview(self) -> memoryview:
         """A writable (or read-only) memoryview of the whole file."""
-        if self._mmap is None:
+        if self._array is None:
             raise ClosedError(f"{self.path}: closed")
-        return memoryview(self._mmap)
+        return memoryview(self._buffer)
 
     @property
     def closed(self) -> bool:
-        return self._mmap is None
+        return self._array is None
 
     def close(self) -> None:
         """Unmap. Views still held by the caller keep the mapping alive until they go."""
-        mapping, self._mmap = self._mmap, None
-        if mapping is None:
-            return
-        ffi.release(self._pointer)
-        self._array = None
-        try:
-            mapping.close()
-        except BufferError:
-            pass  # a view is still exported; the mapping goes with the last view
+        self._array = self._buffer = self._pointer = None  # the last reference unmaps
 
 
-__all__ += ["check_name", "open_private", "open_regular", "take_pid_lock"]
+__all__ += ["check_name", "open_private", "open_regular", "os_error", "reserve", "take_pid_lock"]
