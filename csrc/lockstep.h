@@ -6,6 +6,7 @@
 #include "counters.h"
 #include "distinct_error_log.h"
 #include "image.h"
+#include "log_signal.h"
 #include "logbuffer.h"
 #include "mapped_file.h"
 #include "ls_error.h"

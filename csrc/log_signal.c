@@ -41,6 +41,14 @@ void ls_log_signal(uint8_t *metadata)
     }
 }
 
+void ls_log_wake(uint8_t *metadata)
+{
+    atomic_fetch_add_explicit((_Atomic int32_t *)LS_LOG_WAKE_WORD(metadata), 1, memory_order_seq_cst);
+#ifdef __linux__
+    syscall(SYS_futex, LS_LOG_WAKE_WORD(metadata), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#endif
+}
+
 int ls_log_await(uint8_t *metadata, const uint8_t *frame, int64_t timeout_ns)
 {
     const int32_t sequence = ls_get_acquire_i32(LS_LOG_WAKE_WORD(metadata));

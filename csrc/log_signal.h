@@ -12,6 +12,11 @@
  * After committing frames (or setting end of stream): wake every reader asleep on the log. */
 void ls_log_signal(uint8_t *metadata);
 
+/* Wake every reader asleep on the log now, whether or not one flagged itself (a reader's own
+ * process closing it: the sleeper wakes, sees the close and stops). A reader about to sleep
+ * that has read the wake word already returns at once. */
+void ls_log_wake(uint8_t *metadata);
+
 /* Sleeps until a writer signals, at most timeout_ns, unless the frame length at `frame` is
  * already non-zero. Returns 1 when woken or something is there, 0 on timeout or a signal
  * (EINTR: the caller's language runtime gets to handle it). */

@@ -126,7 +126,8 @@ def test_receive_after_close(lsdir):
     sub.close()
     with pytest.raises(ClosedError):
         image.receive()
-    assert sub.receive() is None  # like poll(): nothing to read
+    with pytest.raises(ClosedError):
+        sub.receive()  # closed says so, as poll() does (issue 13 item 16)
     with pytest.raises(ClosedError):
         sub.receive(timeout=None)  # never waits forever on a closed subscription
     pub.close()

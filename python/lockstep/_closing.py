@@ -1,20 +1,154 @@
-"""`Closing`: the one context-manager behaviour every resource here shares."""
+"""`Closing`: the one way every resource here closes — `with obj:`, `obj.closed`, nothing
+unmapped under a call still in flight on another thread, and objects a forked child
+inherited never acting on the parent's resources."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import functools
+import os
+import weakref
+from typing import Any, Callable, TypeVar
+
+from .errors import ClosedError
+
+__all__ = ["Closing", "guarded"]
 
 T = TypeVar("T", bound="Closing")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_objects: "weakref.WeakSet[Closing]" = weakref.WeakSet()  # every live one, for the fork hook
 
 
 class Closing:
-    """Mixin for objects with `close()`: `with obj:` closes it on the way out."""
+    """Mixin for objects with `close()`: `with obj:` closes it on the way out; `closed`.
+
+    close() runs `_detach()` at once (under the GIL: fast paths forget their C state, so
+    every later call raises ClosedError or returns CLOSED), then `_teardown()` (unmap, free,
+    end the stream) — at once if no call is in flight, else when the last one returns. A
+    method whose C call releases the GIL (every cffi call does), or whose Python code keeps
+    views of mapped memory across calls, is in flight between `_calls += 1` and its
+    `finally:` — the `guarded` decorator, or, on hot paths, the same lines inlined:
+
+        self._calls += 1
+        try:
+            ...  # checks `self._closed` first
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
+
+    (CPython 3.11 switches threads only between such statements, so the count is exact.)
+    In a child after os.fork() every inherited object is closed and *inherited*: its calls
+    raise ClosedError, and its close() only forgets (`_forget`), never ends, frees or
+    unlinks what the parent still uses."""
+
+    _closed = False  # close() was called, or the object was inherited across fork
+    _calls = 0  # calls in flight (see above)
+    _torn_down = False
+    _inherited = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = super().__new__(cls)
+        _objects.add(self)
+        return self
+
+    @property
+    def closed(self) -> bool:
+        """Whether the object is closed (or inherited from the parent across fork)."""
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:  # (subclasses that keep their own flag)
+        self._closed = value
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Close: later calls raise ClosedError (or return CLOSED); resources go once no
+        call is in flight any more."""
+        if self._closed:
+            return
+        self._closed = True
+        self._detach()
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        """Tear down, unless a call is still in flight (its `finally` calls this again)."""
+        if self._calls or self._torn_down or not self._closed:
+            return
+        self._torn_down = True
+        if self._inherited:
+            self._forget()
+        else:
+            self._teardown()
+
+    def _detach(self) -> None:
+        """Make every later call fail cleanly (runs at once in close(), and in a forked child)."""
+
+    def _teardown(self) -> None:
+        """Release the resources (runs once no call is in flight)."""
+
+    def _forget(self) -> None:
+        """close() of an object inherited across fork: the parent's resources stay as they are."""
+
+    def _closed_error(self) -> ClosedError:
+        """The error a call on the closed object raises, naming its file and why."""
+        where = getattr(self, "path", None) or type(self).__name__
+        if self._inherited:
+            return ClosedError(f"{where}: {type(self).__name__} inherited across fork(); it belongs to the "
+                               f"parent process — open a new one in this process")
+        return ClosedError(f"{where}: {type(self).__name__} is closed")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._closed_error()
 
     def __enter__(self: T) -> T:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_RAISE = object()
+
+
+def guarded(method: F | None = None, *, closed: Any = _RAISE) -> Any:
+    """A method of a `Closing` object as a call in flight: once closed it raises ClosedError
+    (or returns `closed`, when given), and close() from another thread meanwhile defers the
+    teardown until it returns. `@guarded` or `@guarded(closed=VALUE)`."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def call(self: Closing, *args: Any, **kwargs: Any) -> Any:
+            self._calls += 1
+            try:
+                if self._closed:
+                    if closed is _RAISE:
+                        raise self._closed_error()
+                    return closed
+                return method(self, *args, **kwargs)
+            finally:
+                self._calls -= 1
+                if self._closed:
+                    self._finish_close()
+
+        return call  # type: ignore[return-value]
+
+    return wrap if method is None else wrap(method)
+
+
+def _after_fork_in_child() -> None:
+    """Everything the parent had open is the parent's: close it here, inherited."""
+    for obj in list(_objects):
+        if obj._closed:
+            continue
+        obj._inherited = True
+        obj._closed = True
+        obj._calls = 0  # the parent's threads are not in this process
+        try:
+            obj._detach()
+        except Exception:  # (a half-built object): it is closed all the same
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -280,6 +280,7 @@ typedef struct
     uint64_t calls;
     PyObject *housekeeping; /* () -> None: every 64 empty / 1024 busy calls (it rate-limits itself) */
     PyObject *blocking;     /* (timeout) -> bytes | None: when nothing is there and timeout != 0 */
+    int detached;           /* the subscription is closed: every call goes to `blocking` (it raises) */
 } ReceiveAnyObject;
 
 static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -297,6 +298,10 @@ static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *arg
     if (1 == nargs + nkw)
     {
         timeout = args[0];
+    }
+    if (self->detached)
+    {
+        return PyObject_CallOneArg(self->blocking, NULL == timeout ? Py_None : timeout);
     }
 
     PyObject *data = NULL; /* a message (new reference) once one is found */
@@ -416,8 +421,22 @@ static void receive_any_dealloc(ReceiveAnyObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *receive_any_detach(ReceiveAnyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->detached = 1;
+    PyObject *empty = PyTuple_New(0);
+    if (NULL == empty)
+    {
+        return NULL;
+    }
+    Py_SETREF(self->images, empty);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef receive_any_methods[] = {
     { "set_images", (PyCFunction)receive_any_set_images, METH_O, "The images to read, a tuple of Receive." },
+    { "detach", (PyCFunction)receive_any_detach, METH_NOARGS,
+      "Forget the images: every later call goes to the blocking fallback (which raises ClosedError)." },
     { NULL, NULL, 0, NULL },
 };
 

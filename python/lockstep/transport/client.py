@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import InvalidArgumentError
 from .counters import Counter, CounterInfo, Counters, pid_alive
 
 __all__ = ["Client", "client_for", "is_alive", "TYPE_CLIENT_HEARTBEAT"]
@@ -30,6 +31,13 @@ STREAM_KEY = struct.Struct("<qii")  # registration id, session id, stream id
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def check_timeout_ms(name: str, value: object) -> int:
+    """A timeout in ms as an int > 0; anything else (e.g. "x", 1.5, True) is an InvalidArgumentError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidArgumentError(f"{name}: expected an int > 0 (milliseconds), found {value!r}")
+    return value
 
 
 class Client:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .._closing import Closing
+from .._closing import Closing, guarded
 from .._native import c_error, ffi, lib
 from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile, resolve_dir
@@ -141,6 +141,7 @@ class Counters(Closing):
     def max_counters(self) -> int:
         return self._c.max_counter_id
 
+    @guarded
     def allocate(self, type_id: int, label: str, *, key: bytes = b"", registration_id: int = 0,
                  owner_id: int | None = None, reference_id: int = 0) -> "Counter":
         """Allocate a counter (value 0) owned by `owner_id` (this process's pid by default)."""
@@ -169,16 +170,19 @@ class Counters(Closing):
                     pass  # freed by another process meanwhile
         return freed
 
+    @guarded
     def free(self, counter_id: int, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
         """Free a counter; its record is reused after `reuse_delay_ms` so late readers of the
         old value are not confused by a new owner at once."""
         if lib.ls_counters_free(self._c, counter_id, _now_ms() + reuse_delay_ms) < 0:
             raise c_error(self.path)
 
+    @guarded
     def get(self, counter_id: int) -> int:
         self._check(counter_id)
         return lib.ls_counters_get(self._c, counter_id)
 
+    @guarded
     def set(self, counter_id: int, value: int) -> None:
         self._check(counter_id)
         lib.ls_counters_set(self._c, counter_id, value)
@@ -187,6 +191,7 @@ class Counters(Closing):
         if not 0 <= counter_id < self._c.max_counter_id:
             raise InvalidArgumentError(f"counter id: expected 0..{self._c.max_counter_id - 1}, found {counter_id}")
 
+    @guarded
     def info(self, counter_id: int) -> CounterInfo:
         """A snapshot of one record."""
         self._check(counter_id)
@@ -205,6 +210,7 @@ class Counters(Closing):
             reference_id=int(v["reference_id"]),
         )
 
+    @guarded
     def find_stream(self, type_id: int, session_id: int, stream_id: int) -> list[CounterInfo]:
         """Allocated counters of `type_id` keyed by a log's (session, stream): its subscribers'
         positions or its publishers' limits."""
@@ -214,20 +220,27 @@ class Counters(Closing):
 
     def __iter__(self) -> Iterator[CounterInfo]:
         """Snapshots of the allocated counters, by id."""
-        for cid in np.flatnonzero(self._meta["state"] == lib.LS_COUNTER_RECORD_ALLOCATED):
-            yield self.info(int(cid))
+        return iter(self._allocated())
+
+    @guarded
+    def _allocated(self) -> list[CounterInfo]:
+        return [self.info(int(cid)) for cid in np.flatnonzero(self._meta["state"] == lib.LS_COUNTER_RECORD_ALLOCATED)]
 
     def close(self) -> None:
         """Unmap (once no `Counter` of this object is alive: each keeps the mapping, so a
         counter never reads unmapped memory). Using this object afterwards raises ClosedError."""
-        if not self._file.closed:
-            self.__class__ = _ClosedCounters
+        super().close()
+
+    def _detach(self) -> None:
+        self.__class__ = _ClosedCounters
+
+    def _teardown(self) -> None:
         self._meta = self._values = None
         self._file.close()
 
 
 def _raise_closed(counters: Counters):
-    raise ClosedError(f"{counters.path}: counters are closed")
+    raise counters._closed_error()
 
 
 class _ClosedCounters(Counters):
@@ -251,6 +264,11 @@ class Counter:
         # A buffer export of the mapping: `_c` points into it, so it must outlive close().
         self._mapping = counters._file.array
 
+    @property
+    def closed(self) -> bool:
+        """Whether this process freed the counter: its record may be someone else's now."""
+        return False
+
     def get(self) -> int:
         return lib.ls_counters_get(self._c, self.id)
 
@@ -266,7 +284,9 @@ class Counter:
         lib.ls_counters_propose_max(self._c, self.id, value)
 
     def free(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
+        """Free the record; this object then raises ClosedError (the slot may be reused)."""
         self.counters.free(self.id, reuse_delay_ms)
+        self.__class__ = _FreedCounter
 
     def free_quietly(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
         """Free, unless another process (evicting us as dead) or an earlier close already did."""
@@ -274,6 +294,32 @@ class Counter:
             self.counters.free(self.id, reuse_delay_ms)
         except LockstepError:
             pass
+        self.__class__ = _FreedCounter
 
     def __repr__(self) -> str:
         return f"Counter(id={self.id}, value={self.get()})"
+
+
+def _raise_freed(counter: Counter, *args: object) -> None:
+    raise ClosedError(f"{counter.counters.path}: counter {counter.id}: not allocated to this object any more "
+                      f"(freed; its record may be someone else's now)")
+
+
+class _FreedCounter(Counter):
+    """What a freed `Counter` becomes: every access to the record raises ClosedError."""
+
+    __slots__ = ()
+    get = set = add = propose_max = _raise_freed
+    closed = property(lambda self: True)
+
+    def free(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
+        _raise_freed(self)
+
+    def free_quietly(self, reuse_delay_ms: int = DEFAULT_REUSE_DELAY_MS) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"Counter(id={self.id}, freed)"
+
+
+_FreedCounter.__name__ = _FreedCounter.__qualname__ = "Counter"

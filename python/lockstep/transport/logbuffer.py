@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .._closing import Closing
+from .._closing import Closing, guarded
 from .._native import c_error, ffi, lib
 from ..errors import FileFormatError
 from .mapped import MappedFile
@@ -122,16 +122,19 @@ class LogBuffer(Closing):
     max_message_length = property(lambda self: self._log.max_message_length)
 
     @property
+    @guarded
     def tail_position(self) -> int:
         """Where the next frame will be written."""
         return lib.ls_logbuffer_tail_position(self._log)
 
     @property
+    @guarded
     def end_of_stream_position(self) -> int:
         """The position the publisher closed at (2**63 - 1 while open)."""
         return lib.ls_logbuffer_end_of_stream_position(self._log)
 
     @property
+    @guarded
     def retained_start_position(self) -> int:
         """The earliest position whose frames are still intact."""
         return lib.ls_logbuffer_retained_start_position(self._log)
@@ -192,6 +195,6 @@ class LogBuffer(Closing):
         finally:
             view.release()
 
-    def close(self) -> None:
+    def _teardown(self) -> None:
         self.file.close()
 

@@ -10,12 +10,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._closing import Closing
+from .._closing import Closing, guarded
 from .._native._fastpath import Offer
 from .._native import c_error, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_EVICTIONS, TYPE_PUBLISHER_LIMIT,
-                     TYPE_SUBSCRIBER_POSITION, client_for, is_alive)
-from ..errors import InvalidArgumentError, LockstepError
+                     TYPE_SUBSCRIBER_POSITION, check_timeout_ms, client_for, is_alive)
+from ..errors import ClosedError, InvalidArgumentError, LockstepError
 from .logbuffer import DEFAULT_MTU_LENGTH, DEFAULT_TERM_LENGTH, LogBuffer
 from .mapped import resolve_dir
 from .stream_files import exclusive_log_path, shared_log_path
@@ -59,7 +59,8 @@ class Publication(Closing):
         self.stream_id = stream_id
         self.exclusive = exclusive
         self.dir = resolve_dir(dir)
-        self.liveness_timeout_ms = liveness_timeout_ms
+        self.liveness_timeout_ms = check_timeout_ms("liveness_timeout_ms", liveness_timeout_ms)
+        self._end_of_stream = True  # what close() does with the log (see close)
         self._client = client_for(self.dir)
         self._counters = self._client.counters
         rng = random.SystemRandom()
@@ -114,19 +115,26 @@ class Publication(Closing):
     def offer(self, data: Buffer, reserved_value: int = 0) -> int:
         """Append one message (fragmented if longer than one frame). Returns the new stream
         position, or a negative status (see the class docstring)."""
-        pub = self._pub
-        if pub is None:  # closed: the log is unmapped, never hand C a NULL publication
-            return CLOSED
+        self._calls += 1  # (the guard of `Closing`, inlined)
         try:
-            result = lib.ls_publication_offer(pub, data, len(data), reserved_value)
-        except TypeError:  # not bytes: bytearray, memoryview, numpy
-            view = memoryview(data)  # (TypeError for what is no buffer at all)
-            if not view.c_contiguous:
-                raise InvalidArgumentError("data: expected a contiguous buffer (copy it, e.g. bytes(data))") from None
-            result = lib.ls_publication_offer(pub, ffi.from_buffer(view), view.nbytes, reserved_value)
-        if result > 0:
-            return result
-        return self._after_failure(result, lambda: self.offer(data, reserved_value))
+            if self._closed:
+                return CLOSED
+            pub = self._pub
+            try:
+                result = lib.ls_publication_offer(pub, data, len(data), reserved_value)
+            except TypeError:  # not bytes: bytearray, memoryview, numpy
+                view = memoryview(data)  # (TypeError for what is no buffer at all)
+                if not view.c_contiguous:
+                    raise InvalidArgumentError(
+                        "data: expected a contiguous buffer (copy it, e.g. bytes(data))") from None
+                result = lib.ls_publication_offer(pub, ffi.from_buffer(view), view.nbytes, reserved_value)
+            if result > 0:
+                return result
+            return self._after_failure(result, lambda: self.offer(data, reserved_value))
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     def _after_failure(self, result: int, retry) -> int:
         """Slow path: errors raise; NOT_CONNECTED/BACK_PRESSURED re-check subscribers (new ones,
@@ -135,35 +143,42 @@ class Publication(Closing):
             raise c_error(self.path)
         if result in (NOT_CONNECTED, BACK_PRESSURED) and self._refresh():
             return retry()
-        if result == CLOSED and self.closed:
+        if self._closed:
             return CLOSED
         return result
 
     def offer_batch(self, data: Buffer, offsets: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
         """Offer many messages in one call: message i is data[offsets[i]:offsets[i]+lengths[i]].
         Returns (how many were accepted, position after them or the status that stopped the first)."""
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-        lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        offsets = _integers("offsets", offsets, np.int64)
+        lengths = _integers("lengths", lengths, np.int32)
         if offsets.shape != lengths.shape or offsets.ndim != 1:
             raise InvalidArgumentError("offsets and lengths: expected two 1-d arrays of the same length")
         if len(offsets) and (offsets.min() < 0 or lengths.min() < 0
                              or int((offsets + lengths).max()) > memoryview(data).nbytes):
             raise InvalidArgumentError("offsets/lengths: a message lies outside data")
-        if self._pub is None:
-            return 0, CLOSED
-        accepted = self._batch_accepted
-        total = 0
-        result = 0
-        for _ in range(2):
-            result = lib.ls_publication_offer_batch(
-                self._pub, ffi.from_buffer(data), ffi.from_buffer("int64_t[]", offsets[total:]),
-                ffi.from_buffer("int32_t[]", lengths[total:]), len(offsets) - total, accepted)
-            total += accepted[0]
-            if total == len(offsets) or result == _ERROR or not self._refresh_if_stalled(result):
-                break
-        if result == _ERROR:
-            raise c_error(self.path)
-        return total, result
+        self._calls += 1  # (the guard of `Closing`, inlined)
+        try:
+            accepted = self._batch_accepted
+            total = 0
+            result = CLOSED
+            for _ in range(2):
+                if self._closed:
+                    result = CLOSED
+                    break
+                result = lib.ls_publication_offer_batch(
+                    self._pub, ffi.from_buffer(data), ffi.from_buffer("int64_t[]", offsets[total:]),
+                    ffi.from_buffer("int32_t[]", lengths[total:]), len(offsets) - total, accepted)
+                total += accepted[0]
+                if total == len(offsets) or result == _ERROR or not self._refresh_if_stalled(result):
+                    break
+            if result == _ERROR:
+                raise c_error(self.path)
+            return total, result
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     def offer_many(self, messages: Sequence[bytes]) -> tuple[int, int]:
         """Offer a list of bytes messages in one call (see `offer_batch`)."""
@@ -179,23 +194,31 @@ class Publication(Closing):
         """Claim `length` bytes (at most max_payload_length) to write in place. The claim is
         truthy on success: fill `claim.buffer`, then `commit()` (or `abort()`); when falsy,
         `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...)."""
-        if self._pub is None:
-            return BufferClaim(None, CLOSED, None)
-        result = lib.ls_publication_try_claim(self._pub, length, self._claim)
-        if result <= 0:
-            result = self._after_failure(result, lambda: lib.ls_publication_try_claim(self._pub, length, self._claim))
-            if result == _ERROR:
-                raise c_error(self.path)
-        if result <= 0:
-            return BufferClaim(None, result, None)
-        claim = ffi.new("ls_buffer_claim_t *", self._claim[0])
-        # A view of the mapping itself (not a raw cffi buffer): while the claim holds it, the
-        # file stays mapped, so commit/abort after close() cannot write to unmapped memory.
-        start = int(ffi.cast("uintptr_t", claim.data)) - int(ffi.cast("uintptr_t", self.log.file.pointer))
-        return BufferClaim(claim, result, self._view[start:start + length])
+        self._calls += 1  # (the guard of `Closing`, inlined)
+        try:
+            if self._closed:
+                return BufferClaim(None, CLOSED, None)
+            result = lib.ls_publication_try_claim(self._pub, length, self._claim)
+            if result <= 0:
+                result = self._after_failure(result,
+                                             lambda: lib.ls_publication_try_claim(self._pub, length, self._claim))
+                if result == _ERROR:
+                    raise c_error(self.path)
+            if result <= 0:
+                return BufferClaim(None, result, None)
+            claim = ffi.new("ls_buffer_claim_t *", self._claim[0])
+            # A view of the mapping itself (not a raw cffi buffer): while the claim holds it, the
+            # file stays mapped, so commit/abort after close() cannot write to unmapped memory.
+            start = int(ffi.cast("uintptr_t", claim.data)) - int(ffi.cast("uintptr_t", self.log.file.pointer))
+            return BufferClaim(claim, result, self._view[start:start + length])
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     # -- flow control ---------------------------------------------------------------------
 
+    @guarded(closed=False)
     def _refresh(self) -> bool:
         """Drop dead subscribers (pid gone or heartbeat stale) and recompute the limit.
         Returns whether the limit moved or subscribers appeared (worth a retry)."""
@@ -219,26 +242,25 @@ class Publication(Closing):
         return self._counters.find_stream(TYPE_SUBSCRIBER_POSITION, self.session_id, self.stream_id)
 
     @property
+    @guarded(closed=False)
     def is_connected(self) -> bool:
         """Whether a subscriber is attached (as of the last limit check)."""
-        if self._pub is None:
-            return False
         self._refresh()
         if self._pub.subscriber_count == 0:  # _refresh is rate-limited: look again, as offer does
             lib.ls_publication_refresh_limit(self._pub)
         return self._pub.subscriber_count > 0
 
     @property
+    @guarded(closed=CLOSED)
     def position(self) -> int:
         """The stream position after the last message appended (by any writer of the log);
         CLOSED once closed."""
-        if self._pub is None:
-            return CLOSED
         return lib.ls_publication_position(self._pub)
 
     @property
     def position_limit(self) -> int:
-        """How far this publisher may write before it is back-pressured."""
+        """How far this publisher may write before it is back-pressured (ClosedError once closed)."""
+        self._check_open()
         return self._pub.position_limit
 
     @property
@@ -257,20 +279,22 @@ class Publication(Closing):
 
     # -- life cycle -----------------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._pub is None or self._pub.closed
-
     def close(self, *, end_of_stream: bool = True) -> None:
         """Stop publishing. An exclusive log ends at the current position (end of stream);
         it is removed at once if no subscriber is attached, else by the last one to drain it.
         With end_of_stream=False the log stays open for a later `Publication(...,
-        session_id=...)` to resume (subscribers wait for it)."""
-        if self._pub is None:
-            return
-        self._fast_offer.detach()  # before the log is unmapped
+        session_id=...)` to resume (subscribers wait for it). A call in flight on another
+        thread finishes first (the stream ends after it); later calls return CLOSED."""
+        if not self._closed:
+            self._end_of_stream = end_of_stream
+        super().close()
+
+    def _detach(self) -> None:
+        self._fast_offer.detach()  # later offers go to the Python offer: CLOSED
+
+    def _teardown(self) -> None:
         pub, self._pub = self._pub, None
-        if not end_of_stream:
+        if not self._end_of_stream:
             self._view.release()
             self.log.close()
             for counter in (self._limit_counter, self._evictions):
@@ -288,10 +312,18 @@ class Publication(Closing):
         self._view.release()
         self.log.close()
 
-
     def __repr__(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"
         return f"Publication(stream_id={self.stream_id}, session_id={self.session_id}, {kind}, path={str(self.path)!r})"
+
+
+def _integers(name: str, values: Any, dtype: type) -> np.ndarray:
+    """`values` as a contiguous array of `dtype`; anything but integers (floats would be
+    truncated silently) is an InvalidArgumentError."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu" and array.size:
+        raise InvalidArgumentError(f"{name}: expected integers, found {array.dtype}")
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 class BufferClaim:

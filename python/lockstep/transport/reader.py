@@ -10,10 +10,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .._closing import Closing
+from .._closing import Closing, guarded
 from .._native._fastpath import Receive
 from .._native import c_error, ffi, lib
-from ..errors import ClosedError
 from .logbuffer import LogBuffer
 
 __all__ = ["LogReader", "Header", "Batch"]
@@ -112,7 +111,6 @@ class LogReader(Closing):
         self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)),
                                           lib.ls_image_length_index(self._image, position),
                                           self._image, self._receive_slow)
-        self.closed = False
 
     @property
     def position(self) -> int:
@@ -135,33 +133,42 @@ class LogReader(Closing):
 
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
-        that raises has its message consumed (the position moves past it) before the error."""
-        if not self._words[self._rx.peek]:
-            return 0
-        if limit == 1:
-            return self._poll_one(handler)
-        n = self._scan(limit)
-        while not n and self._words[self._rx.peek]:
-            # Only padding, or the first fragments of a long message, so far: read on.
-            before = self._rx.peek
-            n = self._scan(limit)
-            if self._rx.peek == before:
-                break  # a frame still being written
-        header, offsets, lengths = self._header, self._offsets, self._lengths
-        term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
-        i = 0
+        that raises has its message consumed (the position moves past it) before the error.
+        ClosedError once closed (close() from a handler, or another thread, waits for it)."""
+        self._calls += 1  # (the guard of `Closing`, inlined)
         try:
-            for i in range(n):
-                header._i = i
-                offset = offsets[i]
-                if offset >= 0:
-                    handler(term[offset:offset + lengths[i]], header)
-                else:
-                    handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
-        except BaseException:
-            self._rewind(i)
-            raise
-        return n
+            if self._closed:
+                raise self._closed_error()
+            if not self._words[self._rx.peek]:
+                return 0
+            if limit == 1:
+                return self._poll_one(handler)
+            n = self._scan(limit)
+            while not n and self._words[self._rx.peek]:
+                # Only padding, or the first fragments of a long message, so far: read on.
+                before = self._rx.peek
+                n = self._scan(limit)
+                if self._rx.peek == before:
+                    break  # a frame still being written
+            header, offsets, lengths = self._header, self._offsets, self._lengths
+            term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
+            i = 0
+            try:
+                for i in range(n):
+                    header._i = i
+                    offset = offsets[i]
+                    if offset >= 0:
+                        handler(term[offset:offset + lengths[i]], header)
+                    else:
+                        handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
+            except BaseException:
+                self._rewind(i)
+                raise
+            return n
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
         """poll(handler, 1): one C call (consumed even if the handler raises)."""
@@ -192,35 +199,42 @@ class LogReader(Closing):
         way to read one message at a time (one C call; padding and fragments included)."""
         return self._rx()
 
+    @guarded
     def _receive_slow(self) -> bytes | None:
-        """What receive() leaves to Python: padding, fragmented messages, corrupt frames."""
-        if self.closed:
-            raise ClosedError(f"{self.path}: reader closed")
+        """What receive() leaves to Python: padding, fragmented messages, corrupt frames, closed."""
         data = self._next_view()
         return None if data is None else bytes(data)
 
     def poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
         """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):
-        one handler call per batch, not per message."""
-        if not self._words[self._rx.peek]:
-            return 0
-        n = self._scan(limit)
-        if n:
-            k = n - 1 if self._offsets[n - 1] < 0 else n  # a reassembled message goes alone
-            if k:
-                buffer = np.frombuffer(self._terms[self._parts[0]], dtype=np.uint8)
-                try:
-                    handler(Batch(buffer, self._np_offsets[:k], self._np_lengths[:k], self._np_positions[:k],
+        one handler call per batch, not per message. ClosedError once closed."""
+        self._calls += 1  # (the guard of `Closing`, inlined)
+        try:
+            if self._closed:
+                raise self._closed_error()
+            if not self._words[self._rx.peek]:
+                return 0
+            n = self._scan(limit)
+            if n:
+                k = n - 1 if self._offsets[n - 1] < 0 else n  # a reassembled message goes alone
+                if k:
+                    buffer = np.frombuffer(self._terms[self._parts[0]], dtype=np.uint8)
+                    try:
+                        handler(Batch(buffer, self._np_offsets[:k], self._np_lengths[:k], self._np_positions[:k],
+                                      self.session_id, self.stream_id))
+                    except BaseException:
+                        if k < n:
+                            self._rewind(k - 1)  # the batch counts as consumed, the message after it not
+                        raise
+                if k < n:
+                    buffer = np.frombuffer(ffi.buffer(self._image.assembly, self._lengths[k]), dtype=np.uint8)
+                    handler(Batch(buffer, np.zeros(1, np.int32), self._np_lengths[k:n], self._np_positions[k:n],
                                   self.session_id, self.stream_id))
-                except BaseException:
-                    if k < n:
-                        self._rewind(k - 1)  # the batch counts as consumed, the message after it not
-                    raise
-            if k < n:
-                buffer = np.frombuffer(ffi.buffer(self._image.assembly, self._lengths[k]), dtype=np.uint8)
-                handler(Batch(buffer, np.zeros(1, np.int32), self._np_lengths[k:n], self._np_positions[k:n],
-                              self.session_id, self.stream_id))
-        return n
+            return n
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     def messages(self) -> Iterator[tuple[bytes, dict[str, int]]]:
         """Every message from the position to the tail, copied: (payload, header fields)."""
@@ -233,11 +247,10 @@ class LogReader(Closing):
             if n == 0 and self.position == before:
                 return
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._rx.detach()
+    def _detach(self) -> None:
+        self._rx.detach()  # receive() goes to _receive_slow: ClosedError
+
+    def _teardown(self) -> None:
         lib.ls_image_close(self._image)
         for t in self._terms:
             t.release()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .._closing import Closing
+from .._closing import Closing, guarded
 from .._native import c_error, ffi, lib
 from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
@@ -81,22 +81,32 @@ class _Ring(Closing):
     def write(self, msg_type_id: int, data: Buffer) -> bool:
         """Copy one message in. False when the ring is full (back-pressure; nothing is
         overwritten); raises InvalidArgumentError for type id < 1 or data > max_message_length."""
+        self._calls += 1  # (the guard of `Closing`, inlined; a closed ring's `_rb` raises ClosedError)
         try:
             try:
-                rc = lib.ls_rb_write(self._rb, msg_type_id, data, len(data))
-            except TypeError:  # not bytes: bytearray, memoryview, numpy
-                rc = lib.ls_rb_write(self._rb, msg_type_id, ffi.from_buffer(data), memoryview(data).nbytes)
-        except OverflowError:  # type id outside int32: say so as for any other bad argument
-            raise InvalidArgumentError(f"msg_type_id: expected an int32 >= 1, found {msg_type_id}") from None
-        if rc == 0:
-            return True
-        if rc == _FULL:
-            return False
-        raise c_error(self.path)
+                try:
+                    rc = lib.ls_rb_write(self._rb, msg_type_id, data, len(data))
+                except TypeError:  # not bytes: bytearray, memoryview, numpy
+                    rc = lib.ls_rb_write(self._rb, msg_type_id, ffi.from_buffer(data), memoryview(data).nbytes)
+            except OverflowError:  # type id outside int32: say so as for any other bad argument
+                raise InvalidArgumentError(f"msg_type_id: expected an int32 >= 1, found {msg_type_id}") from None
+            if rc == 0:
+                return True
+            if rc == _FULL:
+                return False
+            raise c_error(self.path)
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     def try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         """Reserve `length` bytes to fill in place; None when the ring is full. Commit or
         abort the claim (a `with` block commits, or aborts on an exception)."""
+        return self._try_claim(msg_type_id, length)
+
+    @guarded
+    def _try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         try:
             index = lib.ls_rb_try_claim(self._rb, msg_type_id, length)
         except OverflowError:  # negative length or type id outside int32
@@ -109,6 +119,7 @@ class _Ring(Closing):
             return None
         raise c_error(self.path)
 
+    @guarded
     def next_correlation_id(self) -> int:
         """A ring-wide unique, increasing id (Agrona's correlation counter)."""
         return lib.ls_rb_next_correlation_id(self._rb)
@@ -118,29 +129,36 @@ class _Ring(Closing):
     def read(self, handler: Callable[[int, memoryview], Any], limit: int = _NO_LIMIT) -> int:
         """Hand up to `limit` messages to `handler(msg_type_id, data)` and consume them.
         `data` views the ring and is valid only during the call. Returns the count."""
-        if not self._words[(self._longs[self._head_index] & self._mask) >> 2]:
-            return 0
-        rb, view, types, offsets, lengths = self._rb, self._view, self._types, self._offsets, self._lengths
-        total = 0
-        while total < limit:
-            want = min(limit - total, _BATCH)
-            n = lib.ls_rb_scan(rb, types, offsets, lengths, self._consumed, want, self._scanned)
-            if n < 0:
-                raise c_error(self.path)
-            i = 0
-            try:
-                for i in range(n):
-                    offset = offsets[i]
-                    handler(types[i], view[offset:offset + lengths[i]])
-            except BaseException:
-                lib.ls_rb_consume(rb, self._consumed[i])
-                raise
-            lib.ls_rb_consume(rb, self._scanned[0])
-            total += n
-            if n < want:
-                break
-        return total
+        self._calls += 1  # (the guard of `Closing`, inlined; a closed ring's `_words` raises ClosedError)
+        try:
+            if not self._words[(self._longs[self._head_index] & self._mask) >> 2]:
+                return 0
+            rb, view, types, offsets, lengths = self._rb, self._view, self._types, self._offsets, self._lengths
+            total = 0
+            while total < limit:
+                want = min(limit - total, _BATCH)
+                n = lib.ls_rb_scan(rb, types, offsets, lengths, self._consumed, want, self._scanned)
+                if n < 0:
+                    raise c_error(self.path)
+                i = 0
+                try:
+                    for i in range(n):
+                        offset = offsets[i]
+                        handler(types[i], view[offset:offset + lengths[i]])
+                except BaseException:
+                    lib.ls_rb_consume(rb, self._consumed[i])
+                    raise
+                lib.ls_rb_consume(rb, self._scanned[0])
+                total += n
+                if n < want:
+                    break
+            return total
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
+    @guarded
     def controlled_read(
         self, handler: Callable[[int, memoryview], ControlledAction], limit: int = _NO_LIMIT
     ) -> int:
@@ -173,12 +191,14 @@ class _Ring(Closing):
         lib.ls_rb_consume(rb, max(end - done, 0))
         return handled
 
+    @guarded
     def unblock(self) -> bool:
         """Free the ring from a producer that died between claim and commit: turn its record
         (or the unwritten gap) into padding. Call it only when the consumer position has not
         moved for a timeout while size() > 0. Returns whether anything was unblocked."""
         return bool(lib.ls_rb_unblock(self._rb))
 
+    @guarded
     def recover(self) -> int:
         """For a consumer taking over from one that died mid-read: finish the consume it had
         begun (it records its target head first), skipping exactly the records it had read
@@ -186,10 +206,12 @@ class _Ring(Closing):
         return lib.ls_rb_recover(self._rb)
 
     @property
+    @guarded
     def consumer_heartbeat_time(self) -> int:
         """The consumer's last heartbeat (epoch ms), for producers checking it is alive."""
         return lib.ls_rb_consumer_heartbeat_time_value(self._rb)
 
+    @guarded
     def heartbeat(self, now_ms: int | None = None) -> None:
         """Record that the consumer is alive (epoch ms; now by default)."""
         lib.ls_rb_consumer_heartbeat_time(self._rb, int(time.time() * 1000) if now_ms is None else now_ms)
@@ -206,34 +228,37 @@ class _Ring(Closing):
         """The longest payload one message may have (capacity / 8)."""
         return self._rb.max_message_length
 
+    @guarded
     def size(self) -> int:
         """Bytes written and not yet consumed (record headers and padding included)."""
         return lib.ls_rb_size(self._rb)
 
     @property
+    @guarded
     def producer_position(self) -> int:
         return lib.ls_rb_producer_position(self._rb)
 
     @property
+    @guarded
     def consumer_position(self) -> int:
         return lib.ls_rb_consumer_position(self._rb)
 
     def close(self) -> None:
-        """Unmap the ring; the file stays for other processes. Using it afterwards raises
-        ClosedError (its C state points into the unmapped memory)."""
-        if not self._file.closed:
-            for dependent in self._dependents:  # C objects holding the ring's address
-                dependent.detach()
-            self._words.release()
-            self._longs.release()
-            self.__class__ = _closed_class(type(self))
-            self._view.release()
-            self._file.close()
+        """Unmap the ring (once no call on it is in flight in another thread); the file stays
+        for other processes. Using it afterwards raises ClosedError."""
+        super().close()
 
-    @property
-    def closed(self) -> bool:
-        return self._file.closed
+    def _detach(self) -> None:
+        for dependent in self._dependents:  # C objects holding the ring's address
+            dependent.detach()
+        self.__class__ = _closed_class(type(self))
 
+    def _teardown(self) -> None:
+        fields = vars(self)  # (the closed class hides `_words`)
+        fields["_words"].release()
+        self._longs.release()
+        self._view.release()
+        self._file.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"capacity={self.capacity} size={self.size()}"
@@ -241,7 +266,7 @@ class _Ring(Closing):
 
 
 def _raise_closed(ring: _Ring):
-    raise ClosedError(f"{ring.path}: ring is closed")
+    raise ring._closed_error()
 
 
 _CLOSED_CLASSES: dict[type, type] = {}
@@ -282,9 +307,11 @@ class RingClaim:
         if self._done:
             raise LockstepError("claim already committed or aborted")
         self._done = True
-        self.buffer.release()
-        if op(self._ring._rb, self.index) < 0:
-            raise c_error(self._ring.path)
+        try:
+            if op(self._ring._rb, self.index) < 0:  # (ClosedError once the ring is closed)
+                raise c_error(self._ring.path)
+        finally:
+            self.buffer.release()  # last: it keeps the ring mapped until op is done
 
     def __enter__(self) -> "RingClaim":
         return self

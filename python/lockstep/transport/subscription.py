@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 
-from .._closing import Closing
+from .._closing import Closing, guarded
 from .._native._fastpath import ReceiveAny
 from .._native import ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
-                     TYPE_UNBLOCKS, client_for, is_alive)
-from ..errors import ClosedError, InvalidArgumentError
+                     TYPE_UNBLOCKS, check_timeout_ms, client_for, is_alive)
+from ..errors import InvalidArgumentError
 from .logbuffer import LogBuffer
 from .mapped import MappedFile, resolve_dir
 from .reader import Batch, Header, LogReader
@@ -134,15 +134,18 @@ class Image(LogReader):
     def close(self, *, unlink_if_done: bool = False) -> None:
         """Detach (free the position counter); with unlink_if_done, remove the finished log
         file unless another subscriber still has to read it."""
-        if self.closed:
-            return
-        if unlink_if_done and not self._others_behind():
+        if not self._closed:
+            self._unlink_if_done = unlink_if_done
+        super().close()
+
+    def _teardown(self) -> None:
+        if getattr(self, "_unlink_if_done", False) and not self._others_behind():
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
         self._counter.free_quietly()
-        super().close()
+        super()._teardown()
 
 
 class Subscription(Closing):
@@ -165,8 +168,8 @@ class Subscription(Closing):
             raise InvalidArgumentError(f"start: expected 'live', 'earliest' or a position, found {start!r}")
         self.stream_id = stream_id
         self.dir = resolve_dir(dir)
-        self.liveness_timeout_ms = liveness_timeout_ms
-        self.unblock_timeout_ms = unblock_timeout_ms
+        self.liveness_timeout_ms = check_timeout_ms("liveness_timeout_ms", liveness_timeout_ms)
+        self.unblock_timeout_ms = check_timeout_ms("unblock_timeout_ms", unblock_timeout_ms)
         self._client = client_for(self.dir)
         self._images: dict[Path, Image] = {}
         self._finished: set[Path] = set()
@@ -180,43 +183,51 @@ class Subscription(Closing):
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0  # housekeeping (discovery, liveness) runs every 64 idle / 1024 busy polls
-        self._closed = False
         self._discover(start)
 
     # -- reading --------------------------------------------------------------------------
 
     def poll(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
         """Hand up to `fragment_limit` messages to `handler(data, header)`, fairly across
-        images; `data` is a view valid only during the call. Returns the number handled."""
-        images = self._image_list
-        if len(images) == 1:
-            total = images[0].poll(handler, fragment_limit)
-        else:
-            total = 0
-            count = len(images)
-            if count:
-                start = self._next_image = (self._next_image + 1) % count
-                for k in range(count):
-                    total += images[(start + k) % count].poll(handler, fragment_limit - total)
-                    if total >= fragment_limit:
-                        break
-        self._polls += 1
-        if not self._polls & (1023 if total else 63):
-            self._housekeeping()
-        return total
+        images; `data` is a view valid only during the call. Returns the number handled.
+        ClosedError once closed."""
+        self._calls += 1  # (the guard of `Closing`, inlined)
+        try:
+            if self._closed:
+                raise self._closed_error()
+            images = self._image_list
+            if len(images) == 1:
+                total = images[0].poll(handler, fragment_limit)
+            else:
+                total = 0
+                count = len(images)
+                if count:
+                    start = self._next_image = (self._next_image + 1) % count
+                    for k in range(count):
+                        total += images[(start + k) % count].poll(handler, fragment_limit - total)
+                        if total >= fragment_limit:
+                            break
+            self._polls += 1
+            if not self._polls & (1023 if total else 63):
+                self._housekeeping()
+            return total
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
         a number of seconds, or None for no limit, waits *blocking* (a futex wake-up from the
         writer, no spinning) when nothing is there. The cheapest way to read one message at a
-        time; images take turns."""
+        time; images take turns. ClosedError once closed, also for a receive blocked in
+        another thread when close() is called."""
         return self._rx(timeout)
 
+    @guarded
     def _receive_blocking(self, timeout: float | None) -> bytes | None:
         """Sleep until a writer signals (in slices: discovery, liveness and end of stream go
-        on meanwhile), then read."""
-        if self._closed:
-            raise ClosedError(f"subscription to stream {self.stream_id} is closed")
+        on meanwhile), then read. close() wakes the sleep (ClosedError)."""
         deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
         while True:
             now = time.monotonic_ns()
@@ -231,6 +242,8 @@ class Subscription(Closing):
                 lib.ls_image_wait(images[self._next_image]._image, min(slice_ns, _MULTI_IMAGE_WAIT_NS))
             else:
                 time.sleep(min(slice_ns, _NO_IMAGE_WAIT_NS) / 1e9)
+            if self._closed:
+                raise self._closed_error()
             data = self._rx()
             if data is not None:
                 return data
@@ -238,16 +251,24 @@ class Subscription(Closing):
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = _BATCH) -> int:
         """Like `poll`, but hands over whole `Batch`es (numpy offsets/lengths over the term
-        buffer): no Python call per message."""
-        total = 0
-        for image in self._image_list:
-            total += image.poll_batch(handler, fragment_limit - total)
-            if total >= fragment_limit:
-                break
-        self._polls += 1
-        if not self._polls & (1023 if total else 63):
-            self._housekeeping()
-        return total
+        buffer): no Python call per message. ClosedError once closed."""
+        self._calls += 1  # (the guard of `Closing`, inlined)
+        try:
+            if self._closed:
+                raise self._closed_error()
+            total = 0
+            for image in self._image_list:
+                total += image.poll_batch(handler, fragment_limit - total)
+                if total >= fragment_limit:
+                    break
+            self._polls += 1
+            if not self._polls & (1023 if total else 63):
+                self._housekeeping()
+            return total
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     # -- images ---------------------------------------------------------------------------
 
@@ -263,9 +284,8 @@ class Subscription(Closing):
     def is_connected(self) -> bool:
         return bool(self._image_list)
 
+    @guarded(closed=None)
     def _housekeeping(self) -> None:
-        if self._closed:
-            return
         now = time.monotonic_ns()
         if now < self._next_housekeeping_ns:
             return
@@ -291,6 +311,7 @@ class Subscription(Closing):
         if changed:
             self._update_image_list()
 
+    @guarded
     def discover(self) -> int:
         """Look for new publishers now (poll also does it every 100 ms); returns the image count."""
         self._discover(self.join)
@@ -318,17 +339,23 @@ class Subscription(Closing):
     # -- life cycle -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Detach: the position counters go, so publishers no longer wait for us."""
-        if self._closed:
-            return
-        self._closed = True
+        """Detach: the position counters go, so publishers no longer wait for us. A call in
+        flight on another thread finishes first (a blocked receive is woken and raises
+        ClosedError); later calls raise ClosedError."""
+        super().close()
+
+    def _detach(self) -> None:
+        self._rx.detach()  # receive() raises ClosedError from now on
+        for image in self._image_list:
+            lib.ls_log_wake(image.log.c.metadata)  # a receive asleep on it wakes to see the close
+
+    def _teardown(self) -> None:
         for image in self._images.values():
             image.close()
         self._images.clear()
         self._parked.clear()
-        self._update_image_list()
+        self._image_list = []
         self._unblocks.free_quietly(0)
-
 
     def __repr__(self) -> str:
         return f"Subscription(stream_id={self.stream_id}, images={len(self._image_list)}, dir={str(self.dir)!r})"
