@@ -6,6 +6,9 @@ by a halt on its side channel; the blocking idle comes back for housekeeping."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -283,3 +286,26 @@ def test_agents_idle_blocking_by_default(lsdir):
         rings, images = [], []
         gw._doorbells(rings, images)
         assert len(rings) == 1 and len(images) == 1  # the side channel and the sequenced log
+
+
+def _lockstep_json(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "lockstep.cli", *args, "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_bench_halt_reports_side_channel_log_delay_and_round_trip(lsdir):
+    """`lockstep bench halt --json`: each halt acted on (sent -> acted), the delay it would
+    have had in the log, resumes, and a blocking round trip of the same run."""
+    r = _lockstep_json("bench", "halt", "--halts", "5", "--round-trips", "300", "--gap-ms", "5")
+    assert r["halts"] == 5 and r["gateway_idle"] == "BlockingIdleStrategy"
+    for key in ("side_channel", "queued_in_log", "resume", "round_trip_block"):
+        assert 0 < r[key]["p50_ns"] <= r[key]["p99_ns"] <= r[key]["max_ns"], key
+    assert r["log_messages_written"] > 0 and r["p99_to_round_trip_p50"] > 0
+
+
+def test_demo_summary_has_the_cpu_its_processes_used(lsdir):
+    s = _lockstep_json("demo")
+    assert s["cpu_seconds"]["processes"] > 0 and s["cpu_seconds"]["driver"] > 0
+    assert s["orders_to_venues_after_halt"] == 0
