@@ -25,14 +25,11 @@
 
 #define LS_DOORBELL_NO_FUTEX_SLEEP_NS 100000 /* without a futex: sleep at most this, then look again */
 
-void ls_doorbell_ring(uint8_t *flag, uint8_t *sequence)
+void ls_doorbell_wake(uint8_t *flag, uint8_t *sequence)
 {
-    atomic_thread_fence(memory_order_seq_cst); /* the commit before, the flag after */
-    _Atomic int32_t *waiting = (_Atomic int32_t *)flag;
     /* The exchange clears the flag so later commits skip the syscall; a reader killed while
      * asleep thus costs one spurious wake, not one per commit forever. */
-    if (0 != atomic_load_explicit(waiting, memory_order_relaxed) &&
-        0 != atomic_exchange_explicit(waiting, 0, memory_order_seq_cst))
+    if (0 != atomic_exchange_explicit((_Atomic int32_t *)flag, 0, memory_order_seq_cst))
     {
         ls_doorbell_wake_all(sequence);
     }
