@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "doorbell.h"
 #include "logbuffer_descriptor.h"
 
 /* `metadata`: the log's metadata section (ls_logbuffer_t.metadata).
@@ -17,9 +18,12 @@ void ls_log_signal(uint8_t *metadata);
  * that has read the wake word already returns at once. */
 void ls_log_wake(uint8_t *metadata);
 
-/* Sleeps until a writer signals, at most timeout_ns, unless the frame length at `frame` is
- * already non-zero. Returns 1 when woken or something is there, 0 on timeout or a signal
- * (EINTR: the caller's language runtime gets to handle it). */
+/* The log's doorbell for a reader whose next frame starts at `frame` (for ls_doorbell_wait). */
+void ls_log_doorbell(uint8_t *metadata, const uint8_t *frame, ls_doorbell_t *bell);
+
+/* Sleeps until a writer signals, at most timeout_ns, unless the frame at `frame` is already
+ * committed (length > 0). Returns 1 when woken or something is there, 0 on timeout or a
+ * signal (EINTR: the caller's language runtime gets to handle it). */
 int ls_log_await(uint8_t *metadata, const uint8_t *frame, int64_t timeout_ns);
 
 #endif

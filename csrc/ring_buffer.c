@@ -1,10 +1,17 @@
 #include <string.h>
 
+#include "doorbell.h"
 #include "ls_bitutil.h"
 #include "ls_error.h"
 #include "ring_buffer.h"
 
 #define LS_RB_AT(rb, offset) ((rb)->trailer + (offset))
+
+/* After a commit (or an abort, which may free a sleeping consumer to read past it). */
+static inline void ls_rb_signal(ls_ring_buffer_t *rb)
+{
+    ls_doorbell_ring(LS_RB_AT(rb, LS_RB_CONSUMER_WAITING_OFFSET), LS_RB_AT(rb, LS_RB_WAKE_SEQUENCE_OFFSET));
+}
 
 /* Trailer bytes that no field uses; Agrona never writes them, so non-zero means garbage. */
 static const int32_t ls_rb_field_offsets[] = {
@@ -13,6 +20,8 @@ static const int32_t ls_rb_field_offsets[] = {
     LS_RB_HEAD_POSITION_OFFSET,
     LS_RB_CONSUME_TARGET_OFFSET,
     LS_RB_CORRELATION_COUNTER_OFFSET,
+    LS_RB_CONSUMER_WAITING_OFFSET,
+    LS_RB_WAKE_SEQUENCE_OFFSET,
     LS_RB_CONSUMER_HEARTBEAT_OFFSET,
 };
 
@@ -233,6 +242,7 @@ int ls_rb_commit(ls_ring_buffer_t *rb, int32_t index)
         return -1;
     }
     ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, -ls_get_plain_i32(record + LS_RB_LENGTH_OFFSET));
+    ls_rb_signal(rb);
     return 0;
 }
 
@@ -245,6 +255,7 @@ int ls_rb_abort(ls_ring_buffer_t *rb, int32_t index)
     }
     ls_put_plain_i32(record + LS_RB_TYPE_OFFSET, LS_RB_PADDING_MSG_TYPE_ID);
     ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, -ls_get_plain_i32(record + LS_RB_LENGTH_OFFSET));
+    ls_rb_signal(rb);
     return 0;
 }
 
@@ -261,7 +272,23 @@ int ls_rb_write(ls_ring_buffer_t *rb, int32_t msg_type_id, const uint8_t *data, 
     }
     uint8_t *record = rb->buffer + index - LS_RB_RECORD_HEADER_LENGTH;
     ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, (int32_t)(length + LS_RB_RECORD_HEADER_LENGTH));
+    ls_rb_signal(rb);
     return LS_RB_SUCCESS;
+}
+
+void ls_rb_doorbell(ls_ring_buffer_t *rb, ls_doorbell_t *bell)
+{
+    const int64_t head = ls_get_plain_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET)); /* only the consumer moves it */
+    bell->flag = LS_RB_AT(rb, LS_RB_CONSUMER_WAITING_OFFSET);
+    bell->sequence = LS_RB_AT(rb, LS_RB_WAKE_SEQUENCE_OFFSET);
+    bell->probe = rb->buffer + (head & (rb->capacity - 1)) + LS_RB_LENGTH_OFFSET;
+}
+
+int ls_rb_wait(ls_ring_buffer_t *rb, int64_t timeout_ns)
+{
+    ls_doorbell_t bell;
+    ls_rb_doorbell(rb, &bell);
+    return ls_doorbell_wait(&bell, 1, timeout_ns);
 }
 
 /* Looks at the record at `index` with `remaining` contiguous bytes after it. Returns its

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "doorbell.h"
 #include "ring_buffer_descriptor.h"
 
 typedef enum ls_rb_write_result
@@ -48,6 +49,11 @@ int ls_rb_commit(ls_ring_buffer_t *rb, int32_t index);
 int ls_rb_abort(ls_ring_buffer_t *rb, int32_t index);
 
 /* Consumer side. */
+/* The consumer's doorbell at its head (doorbell.h): every commit, write and abort rings it. */
+void ls_rb_doorbell(ls_ring_buffer_t *rb, ls_doorbell_t *bell);
+/* Sleeps until a producer commits, at most timeout_ns, unless a record is committed at the
+ * head already. Returns 1 when woken or something is there, 0 on timeout or a signal. */
+int ls_rb_wait(ls_ring_buffer_t *rb, int64_t timeout_ns);
 /* Reads return the number of messages handled, or -1 (LS_EFORMAT) when a record header is
  * corrupt; the records before it are consumed. */
 int64_t ls_rb_read(ls_ring_buffer_t *rb, ls_rb_handler_t handler, void *clientd, int64_t limit);

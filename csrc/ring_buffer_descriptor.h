@@ -14,6 +14,12 @@
  * consumer taking over from a killed one knows exactly what was already consumed. */
 #define LS_RB_CONSUME_TARGET_OFFSET (LS_RB_HEAD_POSITION_OFFSET + 8)
 #define LS_RB_CORRELATION_COUNTER_OFFSET (LS_CACHE_LINE_LENGTH * 8)
+/* lockstep's own, in Agrona's padding after the correlation counter (a line producers
+ * rarely touch; zero in Agrona's rings: nobody sleeps): the consumer's doorbell
+ * (doorbell.h), a flag the consumer sets before it sleeps and the futex word a producer's
+ * commit bumps to wake it. Apart from the tail the producers hit and the head the consumer moves. */
+#define LS_RB_CONSUMER_WAITING_OFFSET (LS_CACHE_LINE_LENGTH * 9)      /* int32: 1 while the consumer may sleep */
+#define LS_RB_WAKE_SEQUENCE_OFFSET (LS_CACHE_LINE_LENGTH * 9 + 32)    /* int32: futex word, bumped on each wake */
 #define LS_RB_CONSUMER_HEARTBEAT_OFFSET (LS_CACHE_LINE_LENGTH * 10)
 #define LS_RB_TRAILER_LENGTH (LS_CACHE_LINE_LENGTH * 12)
 

@@ -21,6 +21,7 @@ from .errors import (
 from .errors import NoSpaceError, ResourceLimitError
 from .transport.idle import (
     BackoffIdleStrategy,
+    BlockingIdleStrategy,
     BusySpinIdleStrategy,
     IdleStrategy,
     NoOpIdleStrategy,
@@ -56,7 +57,7 @@ __all__ = [
     "Aeron", "DriverError",
     "ADMIN_ACTION", "BACK_PRESSURED", "CLOSED", "MAX_POSITION_EXCEEDED", "NOT_CONNECTED",
     "Batch", "BufferClaim", "Header", "Image", "LogBuffer", "Publication", "Subscription", "status_name",
-    "BackoffIdleStrategy", "BusySpinIdleStrategy", "ClosedError", "ControlledAction", "Counter",
+    "BackoffIdleStrategy", "BlockingIdleStrategy", "BusySpinIdleStrategy", "ClosedError", "ControlledAction", "Counter",
     "CounterInfo", "Counters", "FileAccessError", "FileFormatError", "IdleStrategy",
     "ImageLostError", "InvalidArgumentError", "LockstepError", "ManyToOneRing", "NoOpIdleStrategy", "OneToOneRing",
     "RingClaim", "SleepingIdleStrategy", "YieldingIdleStrategy", "default_dir", "idle_strategy",

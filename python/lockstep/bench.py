@@ -3,6 +3,7 @@ lockstep streams. Each run uses its own fresh directory, so it disturbs nothing 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -14,12 +15,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .transport.idle import idle_strategy
+from .transport.idle import default_idle, idle_strategy
 from .transport.mapped import default_dir
 from .transport.publication import NOT_CONNECTED, Publication
 from .transport.subscription import Subscription
 
-__all__ = ["throughput", "ping", "sequencer"]
+__all__ = ["throughput", "ping", "sequencer", "halt"]
 
 PING_STREAM = 1001
 PONG_STREAM = 1002
@@ -365,7 +366,7 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
         try:
             for p in procs:
                 p.start()
-            idler = idle_strategy("backoff")
+            idler = default_idle(seq, replica)  # asleep on the ingress and the log: a send wakes it
             start = None
             deadline = time.monotonic() + 600
             while machine.count < commands:
@@ -402,3 +403,159 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
             "apply_per_sec": applied / apply_elapsed if apply_elapsed else 0.0,
             "c_floor_commands_per_sec": commands / floor_ns * 1e9 if floor_ns > 0 else None,
             "ratio_to_c_floor": (commands / elapsed) / (commands / floor_ns * 1e9) if floor_ns > 0 else None}
+
+
+# -- halt --------------------------------------------------------------------------------
+
+_HALT_GATEWAY = "bench"
+_READY, _ACTED, _REACHED, _RESUMED = range(4)  # the gateway's progress, in a shared array
+
+
+def _halt_gateway(dir: str, venue_rate: float, progress, stop) -> None:
+    """The gateway of `halt`: a venue that takes `venue_rate` requests/s, so the log backs up
+    behind it; its default idle strategy; its halts put in `<dir>/bench-halts.json` at the end."""
+    from .cluster.gateway import Gateway
+    from .transport.idle import agent_idle
+
+    class ThrottledGateway(Gateway):
+        """Sends one request per venue interval; waiting for the next, it does not read the
+        log (asleep on its side channel until the interval ends). Halted, it declines at once."""
+
+        def __init__(self) -> None:
+            super().__init__(_HALT_GATEWAY, dir, start="earliest")
+            self.interval_ns = int(1e9 / venue_rate)
+            self.next_send_ns = 0
+            self.waiting = 0
+
+        def on_command(self, command, sequence: int, position: int) -> None:
+            self.requests += 1
+            if self.halted:
+                self.declined += 1  # (counted only: no sequencer runs to take declines)
+            else:
+                self.waiting += 1
+                self.poll_venue()
+
+        def poll_venue(self) -> int:
+            sent = 0
+            while self.waiting and not self.check_priority():  # a halt goes before any send
+                now = time.monotonic_ns()
+                if now < self.next_send_ns:
+                    break
+                self.next_send_ns = now + self.interval_ns
+                self.waiting -= 1
+                self.to_venue += 1
+                sent += 1
+            return sent
+
+        def ready_for_log(self) -> bool:
+            return not self.waiting
+
+        def next_timer_ns(self) -> int | None:
+            return self.next_send_ns if self.waiting else None
+
+        def on_halt(self, record) -> None:
+            self.declined += self.waiting
+            self.waiting = 0
+
+    gw = ThrottledGateway()
+    try:
+        idle = agent_idle(gw.do_work)
+        progress[_READY] = 1
+        while not stop.is_set():
+            work = gw.do_work()
+            halts = gw.halts
+            if halts:
+                progress[_ACTED] = len(halts)
+                progress[_REACHED] = sum(1 for h in halts if h.reached_ns)
+                progress[_RESUMED] = sum(1 for h in halts if h.resumed_ns)
+            idle.idle(work)
+        with open(os.path.join(dir, "bench-halts.json"), "w") as f:
+            json.dump({"halts": [h.to_dict() for h in gw.halts], "idle": type(idle).__name__,
+                       "requests": gw.requests, "to_venue": gw.to_venue}, f)
+    finally:
+        gw.close()
+
+
+def _percentiles(values: list[int]) -> dict:
+    a = np.asarray(values, dtype=np.int64)
+    p = np.percentile(a, [50, 99]) if len(a) else (0, 0)
+    return {"p50_ns": int(p[0]), "p99_ns": int(p[1]), "max_ns": int(a.max()) if len(a) else 0}
+
+
+def halt(halts: int = 200, rate: float = 20_000, venue_rate: float = 5_000, gap_ms: float = 10.0,
+         round_trips: int = 5_000) -> dict:
+    """A gateway process behind a backlogged log (written at `rate` messages/s, read at the
+    `venue_rate` its venue takes) receives `halts` halts and resumes through its side channel,
+    `gap_ms` of backlog apart. Per halt: sent -> acted (the side channel), sent -> the
+    gateway's reading reached where the log was at the halt (the delay it would have had
+    queued in the log), the backlog; per resume: sent -> acted. Then `round_trips` blocking
+    round trips (`ping(idle="block")`) in the same run, the yardstick of two wake-ups."""
+    from .cluster.gateway import halt as send_halt, resume as send_resume
+    from .cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH
+
+    ctx = multiprocessing.get_context("spawn")
+    interval_ns = int(1e9 / rate)
+    message = bytes(SEQUENCED_HEADER_LENGTH + 8)
+    with _bench_dir() as dir:
+        with Publication(DEFAULT_LOG_STREAM, dir, term_length=TERM_LENGTH) as log:
+            progress = ctx.RawArray("q", 4)
+            stop = ctx.Event()
+            gateway = ctx.Process(target=_halt_gateway, args=(dir, venue_rate, progress, stop), daemon=True)
+            gateway.start()
+            written = back_pressured = 0
+            next_write = time.monotonic_ns()
+
+            def pump_until(condition: Callable[[], bool], what: str) -> None:
+                """Keep writing the log at `rate` (what is due, then a short sleep) until `condition()`."""
+                nonlocal written, back_pressured, next_write
+                deadline = time.monotonic() + 60
+                while not condition():
+                    now = time.monotonic_ns()
+                    while next_write <= now:
+                        if log.offer(message) > 0:
+                            written += 1
+                        else:
+                            back_pressured += 1
+                        next_write += interval_ns
+                    if gateway.exitcode is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"halt benchmark: waiting for {what}: gateway "
+                                           f"{'exited ' + str(gateway.exitcode) if gateway.exitcode is not None else 'stalled'}")
+                    time.sleep(0.0002)
+
+            try:
+                pump_until(lambda: progress[_READY] == 1 and log.is_connected, "the gateway to start")
+                resumes_sent = []
+                for i in range(halts):
+                    gap_end = time.monotonic() + gap_ms / 1000
+                    pump_until(lambda: time.monotonic() >= gap_end, "the backlog to build")
+                    sent = send_halt(dir, _HALT_GATEWAY, log_position=log.position, reason="bench")
+                    if not sent["gateways"][0]["delivered"]:
+                        raise RuntimeError("halt benchmark: the side channel is full")
+                    pump_until(lambda: progress[_ACTED] > i and progress[_REACHED] > i, f"halt {i + 1}")
+                    resumes_sent.append(send_resume(dir, _HALT_GATEWAY, reason="bench")["sent_ns"])
+                    pump_until(lambda: progress[_RESUMED] > i, f"resume {i + 1}")
+            finally:
+                stop.set()
+                gateway.join(30)
+                if gateway.is_alive():
+                    gateway.kill()
+            if gateway.exitcode != 0:
+                raise RuntimeError(f"halt benchmark: the gateway process exited with {gateway.exitcode}")
+            with open(os.path.join(dir, "bench-halts.json")) as f:
+                report = json.load(f)
+    records = report["halts"]
+    latencies = [r["latency_ns"] for r in records]
+    delays = [r["sequenced_delay_ns"] for r in records if r["sequenced_delay_ns"] is not None]
+    resumes = [r["resumed_ns"] - sent for r, sent in zip(records, resumes_sent) if r["resumed_ns"]]
+    trip = ping(messages=round_trips, warmup=max(round_trips // 10, 100), idle="block")
+    result = {
+        "halts": len(records), "rate": rate, "venue_rate": venue_rate, "gap_ms": gap_ms,
+        "gateway_idle": report["idle"], "log_messages_written": written, "log_back_pressured": back_pressured,
+        "side_channel": _percentiles(latencies), "queued_in_log": _percentiles(delays),
+        "resume": _percentiles(resumes),
+        "backlog_messages_p50": int(np.percentile([r["backlog_messages"] for r in records], 50)) if records else 0,
+        "round_trip_block": {k: trip[k] for k in ("p50_ns", "p99_ns", "max_ns")},
+    }
+    result["p99_to_round_trip_p50"] = result["side_channel"]["p99_ns"] / max(trip["p50_ns"], 1)
+    result["log_delay_to_side_channel_p50"] = result["queued_in_log"]["p50_ns"] / max(result["side_channel"]["p50_ns"], 1)
+    return result

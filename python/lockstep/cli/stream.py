@@ -139,3 +139,34 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
         click.echo(f"send -> apply latency p50 {result['latency_p50_ns'] / 1000:.1f} us, "
                    f"p99 {result['latency_p99_ns'] / 1000:.1f} us")
     click.echo(f"state machine apply rate alone (offline replay): {result['apply_per_sec']:,.0f} msgs/s")
+
+
+@bench.command("halt")
+@click.option("--halts", default=200, show_default=True, help="Halts (each followed by a resume) to send.")
+@click.option("--rate", default=20_000.0, show_default=True, help="Messages/s written to the log.")
+@click.option("--venue-rate", default=5_000.0, show_default=True,
+              help="Requests/s the gateway's venue takes (below --rate: the log backs up).")
+@click.option("--gap-ms", default=10.0, show_default=True, help="Backlog built between a resume and the next halt.")
+@click.option("--round-trips", default=5_000, show_default=True, help="Blocking round trips measured after.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_halt(halts: int, rate: float, venue_rate: float, gap_ms: float, round_trips: int, as_json: bool) -> None:
+    """Halts through a gateway's side channel while its log is backlogged: sent -> acted,
+    next to the delay each would have had queued in the log and a blocking round trip."""
+    from ..bench import halt
+
+    result = halt(halts=halts, rate=rate, venue_rate=venue_rate, gap_ms=gap_ms, round_trips=round_trips)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+
+    def line(d: dict) -> str:
+        return "  ".join(f"{k[:-3]} {d[k] / 1000:,.1f} us" for k in ("p50_ns", "p99_ns", "max_ns"))
+
+    click.echo(f"{result['halts']} halts to a gateway ({result['gateway_idle']}) behind a log written at "
+               f"{rate:,.0f}/s, read at {venue_rate:,.0f}/s (backlog p50 {result['backlog_messages_p50']:,} messages)")
+    click.echo(f"  side channel, sent -> acted     {line(result['side_channel'])}")
+    click.echo(f"  same halt queued in the log     {line(result['queued_in_log'])}")
+    click.echo(f"  resume, sent -> acted           {line(result['resume'])}")
+    click.echo(f"  blocking round trip (ping)      {line(result['round_trip_block'])}")
+    click.echo(f"  side channel p99 = {result['p99_to_round_trip_p50']:.1f}x a round trip's p50; the log "
+               f"p50 {result['log_delay_to_side_channel_p50']:,.0f}x the side channel's")

@@ -36,7 +36,7 @@ from .. import codec
 from .._closing import Closing
 from ..transport.client import client_for
 from ..errors import InvalidArgumentError, LockstepError
-from ..transport.idle import BackoffIdleStrategy, IdleStrategy, run_agent
+from ..transport.idle import BACK_PRESSURE_RETRY_NS, IdleStrategy, run_agent
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import check_name, default_dir, resolve_dir, take_pid_lock
 from ..transport.ring import ManyToOneRing
@@ -374,13 +374,31 @@ class Gateway(Closing):
             c["declined"].set(self.declined)
         return work
 
+    def _doorbells(self, rings: list, images: list) -> None:
+        """What an idle gateway sleeps on: its side channel always (a halt wakes it whatever
+        the log holds), the log only while it would read it (`ready_for_log`): a log with
+        unread requests the venue cannot take yet must not keep it from sleeping."""
+        self.side_channel._doorbells(rings, images)
+        if self.ready_for_log():
+            self.subscription._doorbells(rings, images)
+
+    def next_timer_ns(self) -> int | None:
+        """When the venue next needs the gateway (CLOCK_MONOTONIC ns; None: only when told):
+        subclasses with timed venue work override it, so an idle gateway sleeps until then."""
+        return None
+
+    def _next_timer_ns(self) -> int | None:
+        if self._outbox:  # responses waiting for room in the ingress: look again soon
+            return time.monotonic_ns() + BACK_PRESSURE_RETRY_NS
+        return self.next_timer_ns()
+
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
-        """Run duty cycles until `stop`; idles with a backoff capped at 100 us (a halt waits
-        at most that long for a parked gateway). An error in a duty cycle is recorded in the
-        directory's error log and re-raised. For Ctrl-C / SIGTERM: `with
+        """Run duty cycles until `stop`; idle by default asleep on the side channel's and the
+        log's doorbells (`default_idle`): a halt wakes it at once. An error in a duty cycle is
+        recorded in the directory's error log and re-raised. For Ctrl-C / SIGTERM: `with
         lockstep.idle.stop_on_signals() as stop: gateway.run(stop)`, then `close()`."""
-        run_agent(self.do_work, stop, idle or BackoffIdleStrategy(max_park_ns=100_000), error_dir=self.dir)
+        run_agent(self.do_work, stop, idle, error_dir=self.dir)
 
     @property
     def pending_responses(self) -> int:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .._closing import Closing
 from ..errors import FileFormatError, LockstepError
-from ..transport.idle import IdleStrategy, run_agent
+from ..transport.idle import BACK_PRESSURE_RETRY_NS, IdleStrategy, run_agent
 from ..transport.mapped import check_name, open_private, open_regular, resolve_dir
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient, _SEQUENCED
 from ..transport.subscription import Subscription
@@ -328,12 +328,20 @@ class Replica(Closing):
             sent += 1
         return sent
 
+    def _doorbells(self, rings: list, images: list) -> None:
+        """What an idle replica sleeps on: the sequenced log (the sequencer's commit wakes it)."""
+        self.subscription._doorbells(rings, images)
+
+    def _next_timer_ns(self) -> int | None:
+        """Outputs waiting for room in the ingress: look again soon (no doorbell for room)."""
+        return time.monotonic_ns() + BACK_PRESSURE_RETRY_NS if self._pending else None
+
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
         """Apply the log until `stop` is set (an Event or a callable returning True). An
         error in a duty cycle (the machine's included) is recorded in the directory's error
         log and re-raised. For Ctrl-C / SIGTERM: `with lockstep.idle.stop_on_signals() as
-        stop: replica.run(stop)`, then `close()`."""
+        stop: replica.run(stop)`, then `close()`. Idle by default: asleep on the log's doorbell."""
         run_agent(self.do_work, stop, idle, error_dir=self.dir)
 
     def record_hash(self) -> bytes:

@@ -262,12 +262,17 @@ class Sequencer(Closing):
             self.ingress.unblock()
             self._stuck_head = (-1, now)
 
+    def _doorbells(self, rings: list, images: list) -> None:
+        """What an idle sequencer sleeps on: its ingress (a sender's commit wakes it)."""
+        self.ingress._doorbells(rings, images)
+
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
         """Sequence until `stop` is set (an Event or a callable returning True). An error
         in a duty cycle is recorded in the directory's error log and re-raised. For Ctrl-C /
         SIGTERM: `with lockstep.idle.stop_on_signals() as stop: sequencer.run(stop)`, then
-        `close()` (the log stays consistent for the next sequencer)."""
+        `close()` (the log stays consistent for the next sequencer). Idle by default: asleep
+        on the ingress's doorbell (`default_idle`)."""
         run_agent(self.do_work, stop, idle, error_dir=self.dir)
 
     # -- state --------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Every process: ignores SIGINT (the driver stops it: Ctrl-C reaches the whole process
 group, and an orderly stop beats a traceback per process), stops on SIGTERM or the shared
-stop flag, exits on its own when its parent dies, backs off with `BackoffIdleStrategy`
-when idle (the demo runs on 2 cores), publishes progress in a shared array and leaves its
-final report as `<name>.report` (pickle, written atomically) in the demo directory.
+stop flag, exits on its own when its parent dies, sleeps when idle on the futex doorbells of
+what it reads (`default_idle`: the demo runs on 2 cores, and a writer's commit wakes the
+reader at once), publishes progress in a shared array and leaves its final report as
+`<name>.report` (pickle, written atomically) in the demo directory.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from lockstep.transport.idle import BackoffIdleStrategy
+from lockstep.transport.idle import BACK_PRESSURE_RETRY_NS, IdleStrategy, agent_idle, default_idle
 
 __all__ = ["run_sequencer", "run_replica", "run_gateway", "run_risk", "run_recorder", "STOP", "SLOT_WIDTH",
            "POSITION", "BUSY", "STATE", "EXTRA"]
@@ -90,8 +91,8 @@ def _guarded(fn):
     return wrapper
 
 
-def _loop(control: _Control, do_work, progress, idle: BackoffIdleStrategy | None = None) -> None:
-    idle = idle or BackoffIdleStrategy()
+def _loop(control: _Control, do_work, progress, idle: IdleStrategy | None = None) -> None:
+    idle = idle or agent_idle(do_work)
     while not control.should_stop():
         work = do_work()
         progress()
@@ -144,7 +145,7 @@ def _run_replica(control, dir, name, kind):
 
     control.set(STATE, RUNNING)
     try:
-        _loop(control, lambda: replica.do_work(512), progress)
+        _loop(control, lambda: replica.do_work(512), progress, agent_idle(replica.do_work))
         if control.terminated:
             return None
         deadline = time.monotonic() + 5
@@ -178,7 +179,7 @@ def _run_gateway(control, dir, name, venue, seed, venue_options):
 
     control.set(STATE, RUNNING)
     try:
-        _loop(control, gw.do_work, progress, BackoffIdleStrategy(max_park_ns=100_000))
+        _loop(control, gw.do_work, progress, default_idle(gw, wake_at=lambda: _venue_timer(gw)))
         deadline = time.monotonic() + 2
         while gw.pending_responses and time.monotonic() < deadline:
             gw._flush() or time.sleep(0.001)
@@ -188,6 +189,20 @@ def _run_gateway(control, dir, name, venue, seed, venue_options):
 
 
 run_gateway = _guarded(_run_gateway)
+
+
+def _venue_timer(gw) -> int | None:
+    """When the simulated venue next needs its gateway: responses waiting for the ingress,
+    the next response due, or the throttle's next token for orders waiting on it."""
+    now = time.monotonic_ns()
+    if gw.pending_responses:
+        return now + BACK_PRESSURE_RETRY_NS
+    venue = gw.venue
+    at = venue._due[0][0] if venue.connected and venue._due else None  # (the venue's heap of due responses)
+    if gw._waiting:
+        token = now + int(1e9 / venue.throttle_per_s)
+        at = token if at is None else min(at, token)
+    return at
 
 
 def gateway_state(extra: int) -> tuple[int, bool, bool]:
@@ -230,7 +245,7 @@ def _run_recorder(control, dir, name, archive_dir):
 
     control.set(STATE, RUNNING)
     try:
-        _loop(control, recorder.do_work, progress)
+        _loop(control, recorder.do_work, progress, default_idle(recorder._sub))
         return {"recording_id": recorder.recording_id, "position": _recorder_position(recorder)}
     finally:
         recorder.close()

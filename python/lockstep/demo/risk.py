@@ -19,6 +19,7 @@ import numpy as np
 
 from lockstep.cluster.gateway import halt
 from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
+from lockstep.transport.idle import BACK_PRESSURE_RETRY_NS
 from lockstep.transport.subscription import Subscription
 
 from .messages import SCHEMA, VENUES, ChildOrder, StopAlgo, VenueStatus
@@ -102,6 +103,14 @@ class RiskMonitor:
             self._stop_algo_pending = None
             work += 1
         return work
+
+    def _doorbells(self, rings: list, images: list) -> None:
+        """What an idle risk monitor sleeps on: the sequenced log."""
+        self.sub._doorbells(rings, images)
+
+    def _next_timer_ns(self) -> int | None:
+        """A StopAlgo waiting for room in the ingress: look again soon."""
+        return time.monotonic_ns() + BACK_PRESSURE_RETRY_NS if self._stop_algo_pending is not None else None
 
     def pull_kill_switch(self, rate: float) -> None:
         # The position the sequencer has reached now: where a sequenced halt would queue.

@@ -16,6 +16,7 @@ import array
 import multiprocessing
 import os
 import pickle
+import resource
 import shlex
 import shutil
 import signal
@@ -85,6 +86,14 @@ class _Run:
     procs: dict[str, _Proc] = field(default_factory=dict)
     events: dict[str, float] = field(default_factory=dict)  # CLOCK_MONOTONIC s of the driver's events
     interrupted: int = 0
+    cpu_start: tuple[float, float] = (0.0, 0.0)  # (_cpu_seconds() when the processes started)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(user + system CPU s of this process's reaped children, of this process)."""
+    children, own = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+    return children.ru_utime + children.ru_stime, own.ru_utime + own.ru_stime
 
 
 DRIVER_PID_FILE = "demo.pid"
@@ -165,6 +174,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
                 target, args, consumer = P.run_recorder, (str(archive_dir),), True
             run.procs[name] = _Proc(name, slot, target, args, consumer=consumer)
         say(f"starting {len(names)} processes in {dir}")
+        run.cpu_start = _cpu_seconds()
         _start(run, ctx, ["sequencer"])
         _start(run, ctx, names[1:])
         summary = _drive(run, say)
@@ -350,6 +360,8 @@ def _drive(run: _Run, say: Callable[[str], None]) -> dict:
         desk.close()
     run.shared[P.STOP] = 1
     _stop_all(run)
+    children, own = (now - then for now, then in zip(_cpu_seconds(), run.cpu_start))
+    run.cpu_seconds = {"processes": round(children, 3), "driver": round(own, 3)}
     _check_alive(run)
     reports = _reports(run)
     say("replaying the recording offline")
@@ -549,6 +561,7 @@ def _summary(run: _Run, reports: dict) -> dict:
         "gateways": gateways,
         "killed": [p.name for p in run.procs.values() if p.killed],
         "timeline_s": {k: round(v - start, 3) for k, v in run.events.items()},
+        "cpu_seconds": run.cpu_seconds,  # user + system, start to stop (the offline replay not included)
         "config": asdict(config),
     }
     if "recorder" in reports:
@@ -606,6 +619,10 @@ def format_summary(s: dict) -> str:
     lines.append(f"  StopAlgo sequenced             {'yes' if s['stop_algo_sequenced'] else 'no'}; the Algo sent "
                  f"{s['algo']['children_sent']:,} children ({s['algo']['flood_sent']:,} of them flood)")
     lines.append(f"  open orders after draining     {s['sor']['open_orders']}")
+    cpu = s.get("cpu_seconds")
+    if cpu:
+        lines.append(f"  CPU used                       {cpu['processes'] + cpu['driver']:.2f} s ({cpu['processes']:.2f} s "
+                     f"by its processes, {cpu['driver']:.2f} s by the driver) in {s['timeline_s'].get('drained', 0):.2f} s")
     lines.append("")
     lines.append("  per gateway            requests  to venue  declined  halt latency  queued delay  backlog")
     for name, g in s["gateways"].items():

@@ -1,6 +1,10 @@
 """Idle strategies (Agrona's): what an agent loop does when a duty cycle found no work.
 Call `idle(work_count)` once per cycle; work > 0 resets backoff to spinning.
 
+`BlockingIdleStrategy` (the agents' default, `default_idle`) ends its backoff asleep on the
+futex doorbells of what the agent reads: a writer's commit wakes it, so latency under load is
+a wake-up, not a sleep timer.
+
 `run_agent` is every agent's duty-cycle loop (it records an agent's error in the directory's
 error log and re-raises it); `stop_on_signals` turns SIGINT/SIGTERM into its stop Event."""
 
@@ -14,10 +18,12 @@ import threading
 import time
 from typing import Callable, Iterator, Protocol
 
+from .._native import c_error, ffi, lib
+
 __all__ = [
     "IdleStrategy", "BusySpinIdleStrategy", "NoOpIdleStrategy", "YieldingIdleStrategy",
-    "SleepingIdleStrategy", "BackoffIdleStrategy", "idle_strategy", "run_agent",
-    "stop_on_signals",
+    "SleepingIdleStrategy", "BackoffIdleStrategy", "BlockingIdleStrategy", "Waitable", "default_idle",
+    "idle_strategy", "run_agent", "stop_on_signals",
 ]
 
 
@@ -96,6 +102,110 @@ class BackoffIdleStrategy:
             self.park_ns = min(self.park_ns * 2, self.max_park_ns)
 
 
+class Waitable(Protocol):
+    """What a `BlockingIdleStrategy` sleeps on: rings, subscriptions, images, or an agent that
+    adds the C state of what it reads now (`_doorbells(rings, images)` appends
+    `ls_ring_buffer_t *` / `ls_image_t *`)."""
+
+    def _doorbells(self, rings: list, images: list) -> None: ...
+
+
+DEFAULT_WAIT_TIMEOUT_NS = 10_000_000  # the longest sleep: housekeeping (heartbeats, liveness) runs
+# An agent whose output waits for room in a ring it does not read (no doorbell tells it of
+# free space) looks again after this long (its `_next_timer_ns`).
+BACK_PRESSURE_RETRY_NS = 100_000
+
+
+class BlockingIdleStrategy:
+    """Spin, then yield, then sleep on the doorbells of `sources` until a writer commits to
+    one of them (a futex wake-up) or `timeout_ns` passes (the agent's housekeeping goes on).
+
+    `wake_at()` may give the agent's next timer (CLOCK_MONOTONIC ns, or None): the sleep ends
+    then at the latest. Woken with data there and still no work (the agent is back-pressured
+    by something it does not read, e.g. a full log), it parks with a sleep doubling from
+    `min_park_ns` to `max_park_ns` instead of spinning on the data it cannot take."""
+
+    def __init__(self, *sources: Waitable, max_spins: int = 10, max_yields: int = 20,
+                 timeout_ns: int = DEFAULT_WAIT_TIMEOUT_NS, min_park_ns: int = 1_000,
+                 max_park_ns: int = 1_000_000, wake_at: "Callable[[], int | None] | None" = None) -> None:
+        if timeout_ns <= 0 or not 0 < min_park_ns <= max_park_ns:
+            raise ValueError("expected timeout_ns > 0 and 0 < min_park_ns <= max_park_ns")
+        self.sources = list(sources)
+        self.max_spins = max_spins
+        self.max_yields = max_yields
+        self.timeout_ns = timeout_ns
+        self.min_park_ns = min_park_ns
+        self.max_park_ns = max_park_ns
+        self.wake_at = wake_at
+        self.sleeps = 0  # waits that reached the futex (for tests and stats)
+        self.reset()
+
+    def reset(self) -> None:
+        self.spins = 0
+        self.yields = 0
+        self.park_ns = self.min_park_ns
+        self._stalled = False
+
+    def idle(self, work_count: int = 0) -> None:
+        if work_count > 0:
+            self.reset()
+        elif self.spins < self.max_spins:
+            self.spins += 1
+        elif self.yields < self.max_yields:
+            self.yields += 1
+            os.sched_yield()
+        elif self._stalled:
+            time.sleep(self.park_ns / 1e9)
+            self.park_ns = min(self.park_ns * 2, self.max_park_ns)
+            self._stalled = False  # look at the doorbells again next time
+        else:
+            self._stalled = self.wait(self._timeout_ns())
+
+    def _timeout_ns(self) -> int:
+        timeout = self.timeout_ns
+        if self.wake_at is not None:
+            at = self.wake_at()
+            if at is not None:
+                timeout = max(0, min(timeout, at - time.monotonic_ns()))
+        return timeout
+
+    def wait(self, timeout_ns: int) -> bool:
+        """Sleep until one of the sources' writers commits, at most `timeout_ns`. True when
+        woken or something was there already."""
+        rings: list = []
+        images: list = []
+        for source in self.sources:
+            source._doorbells(rings, images)
+        del images[lib.LS_DOORBELL_MAX - len(rings):]  # (more: seen within the timeout)
+        self.sleeps += 1
+        rc = lib.ls_wait_any(ffi.new("ls_ring_buffer_t *[]", rings) if rings else ffi.NULL, len(rings),
+                             ffi.new("ls_image_t *[]", images) if images else ffi.NULL, len(images), timeout_ns)
+        if rc < 0:
+            raise c_error()
+        return rc == 1
+
+
+def _few_cores() -> bool:
+    return (os.cpu_count() or 1) <= 4
+
+
+def default_idle(*sources: Waitable, wake_at: "Callable[[], int | None] | None" = None) -> IdleStrategy:
+    """Every agent's idle strategy unless told otherwise: block on the doorbells of `sources`
+    after a short spin (few cores: the spinning would take a core from the writer) or a
+    longer one (many cores)."""
+    if _few_cores():  # no yields: on a busy box a yield returns only after others' whole time slices
+        return BlockingIdleStrategy(*sources, max_yields=0, wake_at=wake_at)
+    return BlockingIdleStrategy(*sources, max_spins=100, max_yields=100, wake_at=wake_at)
+
+
+def agent_idle(do_work: Callable[[], int]) -> IdleStrategy:
+    """The default idle strategy of the agent whose duty cycle is `do_work` (see run_agent)."""
+    agent = getattr(do_work, "__self__", None)
+    if agent is None or not hasattr(agent, "_doorbells"):
+        return BackoffIdleStrategy()
+    return default_idle(agent, wake_at=getattr(agent, "_next_timer_ns", None))
+
+
 _BY_NAME = {
     "spin": BusySpinIdleStrategy,
     "noop": NoOpIdleStrategy,
@@ -116,13 +226,15 @@ def idle_strategy(name: str) -> IdleStrategy:
 def run_agent(do_work: Callable[[], int], stop: "threading.Event | Callable[[], bool] | None" = None,
               idle: IdleStrategy | None = None, *, error_dir: "str | os.PathLike[str] | None" = None) -> None:
     """An agent's duty cycle: call `do_work()` until `stop` (an Event, or a callable that
-    returns True) is set, idling by the work each cycle did (backoff by default).
+    returns True) is set, idling by the work each cycle did. By default: when `do_work` is
+    a method of an agent that tells what it reads (`_doorbells`, and its next timer in
+    `_next_timer_ns`), `default_idle` on it (woken by its writers); else a backoff.
 
     An exception from `do_work` ends the loop: when `error_dir` is given it is first recorded
     in that directory's distinct error log (type, message and last traceback frame; see
     `lockstep errors`), then re-raised: an agent never carries on after an unknown error.
     KeyboardInterrupt and SystemExit are not errors and are not recorded."""
-    idle = idle or BackoffIdleStrategy()
+    idle = idle or agent_idle(do_work)
     should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
     try:
         while not should_stop():

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .._closing import Closing, guarded
 from .._native import c_error, ffi, lib
-from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
+from ..errors import FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
 __all__ = ["OneToOneRing", "ManyToOneRing", "ControlledAction", "RingClaim"]
@@ -20,6 +20,7 @@ TRAILER_LENGTH: int = lib.LS_RB_TRAILER_LENGTH
 _FULL: int = lib.LS_RB_FULL
 _BATCH = 256
 _NO_LIMIT = (1 << 31) - 1
+_WAIT_SLICE_NS = 100_000_000  # a wait returns to Python this often (signals; a close from another thread)
 
 Buffer = Any  # bytes-like: bytes, bytearray, memoryview, numpy array
 
@@ -157,6 +158,23 @@ class _Ring(Closing):
             self._calls -= 1
             if self._closed:
                 self._finish_close()
+
+    @guarded
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until a producer commits a message (a futex wake-up rung by write, commit and
+        abort; no spinning), at most `timeout` seconds (None: no limit). True when something
+        may be there to read, False on timeout. Returns at once when a message is there."""
+        deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        while True:
+            slice_ns = _WAIT_SLICE_NS if deadline is None else min(_WAIT_SLICE_NS, deadline - time.monotonic_ns())
+            if lib.ls_rb_wait(self._rb, max(slice_ns, 0)):
+                return True
+            if deadline is not None and time.monotonic_ns() >= deadline:
+                return False
+
+    def _doorbells(self, rings: list, images: list) -> None:
+        """For `BlockingIdleStrategy`: this ring's consumer doorbell."""
+        rings.append(self._rb)
 
     @guarded
     def controlled_read(

@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal
 
 from .._closing import Closing, guarded
 from .._native._fastpath import ReceiveAny
-from .._native import c_error, lib
+from .._native import c_error, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, check_timeout_ms, client_for, is_alive)
 from ..errors import ImageLostError, InvalidArgumentError, LockstepError
@@ -29,8 +29,8 @@ _HOUSEKEEPING_INTERVAL_NS = 100_000_000
 DEFAULT_UNBLOCK_TIMEOUT_MS = 15_000
 # Blocking receive sleeps at most this long at once, so discovery and liveness checks go on.
 _WAIT_SLICE_NS = _HOUSEKEEPING_INTERVAL_NS
-_MULTI_IMAGE_WAIT_NS = 1_000_000
 _NO_IMAGE_WAIT_NS = 10_000_000
+_MAX_BELLS: int = lib.LS_DOORBELL_MAX
 
 Start = Literal["live", "earliest"] | int
 ImageHandler = Callable[["Image"], Any]
@@ -216,6 +216,7 @@ class Subscription(Closing):
         self._unblocks = self._client.counters.allocate(
             TYPE_UNBLOCKS, f"unblocks: stream {stream_id}", reference_id=self._client.heartbeat.id)
         self._image_list: list[Image] = []
+        self._wait_images: tuple[list[Image] | None, Any] = (None, None)  # (list, its ls_image_t *[])
         # receive(): one vectorcall into C (images in turn, housekeeping every 64 empty / 1024
         # busy calls, the blocking wait below when asked to wait).
         self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)
@@ -266,20 +267,30 @@ class Subscription(Closing):
             if deadline is not None and now >= deadline:
                 return None
             slice_ns = _WAIT_SLICE_NS if deadline is None else min(_WAIT_SLICE_NS, deadline - now)
-            images = self._image_list
-            if len(images) == 1:
-                images[0]._wait(slice_ns)
-            elif images:  # one futex per log: wait on each in turn, briefly
-                self._next_image = (self._next_image + 1) % len(images)
-                images[self._next_image]._wait(min(slice_ns, _MULTI_IMAGE_WAIT_NS))
-            else:
-                time.sleep(min(slice_ns, _NO_IMAGE_WAIT_NS) / 1e9)
+            self._wait(slice_ns)
             if self._closed:
                 raise self._closed_error()
             data = self._rx()
             if data is not None:
                 return data
             self._housekeeping()
+
+    def _wait(self, timeout_ns: int) -> None:
+        """Sleep until a publisher of any image commits (one futex wait over all their logs),
+        at most `timeout_ns`; without images, a plain sleep of at most 10 ms."""
+        images = self._image_list
+        if not images:
+            time.sleep(min(timeout_ns, _NO_IMAGE_WAIT_NS) / 1e9)
+            return
+        if self._wait_images[0] is not images:  # the list is replaced whenever it changes
+            # (beyond LS_DOORBELL_MAX images the rest are seen within the slice)
+            self._wait_images = (images, ffi.new("ls_image_t *[]", [i._image for i in images[:_MAX_BELLS]]))
+        if lib.ls_wait_any(ffi.NULL, 0, self._wait_images[1], min(len(images), _MAX_BELLS), timeout_ns) < 0:
+            raise c_error(self.dir)
+
+    def _doorbells(self, rings: list, images: list) -> None:
+        """For `BlockingIdleStrategy`: the doorbells of every image read now."""
+        images.extend(i._image for i in self._image_list)
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = _BATCH) -> int:
         """Like `poll`, but hands over whole `Batch`es (numpy offsets/lengths over the term
