@@ -67,6 +67,7 @@ static int ls_image_init_log(
     image->owner_counters = NULL;
     image->owner_counter_id = -1;
     image->unverified_from = position;
+    image->lap_checked = tailed;
     image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
     ls_put_release_i64(position_counter, position);
     return 0;
@@ -129,7 +130,7 @@ static int ls_image_verify(const ls_image_t *image)
 {
     if (NULL == image->owner_counters)
     {
-        return ls_image_is_lapped(image) ? LS_IMAGE_LAPPED : 0;
+        return image->lap_checked && ls_image_is_lapped(image) ? LS_IMAGE_LAPPED : 0;
     }
     if (ls_image_is_owner(image))
     {

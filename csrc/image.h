@@ -41,6 +41,9 @@ typedef struct ls_image_stct
     /* The earliest position whose bytes may be in the binding's hands unchecked (views of the
      * term handed out by the last scan): the next read first checks the log has not lapped it. */
     int64_t unverified_from;
+    /* Whether a private position checks for being lapped: a log with tail counters (ours). A media
+     * driver's image log is cleaned by the driver behind its own counters, not lapped by writers. */
+    bool lap_checked;
     uint8_t *assembly;      /* reassembly buffer for fragmented messages (malloc'd) */
     size_t assembly_capacity;
     size_t assembly_length;
