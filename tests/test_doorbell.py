@@ -303,7 +303,7 @@ def test_bench_halt_reports_side_channel_log_delay_and_round_trip(lsdir):
     have had in the log, resumes, and a blocking round trip of the same run."""
     r = _lockstep_json("bench", "halt", "--halts", "5", "--round-trips", "300", "--gap-ms", "5")
     assert r["halts"] == 5 and r["gateway_idle"] == "BlockingIdleStrategy"
-    for key in ("side_channel", "queued_in_log", "resume", "round_trip_block"):
+    for key in ("side_channel", "queued_in_log", "queued_at_venue_pace", "resume", "round_trip_block"):
         assert 0 < r[key]["p50_ns"] <= r[key]["p99_ns"] <= r[key]["max_ns"], key
     assert r["log_messages_written"] > 0 and r["p99_to_round_trip_p50"] > 0
 
