@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .._closing import Closing
-from .._native._fastpath import Receive
+from .._native._fastpath import FastMethod, Header, Poll, Receive
 from .._native import c_error, ffi, lib
 from ..errors import ClosedError
 from .logbuffer import LogBuffer
@@ -19,33 +19,6 @@ from .logbuffer import LogBuffer
 __all__ = ["LogReader", "Header", "Batch"]
 
 _BATCH = 1024
-
-
-class Header:
-    """The frame header of the message being handled (valid during the handler call)."""
-
-    __slots__ = ("_headers", "_i")
-
-    def __init__(self, headers) -> None:
-        self._headers = headers
-        self._i = 0
-
-    position = property(lambda self: self._headers[self._i].position, doc="stream position after the message")
-    session_id = property(lambda self: self._headers[self._i].session_id)
-    stream_id = property(lambda self: self._headers[self._i].stream_id)
-    term_id = property(lambda self: self._headers[self._i].term_id, doc="of the message's first frame")
-    term_offset = property(lambda self: self._headers[self._i].term_offset, doc="of the message's first frame")
-    flags = property(lambda self: self._headers[self._i].flags)
-    reserved_value = property(lambda self: self._headers[self._i].reserved_value)
-    frame_length = property(lambda self: self._headers[self._i].frame_length)
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("position", "session_id", "stream_id", "term_id", "term_offset",
-                                              "flags", "reserved_value")}
-
-    def __repr__(self) -> str:
-        return (f"Header(position={self.position}, session_id={self.session_id}, stream_id={self.stream_id}, "
-                f"term_id={self.term_id}, term_offset={self.term_offset}, flags=0x{self.flags:02x})")
 
 
 class Batch:
@@ -103,7 +76,6 @@ class LogReader(Closing):
         self._np_positions = np.frombuffer(ffi.buffer(self._headers), dtype=np.dtype({
             "names": ["position"], "formats": ["<i8"], "offsets": [0],
             "itemsize": ffi.sizeof("ls_frame_header_t")}))["position"]
-        self._header = Header(self._headers)
         # The frame length at our position (`_words[_rx.peek]`), read from Python: a hint that
         # spares the C call when nothing is there (C re-reads it with acquire before trusting it).
         self._words = self._view.cast("i")
@@ -112,6 +84,10 @@ class LogReader(Closing):
         self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)),
                                           lib.ls_image_length_index(self._image, position),
                                           self._image, self._receive_slow)
+        # poll(): one vectorcall into C per call (the class's `poll` is a FastMethod that hands
+        # calls to it); it shares receive()'s peek hint, and its Header is the one poll() fills.
+        self._fast_poll = Poll(ffi.buffer(self._image), ffi.buffer(scan), self._rx, LogReader.poll.__get__(self))
+        self._header = self._fast_poll.header
         self.closed = False
 
     @property
@@ -135,7 +111,10 @@ class LogReader(Closing):
 
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
-        that raises has its message consumed (the position moves past it) before the error."""
+        that raises has its message consumed (the position moves past it) before the error.
+        (Runs in C; this Python body is what C falls back to: closed, corrupt frames.)"""
+        if self.closed:
+            raise ClosedError(f"{self.path}: reader closed")
         if not self._words[self._rx.peek]:
             return 0
         if limit == 1:
@@ -162,6 +141,8 @@ class LogReader(Closing):
             self._rewind(i)
             raise
         return n
+
+    poll = FastMethod("_fast_poll", poll)
 
     def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
         """poll(handler, 1): one C call (consumed even if the handler raises)."""
@@ -238,6 +219,7 @@ class LogReader(Closing):
             return
         self.closed = True
         self._rx.detach()
+        self._fast_poll.detach()
         lib.ls_image_close(self._image)
         for t in self._terms:
             t.release()

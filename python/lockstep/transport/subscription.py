@@ -11,7 +11,7 @@ from typing import Any, Callable, Literal
 
 
 from .._closing import Closing
-from .._native._fastpath import ReceiveAny
+from .._native._fastpath import FastMethod, PollAny, ReceiveAny
 from .._native import ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, client_for, is_alive)
@@ -177,6 +177,9 @@ class Subscription(Closing):
         # receive(): one vectorcall into C (images in turn, housekeeping every 64 empty / 1024
         # busy calls, the blocking wait below when asked to wait).
         self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)
+        # poll(): one vectorcall into C (images in turn, housekeeping at the moments the Python
+        # poll below has it); the class's `poll` hands calls to it.
+        self._poll_any = PollAny(self._housekeeping, Subscription.poll.__get__(self))
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0  # housekeeping (discovery, liveness) runs every 64 idle / 1024 busy polls
@@ -204,6 +207,8 @@ class Subscription(Closing):
         if not self._polls & (1023 if total else 63):
             self._housekeeping()
         return total
+
+    poll = FastMethod("_poll_any", poll)
 
     def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
@@ -314,6 +319,7 @@ class Subscription(Closing):
     def _update_image_list(self) -> None:
         self._image_list = [i for p, i in self._images.items() if p not in self._parked]
         self._rx.set_images(tuple(i._rx for i in self._image_list))
+        self._poll_any.set_images(tuple(i._fast_poll for i in self._image_list))
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -327,6 +333,7 @@ class Subscription(Closing):
         self._images.clear()
         self._parked.clear()
         self._update_image_list()
+        self._poll_any.detach()
         self._unblocks.free_quietly(0)
 
 

@@ -1,0 +1,60 @@
+/* The shared lifecycle of the vectorcall types in poll.c, ring_fast.c and claim.c: each object
+ * starts with LsFastHead (its vectorcall, the C struct it borrows, and up to LS_FAST_REFS
+ * Python references: owner, fallback, ...), so new/traverse/clear/dealloc/detach are written
+ * once here. The borrowed struct comes from a cffi buffer of exactly its size (never a raw
+ * address); the owner keeps it alive and detaches the object before freeing or unmapping it. */
+#ifndef LS_FASTPATH_H
+#define LS_FASTPATH_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define LS_FAST_REFS 6
+
+typedef struct
+{
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    void *target;                  /* the borrowed C struct; NULL once detached */
+    PyObject *refs[LS_FAST_REFS];  /* owned references, cleared together */
+} LsFastHead;
+
+/* Allocates an object of `type` (which starts with LsFastHead) with its vectorcall and refs
+ * (NULL entries allowed; new references are taken). */
+PyObject *ls_fast_alloc(PyTypeObject *type, vectorcallfunc vectorcall, void *target, PyObject *const *refs, int count);
+
+/* The address behind `buffer` (e.g. cffi's ffi.buffer(ptr)) when it is exactly `size` bytes
+ * of `what`; else NULL with a TypeError/ValueError naming `what`. */
+void *ls_fast_buffer_address(PyObject *buffer, Py_ssize_t size, const char *what);
+
+int ls_fast_traverse(PyObject *self, visitproc visit, void *arg);
+int ls_fast_clear(PyObject *self);
+void ls_fast_dealloc(PyObject *self);
+PyObject *ls_fast_detach(PyObject *self, PyObject *ignored);
+
+/* A zero-copy read-only memoryview of data[0:length], to be handed to a handler; after the
+ * call, ls_fast_view_done releases it (a handler that kept it holds a released view). */
+PyObject *ls_fast_view(const void *data, Py_ssize_t length);
+void ls_fast_view_done(PyObject *view);
+
+/* The flags and slots every fast type shares. */
+#define LS_FAST_TYPE_COMMON(Struct)                                                          \
+    .tp_basicsize = sizeof(Struct),                                                         \
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,       \
+    .tp_vectorcall_offset = offsetof(LsFastHead, vectorcall),                               \
+    .tp_call = PyVectorcall_Call,                                                           \
+    .tp_traverse = ls_fast_traverse,                                                        \
+    .tp_clear = ls_fast_clear,                                                              \
+    .tp_dealloc = ls_fast_dealloc
+
+#define LS_FAST_DETACH_METHOD \
+    { "detach", (PyCFunction)ls_fast_detach, METH_NOARGS, "Forget the C struct: later calls go to the fallback." }
+
+/* Registration of each file's types into the module (called from _fastpath.c's init). */
+int ls_fast_register(PyObject *module);
+int ls_fast_register_poll(PyObject *module);
+int ls_fast_register_ring(PyObject *module);
+int ls_fast_register_claim(PyObject *module);
+int ls_fast_add_type(PyObject *module, PyTypeObject *type, const char *name);
+
+#endif

@@ -1,0 +1,218 @@
+/* What the fast types of poll.c, ring_fast.c and claim.c share (see fastpath.h), and
+ * FastMethod: the class-level descriptor that makes a fast object the documented method. */
+#include "fastpath.h"
+
+PyObject *ls_fast_alloc(PyTypeObject *type, vectorcallfunc vectorcall, void *target, PyObject *const *refs, int count)
+{
+    LsFastHead *self = (LsFastHead *)type->tp_alloc(type, 0);
+    if (NULL == self)
+    {
+        return NULL;
+    }
+    self->vectorcall = vectorcall;
+    self->target = target;
+    for (int i = 0; i < count && i < LS_FAST_REFS; i++)
+    {
+        self->refs[i] = Py_XNewRef(refs[i]);
+    }
+    return (PyObject *)self;
+}
+
+void *ls_fast_buffer_address(PyObject *buffer, Py_ssize_t size, const char *what)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE) < 0)
+    {
+        PyErr_Format(PyExc_TypeError, "expected a buffer of one %s (ffi.buffer(ptr)), found %.100s",
+                     what, Py_TYPE(buffer)->tp_name);
+        return NULL;
+    }
+    void *address = view.buf;
+    const Py_ssize_t length = view.len;
+    PyBuffer_Release(&view);
+    if (length != size || NULL == address)
+    {
+        PyErr_Format(PyExc_ValueError, "expected a buffer of one %s (%zd bytes), found %zd bytes", what, size, length);
+        return NULL;
+    }
+    return address;
+}
+
+int ls_fast_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    LsFastHead *head = (LsFastHead *)self;
+    for (int i = 0; i < LS_FAST_REFS; i++)
+    {
+        Py_VISIT(head->refs[i]);
+    }
+    return 0;
+}
+
+int ls_fast_clear(PyObject *self)
+{
+    LsFastHead *head = (LsFastHead *)self;
+    head->target = NULL;
+    for (int i = 0; i < LS_FAST_REFS; i++)
+    {
+        Py_CLEAR(head->refs[i]);
+    }
+    return 0;
+}
+
+void ls_fast_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    ls_fast_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+PyObject *ls_fast_detach(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    ((LsFastHead *)self)->target = NULL;
+    Py_RETURN_NONE;
+}
+
+PyObject *ls_fast_view(const void *data, Py_ssize_t length)
+{
+    return PyMemoryView_FromMemory((char *)data, length, PyBUF_READ);
+}
+
+void ls_fast_view_done(PyObject *view)
+{
+    if (Py_REFCNT(view) > 1)
+    {
+        /* The handler kept the view: release it, so it cannot read the memory once reused.
+         * (A view with exports of its own cannot be released; that one stays readable.) The
+         * handler's exception, if any, is kept. */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyObject *result = PyObject_CallMethod(view, "release", NULL);
+        if (NULL == result)
+        {
+            PyErr_Clear();
+        }
+        Py_XDECREF(result);
+        PyErr_Restore(type, value, traceback);
+    }
+    Py_DECREF(view);
+}
+
+int ls_fast_add_type(PyObject *module, PyTypeObject *type, const char *name)
+{
+    if (PyType_Ready(type) < 0 || PyModule_AddObjectRef(module, name, (PyObject *)type) < 0)
+    {
+        return -1;
+    }
+    return 0;
+}
+
+/* -- FastMethod(attribute, function): the documented method, its fast object per instance -- */
+
+typedef struct
+{
+    PyObject_HEAD
+    PyObject *attribute; /* name of the instance attribute holding the fast object */
+    PyObject *function;  /* the Python implementation: what the class shows, and the fallback */
+} FastMethodObject;
+
+static PyObject *fast_method_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    (void)type;
+    FastMethodObject *method = (FastMethodObject *)self;
+    if (NULL == obj || Py_None == obj)
+    {
+        return Py_NewRef(method->function); /* Class.method: the function, its docstring and signature */
+    }
+    PyObject *fast = PyObject_GetAttr(obj, method->attribute);
+    if (NULL != fast)
+    {
+        return fast;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+    {
+        return NULL;
+    }
+    PyErr_Clear(); /* not set up (yet): the Python implementation */
+    return PyMethod_New(method->function, obj);
+}
+
+static PyObject *fast_method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *attribute, *function;
+    static char *names[] = { "attribute", "function", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UO:FastMethod", names, &attribute, &function))
+    {
+        return NULL;
+    }
+    FastMethodObject *self = (FastMethodObject *)type->tp_alloc(type, 0);
+    if (NULL == self)
+    {
+        return NULL;
+    }
+    self->attribute = Py_NewRef(attribute);
+    PyUnicode_InternInPlace(&self->attribute);
+    self->function = Py_NewRef(function);
+    return (PyObject *)self;
+}
+
+static int fast_method_traverse(FastMethodObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->attribute);
+    Py_VISIT(self->function);
+    return 0;
+}
+
+static int fast_method_clear(FastMethodObject *self)
+{
+    Py_CLEAR(self->attribute);
+    Py_CLEAR(self->function);
+    return 0;
+}
+
+static void fast_method_dealloc(FastMethodObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    fast_method_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *fast_method_doc(FastMethodObject *self, void *Py_UNUSED(closure))
+{
+    return PyObject_GetAttrString(self->function, "__doc__");
+}
+
+static PyObject *fast_method_wrapped(FastMethodObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->function);
+}
+
+static PyGetSetDef fast_method_getset[] = {
+    { "__doc__", (getter)fast_method_doc, NULL, NULL, NULL },
+    { "__wrapped__", (getter)fast_method_wrapped, NULL, "the Python implementation", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
+};
+
+static PyTypeObject FastMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "lockstep._native._fastpath.FastMethod",
+    .tp_doc = "FastMethod(attribute, function): a method whose calls go to the instance's fast object "
+              "(its `attribute`), or to `function` where there is none; the class shows `function`.",
+    .tp_basicsize = sizeof(FastMethodObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = fast_method_new,
+    .tp_traverse = (traverseproc)fast_method_traverse,
+    .tp_clear = (inquiry)fast_method_clear,
+    .tp_dealloc = (destructor)fast_method_dealloc,
+    .tp_descr_get = fast_method_get,
+    .tp_getset = fast_method_getset,
+};
+
+int ls_fast_register(PyObject *module)
+{
+    if (ls_fast_add_type(module, &FastMethodType, "FastMethod") < 0 || ls_fast_register_poll(module) < 0 ||
+        ls_fast_register_ring(module) < 0 || ls_fast_register_claim(module) < 0)
+    {
+        return -1;
+    }
+    return 0;
+}
