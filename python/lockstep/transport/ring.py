@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from .._closing import Closing
 from .._native import c_error, ffi, lib
+from .._native._fastpath import FastMethod, RingRead, RingWrite
 from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
@@ -75,6 +76,13 @@ class _Ring(Closing):
         self._lengths = ffi.new("int32_t[]", _BATCH)
         self._consumed = ffi.new("int64_t[]", _BATCH)
         self._scanned = ffi.new("int64_t *")
+        # write/read/controlled_read: one vectorcall into C per call (the class's methods are
+        # FastMethods handing calls to these); the Python bodies below are their fallbacks.
+        buffer = ffi.buffer(rb)
+        self._fast_write = RingWrite(buffer, _Ring.write.__get__(self))
+        self._fast_read = RingRead(buffer, _Ring.read.__get__(self))
+        self._fast_controlled_read = RingRead(buffer, _Ring.controlled_read.__get__(self), True)
+        self._dependents += [self._fast_write, self._fast_read, self._fast_controlled_read]
 
     # -- producer -------------------------------------------------------------------------
 
@@ -93,6 +101,8 @@ class _Ring(Closing):
         if rc == _FULL:
             return False
         raise c_error(self.path)
+
+    write = FastMethod("_fast_write", write)
 
     def try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         """Reserve `length` bytes to fill in place; None when the ring is full. Commit or
@@ -141,6 +151,8 @@ class _Ring(Closing):
                 break
         return total
 
+    read = FastMethod("_fast_read", read)
+
     def controlled_read(
         self, handler: Callable[[int, memoryview], ControlledAction], limit: int = _NO_LIMIT
     ) -> int:
@@ -172,6 +184,8 @@ class _Ring(Closing):
             raise
         lib.ls_rb_consume(rb, max(end - done, 0))
         return handled
+
+    controlled_read = FastMethod("_fast_controlled_read", controlled_read)
 
     def unblock(self) -> bool:
         """Free the ring from a producer that died between claim and commit: turn its record
