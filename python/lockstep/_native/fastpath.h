@@ -9,7 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#define LS_FAST_REFS 6
+#define LS_FAST_REFS 8
 
 typedef struct
 {

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._closing import Closing
-from .._native._fastpath import Offer
+from .._native._fastpath import Claim, FastMethod, Offer, TryClaim
 from .._native import c_error, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_EVICTIONS, TYPE_PUBLISHER_LIMIT,
                      TYPE_SUBSCRIBER_POSITION, client_for, is_alive)
@@ -101,12 +101,15 @@ class Publication(Closing):
             registration_id=self.registration_id, reference_id=self._client.heartbeat.id)
         self._next_liveness_check_ns = 0
         self._view = log.file.memoryview()
-        self._claim = ffi.new("ls_buffer_claim_t *")
         self._batch_accepted = ffi.new("int32_t *")
         # offer(): one vectorcall into C per message (an instance attribute: no method binding
         # either); whatever it does not finish goes to the Python `offer` below.
         self.offer = self._fast_offer = Offer(int(ffi.cast("uintptr_t", self._pub)), self._pub,
                                               Publication.offer.__get__(self))
+        # try_claim(): one vectorcall into C handing back one reused BufferClaim (commit in C);
+        # the class's `try_claim` is a FastMethod handing calls to it.
+        self._fast_try_claim = TryClaim(ffi.buffer(self._pub), self._view, Publication.try_claim.__get__(self),
+                                        BufferClaim, _claim_error, self._claim_failed)
         self._refresh()
 
     # -- publishing -----------------------------------------------------------------------
@@ -178,21 +181,25 @@ class Publication(Closing):
     def try_claim(self, length: int) -> "BufferClaim":
         """Claim `length` bytes (at most max_payload_length) to write in place. The claim is
         truthy on success: fill `claim.buffer`, then `commit()` (or `abort()`); when falsy,
-        `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...)."""
+        `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...). A finished claim nobody
+        holds any more is reused by the next try_claim (no new object per message).
+        (Runs in C; this body is its fallback: closed, odd arguments.)"""
         if self._pub is None:
-            return BufferClaim(None, CLOSED, None)
-        result = lib.ls_publication_try_claim(self._pub, length, self._claim)
-        if result <= 0:
-            result = self._after_failure(result, lambda: lib.ls_publication_try_claim(self._pub, length, self._claim))
-            if result == _ERROR:
-                raise c_error(self.path)
-        if result <= 0:
-            return BufferClaim(None, result, None)
-        claim = ffi.new("ls_buffer_claim_t *", self._claim[0])
-        # A view of the mapping itself (not a raw cffi buffer): while the claim holds it, the
-        # file stays mapped, so commit/abort after close() cannot write to unmapped memory.
-        start = int(ffi.cast("uintptr_t", claim.data)) - int(ffi.cast("uintptr_t", self.log.file.pointer))
-        return BufferClaim(claim, result, self._view[start:start + length])
+            return BufferClaim(CLOSED, _claim_error)
+        claim = self._fast_try_claim.attempt(length)
+        return self._claim_failed(length, claim) if isinstance(claim, int) else claim
+
+    try_claim = FastMethod("_fast_try_claim", try_claim)
+
+    def _claim_failed(self, length: int, result: int) -> "BufferClaim":
+        """What a failed claim leaves to Python: errors raise; NOT_CONNECTED/BACK_PRESSURED
+        re-check subscribers and retry once."""
+        got = self._after_failure(result, lambda: self._fast_try_claim.attempt(length))
+        if isinstance(got, BufferClaim):
+            return got
+        if got == _ERROR:
+            raise c_error(self.path)
+        return BufferClaim(got, _claim_error)
 
     # -- flow control ---------------------------------------------------------------------
 
@@ -269,6 +276,7 @@ class Publication(Closing):
         if self._pub is None:
             return
         self._fast_offer.detach()  # before the log is unmapped
+        self._fast_try_claim.detach()
         pub, self._pub = self._pub, None
         if not end_of_stream:
             self._view.release()
@@ -294,42 +302,23 @@ class Publication(Closing):
         return f"Publication(stream_id={self.stream_id}, session_id={self.session_id}, {kind}, path={str(self.path)!r})"
 
 
-class BufferClaim:
-    """A frame claimed by `Publication.try_claim`: write `buffer`, then `commit()`."""
+def _claim_error(what: str) -> None:
+    """Raise what a BufferClaim's commit/abort met: the C error, or a claim already finished."""
+    if what == "c":
+        raise c_error()
+    raise LockstepError("claim already committed, aborted, or never granted")
 
-    __slots__ = ("_claim", "status", "buffer", "_done")
 
-    def __init__(self, claim, status: int, buffer) -> None:
-        self._claim = claim
-        self.status = status  # the position after the claim, or a negative status
-        self.buffer = memoryview(buffer) if buffer is not None else None
-        self._done = claim is None
+class BufferClaim(Claim):
+    """A frame claimed by `Publication.try_claim`: write `buffer`, then `commit()` (or
+    `abort()`); `status` is the position after it, or why there is no claim. Commit/abort and
+    the attributes are C (lockstep._native._fastpath.Claim)."""
 
-    def __bool__(self) -> bool:
-        return self._claim is not None
+    __slots__ = ()
 
     @property
     def position(self) -> int:
         return self.status
-
-    def commit(self) -> None:
-        """Publish the frame."""
-        self._finish(lib.ls_buffer_claim_commit)
-
-    def abort(self) -> None:
-        """Turn the frame into padding that subscribers skip."""
-        self._finish(lib.ls_buffer_claim_abort)
-
-    def _finish(self, op) -> None:
-        if self._done:
-            raise LockstepError("claim already committed, aborted, or never granted")
-        self._done = True
-        try:
-            if op(self._claim) < 0:
-                raise c_error()
-        finally:
-            if self.buffer is not None:
-                self.buffer.release()  # last: it keeps the frame mapped until op is done
 
     def __enter__(self) -> "BufferClaim":
         if not self:
