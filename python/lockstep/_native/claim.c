@@ -308,15 +308,21 @@ static PyObject *try_claim_vectorcall(PyObject *callable, PyObject *const *args,
         Py_DECREF(got);
         return result;
     }
+    if (length < 0)
+    {
+        return PyObject_Vectorcall(fallback, args, nargsf, NULL); /* says what is wrong */
+    }
     ls_ring_buffer_t *rb = self->head.target;
-    const int32_t index = ls_rb_try_claim(rb, type_id, (size_t)(uint32_t)length);
+    const int32_t index = ls_rb_try_claim(rb, type_id, (size_t)length);
     if (LS_RB_FULL == index)
     {
         Py_RETURN_NONE;
     }
-    if (index < 0 || length < 0)
+    if (index < 0)
     {
-        return PyObject_Vectorcall(fallback, args, nargsf, NULL); /* raises with the C error */
+        PyObject *result = PyObject_CallFunction(self->head.refs[TC_ON_ERROR], "s", "c"); /* raises */
+        Py_XDECREF(result);
+        return NULL == result ? NULL : PyErr_Format(PyExc_RuntimeError, "claim: on_error(c) did not raise");
     }
     ClaimObject *claim = try_claim_slot(self);
     if (NULL == claim)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+import operator
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, Callable
 
 from .._closing import Closing
 from .._native import c_error, ffi, lib
-from .._native._fastpath import FastMethod, RingRead, RingWrite
+from .._native._fastpath import Claim, FastMethod, RingRead, RingWrite, TryClaim
 from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
@@ -82,7 +83,9 @@ class _Ring(Closing):
         self._fast_write = RingWrite(buffer, _Ring.write.__get__(self))
         self._fast_read = RingRead(buffer, _Ring.read.__get__(self))
         self._fast_controlled_read = RingRead(buffer, _Ring.controlled_read.__get__(self), True)
-        self._dependents += [self._fast_write, self._fast_read, self._fast_controlled_read]
+        self._fast_try_claim = TryClaim(buffer, self._view, _Ring.try_claim.__get__(self), RingClaim,
+                                        self._claim_error, ring=True)
+        self._dependents += [self._fast_write, self._fast_read, self._fast_controlled_read, self._fast_try_claim]
 
     # -- producer -------------------------------------------------------------------------
 
@@ -106,18 +109,26 @@ class _Ring(Closing):
 
     def try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         """Reserve `length` bytes to fill in place; None when the ring is full. Commit or
-        abort the claim (a `with` block commits, or aborts on an exception)."""
-        try:
-            index = lib.ls_rb_try_claim(self._rb, msg_type_id, length)
-        except OverflowError:  # negative length or type id outside int32
+        abort the claim (a `with` block commits, or aborts on an exception). A finished claim
+        nobody holds any more is reused by the next try_claim. (Runs in C; this body is its
+        fallback: closed, keyword or out-of-range arguments.)"""
+        self._rb  # noqa: B018 (ClosedError once closed)
+        msg_type_id, length = operator.index(msg_type_id), operator.index(length)
+        if not (-1 << 31 <= msg_type_id < 1 << 31 and 0 <= length < 1 << 31):
             raise InvalidArgumentError(
                 f"msg_type_id/length: expected an int32 >= 1 and 0..{self.max_message_length}, "
-                f"found {msg_type_id}/{length}") from None
-        if index >= 0:
-            return RingClaim(self, index, length)
-        if index == _FULL:
-            return None
-        raise c_error(self.path)
+                f"found {msg_type_id}/{length}")
+        return self._fast_try_claim(msg_type_id, length)
+
+    try_claim = FastMethod("_fast_try_claim", try_claim)
+
+    def _claim_error(self, what: str) -> None:
+        """Raise what a claim met: the C error, a closed ring, or a claim already finished."""
+        if what == "c":
+            raise c_error(self.path)
+        if what == "closed":
+            _raise_closed(self)
+        raise LockstepError("claim already committed or aborted")
 
     def next_correlation_id(self) -> int:
         """A ring-wide unique, increasing id (Agrona's correlation counter)."""
@@ -273,32 +284,11 @@ def _closed_class(cls: type) -> type:
     return closed
 
 
-class RingClaim:
-    """Space claimed in a ring: fill `buffer`, then `commit()` (or `abort()`)."""
+class RingClaim(Claim):
+    """Space claimed in a ring: fill `buffer`, then `commit()` (or `abort()`); `index` is
+    where it is. Commit/abort and the attributes are C (lockstep._native._fastpath.Claim)."""
 
-    __slots__ = ("_ring", "index", "buffer", "_done")
-
-    def __init__(self, ring: _Ring, index: int, length: int) -> None:
-        self._ring = ring
-        self.index = index
-        self.buffer: memoryview = ring._view[index:index + length]
-        self._done = False
-
-    def commit(self) -> None:
-        """Make the message visible to the consumer."""
-        self._finish(lib.ls_rb_commit)
-
-    def abort(self) -> None:
-        """Give the space back as padding; the consumer skips it."""
-        self._finish(lib.ls_rb_abort)
-
-    def _finish(self, op) -> None:
-        if self._done:
-            raise LockstepError("claim already committed or aborted")
-        self._done = True
-        self.buffer.release()
-        if op(self._ring._rb, self.index) < 0:
-            raise c_error(self._ring.path)
+    __slots__ = ()
 
     def __enter__(self) -> "RingClaim":
         return self
