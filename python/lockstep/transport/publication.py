@@ -11,8 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._closing import Closing
-from .._native._fastpath import Claim, FastMethod, Offer, TryClaim
-from .._native import c_error, ffi, lib
+from .._native._fastpath import Claim, Offer, TryClaim
+from .._native import c_error, fast_method, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_EVICTIONS, TYPE_PUBLISHER_LIMIT,
                      TYPE_SUBSCRIBER_POSITION, client_for, is_alive)
 from ..errors import InvalidArgumentError, LockstepError
@@ -189,7 +189,7 @@ class Publication(Closing):
         claim = self._fast_try_claim.attempt(length)
         return self._claim_failed(length, claim) if isinstance(claim, int) else claim
 
-    try_claim = FastMethod("_fast_try_claim", try_claim)
+    try_claim = fast_method("_fast_try_claim", try_claim)
 
     def _claim_failed(self, length: int, result: int) -> "BufferClaim":
         """What a failed claim leaves to Python: errors raise; NOT_CONNECTED/BACK_PRESSURED

@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .._closing import Closing
-from .._native._fastpath import FastMethod, Header, Poll, Receive
-from .._native import c_error, ffi, lib
+from .._native._fastpath import Header, Poll, Receive
+from .._native import c_error, fast_method, ffi, lib
 from ..errors import ClosedError
 from .logbuffer import LogBuffer
 
@@ -142,7 +142,7 @@ class LogReader(Closing):
             raise
         return n
 
-    poll = FastMethod("_fast_poll", poll)
+    poll = fast_method("_fast_poll", poll)
 
     def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
         """poll(handler, 1): one C call (consumed even if the handler raises)."""

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .._closing import Closing
-from .._native import c_error, ffi, lib
-from .._native._fastpath import Claim, FastMethod, RingRead, RingWrite, TryClaim
+from .._native import c_error, fast_method, ffi, lib
+from .._native._fastpath import Claim, RingRead, RingWrite, TryClaim
 from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
@@ -105,7 +105,7 @@ class _Ring(Closing):
             return False
         raise c_error(self.path)
 
-    write = FastMethod("_fast_write", write)
+    write = fast_method("_fast_write", write)
 
     def try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         """Reserve `length` bytes to fill in place; None when the ring is full. Commit or
@@ -120,7 +120,7 @@ class _Ring(Closing):
                 f"found {msg_type_id}/{length}")
         return self._fast_try_claim(msg_type_id, length)
 
-    try_claim = FastMethod("_fast_try_claim", try_claim)
+    try_claim = fast_method("_fast_try_claim", try_claim)
 
     def _claim_error(self, what: str) -> None:
         """Raise what a claim met: the C error, a closed ring, or a claim already finished."""
@@ -162,7 +162,7 @@ class _Ring(Closing):
                 break
         return total
 
-    read = FastMethod("_fast_read", read)
+    read = fast_method("_fast_read", read)
 
     def controlled_read(
         self, handler: Callable[[int, memoryview], ControlledAction], limit: int = _NO_LIMIT
@@ -196,7 +196,7 @@ class _Ring(Closing):
         lib.ls_rb_consume(rb, max(end - done, 0))
         return handled
 
-    controlled_read = FastMethod("_fast_controlled_read", controlled_read)
+    controlled_read = fast_method("_fast_controlled_read", controlled_read)
 
     def unblock(self) -> bool:
         """Free the ring from a producer that died between claim and commit: turn its record

@@ -11,8 +11,8 @@ from typing import Any, Callable, Literal
 
 
 from .._closing import Closing
-from .._native._fastpath import FastMethod, PollAny, ReceiveAny
-from .._native import ffi, lib
+from .._native._fastpath import PollAny, ReceiveAny
+from .._native import fast_method, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, client_for, is_alive)
 from ..errors import ClosedError, InvalidArgumentError
@@ -208,7 +208,7 @@ class Subscription(Closing):
             self._housekeeping()
         return total
 
-    poll = FastMethod("_poll_any", poll)
+    poll = fast_method("_poll_any", poll)
 
     def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
