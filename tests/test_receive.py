@@ -547,3 +547,36 @@ def test_methods_are_documented_and_calls_go_to_c(lsdir):
             assert getattr(cls, name).__doc__  # the class shows the documented Python method
         assert type(sub.poll).__name__ == "PollAny" and type(sub.images[0].poll).__name__ == "Poll"
         assert type(pub.try_claim).__name__ == "TryClaim"
+
+
+def test_reused_views_survive_whatever_a_handler_does_with_them(lsdir):
+    """poll and ring read re-point one view per message when nothing else holds it: a handler
+    that releases it, keeps it, or exports it (numpy) still gets each later message intact."""
+    pub, sub = _connected(lsdir)
+    with pub, sub, lockstep.OneToOneRing(lsdir / "ring", 4096) as ring:
+        kept, arrays, got = [], [], []
+
+        def handler(data, header=None):
+            got.append(bytes(data))
+            step = len(got) % 4
+            if step == 1:
+                data.release()
+            elif step == 2:
+                kept.append(data)
+            elif step == 3:
+                arrays.append(np.frombuffer(data, dtype=np.uint8))
+
+        for i in range(40):
+            pub.offer(_message(i, 24))
+            ring.write(1, _message(i, 24))
+            assert sub.poll(handler, 10) == 1 and ring.read(lambda t, d: handler(d)) == 1
+        assert got == [_message(i, 24) for i in range(40) for _ in range(2)]
+        claims = []
+        for i in range(3):
+            claim = pub.try_claim(8)
+            view = claim.buffer
+            view[:] = b"claim %02d" % i
+            claim.commit()
+            with pytest.raises(ValueError):
+                view[:1] = b"x"  # a committed claim's buffer is released
+            claims.append(claim)

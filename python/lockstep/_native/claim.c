@@ -44,15 +44,7 @@ static PyObject *claim_fail(ClaimObject *self, const char *what)
 
 static void claim_release_buffer(ClaimObject *self)
 {
-    if (Py_None != self->buffer)
-    {
-        PyObject *result = PyObject_CallMethod(self->buffer, "release", NULL);
-        if (NULL == result)
-        {
-            PyErr_Clear(); /* a view with exports of its own stays: the mapping export below goes anyway */
-        }
-        Py_XDECREF(result);
-    }
+    ls_fast_view_release(self->buffer); /* a view something was exported from stays */
     if (self->holding)
     {
         self->holding = 0;
@@ -237,18 +229,18 @@ static ClaimObject *try_claim_slot(TryClaimObject *self)
 /* Marks `claim` granted over data[0:length]; a new reference to it, or NULL. */
 static PyObject *try_claim_grant(TryClaimObject *self, ClaimObject *claim, uint8_t *data, Py_ssize_t length)
 {
-    PyObject *view = PyMemoryView_FromMemory((char *)data, length, PyBUF_WRITE);
-    if (NULL == view)
-    {
-        return NULL;
-    }
     if (PyObject_GetBuffer(self->head.refs[TC_EXPORTER], &claim->mapping, PyBUF_SIMPLE) < 0)
     {
-        Py_DECREF(view);
         return NULL;
     }
+    PyObject *view = ls_fast_view(&claim->buffer, data, length, 1); /* claim->buffer holds it */
+    if (NULL == view)
+    {
+        PyBuffer_Release(&claim->mapping);
+        return NULL;
+    }
+    Py_DECREF(view);
     claim->holding = 1;
-    Py_SETREF(claim->buffer, view);
     claim->granted = 1;
     claim->done = 0;
     return Py_NewRef((PyObject *)claim);

@@ -32,10 +32,15 @@ int ls_fast_clear(PyObject *self);
 void ls_fast_dealloc(PyObject *self);
 PyObject *ls_fast_detach(PyObject *self, PyObject *ignored);
 
-/* A zero-copy read-only memoryview of data[0:length], to be handed to a handler; after the
- * call, ls_fast_view_done releases it (a handler that kept it holds a released view). */
-PyObject *ls_fast_view(const void *data, Py_ssize_t length);
+/* A zero-copy memoryview of data[0:length] to hand to a handler or a claim: the one in *slot,
+ * re-pointed, when nothing else holds it (no allocation per message), else a new one that
+ * takes its place in *slot. A new reference, or NULL. */
+PyObject *ls_fast_view(PyObject **slot, const void *data, Py_ssize_t length, int writable);
+/* Ends the view's validity (after the handler call, or at commit): it is marked released, so a
+ * caller that kept it gets ValueError instead of a window onto reused memory (a view something
+ * was exported from stays as it is). Drops the reference `ls_fast_view` returned. */
 void ls_fast_view_done(PyObject *view);
+void ls_fast_view_release(PyObject *view); /* the same, keeping the reference */
 
 /* The flags and slots every fast type shares. */
 #define LS_FAST_TYPE_COMMON(Struct)                                                          \

@@ -72,28 +72,42 @@ PyObject *ls_fast_detach(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-PyObject *ls_fast_view(const void *data, Py_ssize_t length)
+PyObject *ls_fast_view(PyObject **slot, const void *data, Py_ssize_t length, int writable)
 {
-    return PyMemoryView_FromMemory((char *)data, length, PyBUF_READ);
+    PyMemoryViewObject *view = (PyMemoryViewObject *)*slot;
+    if (NULL != view && Py_IS_TYPE(view, &PyMemoryView_Type) && 1 == Py_REFCNT(view) && 0 == view->exports &&
+        view->view.readonly == !writable && !(view->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED))
+    {
+        /* Only *slot holds it (a 1-d view of bytes over memory, from below): re-point it. */
+        view->view.buf = (void *)data;
+        view->view.len = length;
+        view->view.shape[0] = length;
+        view->mbuf->master.buf = (void *)data;
+        view->mbuf->master.len = length;
+        view->hash = -1;
+        view->flags &= ~_Py_MEMORYVIEW_RELEASED;
+        return Py_NewRef((PyObject *)view);
+    }
+    PyObject *fresh = PyMemoryView_FromMemory((char *)data, length, writable ? PyBUF_WRITE : PyBUF_READ);
+    if (NULL != fresh)
+    {
+        Py_XSETREF(*slot, Py_NewRef(fresh));
+    }
+    return fresh;
+}
+
+void ls_fast_view_release(PyObject *view)
+{
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)view;
+    if (Py_IS_TYPE(view, &PyMemoryView_Type) && 0 == mv->exports)
+    {
+        mv->flags |= _Py_MEMORYVIEW_RELEASED; /* as memoryview.release() does (the buffer is not owned) */
+    }
 }
 
 void ls_fast_view_done(PyObject *view)
 {
-    if (Py_REFCNT(view) > 1)
-    {
-        /* The handler kept the view: release it, so it cannot read the memory once reused.
-         * (A view with exports of its own cannot be released; that one stays readable.) The
-         * handler's exception, if any, is kept. */
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyObject *result = PyObject_CallMethod(view, "release", NULL);
-        if (NULL == result)
-        {
-            PyErr_Clear();
-        }
-        Py_XDECREF(result);
-        PyErr_Restore(type, value, traceback);
-    }
+    ls_fast_view_release(view);
     Py_DECREF(view);
 }
 

@@ -181,7 +181,7 @@ static PyTypeObject HeaderType = {
 
 /* -- Poll: image.poll(handler, limit=10) -> messages handled ------------------------------ */
 
-enum { POLL_IMAGE, POLL_SCAN, POLL_RECEIVE, POLL_FALLBACK, POLL_HEADER };
+enum { POLL_IMAGE, POLL_SCAN, POLL_RECEIVE, POLL_FALLBACK, POLL_HEADER, POLL_VIEW };
 
 typedef struct
 {
@@ -238,7 +238,7 @@ static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
         {
             const int32_t offset = scan->data_offsets[i];
             const uint8_t *data = offset >= 0 ? image->log.terms[scan->partitions[i]] + offset : image->assembly;
-            PyObject *view = ls_fast_view(data, scan->lengths[i]);
+            PyObject *view = ls_fast_view(&self->head.refs[POLL_VIEW], data, scan->lengths[i], 0);
             if (NULL == view)
             {
                 return -1;

@@ -10,7 +10,7 @@
 #define RING_BATCH 256
 #define RING_NO_LIMIT INT32_MAX
 
-enum { RING_BUFFER, RING_FALLBACK };
+enum { RING_BUFFER, RING_FALLBACK, RING_VIEW };
 
 /* -- RingWrite: ring.write(msg_type_id, data) -> bool -------------------------------------- */
 
@@ -76,7 +76,7 @@ static PyObject *ring_handle(RingReadObject *self, ls_ring_buffer_t *rb, PyObjec
     {
         return NULL;
     }
-    PyObject *view = ls_fast_view(rb->buffer + self->offsets[i], self->lengths[i]);
+    PyObject *view = ls_fast_view(&self->head.refs[RING_VIEW], rb->buffer + self->offsets[i], self->lengths[i], 0);
     if (NULL == view)
     {
         Py_DECREF(type_id);
