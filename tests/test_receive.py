@@ -580,3 +580,27 @@ def test_reused_views_survive_whatever_a_handler_does_with_them(lsdir):
             with pytest.raises(ValueError):
                 view[:1] = b"x"  # a committed claim's buffer is released
             claims.append(claim)
+
+
+def test_a_claim_loop_reuses_two_claim_objects_and_kept_claims_stay(lsdir):
+    """`claim = try_claim(n)` in a loop still holds the previous claim when it asks for the next:
+    the two cached claims alternate (no object per message); kept ones are never refilled."""
+    pub, sub = _connected(lsdir)
+    with pub, sub, lockstep.ManyToOneRing(lsdir / "ring", 4096) as ring:
+        for source in ("publication", "ring"):
+            seen, kept = set(), []
+            for i in range(20):
+                claim = pub.try_claim(8) if source == "publication" else ring.try_claim(1, 8)
+                claim.buffer[:] = b"claim %02d" % i
+                claim.commit()
+                seen.add(id(claim))
+                if i in (5, 6):
+                    kept.append((claim, claim.position if source == "publication" else claim.index))
+            del claim
+            assert len(seen) <= 4, source  # two cached, and two more in place of the kept ones
+            assert all((c.position if source == "publication" else c.index) == p for c, p in kept)
+        got = []
+        while sub.poll(lambda d, h: got.append(bytes(d)), 100):
+            pass
+        ring.read(lambda t, d: got.append(bytes(d)))
+        assert got == [b"claim %02d" % i for i in range(20)] * 2

@@ -193,7 +193,7 @@ static PyTypeObject ClaimType = {
 
 /* -- TryClaim: pub.try_claim(length) / ring.try_claim(msg_type_id, length) ---------------- */
 
-enum { TC_STRUCT, TC_EXPORTER, TC_FALLBACK, TC_CLAIM_TYPE, TC_ON_ERROR, TC_FAILED, TC_CACHED };
+enum { TC_STRUCT, TC_EXPORTER, TC_FALLBACK, TC_CLAIM_TYPE, TC_ON_ERROR, TC_FAILED, TC_CACHED, TC_CACHED_2 };
 
 typedef struct
 {
@@ -201,18 +201,22 @@ typedef struct
     int kind;
 } TryClaimObject;
 
-/* The claim to fill: the cached one when it is finished and nobody else holds it (a caller
- * may keep a finished claim to read its position later: that one stays as it is), else a
- * new one, cached in its place. */
+/* The claim to fill: one of the two cached ones that is finished and held by nobody else (a
+ * caller may keep a finished claim to read its position later: that one stays as it is; two,
+ * so that `claim = pub.try_claim(n)` in a loop, which still holds the previous claim while it
+ * asks for the next, alternates between them), else a new one, cached in place of the other. */
 static ClaimObject *try_claim_slot(TryClaimObject *self)
 {
-    ClaimObject *claim = (ClaimObject *)self->head.refs[TC_CACHED];
-    if (NULL != claim && claim->done && 1 == Py_REFCNT(claim))
+    for (int slot = TC_CACHED; slot <= TC_CACHED_2; slot++)
     {
-        return claim;
+        ClaimObject *claim = (ClaimObject *)self->head.refs[slot];
+        if (NULL != claim && claim->done && 1 == Py_REFCNT(claim))
+        {
+            return claim;
+        }
     }
     PyTypeObject *type = (PyTypeObject *)self->head.refs[TC_CLAIM_TYPE];
-    claim = (ClaimObject *)type->tp_alloc(type, 0);
+    ClaimObject *claim = (ClaimObject *)type->tp_alloc(type, 0);
     if (NULL == claim)
     {
         return NULL;
@@ -222,7 +226,8 @@ static ClaimObject *try_claim_slot(TryClaimObject *self)
     claim->buffer = Py_NewRef(Py_None);
     claim->on_error = Py_NewRef(self->head.refs[TC_ON_ERROR]);
     claim->source = CLAIM_RING == self->kind ? Py_NewRef((PyObject *)self) : NULL;
-    Py_XSETREF(self->head.refs[TC_CACHED], (PyObject *)claim);
+    Py_XSETREF(self->head.refs[TC_CACHED_2], self->head.refs[TC_CACHED]);
+    self->head.refs[TC_CACHED] = (PyObject *)claim;
     return claim;
 }
 
