@@ -284,6 +284,30 @@ def test_lockstep_bench_ping_block_mode_round_trips(lsdir):
     assert result["messages"] == 300 and 0 < result["p50_ns"] <= result["p99_ns"] <= result["max_ns"]
 
 
+@pytest.mark.parametrize("api", ["poll", "receive", "claim"])
+def test_lockstep_bench_ping_and_throughput_measure_each_api(lsdir, api):
+    """`lockstep bench ping|throughput --api poll|receive|claim`: both sides use the API named."""
+    import json
+    import subprocess
+    import sys
+
+    for command in (["ping", "--messages", "300", "--warmup", "30", "--idle", "backoff"],
+                    ["throughput", "--messages", "20000"]):
+        proc = subprocess.run([sys.executable, "-m", "lockstep.cli", "bench", *command, "--api", api, "--json"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["api"] == api
+        assert result.get("msgs_per_sec", 1) > 0 and result.get("p50_ns", 1) > 0
+
+
+def test_lockstep_bench_ping_block_needs_receive(lsdir):
+    from lockstep.bench import ping
+
+    with pytest.raises(InvalidArgumentError, match="api receive"):
+        ping(messages=10, warmup=1, idle="block", api="poll")
+
+
 def test_hot_paths_leak_no_references(lsdir):
     """offer / receive / poll (one and several images, empty and not, a failing handler),
     try_claim + commit, ring write / try_claim / read / controlled_read and send keep
