@@ -195,26 +195,32 @@ static PyTypeObject PollType;
 
 #define POLL_DEFAULT_LIMIT 10
 
+/* The Python poll (closed readers, corrupt frames): how many it handled, or -1. */
+static Py_ssize_t poll_fallback(PollObject *self, PyObject *handler, long limit)
+{
+    PyObject *args[2] = { handler, PyLong_FromLong(limit) };
+    if (NULL == args[1])
+    {
+        return -1;
+    }
+    PyObject *result = PyObject_Vectorcall(self->head.refs[POLL_FALLBACK], args, 2, NULL);
+    Py_DECREF(args[1]);
+    if (NULL == result)
+    {
+        return -1;
+    }
+    const Py_ssize_t n = PyLong_AsSsize_t(result);
+    Py_DECREF(result);
+    return n;
+}
+
 /* Hands up to `limit` messages to handler; returns how many, or -1 with an exception. */
 static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
 {
     ls_image_t *image = self->head.target;
     if (NULL == image)
     {
-        PyObject *args[2] = { handler, PyLong_FromLong(limit) };
-        if (NULL == args[1])
-        {
-            return -1;
-        }
-        PyObject *result = PyObject_Vectorcall(self->head.refs[POLL_FALLBACK], args, 2, NULL);
-        Py_DECREF(args[1]);
-        if (NULL == result)
-        {
-            return -1;
-        }
-        const Py_ssize_t n = PyLong_AsSsize_t(result);
-        Py_DECREF(result);
-        return n;
+        return poll_fallback(self, handler, limit);
     }
     ls_image_scan_t *scan = self->scan;
     Py_ssize_t total = 0;
@@ -225,14 +231,8 @@ static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
         *self->peek = scan->end_length_index;
         if (n < 0)
         {
-            if (total > 0)
-            {
-                return total; /* the next poll meets the bad frame first and says so */
-            }
-            self->head.target = NULL; /* (only for this call: the fallback re-scans and raises) */
-            const Py_ssize_t r = poll_image(self, handler, limit);
-            self->head.target = image;
-            return r;
+            /* The next poll meets the bad frame first; the Python poll re-scans and raises. */
+            return total > 0 ? total : poll_fallback(self, handler, limit);
         }
         for (int32_t i = 0; i < n; i++)
         {
