@@ -285,6 +285,30 @@ def test_lockstep_bench_ping_block_mode_round_trips(lsdir):
     assert result["messages"] == 300 and 0 < result["p50_ns"] <= result["p99_ns"] <= result["max_ns"]
 
 
+@pytest.mark.parametrize("api", ["poll", "receive", "claim"])
+def test_lockstep_bench_ping_and_throughput_measure_each_api(lsdir, api):
+    """`lockstep bench ping|throughput --api poll|receive|claim`: both sides use the API named."""
+    import json
+    import subprocess
+    import sys
+
+    for command in (["ping", "--messages", "300", "--warmup", "30", "--idle", "backoff"],
+                    ["throughput", "--messages", "20000"]):
+        proc = subprocess.run([sys.executable, "-m", "lockstep.cli", "bench", *command, "--api", api, "--json"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["api"] == api
+        assert result.get("msgs_per_sec", 1) > 0 and result.get("p50_ns", 1) > 0
+
+
+def test_lockstep_bench_ping_block_needs_receive(lsdir):
+    from lockstep.bench import ping
+
+    with pytest.raises(InvalidArgumentError, match="api receive"):
+        ping(messages=10, warmup=1, idle="block", api="poll")
+
+
 def test_hot_paths_leak_no_references(lsdir):
     """offer / receive / poll (one and several images, empty and not, a failing handler),
     try_claim + commit, ring write / try_claim / read / controlled_read and send keep
@@ -617,6 +641,58 @@ def test_a_claim_loop_reuses_two_claim_objects_and_kept_claims_stay(lsdir):
             pass
         ring.read(lambda t, d: got.append(bytes(d)))
         assert got == [b"claim %02d" % i for i in range(20)] * 2
+
+
+def test_poll_over_several_images_takes_turns_keeps_each_sessions_order_and_limit(lsdir):
+    sub = Subscription(STREAM, lsdir)
+    pubs = [Publication(STREAM, lsdir, exclusive=True, term_length=TERM) for _ in range(3)]
+    with sub, pubs[0], pubs[1], pubs[2]:
+        deadline = time.monotonic() + 30
+        while not (sub.discover() == 3 and all(p.is_connected for p in pubs)):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        for i in range(50):
+            for k, pub in enumerate(pubs):
+                assert pub.offer(b"%d:%d" % (k, i)) > 0
+        got: list[tuple[int, bytes]] = []
+        first_sessions = []
+        while True:
+            before = len(got)
+            n = sub.poll(lambda d, h: got.append((h.session_id, bytes(d))), 7)
+            assert n == len(got) - before and n <= 7
+            if not n:
+                break
+            first_sessions.append(got[before][0])
+        by_pub = {p.session_id: k for k, p in enumerate(pubs)}
+        for k, pub in enumerate(pubs):
+            assert [d for s, d in got if s == pub.session_id] == [b"%d:%d" % (k, i) for i in range(50)]
+        assert len(set(first_sessions[:3])) == 3, "each poll starts at the next image"
+        assert set(by_pub) == set(first_sessions)
+
+
+def test_poll_rejects_a_corrupt_frame_with_a_lockstep_error(lsdir):
+    pub, sub = _connected(lsdir)
+    with pub, sub:
+        pub.offer(b"will be corrupted")
+        with open(pub.path, "r+b") as f:  # the first frame (partition 0, offset 0)
+            f.write(struct.pack("<i", TERM + 64))  # its length now runs past the term
+        with pytest.raises(LockstepError, match=str(pub.path.name)):
+            sub.poll(lambda d, h: None, 10)
+
+
+def test_rings_and_claims_are_collected_without_close(lsdir):
+    """The fast objects (and a publication's or ring's cached claims) refer back to their owners:
+    the garbage collector frees them."""
+    pub, sub = _connected(lsdir)
+    ring = lockstep.ManyToOneRing(lsdir / "ring", 4096)
+    with pub.try_claim(4) as claim:
+        claim.buffer[:] = b"four"
+    with ring.try_claim(1, 4) as ring_claim:
+        ring_claim.buffer[:] = b"four"
+    refs = [weakref.ref(o) for o in (pub, sub, ring)]
+    del pub, sub, ring, claim, ring_claim
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
 
 
 def test_poll_in_c_tells_a_loss_at_once_when_nothing_more_is_there(lsdir):

@@ -2,6 +2,8 @@
  * FastMethod: the class-level descriptor that makes a fast object the documented method. */
 #include "fastpath.h"
 
+#include <structmember.h>
+
 PyObject *ls_fast_alloc(PyTypeObject *type, vectorcallfunc vectorcall, void *target, PyObject *const *refs, int count)
 {
     LsFastHead *self = (LsFastHead *)type->tp_alloc(type, 0);
@@ -177,6 +179,8 @@ typedef struct
     PyObject_HEAD
     PyObject *attribute; /* name of the instance attribute holding the fast object */
     PyObject *function;  /* the Python implementation: what the class shows, and the fallback */
+    PyTypeObject *owner; /* the class, when `attribute` is one of its __slots__ ... */
+    Py_ssize_t offset;   /* ... at this offset in its instances (read directly: no lookup) */
 } FastMethodObject;
 
 static PyObject *fast_method_get(PyObject *self, PyObject *obj, PyObject *type)
@@ -186,6 +190,14 @@ static PyObject *fast_method_get(PyObject *self, PyObject *obj, PyObject *type)
     if (NULL == obj || Py_None == obj)
     {
         return Py_NewRef(method->function); /* Class.method: the function, its docstring and signature */
+    }
+    if (NULL != method->owner && PyObject_TypeCheck(obj, method->owner))
+    {
+        PyObject *slot = *(PyObject **)((char *)obj + method->offset);
+        if (NULL != slot)
+        {
+            return Py_NewRef(slot);
+        }
     }
     PyObject *fast = PyObject_GetAttr(obj, method->attribute);
     if (NULL != fast)
@@ -223,6 +235,7 @@ static int fast_method_traverse(FastMethodObject *self, visitproc visit, void *a
 {
     Py_VISIT(self->attribute);
     Py_VISIT(self->function);
+    Py_VISIT(self->owner);
     return 0;
 }
 
@@ -230,8 +243,39 @@ static int fast_method_clear(FastMethodObject *self)
 {
     Py_CLEAR(self->attribute);
     Py_CLEAR(self->function);
+    Py_CLEAR(self->owner);
+    self->offset = 0;
     return 0;
 }
+
+/* __set_name__(owner, name): when `attribute` is a slot of the class, remember where it is. */
+static PyObject *fast_method_set_name(FastMethodObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (2 != nargs || !PyType_Check(args[0]))
+    {
+        PyErr_SetString(PyExc_TypeError, "__set_name__(owner, name)");
+        return NULL;
+    }
+    PyTypeObject *owner = (PyTypeObject *)args[0];
+    PyObject *descr = PyDict_GetItemWithError(owner->tp_dict, self->attribute); /* borrowed */
+    if (NULL == descr && PyErr_Occurred())
+    {
+        return NULL;
+    }
+    if (NULL != descr && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+        T_OBJECT_EX == ((PyMemberDescrObject *)descr)->d_member->type)
+    {
+        Py_XSETREF(self->owner, (PyTypeObject *)Py_NewRef(owner));
+        self->offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef fast_method_methods[] = {
+    { "__set_name__", (PyCFunction)(void (*)(void))fast_method_set_name, METH_FASTCALL,
+      "Find the instance attribute among the class's __slots__ (then reading it needs no lookup)." },
+    { NULL, NULL, 0, NULL },
+};
 
 static void fast_method_dealloc(FastMethodObject *self)
 {
@@ -269,6 +313,7 @@ static PyTypeObject FastMethodType = {
     .tp_dealloc = (destructor)fast_method_dealloc,
     .tp_descr_get = fast_method_get,
     .tp_getset = fast_method_getset,
+    .tp_methods = fast_method_methods,
 };
 
 int ls_fast_register(PyObject *module)

@@ -79,7 +79,7 @@ def bench_throughput(size: int, messages: int, seconds: float | None, batch: boo
         click.echo(json.dumps(result))
     else:
         click.echo(f"{result['messages']:,} messages of {size} B in {result['seconds']:.3f} s"
-                   f" ({result['api']}): {result['msgs_per_sec']:,.0f} msgs/s, "
+                   f"{' (batch)' if batch else ' via ' + result['api']}: {result['msgs_per_sec']:,.0f} msgs/s, "
                    f"{result['mb_per_sec']:,.1f} MB/s")
         click.echo(f"  {result['ns_per_msg']:.0f} ns/msg = {result['ns_per_msg'] / result['noop_call_ns']:.1f} x an "
                    f"empty cffi call ({result['noop_call_ns']:.0f} ns); C floor {result['c_floor_msgs_per_sec']:,.0f} "
@@ -121,8 +121,8 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
     if as_json:
         click.echo(json.dumps(result))
     else:
-        click.echo(f"{messages:,} round trips of {size} B ({result['api']}, {idle}"
-                   f"{f', {rate:,.0f} msgs/s' if rate else ''}): " + "  ".join(
+        click.echo(f"{messages:,} round trips of {size} B ({idle}"
+                   f"{f', {rate:,.0f} msgs/s' if rate else ''}) via {result['api']}: " + "  ".join(
                        f"{k[:-3]} {result[k] / 1000:.2f} us" for k in ("p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns")))
         click.echo(f"  C floor (same loop in C threads): p50 {result['c_floor_p50_ns'] / 1000:.2f} us, "
                    f"p99 {result['c_floor_p99_ns'] / 1000:.2f} us; ratio p50 "

@@ -53,6 +53,8 @@ class Publication(Closing):
     the caller must make sure its previous writer is gone (the sequencer holds a lock).
     """
 
+    __slots__ = ("_fast_try_claim",)  # a slot: the try_claim method reads it without a lookup
+
     def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, exclusive: bool = False,
                  term_length: int = DEFAULT_TERM_LENGTH, mtu_length: int = DEFAULT_MTU_LENGTH,
                  liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS, session_id: int | None = None) -> None:

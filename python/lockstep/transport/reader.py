@@ -50,6 +50,8 @@ class LogReader(Closing):
     `position_addr` is where the position lives (a shared counter for subscriptions);
     by default a private one. `position=None` starts at the retained start."""
 
+    __slots__ = ("_fast_poll",)  # a slot: the poll method reads it without a lookup
+
     def __init__(self, log: LogBuffer | str | os.PathLike[str], position: int | None = None,
                  position_addr=None) -> None:
         self.log = log if isinstance(log, LogBuffer) else LogBuffer.open(log)

@@ -44,6 +44,8 @@ def _check_capacity(capacity: int) -> None:
 
 class _Ring(Closing):
     _many_producers: bool = False
+    # Slots: the write/read/controlled_read/try_claim methods read them without a lookup.
+    __slots__ = ("_fast_write", "_fast_read", "_fast_controlled_read", "_fast_try_claim")
 
     def __init__(self, path: str | os.PathLike[str], capacity: int | None = None) -> None:
         self.path = Path(path)

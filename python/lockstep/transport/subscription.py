@@ -187,6 +187,8 @@ class Subscription(Closing):
     image is followed by a new image of the same log at its live position.
     """
 
+    __slots__ = ("_poll_any",)  # a slot: the poll method reads it without a lookup
+
     def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, start: Start = "live",
                  liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS,
                  unblock_timeout_ms: int = DEFAULT_UNBLOCK_TIMEOUT_MS,
