@@ -194,10 +194,9 @@ static PyObject *fast_method_get(PyObject *self, PyObject *obj, PyObject *type)
     if (NULL != method->owner && PyObject_TypeCheck(obj, method->owner))
     {
         PyObject *slot = *(PyObject **)((char *)obj + method->offset);
-        if (NULL != slot)
-        {
-            return Py_NewRef(slot);
-        }
+        /* Unset (a subclass that makes no fast object, e.g. over a media driver's logs): the
+         * Python implementation, without the lookup that would raise and clear AttributeError. */
+        return NULL != slot ? Py_NewRef(slot) : PyMethod_New(method->function, obj);
     }
     PyObject *fast = PyObject_GetAttr(obj, method->attribute);
     if (NULL != fast)
