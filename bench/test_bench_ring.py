@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lockstep import ManyToOneRing, OneToOneRing
+from lockstep import ControlledAction, ManyToOneRing, OneToOneRing
 
 PAYLOAD = bytes(range(32))
 BATCH = 256
@@ -68,4 +68,40 @@ def test_read_batch_of_256(benchmark, lsdir, ring_cls):
         n = benchmark.pedantic(read, args=(_noop_handler, BATCH), setup=fill, rounds=2000, iterations=1,
                                warmup_rounds=20)
         assert n == BATCH
+        assert ring.size() == 0
+
+
+@pytest.mark.benchmark(group="write+read")
+@pytest.mark.parametrize("ring_cls", RINGS)
+def test_try_claim_commit_read_one_message(benchmark, lsdir, ring_cls):
+    """try_claim(1, 32), fill, commit, read(handler): writing in place (the claim object reused)."""
+    with ring_cls(lsdir / "ring", 1 << 16) as ring:
+        try_claim, read = ring.try_claim, ring.read
+
+        def claim_read():
+            claim = try_claim(1, 32)
+            claim.buffer[:] = PAYLOAD
+            claim.commit()
+            return read(_noop_handler)
+
+        assert benchmark(claim_read) == 1
+        assert ring.size() == 0
+
+
+@pytest.mark.benchmark(group="write+read")
+@pytest.mark.parametrize("ring_cls", RINGS)
+def test_write_controlled_read_one_message(benchmark, lsdir, ring_cls):
+    """write one message, controlled_read(handler) it (the handler returns an action)."""
+    with ring_cls(lsdir / "ring", 1 << 16) as ring:
+        write, controlled_read = ring.write, ring.controlled_read
+        action = ControlledAction.CONTINUE
+
+        def continue_handler(msg_type_id, data):
+            return action
+
+        def write_read():
+            write(1, PAYLOAD)
+            return controlled_read(continue_handler)
+
+        assert benchmark(write_read) == 1
         assert ring.size() == 0

@@ -63,6 +63,49 @@ def test_offer_poll_one(benchmark, stream):
 
 
 @pytest.mark.benchmark(group="offer+read")
+def test_offer_image_poll_one(benchmark, stream):
+    """offer() one message, Image.poll(handler, 1) it: one image, no round-robin."""
+    pub, sub = stream
+    offer, poll = pub.offer, sub.images[0].poll
+
+    def offer_poll():
+        offer(PAYLOAD)
+        return poll(_noop, 1)
+
+    assert benchmark(offer_poll) == 1
+
+
+@pytest.mark.benchmark(group="offer+read")
+def test_offer_256_poll_256(benchmark, stream):
+    """256 offer() calls, one poll(handler, 256): the handler called per message, the loop in C."""
+    pub, sub = stream
+    offer, poll = pub.offer, sub.poll
+
+    def offer_poll():
+        for _ in range(256):
+            offer(PAYLOAD)
+        return poll(_noop, 256)
+
+    benchmark.extra_info["messages_per_call"] = 256
+    assert benchmark(offer_poll) == 256
+
+
+@pytest.mark.benchmark(group="offer+read")
+def test_try_claim_commit_poll_one(benchmark, stream):
+    """try_claim(32), fill, commit, poll(handler, 1): the Aeron way on both sides."""
+    pub, sub = stream
+    try_claim, poll = pub.try_claim, sub.poll
+
+    def claim_poll():
+        claim = try_claim(32)
+        claim.buffer[:] = PAYLOAD
+        claim.commit()
+        return poll(_noop, 1)
+
+    assert benchmark(claim_poll) == 1
+
+
+@pytest.mark.benchmark(group="offer+read")
 def test_try_claim_commit_receive(benchmark, stream):
     """try_claim(32), fill, commit, receive(): writing in place."""
     pub, sub = stream

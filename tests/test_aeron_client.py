@@ -105,6 +105,32 @@ def test_receive_try_claim_offer_batch_and_poll_batch(driver):
         assert sum(batches) == 8
 
 
+def test_poll_of_a_driver_image_moves_the_position_only_after_its_handlers(driver):
+    """The driver zeroes its logs behind the subscriber position, so polling an aeron image
+    (directly or through the subscription) is the deferred-commit poll, never lockstep's C poll
+    that commits before the handlers run: while a handler runs, the position is still before
+    its message; afterwards it is past every message handed out. A claim after close is CLOSED."""
+    with Aeron(driver.dir) as aeron:
+        sub = aeron.add_subscription(IPC, 12)
+        pub = aeron.add_exclusive_publication(IPC, 12)
+        wait_for(lambda: pub.is_connected and sub.is_connected, "connection")
+        [image] = sub.images
+        seen: list = []
+
+        def handler(data, header):
+            seen.append((bytes(data), image.position, header.position))
+
+        for round, poll in enumerate((sub.poll, image.poll)):
+            for i in range(5):
+                wait_for(lambda: pub.offer(message(5 * round + i)) > 0, "an offer")
+            wait_for(lambda: len(seen) >= 5 * (round + 1), "the messages", step=lambda: poll(handler, 10))
+        assert [s[0] for s in seen] == [message(i) for i in range(10)]
+        assert all(during < after for _, during, after in seen), seen
+        assert image.position == seen[-1][2] == pub.position
+        pub.close()
+        assert pub.try_claim(8).status == CLOSED
+
+
 @pytest.mark.parametrize("channel", [IPC, "udp"])
 def test_image_callbacks_and_unavailable_on_close(driver, channel):
     if channel == "udp":

@@ -38,12 +38,16 @@ class Closing:
                 self._finish_close()
 
     (CPython 3.11 switches threads only between such statements, so the count is exact.)
+    A C fast object that calls Python handlers keeps its own count (`busy`) and is listed in
+    `_c_calls`: the teardown waits for it too, and it calls `_finish_close` when its outermost
+    call returns after a close.
     In a child after os.fork() every inherited object is closed and *inherited*: its calls
     raise ClosedError, and its close() only forgets (`_forget`), never ends, frees or
     unlinks what the parent still uses."""
 
     _closed = False  # close() was called, or the object was inherited across fork
     _calls = 0  # calls in flight (see above)
+    _c_calls: tuple[Any, ...] = ()  # C objects whose calls in flight (`busy`) count too
     _torn_down = False
     _inherited = False
 
@@ -76,7 +80,7 @@ class Closing:
 
     def _finish_close(self) -> None:
         """Tear down, unless a call is still in flight (its `finally` calls this again)."""
-        if self._calls or self._torn_down or not self._closed:
+        if self._calls or self._torn_down or not self._closed or any(c.busy for c in self._c_calls):
             return
         self._torn_down = True
         if self._inherited:

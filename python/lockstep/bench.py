@@ -20,7 +20,11 @@ from .transport.mapped import default_dir
 from .transport.publication import NOT_CONNECTED, Publication
 from .transport.subscription import Subscription
 
-__all__ = ["throughput", "ping", "sequencer", "halt"]
+__all__ = ["throughput", "ping", "sequencer", "halt", "APIS"]
+
+# What each side calls per message: poll(handler) (the Aeron way), receive() (one call returning
+# bytes), or claim (try_claim + fill + commit to send, poll(handler) to read).
+APIS = ("poll", "receive", "claim")
 
 PING_STREAM = 1001
 PONG_STREAM = 1002
@@ -49,7 +53,61 @@ def _wait_connected(pub: Publication, sub: Subscription | None = None, timeout_s
         time.sleep(0.001)
 
 
-def _producer(dir: str, size: int, messages: int, batch: int, idle: str) -> None:
+def _check_api(api: str | None, idle: str) -> str:
+    """The API to measure: `api`, by default poll (receive when blocking: poll does not block)."""
+    from .errors import InvalidArgumentError
+
+    api = api or ("receive" if idle == "block" else "poll")
+    if api not in APIS:
+        raise InvalidArgumentError(f"api: expected one of {', '.join(APIS)}, found {api!r}")
+    if idle == "block" and api != "receive":
+        raise InvalidArgumentError(f"idle block: only receive(timeout) blocks; use api receive, not {api}")
+    return api
+
+
+def _sender(pub: Publication, api: str) -> Callable[[bytes], int]:
+    """One message out: offer, or (api claim) try_claim + fill + commit. Returns > 0 when sent."""
+    if api != "claim":
+        return pub.offer
+    try_claim = pub.try_claim
+
+    def claim_send(data: bytes) -> int:
+        claim = try_claim(len(data))
+        if claim:
+            claim.buffer[:] = data
+            claim.commit()
+        return claim.status
+    return claim_send
+
+
+def _noop_handler(data: memoryview, header: object) -> None:
+    pass
+
+
+def _poller(sub: Subscription, idle: str, handler: Callable[[memoryview, object], None]) -> Callable[[], int]:
+    """A function that polls `sub` with `handler` (fragment limit 10) until something came,
+    spinning or idling in between; returns how many messages it handled."""
+    poll = sub.poll
+    if idle == "spin":
+        def poll_spinning() -> int:
+            n = poll(handler, 10)
+            while not n:
+                n = poll(handler, 10)
+            return n
+        return poll_spinning
+    idler = idle_strategy(idle).idle
+
+    def poll_idling() -> int:
+        n = poll(handler, 10)
+        while not n:
+            idler(0)
+            n = poll(handler, 10)
+        idler(n)
+        return n
+    return poll_idling
+
+
+def _producer(dir: str, size: int, messages: int, batch: int, idle: str, api: str = "poll") -> None:
     """Offer `messages` (or, when negative, until the consumer goes away)."""
     idler = idle_strategy(idle)
     endless = messages < 0
@@ -69,7 +127,7 @@ def _producer(dir: str, size: int, messages: int, batch: int, idle: str) -> None
                 sent += accepted
                 idler.idle(accepted)
         else:
-            offer = pub.offer
+            offer = _sender(pub, api)
             while endless or sent < messages:
                 status = offer(payload)
                 if status > 0:
@@ -83,16 +141,18 @@ def _producer(dir: str, size: int, messages: int, batch: int, idle: str) -> None
 
 
 def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, idle: str = "backoff",
-               seconds: float | None = None) -> dict:
-    """One producer process offers `size`-byte messages (one `offer` call each, or 1024 per
-    `offer_batch` with batch); this process takes them (one `receive` call each, or
-    `poll_batch`) until `messages` came, or for `seconds` when given. Returns msgs_per_sec
-    and mb_per_sec measured at the consumer, from its first message on."""
+               seconds: float | None = None, api: str | None = None) -> dict:
+    """One producer process sends `size`-byte messages (one `offer` call each, try_claim +
+    commit with api claim, or 1024 per `offer_batch` with batch); this process takes them
+    (`poll(handler, 256)` with api poll or claim, the default; one `receive` call each with api
+    receive; or `poll_batch`) until `messages` came, or for `seconds` when given. Returns
+    msgs_per_sec and mb_per_sec measured at the consumer, from its first message on."""
+    api = _check_api(api, idle)
     ctx = multiprocessing.get_context("spawn")
     with _bench_dir() as dir:
         with Subscription(DATA_STREAM, dir) as sub:
             producer = ctx.Process(target=_producer, daemon=True,
-                                   args=(dir, size, -1 if seconds else messages, 1024 if batch else 1, idle))
+                                   args=(dir, size, -1 if seconds else messages, 1024 if batch else 1, idle, api))
             producer.start()
             try:
                 idler = idle_strategy(idle)
@@ -110,10 +170,18 @@ def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, i
                     counted[0] += n
                     return n
 
+                poll = sub.poll
+
+                def count_polled() -> int:  # poll(handler, 256): one handler call per message
+                    n = poll(_noop_handler, 256)
+                    counted[0] += n
+                    return n
+
+                read = count_one_by_one if api == "receive" else count_polled
                 clock = time.perf_counter
                 start = first = None
                 while True:
-                    n = sub.poll_batch(count_batch, 4096) if batch else count_one_by_one()
+                    n = sub.poll_batch(count_batch, 4096) if batch else read()
                     if n and start is None:
                         start, first = clock(), counted[0]  # the clock starts after the first read
                     if seconds is None and counted[0] >= messages:
@@ -133,7 +201,7 @@ def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, i
     rate = measured / elapsed
     floor = _c_throughput_floor(messages, size, 1024 if batch else 1)
     return {"msgs_per_sec": rate, "mb_per_sec": rate * size / 1e6, "messages": messages, "size": size,
-            "batch": batch, "seconds": elapsed, "ns_per_msg": 1e9 / rate, "noop_call_ns": _noop_ns(),
+            "batch": batch, "api": "batch" if batch else api, "seconds": elapsed, "ns_per_msg": 1e9 / rate, "noop_call_ns": _noop_ns(),
             "c_floor_msgs_per_sec": floor, "ratio_to_c_floor": rate / floor if floor else None}
 
 
@@ -185,35 +253,50 @@ def _receiver(sub: Subscription, idle: str) -> Callable[[], bytes]:
     return next_idling
 
 
-def _ponger(dir: str, messages: int, idle: str) -> None:
+def _ponger(dir: str, messages: int, idle: str, api: str = "receive") -> None:
     with Subscription(PING_STREAM, dir) as sub, Publication(PONG_STREAM, dir, exclusive=True) as pub:
         _wait_connected(pub, sub)
-        offer, next_message = pub.offer, _receiver(sub, idle)
-        for _ in range(messages):
-            data = next_message()
-            while offer(data) < 0:
+        send = _sender(pub, api)
+        if api == "receive":
+            next_message = _receiver(sub, idle)
+            for _ in range(messages):
+                data = next_message()
+                while send(data) < 0:
+                    pass
+            return
+
+        def echo(data: memoryview, header: object) -> None:  # the Aeron way: answer in the handler
+            while send(data) < 0:
                 pass
+        wait = _poller(sub, idle, echo)
+        echoed = 0
+        while echoed < messages:
+            echoed += wait()
 
 
 def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: str = "spin",
-         rate: float | None = None) -> dict:
+         rate: float | None = None, api: str | None = None) -> dict:
     """Round trips of `size`-byte messages to an echoing process. With `rate` (msgs/s),
     sends on a fixed schedule and measures from the intended send time, so stalls are not
     hidden (coordinated omission). `idle`: spin, backoff (or any idle strategy name), or
-    block (receive waits on a futex). Returns percentiles in ns and all samples."""
+    block (receive waits on a futex). `api` (both sides): poll (offer + poll(handler, 10), the
+    default), receive (offer + receive()), claim (try_claim + commit + poll(handler, 10)).
+    Returns percentiles in ns and all samples."""
+    api = _check_api(api, idle)
     ctx = multiprocessing.get_context("spawn")
     total = warmup + messages
     samples = np.empty(messages, dtype=np.int64)
     with _bench_dir() as dir:
         with Publication(PING_STREAM, dir, exclusive=True) as pub, Subscription(PONG_STREAM, dir) as sub:
-            ponger = ctx.Process(target=_ponger, args=(dir, total, idle), daemon=True)
+            ponger = ctx.Process(target=_ponger, args=(dir, total, idle, api), daemon=True)
             ponger.start()
             try:
                 _wait_connected(pub, sub)
                 payload = bytes(size)
                 clock = time.perf_counter_ns
                 interval = int(1e9 / rate) if rate else 0
-                offer, next_message = pub.offer, _receiver(sub, idle)
+                offer = _sender(pub, api)
+                next_message = _receiver(sub, idle) if api == "receive" else _poller(sub, idle, _noop_handler)
                 next_send = clock()
                 for i in range(total):
                     if interval:
@@ -238,7 +321,7 @@ def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: st
     floor = np.zeros(messages, dtype=np.int64)
     lib.ls_bench_ping_floor(messages, warmup, size, ffi.from_buffer("int64_t[]", floor))
     return {"p50_ns": int(p[0]), "p90_ns": int(p[1]), "p99_ns": int(p[2]), "p999_ns": int(p[3]),
-            "max_ns": int(samples.max()), "messages": messages, "size": size, "idle": idle,
+            "max_ns": int(samples.max()), "messages": messages, "size": size, "idle": idle, "api": api,
             "rate": rate, "c_floor_p50_ns": int(np.percentile(floor, 50)),
             "c_floor_p99_ns": int(np.percentile(floor, 99)), "noop_call_ns": _noop_ns(), "samples": samples,
             "c_floor_samples": floor}
@@ -277,7 +360,7 @@ def write_ping_plot(result: dict, path: str) -> str:
         return "matplotlib is not installed: pip install 'lockstep[bench]' (or pip install matplotlib)"
     fig, ax = plt.subplots(figsize=(8, 5))
     rate = f", {result['rate']:,.0f} msgs/s" if result["rate"] else ""
-    percentile_axes(ax, f"lockstep ping, {result['size']} B, idle {result['idle']}{rate}")
+    percentile_axes(ax, f"lockstep ping, {result['size']} B, {result.get('api', 'receive')}, idle {result['idle']}{rate}")
     plot_percentiles(ax, result["samples"], "lockstep (Python)")
     plot_percentiles(ax, result["c_floor_samples"], "C floor (csrc, 2 threads)")
     ax.legend()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Callable, TypeVar, cast
 
 from ._lockstep_ffi import ffi, lib  # type: ignore[import-not-found]
+from ._fastpath import FastMethod
 from ..errors import FileFormatError, InvalidArgumentError, LockstepError
 
-__all__ = ["ffi", "lib", "c_error", "raise_c_error"]
+__all__ = ["ffi", "lib", "c_error", "raise_c_error", "fast_method"]
 
 LS_OK = 0
 LS_EINVAL = 1
@@ -42,3 +44,12 @@ def c_error(path: str | os.PathLike[str] | None = None) -> LockstepError:
 def raise_c_error(path: str | os.PathLike[str] | None = None) -> None:
     """Raise the C error of this thread (see `c_error`)."""
     raise c_error(path)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def fast_method(attribute: str, function: _F) -> _F:
+    """`function` as a method whose calls go to the instance's C object `attribute` (falling
+    back to `function` where there is none): the documented method is the fast one."""
+    return cast(_F, FastMethod(attribute, function))

@@ -11,6 +11,7 @@
 #include <structmember.h> /* PyMemberDef, T_INT (3.11) */
 
 #include "lockstep.h"
+#include "fastpath.h" /* the types of poll.c, ring_fast.c, claim.c */
 
 /* -- Offer: pub.offer(data, reserved_value=0) -> position or negative status ------------- */
 
@@ -645,6 +646,11 @@ PyMODINIT_FUNC PyInit__fastpath(void)
             Py_DECREF(module);
             return NULL;
         }
+    }
+    if (ls_fast_register(module) < 0)
+    {
+        Py_DECREF(module);
+        return NULL;
     }
     return module;
 }

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from .._native import c_error, ffi, lib
-from .._native._fastpath import Offer
+from .._native._fastpath import Offer, TryClaim
 from ..errors import FileFormatError
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import MappedFile
-from ..transport.publication import _ERROR, CLOSED, Publication
+from ..transport.publication import _ERROR, CLOSED, BufferClaim, Publication, _claim_error
 from .protocol import ADD_DESTINATION, REMOVE_DESTINATION, PublicationReady
 
 __all__ = ["AeronPublication"]
@@ -70,6 +70,9 @@ class AeronPublication(Publication):
         # offer(): one vectorcall into the C appender, as Publication's (its fallback: offer below).
         self.offer = self._fast_offer = Offer(  # type: ignore[method-assign, assignment]
             int(ffi.cast("uintptr_t", pub)), pub, AeronPublication.offer.__get__(self))
+        # try_claim(): the C claim of Publication's (its fallback: Publication.try_claim).
+        self._fast_try_claim = TryClaim(ffi.buffer(pub), self._view, AeronPublication.try_claim.__get__(self),
+                                        BufferClaim, _claim_error, self._claim_failed)
 
     # -- what differs from a driverless publication ------------------------------------------
 
@@ -119,6 +122,7 @@ class AeronPublication(Publication):
         if self._pub is None:
             return
         self._fast_offer.detach()
+        self._fast_try_claim.detach()  # (a granted claim keeps the mapping until it is finished)
         pub, self._pub = self._pub, None
         lib.ls_publication_close(pub)  # bound to a driver: marks closed, leaves end of stream to it
         self._aeron._release_publication(self)

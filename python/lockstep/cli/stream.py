@@ -6,6 +6,7 @@ import json
 
 import click
 
+from ..errors import LockstepError
 from .group import main
 
 
@@ -62,18 +63,23 @@ def bench() -> None:
               help="Measure for this long instead of a message count.")
 @click.option("--batch", is_flag=True, help="Use the numpy batch path (offer_batch / poll_batch).")
 @click.option("--idle", type=click.Choice(["spin", "yield", "backoff"]), default="backoff", show_default=True)
+@click.option("--api", type=click.Choice(["poll", "receive", "claim"]), default=None,
+              help="What each side calls per message: poll (offer + poll(handler), the Aeron way; the "
+              "default, but receive with --idle block), receive (offer + receive()), claim (try_claim + "
+              "commit + poll(handler)).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_throughput(size: int, messages: int, seconds: float | None, batch: bool, idle: str, as_json: bool) -> None:
-    """One-way throughput: a producer process offers, this process receives (one call per
-    message, or numpy batches)."""
+def bench_throughput(size: int, messages: int, seconds: float | None, batch: bool, idle: str, api: str | None,
+                     as_json: bool) -> None:
+    """One-way throughput: a producer process offers, this process polls (one handler call per
+    message), receives (one call per message), or takes numpy batches."""
     from ..bench import throughput
 
-    result = throughput(size=size, messages=messages, batch=batch, idle=idle, seconds=seconds)
+    result = throughput(size=size, messages=messages, batch=batch, idle=idle, seconds=seconds, api=api)
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"{result['messages']:,} messages of {size} B in {result['seconds']:.3f} s"
-                   f"{' (batch)' if batch else ''}: {result['msgs_per_sec']:,.0f} msgs/s, "
+                   f"{' (batch)' if batch else ' via ' + result['api']}: {result['msgs_per_sec']:,.0f} msgs/s, "
                    f"{result['mb_per_sec']:,.1f} MB/s")
         click.echo(f"  {result['ns_per_msg']:.0f} ns/msg = {result['ns_per_msg'] / result['noop_call_ns']:.1f} x an "
                    f"empty cffi call ({result['noop_call_ns']:.0f} ns); C floor {result['c_floor_msgs_per_sec']:,.0f} "
@@ -89,15 +95,22 @@ def bench_throughput(size: int, messages: int, seconds: float | None, batch: boo
 @click.option("--idle", type=click.Choice(["spin", "yield", "backoff", "block"]), default="spin", show_default=True,
               help="How each side waits for the next message: busy spin, an idle strategy, or block "
               "(receive sleeps on a futex until the writer wakes it: no core burnt).")
+@click.option("--api", type=click.Choice(["poll", "receive", "claim"]), default=None,
+              help="What each side calls per message: poll (offer + poll(handler), the Aeron way; the "
+              "default, but receive with --idle block), receive (offer + receive()), claim (try_claim + "
+              "commit + poll(handler)).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plot", "plot_file", metavar="FILE", help="Write the percentile distribution (and the C floor's) "
               "as a picture: PNG, SVG or PDF by suffix (needs matplotlib: pip install 'lockstep[bench]').")
-def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: str, as_json: bool,
-               plot_file: str | None) -> None:
+def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: str, api: str | None,
+               as_json: bool, plot_file: str | None) -> None:
     """Round-trip latency to an echoing process over two streams."""
     from ..bench import ping, write_ping_plot
 
-    result = ping(size=size, messages=messages, warmup=warmup, idle=idle, rate=rate)
+    try:
+        result = ping(size=size, messages=messages, warmup=warmup, idle=idle, rate=rate, api=api)
+    except LockstepError as e:
+        raise click.UsageError(str(e)) from None
     if plot_file:
         said = write_ping_plot(result, plot_file)
         if not said.startswith("wrote"):
@@ -109,7 +122,7 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
         click.echo(json.dumps(result))
     else:
         click.echo(f"{messages:,} round trips of {size} B ({idle}"
-                   f"{f', {rate:,.0f} msgs/s' if rate else ''}): " + "  ".join(
+                   f"{f', {rate:,.0f} msgs/s' if rate else ''}) via {result['api']}: " + "  ".join(
                        f"{k[:-3]} {result[k] / 1000:.2f} us" for k in ("p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns")))
         click.echo(f"  C floor (same loop in C threads): p50 {result['c_floor_p50_ns'] / 1000:.2f} us, "
                    f"p99 {result['c_floor_p99_ns'] / 1000:.2f} us; ratio p50 "

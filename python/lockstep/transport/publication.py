@@ -11,8 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._closing import Closing, guarded
-from .._native._fastpath import Offer
-from .._native import c_error, ffi, lib
+from .._native._fastpath import Claim, Offer, TryClaim
+from .._native import c_error, fast_method, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_EVICTIONS, TYPE_PUBLISHER_LIMIT,
                      TYPE_SUBSCRIBER_POSITION, check_timeout_ms, client_for, is_alive)
 from ..errors import InvalidArgumentError, LockstepError
@@ -52,6 +52,8 @@ class Publication(Closing):
     `session_id` (exclusive only) opens that session's log if it exists and continues it:
     the caller must make sure its previous writer is gone (the sequencer holds a lock).
     """
+
+    __slots__ = ("_fast_try_claim",)  # a slot: the try_claim method reads it without a lookup
 
     def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, exclusive: bool = False,
                  term_length: int = DEFAULT_TERM_LENGTH, mtu_length: int = DEFAULT_MTU_LENGTH,
@@ -102,12 +104,15 @@ class Publication(Closing):
             registration_id=self.registration_id, reference_id=self._client.heartbeat.id)
         self._next_liveness_check_ns = 0
         self._view = log.file.memoryview()
-        self._claim = ffi.new("ls_buffer_claim_t *")
         self._batch_accepted = ffi.new("int32_t *")
         # offer(): one vectorcall into C per message (an instance attribute: no method binding
         # either); whatever it does not finish goes to the Python `offer` below.
         self.offer = self._fast_offer = Offer(int(ffi.cast("uintptr_t", self._pub)), self._pub,
                                               Publication.offer.__get__(self))
+        # try_claim(): one vectorcall into C handing back one reused BufferClaim (commit in C);
+        # the class's `try_claim` is a FastMethod handing calls to it.
+        self._fast_try_claim = TryClaim(ffi.buffer(self._pub), self._view, Publication.try_claim.__get__(self),
+                                        BufferClaim, _claim_error, self._claim_failed)
         self._refresh()
 
     # -- publishing -----------------------------------------------------------------------
@@ -206,31 +211,45 @@ class Publication(Closing):
         self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
         try:
             if self._closed:
-                return BufferClaim(None, CLOSED, None)
+                return BufferClaim(CLOSED, _claim_error)
             return self._try_claim(length)
         finally:
             self._calls -= 1
             if self._closed:
                 self._finish_close()
 
+    try_claim = fast_method("_fast_try_claim", try_claim)
+
     def _try_claim(self, length: int) -> "BufferClaim":
         """Claim `length` bytes (at most max_payload_length) to write in place. The claim is
         truthy on success: fill `claim.buffer`, then `commit()` (or `abort()`); when falsy,
-        `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...)."""
-        if self._pub is None:
-            return BufferClaim(None, CLOSED, None)
-        result = lib.ls_publication_try_claim(self._pub, length, self._claim)
-        if result <= 0:
-            result = self._after_failure(result, lambda: lib.ls_publication_try_claim(self._pub, length, self._claim))
-            if result == _ERROR:
+        `claim.status` says why (NOT_CONNECTED, BACK_PRESSURED, ...). A finished claim nobody
+        holds any more is reused by the next try_claim (no new object per message). A granted
+        claim keeps the mapping alive until it is finished, so commit/abort after close() is safe.
+        (Runs in C; this body is its fallback: odd arguments, closed.)"""
+        if self._pub is None:  # (a subclass closed its own way)
+            return BufferClaim(CLOSED, _claim_error)
+        claim = self._fast_try_claim.attempt(length)
+        return self._claim_failed(length, claim) if isinstance(claim, int) else claim
+
+    def _claim_failed(self, length: int, result: int) -> "BufferClaim":
+        """What a failed claim leaves to Python (the C try_claim calls it too): errors raise;
+        NOT_CONNECTED/BACK_PRESSURED re-check subscribers and retry once; CLOSED once closed
+        (a call in flight: the re-check releases the GIL, so a close may come meanwhile)."""
+        self._calls += 1  # (the guard of `Closing`, inlined: it returns a claim, not a constant)
+        try:
+            if self._closed:
+                return BufferClaim(CLOSED, _claim_error)
+            got = self._after_failure(result, lambda: CLOSED if self._closed else self._fast_try_claim.attempt(length))
+            if isinstance(got, BufferClaim):
+                return got
+            if got == _ERROR:
                 raise c_error(self.path)
-        if result <= 0:
-            return BufferClaim(None, result, None)
-        claim = ffi.new("ls_buffer_claim_t *", self._claim[0])
-        # A view of the mapping itself (not a raw cffi buffer): while the claim holds it, the
-        # file stays mapped, so commit/abort after close() cannot write to unmapped memory.
-        start = int(ffi.cast("uintptr_t", claim.data)) - int(ffi.cast("uintptr_t", self.log.file.pointer))
-        return BufferClaim(claim, result, self._view[start:start + length])
+            return BufferClaim(got, _claim_error)
+        finally:
+            self._calls -= 1
+            if self._closed:
+                self._finish_close()
 
     # -- flow control ---------------------------------------------------------------------
 
@@ -310,6 +329,7 @@ class Publication(Closing):
 
     def _detach(self) -> None:
         self._fast_offer.detach()  # later offers go to the Python offer: CLOSED
+        self._fast_try_claim.detach()  # and claims to the Python try_claim: CLOSED
 
     def _teardown(self) -> None:
         pub, self._pub = self._pub, None
@@ -345,42 +365,23 @@ def _integers(name: str, values: Any, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-class BufferClaim:
-    """A frame claimed by `Publication.try_claim`: write `buffer`, then `commit()`."""
+def _claim_error(what: str) -> None:
+    """Raise what a BufferClaim's commit/abort met: the C error, or a claim already finished."""
+    if what == "c":
+        raise c_error()
+    raise LockstepError("claim already committed, aborted, or never granted")
 
-    __slots__ = ("_claim", "status", "buffer", "_done")
 
-    def __init__(self, claim, status: int, buffer) -> None:
-        self._claim = claim
-        self.status = status  # the position after the claim, or a negative status
-        self.buffer = memoryview(buffer) if buffer is not None else None
-        self._done = claim is None
+class BufferClaim(Claim):
+    """A frame claimed by `Publication.try_claim`: write `buffer`, then `commit()` (or
+    `abort()`); `status` is the position after it, or why there is no claim. Commit/abort and
+    the attributes are C (lockstep._native._fastpath.Claim)."""
 
-    def __bool__(self) -> bool:
-        return self._claim is not None
+    __slots__ = ()
 
     @property
     def position(self) -> int:
         return self.status
-
-    def commit(self) -> None:
-        """Publish the frame."""
-        self._finish(lib.ls_buffer_claim_commit)
-
-    def abort(self) -> None:
-        """Turn the frame into padding that subscribers skip."""
-        self._finish(lib.ls_buffer_claim_abort)
-
-    def _finish(self, op) -> None:
-        if self._done:
-            raise LockstepError("claim already committed, aborted, or never granted")
-        self._done = True
-        try:
-            if op(self._claim) < 0:
-                raise c_error()
-        finally:
-            if self.buffer is not None:
-                self.buffer.release()  # last: it keeps the frame mapped until op is done
 
     def __enter__(self) -> "BufferClaim":
         if not self:

@@ -11,41 +11,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .._closing import Closing, guarded
-from .._native._fastpath import Receive
-from .._native import c_error, ffi, lib
+from .._native._fastpath import Header, Poll, Receive
+from .._native import c_error, fast_method, ffi, lib
 from ..errors import ImageLostError
 from .logbuffer import LogBuffer
 
 __all__ = ["LogReader", "Header", "Batch"]
 
 _BATCH = 1024
-
-
-class Header:
-    """The frame header of the message being handled (valid during the handler call)."""
-
-    __slots__ = ("_headers", "_i")
-
-    def __init__(self, headers) -> None:
-        self._headers = headers
-        self._i = 0
-
-    position = property(lambda self: self._headers[self._i].position, doc="stream position after the message")
-    session_id = property(lambda self: self._headers[self._i].session_id)
-    stream_id = property(lambda self: self._headers[self._i].stream_id)
-    term_id = property(lambda self: self._headers[self._i].term_id, doc="of the message's first frame")
-    term_offset = property(lambda self: self._headers[self._i].term_offset, doc="of the message's first frame")
-    flags = property(lambda self: self._headers[self._i].flags)
-    reserved_value = property(lambda self: self._headers[self._i].reserved_value)
-    frame_length = property(lambda self: self._headers[self._i].frame_length)
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("position", "session_id", "stream_id", "term_id", "term_offset",
-                                              "flags", "reserved_value")}
-
-    def __repr__(self) -> str:
-        return (f"Header(position={self.position}, session_id={self.session_id}, stream_id={self.stream_id}, "
-                f"term_id={self.term_id}, term_offset={self.term_offset}, flags=0x{self.flags:02x})")
 
 
 class Batch:
@@ -77,6 +50,8 @@ class LogReader(Closing):
     `position_addr` is where the position lives (a shared counter for subscriptions);
     by default a private one. `position=None` starts at the retained start."""
 
+    __slots__ = ("_fast_poll",)  # a slot: the poll method reads it without a lookup
+
     def __init__(self, log: LogBuffer | str | os.PathLike[str], position: int | None = None,
                  position_addr=None) -> None:
         self.log = log if isinstance(log, LogBuffer) else LogBuffer.open(log)
@@ -106,7 +81,6 @@ class LogReader(Closing):
         self._np_positions = np.frombuffer(ffi.buffer(self._headers), dtype=np.dtype({
             "names": ["position"], "formats": ["<i8"], "offsets": [0],
             "itemsize": ffi.sizeof("ls_frame_header_t")}))["position"]
-        self._header = Header(self._headers)
         # The frame length at our position (`_words[_rx.peek]`), read from Python: a hint that
         # spares the C call when nothing is there (C re-reads it with acquire before trusting it).
         self._words = self._view.cast("i")
@@ -115,6 +89,15 @@ class LogReader(Closing):
         self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)),
                                           lib.ls_image_length_index(self._image, position),
                                           self._image, self._receive_slow)
+        # poll(): one vectorcall into C per call (the class's `poll` is a FastMethod that hands
+        # calls to it); it shares receive()'s peek hint, and its Header is the one poll() fills.
+        # While its handler runs the C poll is a call in flight (`busy`): the teardown of a close
+        # meanwhile waits, and the poll finishes the close when it returns. A failed read goes to
+        # `_failed`, as in the Python poll.
+        self._fast_poll = Poll(ffi.buffer(self._image), ffi.buffer(scan), self._rx, LogReader.poll.__get__(self),
+                               failed=self._failed, finish=self._finish_close)
+        self._c_calls = (self._fast_poll,)
+        self._header: Header = self._fast_poll.header
 
     @property
     def position(self) -> int:
@@ -180,9 +163,12 @@ class LogReader(Closing):
             if self._closed:
                 self._finish_close()
 
+    poll = fast_method("_fast_poll", poll)
+
     def _poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
-        that raises has its message consumed (the position moves past it) before the error."""
+        that raises has its message consumed (the position moves past it) before the error.
+        (The C poll does the same; this is what it falls back to once closed.)"""
         if not self._words[self._rx.peek]:
             return self._nothing_yet()
         if limit == 1:
@@ -306,6 +292,7 @@ class LogReader(Closing):
 
     def _detach(self) -> None:
         self._rx.detach()  # receive() goes to _receive_slow: ClosedError
+        self._fast_poll.detach()  # poll() goes to the Python poll: ClosedError
 
     def _teardown(self) -> None:
         lib.ls_image_close(self._image)

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import enum
+import operator
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .._closing import Closing, guarded
-from .._native import c_error, ffi, lib
+from .._native import c_error, fast_method, ffi, lib
+from .._native._fastpath import Claim, RingRead, RingWrite, TryClaim
 from ..errors import FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
@@ -42,6 +44,8 @@ def _check_capacity(capacity: int) -> None:
 
 class _Ring(Closing):
     _many_producers: bool = False
+    # Slots: the write/read/controlled_read/try_claim methods read them without a lookup.
+    __slots__ = ("_fast_write", "_fast_read", "_fast_controlled_read", "_fast_try_claim")
 
     def __init__(self, path: str | os.PathLike[str], capacity: int | None = None) -> None:
         self.path = Path(path)
@@ -76,6 +80,19 @@ class _Ring(Closing):
         self._lengths = ffi.new("int32_t[]", _BATCH)
         self._consumed = ffi.new("int64_t[]", _BATCH)
         self._scanned = ffi.new("int64_t *")
+        # write/read/controlled_read/try_claim: one vectorcall into C per call (the class's
+        # methods are FastMethods handing calls to these); the Python bodies below are their
+        # fallbacks. A read in C whose handler runs is a call in flight (`busy`): a close
+        # meanwhile defers the unmap, and the read finishes the close when it returns.
+        buffer = ffi.buffer(rb)
+        self._fast_write = RingWrite(buffer, _Ring.write.__get__(self))
+        self._fast_read = RingRead(buffer, _Ring.read.__get__(self), finish=self._finish_close)
+        self._fast_controlled_read = RingRead(buffer, _Ring.controlled_read.__get__(self), True,
+                                              finish=self._finish_close)
+        self._fast_try_claim = TryClaim(buffer, self._view, _Ring.try_claim.__get__(self), RingClaim,
+                                        self._claim_error, ring=True)
+        self._dependents += [self._fast_write, self._fast_read, self._fast_controlled_read, self._fast_try_claim]
+        self._c_calls = (self._fast_read, self._fast_controlled_read)
 
     # -- producer -------------------------------------------------------------------------
 
@@ -101,24 +118,30 @@ class _Ring(Closing):
             if self._closed:
                 self._finish_close()
 
+    write = fast_method("_fast_write", write)
+
     def try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         """Reserve `length` bytes to fill in place; None when the ring is full. Commit or
-        abort the claim (a `with` block commits, or aborts on an exception)."""
-        return self._try_claim(msg_type_id, length)
-
-    @guarded
-    def _try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
-        try:
-            index = lib.ls_rb_try_claim(self._rb, msg_type_id, length)
-        except OverflowError:  # negative length or type id outside int32
+        abort the claim (a `with` block commits, or aborts on an exception). A finished claim
+        nobody holds any more is reused by the next try_claim. (Runs in C; this body is its
+        fallback: closed, keyword or out-of-range arguments.)"""
+        self._rb  # noqa: B018 (ClosedError once closed)
+        msg_type_id, length = operator.index(msg_type_id), operator.index(length)
+        if not (-1 << 31 <= msg_type_id < 1 << 31 and 0 <= length < 1 << 31):
             raise InvalidArgumentError(
                 f"msg_type_id/length: expected an int32 >= 1 and 0..{self.max_message_length}, "
-                f"found {msg_type_id}/{length}") from None
-        if index >= 0:
-            return RingClaim(self, index, length)
-        if index == _FULL:
-            return None
-        raise c_error(self.path)
+                f"found {msg_type_id}/{length}")
+        return self._fast_try_claim(msg_type_id, length)
+
+    try_claim = fast_method("_fast_try_claim", try_claim)
+
+    def _claim_error(self, what: str) -> None:
+        """Raise what a claim met: the C error, a closed ring, or a claim already finished."""
+        if what == "c":
+            raise c_error(self.path)
+        if what == "closed":
+            _raise_closed(self)
+        raise LockstepError("claim already committed or aborted")
 
     @guarded
     def next_correlation_id(self) -> int:
@@ -158,6 +181,8 @@ class _Ring(Closing):
             self._calls -= 1
             if self._closed:
                 self._finish_close()
+
+    read = fast_method("_fast_read", read)
 
     @guarded
     def wait(self, timeout: float | None = None) -> bool:
@@ -208,6 +233,8 @@ class _Ring(Closing):
             raise
         lib.ls_rb_consume(rb, max(end - done, 0))
         return handled
+
+    controlled_read = fast_method("_fast_controlled_read", controlled_read)
 
     @guarded
     def unblock(self) -> bool:
@@ -302,34 +329,11 @@ def _closed_class(cls: type) -> type:
     return closed
 
 
-class RingClaim:
-    """Space claimed in a ring: fill `buffer`, then `commit()` (or `abort()`)."""
+class RingClaim(Claim):
+    """Space claimed in a ring: fill `buffer`, then `commit()` (or `abort()`); `index` is
+    where it is. Commit/abort and the attributes are C (lockstep._native._fastpath.Claim)."""
 
-    __slots__ = ("_ring", "index", "buffer", "_done")
-
-    def __init__(self, ring: _Ring, index: int, length: int) -> None:
-        self._ring = ring
-        self.index = index
-        self.buffer: memoryview = ring._view[index:index + length]
-        self._done = False
-
-    def commit(self) -> None:
-        """Make the message visible to the consumer."""
-        self._finish(lib.ls_rb_commit)
-
-    def abort(self) -> None:
-        """Give the space back as padding; the consumer skips it."""
-        self._finish(lib.ls_rb_abort)
-
-    def _finish(self, op) -> None:
-        if self._done:
-            raise LockstepError("claim already committed or aborted")
-        self._done = True
-        try:
-            if op(self._ring._rb, self.index) < 0:  # (ClosedError once the ring is closed)
-                raise c_error(self._ring.path)
-        finally:
-            self.buffer.release()  # last: it keeps the ring mapped until op is done
+    __slots__ = ()
 
     def __enter__(self) -> "RingClaim":
         return self

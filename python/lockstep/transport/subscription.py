@@ -11,8 +11,8 @@ from typing import Any, Callable, Literal
 
 
 from .._closing import Closing, guarded
-from .._native._fastpath import ReceiveAny
-from .._native import c_error, ffi, lib
+from .._native._fastpath import PollAny, ReceiveAny
+from .._native import c_error, fast_method, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, check_timeout_ms, client_for, is_alive)
 from ..errors import ImageLostError, InvalidArgumentError, LockstepError
@@ -187,6 +187,8 @@ class Subscription(Closing):
     image is followed by a new image of the same log at its live position.
     """
 
+    __slots__ = ("_poll_any",)  # a slot: the poll method reads it without a lookup
+
     def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, start: Start = "live",
                  liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS,
                  unblock_timeout_ms: int = DEFAULT_UNBLOCK_TIMEOUT_MS,
@@ -220,6 +222,10 @@ class Subscription(Closing):
         # receive(): one vectorcall into C (images in turn, housekeeping every 64 empty / 1024
         # busy calls, the blocking wait below when asked to wait).
         self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)
+        # poll(): one vectorcall into C (images in turn, housekeeping — discovery, liveness, lost
+        # images held back until reported — at the moments the Python poll below has it); the
+        # class's `poll` hands calls to it.
+        self._poll_any = PollAny(self._housekeeping, Subscription.poll.__get__(self))
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0  # housekeeping (discovery, liveness) runs every 64 idle / 1024 busy polls
@@ -248,6 +254,8 @@ class Subscription(Closing):
         if not self._polls & (1023 if total else 63):
             self._housekeeping()
         return total
+
+    poll = fast_method("_poll_any", poll)
 
     def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
@@ -470,6 +478,7 @@ class Subscription(Closing):
     def _update_image_list(self) -> None:
         self._image_list = [i for p, i in self._images.items() if p not in self._parked]
         self._rx.set_images(tuple(i._rx for i in self._image_list))
+        self._poll_any.set_images(tuple(i._fast_poll for i in self._image_list))
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -481,6 +490,7 @@ class Subscription(Closing):
 
     def _detach(self) -> None:
         self._rx.detach()  # receive() raises ClosedError from now on
+        self._poll_any.detach()  # so does poll() (the Python poll)
         for image in self._image_list:
             image._wake()  # a receive asleep on it wakes to see the close
 

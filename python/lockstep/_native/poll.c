@@ -1,0 +1,557 @@
+/* poll(handler, fragment_limit) in C: the scan (ls_image_scan_commit), the loop across
+ * padding, fragments and term ends, and the handler call (vectorcall) with a zero-copy
+ * read-only view of the payload and one reusable Header per image that points at the scan's
+ * frame headers (nothing rebuilt per message). A handler that raises has its message consumed
+ * (the position moves back to just after it); a closed reader and a corrupt frame go to the
+ * Python fallback, which raises ClosedError / the C error naming the file. */
+#include "fastpath.h"
+
+#include <structmember.h>
+
+#include "lockstep.h"
+
+/* -- Header: the frame header of the message being handled (valid during the call) -------- */
+
+typedef struct
+{
+    PyObject_HEAD
+    const ls_frame_header_t *headers; /* the scan's headers array */
+    int i;                            /* which one is current */
+    PyObject *owner;                  /* keeps *headers alive */
+} HeaderObject;
+
+static PyTypeObject HeaderType;
+
+enum header_field
+{
+    H_POSITION,
+    H_SESSION_ID,
+    H_STREAM_ID,
+    H_TERM_ID,
+    H_TERM_OFFSET,
+    H_FLAGS,
+    H_RESERVED_VALUE,
+    H_FRAME_LENGTH,
+    H_COUNT
+};
+
+static const char *const header_names[H_COUNT] = {
+    "position", "session_id", "stream_id", "term_id", "term_offset", "flags", "reserved_value", "frame_length",
+};
+
+static long long header_value(const HeaderObject *self, int field)
+{
+    const ls_frame_header_t *h = &self->headers[self->i];
+    switch (field)
+    {
+        case H_POSITION: return h->position;
+        case H_SESSION_ID: return h->session_id;
+        case H_STREAM_ID: return h->stream_id;
+        case H_TERM_ID: return h->term_id;
+        case H_TERM_OFFSET: return h->term_offset;
+        case H_FLAGS: return h->flags;
+        case H_RESERVED_VALUE: return h->reserved_value;
+        default: return h->frame_length;
+    }
+}
+
+static PyObject *header_get(HeaderObject *self, void *closure)
+{
+    return PyLong_FromLongLong(header_value(self, (int)(intptr_t)closure));
+}
+
+static PyObject *header_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *scan;
+    static char *names[] = { "scan", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Header", names, &scan))
+    {
+        return NULL;
+    }
+    ls_image_scan_t *address = ls_fast_buffer_address(scan, (Py_ssize_t)sizeof(ls_image_scan_t), "ls_image_scan_t");
+    if (NULL == address)
+    {
+        return NULL;
+    }
+    HeaderObject *self = (HeaderObject *)type->tp_alloc(type, 0);
+    if (NULL != self)
+    {
+        self->headers = address->headers;
+        self->owner = Py_NewRef(scan);
+    }
+    return (PyObject *)self;
+}
+
+static int header_traverse(HeaderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    return 0;
+}
+
+static int header_clear(HeaderObject *self)
+{
+    Py_CLEAR(self->owner);
+    return 0;
+}
+
+static void header_dealloc(HeaderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    header_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int header_set_index(HeaderObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    const long i = NULL == value ? -1 : PyLong_AsLong(value);
+    if (i < 0 || i >= LS_IMAGE_SCAN_CAPACITY)
+    {
+        if (!PyErr_Occurred())
+        {
+            PyErr_Format(PyExc_ValueError, "_i: expected 0..%d", LS_IMAGE_SCAN_CAPACITY - 1);
+        }
+        return -1;
+    }
+    self->i = (int)i;
+    return 0;
+}
+
+static PyObject *header_get_index(HeaderObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->i);
+}
+
+static PyObject *header_as_dict(HeaderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *dict = PyDict_New();
+    for (int f = 0; NULL != dict && f < H_FRAME_LENGTH; f++) /* frame_length is not part of it */
+    {
+        PyObject *value = PyLong_FromLongLong(header_value(self, f));
+        if (NULL == value || PyDict_SetItemString(dict, header_names[f], value) < 0)
+        {
+            Py_XDECREF(value);
+            Py_CLEAR(dict);
+            break;
+        }
+        Py_DECREF(value);
+    }
+    return dict;
+}
+
+static PyObject *header_repr(HeaderObject *self)
+{
+    return PyUnicode_FromFormat(
+        "Header(position=%lld, session_id=%lld, stream_id=%lld, term_id=%lld, term_offset=%lld, flags=0x%02x)",
+        header_value(self, H_POSITION), header_value(self, H_SESSION_ID), header_value(self, H_STREAM_ID),
+        header_value(self, H_TERM_ID), header_value(self, H_TERM_OFFSET), (int)header_value(self, H_FLAGS));
+}
+
+static PyGetSetDef header_getset[] = {
+    { "position", (getter)header_get, NULL, "stream position after the message", (void *)(intptr_t)H_POSITION },
+    { "session_id", (getter)header_get, NULL, NULL, (void *)(intptr_t)H_SESSION_ID },
+    { "stream_id", (getter)header_get, NULL, NULL, (void *)(intptr_t)H_STREAM_ID },
+    { "term_id", (getter)header_get, NULL, "of the message's first frame", (void *)(intptr_t)H_TERM_ID },
+    { "term_offset", (getter)header_get, NULL, "of the message's first frame", (void *)(intptr_t)H_TERM_OFFSET },
+    { "flags", (getter)header_get, NULL, "0xC0 for a whole (or reassembled) message", (void *)(intptr_t)H_FLAGS },
+    { "reserved_value", (getter)header_get, NULL, NULL, (void *)(intptr_t)H_RESERVED_VALUE },
+    { "frame_length", (getter)header_get, NULL, "of the last frame", (void *)(intptr_t)H_FRAME_LENGTH },
+    { "_i", (getter)header_get_index, (setter)header_set_index, "which scanned message is current", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
+};
+
+static PyMethodDef header_methods[] = {
+    { "as_dict", (PyCFunction)header_as_dict, METH_NOARGS, "The fields (but frame_length) as a dict." },
+    { NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject HeaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "lockstep._native._fastpath.Header",
+    .tp_doc = "The frame header of the message being handled (valid during the handler call).",
+    .tp_basicsize = sizeof(HeaderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = header_new,
+    .tp_traverse = (traverseproc)header_traverse,
+    .tp_clear = (inquiry)header_clear,
+    .tp_dealloc = (destructor)header_dealloc,
+    .tp_repr = (reprfunc)header_repr,
+    .tp_getset = header_getset,
+    .tp_methods = header_methods,
+};
+
+/* -- Poll: image.poll(handler, limit=10) -> messages handled ------------------------------ */
+
+enum { POLL_IMAGE, POLL_SCAN, POLL_RECEIVE, POLL_FALLBACK, POLL_HEADER, POLL_VIEW, POLL_FAILED };
+
+typedef struct
+{
+    LsFastHead head;     /* target: the ls_image_t; refs: see the enum above (and LS_FAST_FINISH) */
+    ls_image_scan_t *scan;
+    int *peek;           /* the Receive object's peek hint (int32 index of the frame length) */
+    HeaderObject *header;
+    int unchecked;       /* views were handed out since the last check that they were intact */
+} PollObject;
+
+static PyTypeObject PollType;
+
+#define POLL_DEFAULT_LIMIT 10
+
+/* The Python poll (closed: ClosedError); messages handled, or -1 with an exception. */
+static Py_ssize_t poll_fallback(PollObject *self, PyObject *handler, long limit)
+{
+    PyObject *args[2] = { handler, PyLong_FromLong(limit) };
+    if (NULL == args[1])
+    {
+        return -1;
+    }
+    PyObject *result = PyObject_Vectorcall(self->head.refs[POLL_FALLBACK], args, 2, NULL);
+    Py_DECREF(args[1]);
+    if (NULL == result)
+    {
+        return -1;
+    }
+    const Py_ssize_t n = PyLong_AsSsize_t(result);
+    Py_DECREF(result);
+    return n;
+}
+
+/* A read failed with `status` (corrupt, LS_IMAGE_LAPPED, LS_IMAGE_NOT_OWNER; the C error text
+ * still this thread's): the owner's `_failed(status)` raises (ImageLostError, the C error) or
+ * tells the subscription's on_unavailable_image. 0 (nothing handed out), or -1. */
+static Py_ssize_t poll_failed(PollObject *self, int status)
+{
+    PyObject *arg = PyLong_FromLong(status);
+    if (NULL == arg)
+    {
+        return -1;
+    }
+    PyObject *result = PyObject_CallOneArg(self->head.refs[POLL_FAILED], arg);
+    Py_DECREF(arg);
+    Py_XDECREF(result);
+    return NULL == result ? -1 : 0;
+}
+
+/* Hands up to `limit` messages to handler; returns how many, or -1 with an exception. A close
+ * meanwhile (from a handler, or another thread while one runs) lets the messages already scanned
+ * go out, as the Python poll does, then stops; the owner's teardown waits for it (ls_fast_enter). */
+static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *handler, long limit)
+{
+    ls_image_scan_t *scan = self->scan;
+    Py_ssize_t total = 0;
+    while (total < limit && NULL != self->head.target)
+    {
+        const int64_t before = ls_image_position(image);
+        const int32_t n = ls_image_scan_commit(image, scan, (int32_t)(limit - total > INT32_MAX ? INT32_MAX : limit - total));
+        *self->peek = scan->end_length_index;
+        if (n < 0)
+        {
+            if (total > 0)
+            {
+                return total; /* the next poll meets the bad frame (or the loss) first and says so */
+            }
+            return NULL == self->head.refs[POLL_FAILED] ? poll_fallback(self, handler, limit) : poll_failed(self, n);
+        }
+        if (n > 0)
+        {
+            self->unchecked = 1;
+        }
+        for (int32_t i = 0; i < n; i++)
+        {
+            const int32_t offset = scan->data_offsets[i];
+            const uint8_t *data = offset >= 0 ? image->log.terms[scan->partitions[i]] + offset : image->assembly;
+            PyObject *view = ls_fast_view(&self->head.refs[POLL_VIEW], data, scan->lengths[i], 0);
+            if (NULL == view)
+            {
+                return -1;
+            }
+            self->header->i = i;
+            PyObject *args[2] = { view, (PyObject *)self->header };
+            PyObject *result = PyObject_Vectorcall(handler, args, 2, NULL);
+            ls_fast_view_done(view);
+            if (NULL == result)
+            {
+                /* The failing message counts as consumed, the rest do not. */
+                const int64_t position = scan->headers[i].position;
+                ls_image_set_position(image, position);
+                *self->peek = ls_image_length_index(image, position);
+                return -1;
+            }
+            Py_DECREF(result);
+        }
+        total += n;
+        if (scan->end_position == before)
+        {
+            break; /* nothing more written */
+        }
+    }
+    if (0 == total && self->unchecked && NULL != self->head.target)
+    {
+        /* Nothing (more) after handing out views: confirm they were intact, as the Python poll
+         * does (LogReader._nothing_yet), so a loss found later starts at the position. */
+        self->unchecked = 0;
+        const int status = ls_image_check(image);
+        if (status < 0)
+        {
+            return poll_failed(self, status);
+        }
+    }
+    return total;
+}
+
+static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
+{
+    ls_image_t *image = self->head.target;
+    if (NULL == image)
+    {
+        return poll_fallback(self, handler, limit);
+    }
+    ls_fast_enter(&self->head);
+    const Py_ssize_t n = poll_messages(self, image, handler, limit);
+    return ls_fast_leave(&self->head, n < 0) < 0 ? -1 : n;
+}
+
+static int parse_poll_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, long *limit)
+{
+    if (NULL != kwnames || nargs < 1 || nargs > 2)
+    {
+        return 0;
+    }
+    *limit = POLL_DEFAULT_LIMIT;
+    if (2 == nargs)
+    {
+        *limit = PyLong_AsLong(args[1]);
+        if (-1 == *limit && PyErr_Occurred())
+        {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *poll_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PollObject *self = (PollObject *)callable;
+    long limit;
+    if (NULL == self->head.target || !parse_poll_args(args, PyVectorcall_NARGS(nargsf), kwnames, &limit))
+    {
+        return PyObject_Vectorcall(self->head.refs[POLL_FALLBACK], args, nargsf, kwnames);
+    }
+    const Py_ssize_t n = poll_image(self, args[0], limit);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+/* The offset of a T_INT member `name` of `obj`'s type (the Receive's peek hint). */
+static int *int_member(PyObject *obj, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)Py_TYPE(obj), name);
+    if (NULL == descr)
+    {
+        return NULL;
+    }
+    int *address = NULL;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && T_INT == ((PyMemberDescrObject *)descr)->d_member->type)
+    {
+        address = (int *)((char *)obj + ((PyMemberDescrObject *)descr)->d_member->offset);
+    }
+    else
+    {
+        PyErr_Format(PyExc_TypeError, "%.100s.%s: expected an int member", Py_TYPE(obj)->tp_name, name);
+    }
+    Py_DECREF(descr);
+    return address;
+}
+
+static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *image_buffer, *scan_buffer, *receive, *fallback, *failed = NULL, *finish = NULL;
+    static char *names[] = { "image", "scan", "receive", "fallback", "failed", "finish", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO:Poll", names, &image_buffer, &scan_buffer, &receive,
+                                     &fallback, &failed, &finish))
+    {
+        return NULL;
+    }
+    if (Py_None == failed)
+    {
+        failed = NULL;
+    }
+    if (NULL != failed && !PyCallable_Check(failed))
+    {
+        return PyErr_Format(PyExc_TypeError, "failed: expected a callable (status) -> None that raises or tells");
+    }
+    ls_image_t *image = ls_fast_buffer_address(image_buffer, (Py_ssize_t)sizeof(ls_image_t), "ls_image_t");
+    ls_image_scan_t *scan = NULL == image ? NULL :
+        ls_fast_buffer_address(scan_buffer, (Py_ssize_t)sizeof(ls_image_scan_t), "ls_image_scan_t");
+    int *peek = NULL == scan ? NULL : int_member(receive, "peek");
+    if (NULL == peek)
+    {
+        return NULL;
+    }
+    PyObject *header = PyObject_CallOneArg((PyObject *)&HeaderType, scan_buffer);
+    if (NULL == header)
+    {
+        return NULL;
+    }
+    PyObject *refs[] = { image_buffer, scan_buffer, receive, fallback, header, NULL, failed };
+    PollObject *self = (PollObject *)ls_fast_alloc(type, poll_vectorcall, image, refs, 7);
+    Py_DECREF(header);
+    if (NULL != self && ls_fast_set_finish(&self->head, finish) < 0)
+    {
+        Py_CLEAR(self);
+    }
+    if (NULL != self)
+    {
+        self->scan = scan;
+        self->peek = peek;
+        self->header = (HeaderObject *)header; /* owned through refs */
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *poll_header(PollObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->head.refs[POLL_HEADER]);
+}
+
+static PyGetSetDef poll_getset[] = {
+    { "header", (getter)poll_header, NULL, "the one Header handed to every handler call", NULL },
+    LS_FAST_BUSY_GETSET,
+    { NULL, NULL, NULL, NULL, NULL },
+};
+
+static PyMethodDef poll_methods[] = {
+    LS_FAST_DETACH_METHOD,
+    { NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject PollType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "lockstep._native._fastpath.Poll",
+    .tp_doc = "poll(handler, limit=10) -> messages handed to handler(data, header).",
+    LS_FAST_TYPE_COMMON(PollObject),
+    .tp_new = poll_new,
+    .tp_methods = poll_methods,
+    .tp_getset = poll_getset,
+};
+
+/* -- PollAny: subscription.poll(handler, fragment_limit=10), images in turn ------------- */
+
+enum { ANY_IMAGES, ANY_HOUSEKEEPING, ANY_FALLBACK };
+
+typedef struct
+{
+    LsFastHead head;  /* target: itself while attached; refs: see the enum above */
+    Py_ssize_t next;
+    uint64_t polls;
+} PollAnyObject;
+
+static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PollAnyObject *self = (PollAnyObject *)callable;
+    long limit;
+    if (NULL == self->head.target || !parse_poll_args(args, PyVectorcall_NARGS(nargsf), kwnames, &limit))
+    {
+        return PyObject_Vectorcall(self->head.refs[ANY_FALLBACK], args, nargsf, kwnames);
+    }
+    PyObject *images = Py_NewRef(self->head.refs[ANY_IMAGES]); /* housekeeping may replace the tuple */
+    const Py_ssize_t count = PyTuple_GET_SIZE(images);
+    Py_ssize_t total = 0;
+    const Py_ssize_t start = count > 1 ? (self->next = (self->next + 1) % count) : 0;
+    for (Py_ssize_t k = 0; k < count && total >= 0 && NULL != self->head.target; k++)
+    {
+        PollObject *image = (PollObject *)PyTuple_GET_ITEM(images, (start + k) % count);
+        if (NULL == image->head.target)
+        {
+            continue; /* closed meanwhile (lost, or by a handler) */
+        }
+        const Py_ssize_t n = poll_image(image, args[0], limit - total);
+        total = n < 0 ? -1 : total + n;
+        if (total >= limit)
+        {
+            break;
+        }
+    }
+    Py_DECREF(images);
+    if (total < 0)
+    {
+        return NULL;
+    }
+    if (0 == (++self->polls & (total ? 1023 : 63)))
+    {
+        PyObject *result = PyObject_CallNoArgs(self->head.refs[ANY_HOUSEKEEPING]);
+        if (NULL == result)
+        {
+            return NULL;
+        }
+        Py_DECREF(result);
+    }
+    return PyLong_FromSsize_t(total);
+}
+
+static PyObject *poll_any_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *housekeeping, *fallback;
+    static char *names[] = { "housekeeping", "fallback", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:PollAny", names, &housekeeping, &fallback))
+    {
+        return NULL;
+    }
+    PyObject *images = PyTuple_New(0);
+    if (NULL == images)
+    {
+        return NULL;
+    }
+    PyObject *refs[] = { images, housekeeping, fallback };
+    PyObject *self = ls_fast_alloc(type, poll_any_vectorcall, NULL, refs, 3);
+    Py_DECREF(images);
+    if (NULL != self)
+    {
+        ((LsFastHead *)self)->target = self; /* attached: no C struct of its own */
+    }
+    return self;
+}
+
+static PyObject *poll_any_set_images(PollAnyObject *self, PyObject *images)
+{
+    if (!PyTuple_Check(images))
+    {
+        PyErr_SetString(PyExc_TypeError, "images: expected a tuple of Poll");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(images); i++)
+    {
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(images, i), &PollType))
+        {
+            PyErr_SetString(PyExc_TypeError, "images: expected a tuple of Poll");
+            return NULL;
+        }
+    }
+    Py_SETREF(self->head.refs[ANY_IMAGES], Py_NewRef(images));
+    self->next = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef poll_any_methods[] = {
+    { "set_images", (PyCFunction)poll_any_set_images, METH_O, "The images to poll in turn, a tuple of Poll." },
+    LS_FAST_DETACH_METHOD,
+    { NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject PollAnyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "lockstep._native._fastpath.PollAny",
+    .tp_doc = "poll(handler, fragment_limit=10) -> messages of every image (in turn) handed to handler.",
+    LS_FAST_TYPE_COMMON(PollAnyObject),
+    .tp_new = poll_any_new,
+    .tp_methods = poll_any_methods,
+};
+
+int ls_fast_register_poll(PyObject *module)
+{
+    if (ls_fast_add_type(module, &HeaderType, "Header") < 0 || ls_fast_add_type(module, &PollType, "Poll") < 0 ||
+        ls_fast_add_type(module, &PollAnyType, "PollAny") < 0)
+    {
+        return -1;
+    }
+    return 0;
+}
