@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import weakref
 from typing import Any, Callable, TypeVar
 
@@ -19,6 +20,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 _objects: "weakref.WeakSet[Closing]" = weakref.WeakSet()  # every live one, for the fork hook
 
 
+class _InFlight:
+    """The token every call in flight holds (a local): once close() arms it, the last call
+    to let go of it tears the object down."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self) -> None:
+        self.owner: Closing | None = None  # set by close() only while calls are in flight
+
+    def __del__(self) -> None:
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner._finish_close()
+
+
 class Closing:
     """Mixin for objects with `close()`: `with obj:` closes it on the way out; `closed`.
 
@@ -26,29 +42,28 @@ class Closing:
     every later call raises ClosedError or returns CLOSED), then `_teardown()` (unmap, free,
     end the stream) — at once if no call is in flight, else when the last one returns. A
     method whose C call releases the GIL (every cffi call does), or whose Python code keeps
-    views of mapped memory across calls, is in flight between `_calls += 1` and its
-    `finally:` — the `guarded` decorator, or, on hot paths, the same lines inlined:
+    views of mapped memory across calls, is in flight while it holds the token — the
+    `guarded` decorator, or, on hot paths, the same lines inlined (one attribute load):
 
-        self._calls += 1
+        token = self._token  # None once closed
         try:
-            ...  # checks `self._closed` first
+            if token is None:
+                raise self._closed_error()  # (or return CLOSED)
+            ...
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token  # the last one out of a closed object tears it down
 
-    (CPython 3.11 switches threads only between such statements, so the count is exact.)
     In a child after os.fork() every inherited object is closed and *inherited*: its calls
     raise ClosedError, and its close() only forgets (`_forget`), never ends, frees or
     unlinks what the parent still uses."""
 
     _closed = False  # close() was called, or the object was inherited across fork
-    _calls = 0  # calls in flight (see above)
     _torn_down = False
     _inherited = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
+        self._token = _InFlight()
         _objects.add(self)
         return self
 
@@ -64,19 +79,20 @@ class Closing:
     def close(self) -> None:
         """Close: later calls raise ClosedError (or return CLOSED); resources go once no
         call is in flight any more."""
-        if self._closed:
+        token = self._token
+        if token is None:
             return
-        self._calls += 1  # (detaching may call C: no teardown by another thread meanwhile)
-        try:
-            self._closed = True
-            self._detach()
-        finally:
-            self._calls -= 1
+        self._closed = True
+        self._token = None  # no call starts from now on
+        self._detach()
+        if sys.getrefcount(token) > 2:  # (ours and the argument's): calls in flight hold it
+            token.owner = self  # the last one to let go tears down (or we do, on return)
+            return
         self._finish_close()
 
     def _finish_close(self) -> None:
-        """Tear down, unless a call is still in flight (its `finally` calls this again)."""
-        if self._calls or self._torn_down or not self._closed:
+        """Tear down, once."""
+        if self._torn_down:
             return
         self._torn_down = True
         if self._inherited:
@@ -123,17 +139,15 @@ def guarded(method: F | None = None, *, closed: Any = _RAISE) -> Any:
     def wrap(method: F) -> F:
         @functools.wraps(method)
         def call(self: Closing, *args: Any, **kwargs: Any) -> Any:
-            self._calls += 1
+            token = self._token
             try:
-                if self._closed:
+                if token is None:
                     if closed is _RAISE:
                         raise self._closed_error()
                     return closed
                 return method(self, *args, **kwargs)
             finally:
-                self._calls -= 1
-                if self._closed:
-                    self._finish_close()
+                del token
 
         return call  # type: ignore[return-value]
 
@@ -147,7 +161,7 @@ def _after_fork_in_child() -> None:
             continue
         obj._inherited = True
         obj._closed = True
-        obj._calls = 0  # the parent's threads are not in this process
+        obj._token = None  # (calls the parent's threads had in flight never return here)
         try:
             obj._detach()
         except Exception:  # (a half-built object): it is closed all the same

@@ -1,5 +1,5 @@
-/* lockstep._native._fastpath: the per-message calls — offer, receive, and a client's send to the
- * sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple,
+/* lockstep._native._fastpath: the per-message calls — offer, receive, a ring write, and a client's
+ * send to the sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple,
  * conversions, GIL release) plus the Python method around it; these are one C entry each
  * (~40 ns). Everything else stays in the
  * cffi layer: these objects only borrow the C structs that the Python objects own (and keep
@@ -591,6 +591,131 @@ static PyTypeObject SendType = {
     .tp_members = send_members,
 };
 
+/* -- Write: ring.write(msg_type_id, data) -> bool ----------------------------------------- */
+
+typedef struct
+{
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    ls_ring_buffer_t *ring; /* NULL once detached (the ring closed) */
+    PyObject *owner;        /* keeps *ring alive */
+    PyObject *fallback;     /* the Python write: errors, closed, odd arguments */
+} WriteObject;
+
+static PyObject *write_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    WriteObject *self = (WriteObject *)callable;
+    if (NULL == self->ring || NULL != kwnames || 2 != PyVectorcall_NARGS(nargsf) || !PyLong_CheckExact(args[0]))
+    {
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    }
+    int overflow;
+    const long msg_type_id = PyLong_AsLongAndOverflow(args[0], &overflow);
+    if (0 != overflow || msg_type_id < INT32_MIN || msg_type_id > INT32_MAX)
+    {
+        return PyObject_Vectorcall(self->fallback, args, nargsf, NULL); /* says what is wrong */
+    }
+    int rc;
+    if (PyBytes_CheckExact(args[1]))
+    {
+        rc = ls_rb_write(self->ring, (int32_t)msg_type_id, (const uint8_t *)PyBytes_AS_STRING(args[1]),
+                         (size_t)PyBytes_GET_SIZE(args[1]));
+    }
+    else
+    {
+        Py_buffer view;
+        if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+        {
+            PyErr_Clear();
+            return PyObject_Vectorcall(self->fallback, args, nargsf, NULL);
+        }
+        rc = ls_rb_write(self->ring, (int32_t)msg_type_id, (const uint8_t *)view.buf, (size_t)view.len);
+        PyBuffer_Release(&view);
+    }
+    if (0 == rc)
+    {
+        Py_RETURN_TRUE;
+    }
+    if (LS_RB_FULL == rc)
+    {
+        Py_RETURN_FALSE;
+    }
+    return PyObject_Vectorcall(self->fallback, args, nargsf, NULL); /* raises with the C error */
+}
+
+static PyObject *write_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *address, *owner, *fallback;
+    static char *names[] = { "address", "owner", "fallback", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:Write", names, &address, &owner, &fallback))
+    {
+        return NULL;
+    }
+    void *ring = PyLong_AsVoidPtr(address);
+    if (NULL == ring)
+    {
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "address: NULL");
+    }
+    WriteObject *self = (WriteObject *)type->tp_alloc(type, 0);
+    if (NULL == self)
+    {
+        return NULL;
+    }
+    self->vectorcall = write_vectorcall;
+    self->ring = ring;
+    self->owner = Py_NewRef(owner);
+    self->fallback = Py_NewRef(fallback);
+    return (PyObject *)self;
+}
+
+static int write_traverse(WriteObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int write_clear(WriteObject *self)
+{
+    self->ring = NULL;
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void write_dealloc(WriteObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    write_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *write_detach(WriteObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->ring = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef write_methods[] = {
+    { "detach", (PyCFunction)write_detach, METH_NOARGS, "Forget the ring: later calls go to the fallback." },
+    { NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject WriteType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "lockstep._native._fastpath.Write",
+    .tp_doc = "write(msg_type_id, data) -> True, or False when the ring is full.",
+    .tp_basicsize = sizeof(WriteObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(WriteObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = write_new,
+    .tp_traverse = (traverseproc)write_traverse,
+    .tp_clear = (inquiry)write_clear,
+    .tp_dealloc = (destructor)write_dealloc,
+    .tp_methods = write_methods,
+};
+
 /* -- module -------------------------------------------------------------------------------- */
 
 static struct PyModuleDef fastpath_module = {
@@ -602,8 +727,8 @@ static struct PyModuleDef fastpath_module = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-    PyTypeObject *types[] = { &OfferType, &ReceiveType, &ReceiveAnyType, &SendType };
-    const char *names[] = { "Offer", "Receive", "ReceiveAny", "Send" };
+    PyTypeObject *types[] = { &OfferType, &ReceiveType, &ReceiveAnyType, &SendType, &WriteType };
+    const char *names[] = { "Offer", "Receive", "ReceiveAny", "Send", "Write" };
     PyObject *module = PyModule_Create(&fastpath_module);
     if (NULL == module)
     {

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from .._closing import Closing, guarded
 from .._native import c_error, ffi, lib
+from .._native._fastpath import Write
 from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
@@ -75,13 +76,17 @@ class _Ring(Closing):
         self._lengths = ffi.new("int32_t[]", _BATCH)
         self._consumed = ffi.new("int64_t[]", _BATCH)
         self._scanned = ffi.new("int64_t *")
+        # write(): one vectorcall into C, holding the GIL (so close() cannot run meanwhile: no
+        # guard needed); whatever it does not finish goes to the Python `write` below.
+        self.write = Write(int(ffi.cast("uintptr_t", rb)), rb, _Ring.write.__get__(self))
+        self._dependents.append(self.write)
 
     # -- producer -------------------------------------------------------------------------
 
-    def write(self, msg_type_id: int, data: Buffer) -> bool:
+    def write(self, msg_type_id: int, data: Buffer) -> bool:  # (the instance's is the C object; its fallback)
         """Copy one message in. False when the ring is full (back-pressure; nothing is
         overwritten); raises InvalidArgumentError for type id < 1 or data > max_message_length."""
-        self._calls += 1  # (the guard of `Closing`, inlined; a closed ring's `_rb` raises ClosedError)
+        token = self._token  # (the guard of `Closing`, inlined; a closed ring's `_rb` raises ClosedError)
         try:
             try:
                 try:
@@ -96,17 +101,12 @@ class _Ring(Closing):
                 return False
             raise c_error(self.path)
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
+    @guarded
     def try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         """Reserve `length` bytes to fill in place; None when the ring is full. Commit or
         abort the claim (a `with` block commits, or aborts on an exception)."""
-        return self._try_claim(msg_type_id, length)
-
-    @guarded
-    def _try_claim(self, msg_type_id: int, length: int) -> "RingClaim | None":
         try:
             index = lib.ls_rb_try_claim(self._rb, msg_type_id, length)
         except OverflowError:  # negative length or type id outside int32
@@ -129,7 +129,7 @@ class _Ring(Closing):
     def read(self, handler: Callable[[int, memoryview], Any], limit: int = _NO_LIMIT) -> int:
         """Hand up to `limit` messages to `handler(msg_type_id, data)` and consume them.
         `data` views the ring and is valid only during the call. Returns the count."""
-        self._calls += 1  # (the guard of `Closing`, inlined; a closed ring's `_words` raises ClosedError)
+        token = self._token  # (the guard of `Closing`, inlined; a closed ring's `_words` raises ClosedError)
         try:
             if not self._words[(self._longs[self._head_index] & self._mask) >> 2]:
                 return 0
@@ -154,9 +154,7 @@ class _Ring(Closing):
                     break
             return total
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     @guarded
     def controlled_read(
