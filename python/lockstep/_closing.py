@@ -64,6 +64,7 @@ class Closing:
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
         self._token = _InFlight()
+        self._pid = os.getpid()  # the process it belongs to
         _objects.add(self)
         return self
 
@@ -111,11 +112,14 @@ class Closing:
 
     def _closed_error(self) -> ClosedError:
         """The error a call on the closed object raises, naming its file and why."""
-        where = getattr(self, "path", None) or type(self).__name__
+        where = getattr(self, "path", None) or getattr(self, "dir", None) or "lockstep"
+        what = type(self).__name__
+        if getattr(self, "stream_id", None) is not None:
+            what += f" of stream {self.stream_id}"  # type: ignore[attr-defined]
         if self._inherited:
-            return ClosedError(f"{where}: {type(self).__name__} inherited across fork(); it belongs to the "
-                               f"parent process — open a new one in this process")
-        return ClosedError(f"{where}: {type(self).__name__} is closed")
+            return ClosedError(f"{where}: {what} was inherited across fork(); it belongs to the parent "
+                               f"process (pid {self._pid}) — open a new one in this process")
+        return ClosedError(f"{where}: {what} is closed")
 
     def _check_open(self) -> None:
         if self._closed:
