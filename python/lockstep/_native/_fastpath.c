@@ -1,5 +1,5 @@
-/* lockstep._native._fastpath: the per-message calls — offer, receive, and a client's send to the
- * sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple,
+/* lockstep._native._fastpath: the per-message calls — offer, receive, a ring write, and a client's
+ * send to the sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple,
  * conversions, GIL release) plus the Python method around it; these are one C entry each
  * (~40 ns). Everything else stays in the
  * cffi layer: these objects only borrow the C structs that the Python objects own (and keep
