@@ -36,9 +36,9 @@ class ImageLostError(LockstepError):
         self.from_position = from_position
         self.to_position = to_position
         self.reason = reason
-        super().__init__(
-            f"{self.path}: stream {stream_id} session {session_id}: image lost, {reason}: the messages from "
-            f"position {from_position} to {to_position} were not received")
+        missed = (f"the messages from position {from_position} to {to_position} were not received"
+                  if to_position > from_position else f"no message was missed (position {from_position})")
+        super().__init__(f"{self.path}: stream {stream_id} session {session_id}: image lost, {reason}: {missed}")
 
 
 class ClosedError(LockstepError):

@@ -211,6 +211,8 @@ class LogReader(Closing):
         scan = self._scan_out
         r = lib.ls_image_poll_one(self._image, scan)
         self._rx.peek = scan.end_length_index
+        if r > 0 or r == lib.LS_IMAGE_ASSEMBLED:
+            self._unchecked = True
         if r > 0:
             offset = r >> 20
             return self._view[offset:offset + (r & 0xFFFFF)]

@@ -372,6 +372,7 @@ class Subscription(Closing):
 
     @staticmethod
     def _tell(handler: ImageHandler | None, image: Image) -> None:
+        """Run an image handler (on_available_image / on_unavailable_image) if there is one."""
         if handler is not None:
             handler(image)
 
