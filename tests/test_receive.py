@@ -51,7 +51,7 @@ READS = ["receive", "image", "poll1", "poll", "image_poll", "poll_big", "py_poll
 WRITES = ["offer", "claim", "claim_kept"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=st.lists(st.one_of(st.integers(0, 100), st.integers(1300, 4000)), min_size=1, max_size=120),
        reads=st.lists(st.sampled_from(READS), min_size=1, max_size=8),
        writes=st.lists(st.sampled_from(WRITES), min_size=1, max_size=4),
@@ -382,7 +382,7 @@ RING_READS = ["read", "read1", "read3", "controlled", "controlled_commit", "cont
 RING_WRITES = ["write", "claim", "claim_kept", "py_write", "bytearray"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(0, 500), min_size=1, max_size=60),
        reads=st.lists(st.sampled_from(RING_READS), min_size=1, max_size=6),
        writes=st.lists(st.sampled_from(RING_WRITES), min_size=1, max_size=4),
