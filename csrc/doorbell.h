@@ -25,7 +25,7 @@ typedef struct ls_doorbell_stct
     const uint8_t *probe;
 } ls_doorbell_t;
 
-/* The slow half of ls_doorbell_ring: take the flag, bump the sequence, futex wake. */
+/* The slow half of ls_doorbell_ring: take the flag, then ls_doorbell_wake_all. */
 void ls_doorbell_wake(uint8_t *flag, uint8_t *sequence);
 
 /* The writer's side, after a commit: wake every reader asleep on this doorbell, if any.

@@ -95,7 +95,8 @@ bool ls_image_is_owner(const ls_image_t *image)
 }
 
 /* Whether the writers may have cleaned (or rewritten) the partition holding `position`: the
- * rotation two terms on cleans it, and begins once the next term's tail reached its end. */
+ * rotation two terms on cleans it, and begins once the next term's tail is past its end (a
+ * term filled exactly is intact until the rotation marks it so: publication.c). */
 static bool ls_image_lapped_at(const ls_image_t *image, int64_t position)
 {
     const ls_logbuffer_t *log = &image->log;
@@ -105,7 +106,7 @@ static bool ls_image_lapped_at(const ls_image_t *image, int64_t position)
         return ahead >= 2;
     }
     const int32_t next = (int32_t)((position >> log->position_bits_to_shift) + 1) % LS_LOG_PARTITION_COUNT;
-    return ls_image_tail_offset(ls_logbuffer_raw_tail(log, next)) >= log->term_length;
+    return ls_image_tail_offset(ls_logbuffer_raw_tail(log, next)) > log->term_length;
 }
 
 bool ls_image_is_lapped(const ls_image_t *image)

@@ -241,6 +241,12 @@ static int64_t ls_pub_append_exclusive(
         uint8_t *tail_addr = LS_PUB_TAIL_ADDR(log, pub->partition_index);
         if (pub->term_offset >= log->term_length)
         {
+            if (ls_pub_tail_offset(ls_get_plain_i64(tail_addr)) == log->term_length)
+            {
+                /* Filled exactly: mark the tail past the end, as a claim that crosses it does,
+                 * before the rotation cleans a partition (a reader's lapped check sees it). */
+                ls_put_release_i64(tail_addr, ls_pub_pack_tail(pub->term_id, (int64_t)log->term_length + LS_FRAME_ALIGNMENT));
+            }
             const int64_t rotated = ls_pub_end_of_term(pub, pub->partition_index, pub->term_id, pub->term_offset);
             if (rotated < 0)
             {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -88,3 +89,25 @@ def procs(mp):
     pool = Procs(mp)
     yield pool
     pool.cleanup()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """mount(size) -> a fresh tmpfs of that size (e.g. "1m"), unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        path = tmp_path / f"fs{len(mounted)}"
+        path.mkdir(mode=0o700)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"mounting a {size} tmpfs is not permitted here: {proc.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -265,7 +265,8 @@ def test_driver_killed_mid_stream(driver, channel):
         results = []
         wait_for(lambda: aeron.is_closed, "the client to notice", step=lambda: results.append(pub.offer(b"x")))
         assert pub.offer(b"after") == CLOSED
-        assert set(results) <= {CLOSED, NOT_CONNECTED, BACK_PRESSURED} or all(r > 0 or r in (CLOSED, NOT_CONNECTED, BACK_PRESSURED) for r in results)
+        # Until the client notices, offers may still land in the (now unread) log or push back.
+        assert all(r > 0 or r in (CLOSED, NOT_CONNECTED, BACK_PRESSURED) for r in results)
         wait_for(lambda: gone == [pub.session_id], "images to go", step=lambda: sub.poll(lambda d, h: None, 10))
         assert not sub.is_connected
         assert "MediaDriver" in aeron.closed_reason

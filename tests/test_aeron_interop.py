@@ -71,3 +71,22 @@ def test_lockstep_and_aeron_c_publish_into_one_shared_log(driver, peers, interop
         mine = [g for g in got if len(g) == 6 and g[:2] == b"LS"]
         assert mine == [b"LS" + i.to_bytes(4, "little") for i in range(2000)]
         check_sequence([g for g in got if not (len(g) == 6 and g[:2] == b"LS")], 2000)
+
+
+@pytest.mark.parametrize("kind", ["ipc", "udp"])
+def test_fan_out_to_lockstep_and_aeron_subscribers(driver, peers, interop_binary, kind):
+    """One Aeron C publisher, three subscriber processes (two lockstep, one Aeron C) at
+    different speeds: the driver holds the publisher to the slowest and zeroes the log
+    behind it, so each must still get every message once, in order, intact."""
+    channel = _channel(kind)
+    subs = [start_peer(peers, lockstep_peer("sub", driver.dir, channel, 24, COUNT)) for _ in range(2)]
+    subs.append(start_peer(peers, c_peer(interop_binary, "sub", driver.dir, channel, 24, COUNT)))
+    for sub in subs:
+        sub.expect("ready")
+    pub = start_peer(peers, c_peer(interop_binary, "pub", driver.dir, channel, 24, COUNT))
+    pub.expect("ready")
+    for sub in subs:
+        assert sub.expect("ok", timeout=180) == f"ok {COUNT}"
+    assert pub.expect("sent") == f"sent {COUNT}"
+    for peer in (*subs, pub):
+        assert peer.finish() == 0, peer.stderr()

@@ -23,7 +23,9 @@ import pytest
 import lockstep
 from lockstep import (CLOSED, ClosedError, InvalidArgumentError, ManyToOneRing, OneToOneRing, Publication,
                       Subscription)
+from lockstep.cluster.sequencer import SequencerClient
 from lockstep.transport.counters import Counters
+from lockstep.transport.errorlog import ErrorLog
 from lockstep.transport.logbuffer import LogBuffer
 from lockstep.transport.reader import LogReader
 
@@ -433,7 +435,7 @@ def test_every_closable_object_has_closed(lsdir):
     log = LogBuffer.open(pub.path)
     reader = LogReader(pub.path)
     objects = [reader, log, image, sub, pub, OneToOneRing(lsdir / "r1", 1 << 12),
-               ManyToOneRing(lsdir / "r2", 1 << 12), Counters(lsdir)]
+               ManyToOneRing(lsdir / "r2", 1 << 12), Counters(lsdir), ErrorLog(lsdir), SequencerClient(lsdir)]
     for obj in objects:
         assert obj.closed is False, obj
     for obj in objects:

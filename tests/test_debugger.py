@@ -87,6 +87,17 @@ def test_going_back_after_thousands_of_messages_gives_the_same_hashes(lsdir):
         assert session.run() == 3_000 and session.machine.state_hash().hex() == hashes[-1]
 
 
+def test_going_back_does_not_count_live_hashes_twice(lsdir):
+    arch = _record_orderbook(lsdir, 1_000, hashes="live")
+    with ReplaySession(arch, 0, OrderBook(), compare=[lsdir / "live.hashes"], checkpoints=True) as session:
+        session.run()
+        once = session.compared
+        assert once >= 10 and session.divergence is None
+        session.go_to(100)
+        session.run()
+        assert session.compared == once and session.divergence is None
+
+
 def test_break_continue_print_watch_and_show_state(lsdir):
     arch = _record_orderbook(lsdir, 400)
     with arch.reader(0) as reader:

@@ -16,6 +16,7 @@ import pytest
 import lockstep
 from lockstep import BlockingIdleStrategy, ManyToOneRing, Publication, Subscription
 from lockstep._native import lib
+from lockstep.archive import Recorder
 from lockstep.cluster.gateway import Gateway, halt
 from lockstep.cluster.replica import Replica, StateMachine
 from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, Sequencer
@@ -266,7 +267,8 @@ def test_blocking_idle_comes_back_for_housekeeping(lsdir):
 
 
 def test_agents_idle_blocking_by_default(lsdir):
-    """The sequencer, a replica and a gateway sleep on their doorbells unless told otherwise."""
+    """The sequencer, a replica, a gateway and the recorder sleep on their doorbells unless
+    told otherwise."""
     class Machine(StateMachine):
         def on_message(self, ctx, command) -> None:
             pass
@@ -280,8 +282,9 @@ def test_agents_idle_blocking_by_default(lsdir):
         def state_hash(self) -> bytes:
             return b""
 
-    with Sequencer(lsdir) as seq, Replica(Machine(), lsdir, name="r") as replica, Gateway("g", lsdir) as gw:
-        for agent in (seq, replica, gw):
+    with Sequencer(lsdir) as seq, Replica(Machine(), lsdir, name="r") as replica, Gateway("g", lsdir) as gw, \
+            Recorder(lsdir, stream_id=DEFAULT_LOG_STREAM, archive_dir=lsdir.parent / "archive") as recorder:
+        for agent in (seq, replica, gw, recorder):
             assert isinstance(agent_idle(agent.do_work), BlockingIdleStrategy), agent
         rings, images = [], []
         gw._doorbells(rings, images)
@@ -300,7 +303,7 @@ def test_bench_halt_reports_side_channel_log_delay_and_round_trip(lsdir):
     have had in the log, resumes, and a blocking round trip of the same run."""
     r = _lockstep_json("bench", "halt", "--halts", "5", "--round-trips", "300", "--gap-ms", "5")
     assert r["halts"] == 5 and r["gateway_idle"] == "BlockingIdleStrategy"
-    for key in ("side_channel", "queued_in_log", "resume", "round_trip_block"):
+    for key in ("side_channel", "queued_in_log", "queued_at_venue_pace", "resume", "round_trip_block"):
         assert 0 < r[key]["p50_ns"] <= r[key]["p99_ns"] <= r[key]["max_ns"], key
     assert r["log_messages_written"] > 0 and r["p99_to_round_trip_p50"] > 0
 

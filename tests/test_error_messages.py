@@ -150,3 +150,13 @@ def test_os_error_translation_names_file_and_errno(tmp_path):
     assert error.errno == errno.EMFILE and str(tmp_path / "f") in str(error)
     other = os_error(tmp_path / "f", OSError(errno.EACCES, "Permission denied"), "open")
     assert isinstance(other, lockstep.FileAccessError) and "Permission denied" in str(other)
+
+
+def test_c_error_without_a_message_says_so_and_keeps_errno():
+    import errno
+    from lockstep._native import c_error, lib
+    lib.ls_clear_error()
+    assert "without setting its error message" in str(c_error("some.file"))
+    assert lib.ls_fill_holes(1000, 4096) == -1  # fd 1000 is not open
+    error = c_error("some.file")
+    assert str(error).startswith("some.file: fallocate of 4096 bytes: ") and error.errno == errno.EBADF

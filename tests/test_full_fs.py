@@ -23,28 +23,6 @@ TERM = 1 << 20
 LOG_BYTES = 3 * TERM + 4096  # a log buffer of 1 MiB terms
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """mount(size) -> a fresh tmpfs of that size (e.g. "1m"), unmounted after the test."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs needs root")
-        path = tmp_path / f"fs{len(mounted)}"
-        path.mkdir(mode=0o700)
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.skip(f"mounting a {size} tmpfs is not permitted here: {proc.stderr.strip()}")
-        mounted.append(path)
-        return path
-
-    yield mount
-    for path in reversed(mounted):
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 _CHILD = r"""
 import json, sys
 import lockstep

@@ -507,6 +507,33 @@ static void test_lapped_private_reader(void)
     ls_image_close(&image);
 }
 
+/* A term filled exactly is intact until the next offer rotates (and cleans two terms back): a
+ * reader a term behind is not told it was lapped before that, and is after. */
+static void test_exactly_filled_term_is_not_lapped(void)
+{
+    ls_publication_t pub;
+    ls_image_t image, reader;
+    ls_image_scan_t scan;
+    int64_t position = 0;
+    struct seen s = { 0 };
+    setup(&pub, &image, true, 0);
+    LS_CHECK(0 == ls_image_init(&reader, memory, LENGTH, &position, 0));
+    uint8_t message[32] = { 0 };
+    for (int i = 0; i < 2 * TERM / 64; i++) /* terms 0 and 1, exactly: 64-byte frames */
+    {
+        LS_CHECK(ls_publication_offer(&pub, message, sizeof(message), 0) == (int64_t)(i + 1) * 64);
+        LS_CHECK(1 == ls_image_poll(&image, collect, &s, 1));
+    }
+    LS_CHECK(((int64_t)1 << 32 | TERM) == ls_logbuffer_raw_tail(&pub.log, 1));
+    LS_CHECK(!ls_image_is_lapped(&reader));
+    LS_CHECK(ls_image_poll_one(&reader, &scan) > 0 && 64 == position);
+    LS_CHECK(ls_publication_offer(&pub, message, sizeof(message), 0) == 2 * TERM + 64); /* rotates */
+    LS_CHECK(ls_image_is_lapped(&reader));
+    LS_CHECK(LS_IMAGE_LAPPED == ls_image_poll_one(&reader, &scan));
+    ls_image_close(&reader);
+    ls_image_close(&image);
+}
+
 static void test_unblock_gap(void)
 {
     ls_publication_t pub;
@@ -612,6 +639,7 @@ int main(int argc, char **argv)
     LS_RUN(test_image_init_rejects);
     LS_RUN(test_owner_checked_before_every_write);
     LS_RUN(test_lapped_private_reader);
+    LS_RUN(test_exactly_filled_term_is_not_lapped);
     LS_RUN(test_unblock_gap);
     LS_RUN(test_unblock_dead_term_crosser);
     return LS_TEST_RESULT();

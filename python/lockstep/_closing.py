@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import weakref
 from typing import Any, Callable, TypeVar
 
@@ -19,6 +20,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 _objects: "weakref.WeakSet[Closing]" = weakref.WeakSet()  # every live one, for the fork hook
 
 
+class _InFlight:
+    """The token every call in flight holds (a local): once close() arms it, the last call
+    to let go of it tears the object down."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self) -> None:
+        self.owner: Closing | None = None  # set by close() only while calls are in flight
+
+    def __del__(self) -> None:
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner._token_released = True
+            owner._finish_close()
+
+
 class Closing:
     """Mixin for objects with `close()`: `with obj:` closes it on the way out; `closed`.
 
@@ -26,18 +43,17 @@ class Closing:
     every later call raises ClosedError or returns CLOSED), then `_teardown()` (unmap, free,
     end the stream) — at once if no call is in flight, else when the last one returns. A
     method whose C call releases the GIL (every cffi call does), or whose Python code keeps
-    views of mapped memory across calls, is in flight between `_calls += 1` and its
-    `finally:` — the `guarded` decorator, or, on hot paths, the same lines inlined:
+    views of mapped memory across calls, is in flight while it holds the token — the
+    `guarded` decorator, or, on hot paths, the same lines inlined (one attribute load):
 
-        self._calls += 1
+        token = self._token  # None once closed
         try:
-            ...  # checks `self._closed` first
+            if token is None:
+                raise self._closed_error()  # (or return CLOSED)
+            ...
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token  # the last one out of a closed object tears it down
 
-    (CPython 3.11 switches threads only between such statements, so the count is exact.)
     A C fast object that calls Python handlers keeps its own count (`busy`) and is listed in
     `_c_calls`: the teardown waits for it too, and it calls `_finish_close` when its outermost
     call returns after a close.
@@ -46,13 +62,15 @@ class Closing:
     unlinks what the parent still uses."""
 
     _closed = False  # close() was called, or the object was inherited across fork
-    _calls = 0  # calls in flight (see above)
     _c_calls: tuple[Any, ...] = ()  # C objects whose calls in flight (`busy`) count too
+    _token_released = False  # no Python call holds the token of the closed object any more
     _torn_down = False
     _inherited = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
+        self._token = _InFlight()
+        self._pid = os.getpid()  # the process it belongs to
         _objects.add(self)
         return self
 
@@ -68,19 +86,22 @@ class Closing:
     def close(self) -> None:
         """Close: later calls raise ClosedError (or return CLOSED); resources go once no
         call is in flight any more."""
-        if self._closed:
+        token = self._token
+        if token is None:
             return
-        self._calls += 1  # (detaching may call C: no teardown by another thread meanwhile)
-        try:
-            self._closed = True
-            self._detach()
-        finally:
-            self._calls -= 1
-        self._finish_close()
+        self._closed = True
+        self._token = None  # no call starts from now on
+        self._detach()
+        if sys.getrefcount(token) > 2:  # (ours and the argument's): calls in flight hold it
+            token.owner = self  # the last one to let go tears down
+            return
+        self._token_released = True
+        self._finish_close()  # (a busy C object defers it to its return)
 
     def _finish_close(self) -> None:
-        """Tear down, unless a call is still in flight (its `finally` calls this again)."""
-        if self._calls or self._torn_down or not self._closed or any(c.busy for c in self._c_calls):
+        """Tear down, once no call is in flight: no Python call holds the token and no C
+        object is `busy` (the last of them calls this again)."""
+        if self._torn_down or not self._token_released or any(c.busy for c in self._c_calls):
             return
         self._torn_down = True
         if self._inherited:
@@ -99,11 +120,14 @@ class Closing:
 
     def _closed_error(self) -> ClosedError:
         """The error a call on the closed object raises, naming its file and why."""
-        where = getattr(self, "path", None) or type(self).__name__
+        where = getattr(self, "path", None) or getattr(self, "dir", None) or "lockstep"
+        what = type(self).__name__
+        if getattr(self, "stream_id", None) is not None:
+            what += f" of stream {self.stream_id}"  # type: ignore[attr-defined]
         if self._inherited:
-            return ClosedError(f"{where}: {type(self).__name__} inherited across fork(); it belongs to the "
-                               f"parent process — open a new one in this process")
-        return ClosedError(f"{where}: {type(self).__name__} is closed")
+            return ClosedError(f"{where}: {what} was inherited across fork(); it belongs to the parent "
+                               f"process (pid {self._pid}) — open a new one in this process")
+        return ClosedError(f"{where}: {what} is closed")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -127,17 +151,15 @@ def guarded(method: F | None = None, *, closed: Any = _RAISE) -> Any:
     def wrap(method: F) -> F:
         @functools.wraps(method)
         def call(self: Closing, *args: Any, **kwargs: Any) -> Any:
-            self._calls += 1
+            token = self._token
             try:
-                if self._closed:
+                if token is None:
                     if closed is _RAISE:
                         raise self._closed_error()
                     return closed
                 return method(self, *args, **kwargs)
             finally:
-                self._calls -= 1
-                if self._closed:
-                    self._finish_close()
+                del token
 
         return call  # type: ignore[return-value]
 
@@ -151,7 +173,7 @@ def _after_fork_in_child() -> None:
             continue
         obj._inherited = True
         obj._closed = True
-        obj._calls = 0  # the parent's threads are not in this process
+        obj._token = None  # (calls the parent's threads had in flight never return here)
         try:
             obj._detach()
         except Exception:  # (a half-built object): it is closed all the same

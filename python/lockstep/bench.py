@@ -569,10 +569,11 @@ def halt(halts: int = 200, rate: float = 20_000, venue_rate: float = 5_000, gap_
          round_trips: int = 5_000) -> dict:
     """A gateway process behind a backlogged log (written at `rate` messages/s, read at the
     `venue_rate` its venue takes) receives `halts` halts and resumes through its side channel,
-    `gap_ms` of backlog apart. Per halt: sent -> acted (the side channel), sent -> the
-    gateway's reading reached where the log was at the halt (the delay it would have had
-    queued in the log), the backlog; per resume: sent -> acted. Then `round_trips` blocking
-    round trips (`ping(idle="block")`) in the same run, the yardstick of two wake-ups."""
+    `gap_ms` of backlog apart. Per halt: sent -> acted (the side channel); sent -> the
+    gateway's reading reached where the log was at the halt (queued in the log, read at a
+    halted gateway's pace); the backlog at the venue's pace (what it would have waited queued
+    and unhalted); per resume: sent -> acted. Then `round_trips` blocking round trips
+    (`ping(idle="block")`) in the same run, the yardstick of two wake-ups."""
     from .cluster.gateway import halt as send_halt, resume as send_resume
     from .cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH
 
@@ -635,6 +636,9 @@ def halt(halts: int = 200, rate: float = 20_000, venue_rate: float = 5_000, gap_
         "halts": len(records), "rate": rate, "venue_rate": venue_rate, "gap_ms": gap_ms,
         "gateway_idle": report["idle"], "log_messages_written": written, "log_back_pressured": back_pressured,
         "side_channel": _percentiles(latencies), "queued_in_log": _percentiles(delays),
+        # Queued in the log, the gateway would not have been halted on its way there: it would
+        # have sent the backlog before it at the venue's pace (an estimate: backlog / venue_rate).
+        "queued_at_venue_pace": _percentiles([int(r["backlog_messages"] * 1e9 / venue_rate) for r in records]),
         "resume": _percentiles(resumes),
         "backlog_messages_p50": int(np.percentile([r["backlog_messages"] for r in records], 50)) if records else 0,
         "round_trip_block": {k: trip[k] for k in ("p50_ns", "p99_ns", "max_ns")},

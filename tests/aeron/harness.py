@@ -73,7 +73,6 @@ class Drivers:
             else:
                 driver.kill()
             shutil.rmtree(driver.dir, ignore_errors=True)
-            driver.output_path.unlink(missing_ok=True)
 
 
 @pytest.fixture

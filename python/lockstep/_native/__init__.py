@@ -14,6 +14,7 @@ __all__ = ["ffi", "lib", "c_error", "raise_c_error", "fast_method"]
 LS_OK = 0
 LS_EINVAL = 1
 LS_EFORMAT = 2
+LS_ESYS = 4
 
 
 def c_error(path: str | os.PathLike[str] | None = None) -> LockstepError:
@@ -31,6 +32,8 @@ def c_error(path: str | os.PathLike[str] | None = None) -> LockstepError:
         error = InvalidArgumentError(message)
     else:
         error = LockstepError(f"{os.fspath(path)}: {message}" if path else message)
+        if code == LS_ESYS:
+            error.errno = lib.ls_errno()
     trace = ffi.string(lib.ls_errtrace()).decode("utf-8", "replace")
     add_note = getattr(error, "add_note", None)  # Python 3.11+
     if trace and add_note is not None:

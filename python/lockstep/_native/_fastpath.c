@@ -1,5 +1,5 @@
-/* lockstep._native._fastpath: the per-message calls — offer, receive, and a client's send to the
- * sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple,
+/* lockstep._native._fastpath: the per-message calls — offer, receive, a ring write, and a client's
+ * send to the sequencer — as CPython vectorcall objects. A cffi call costs ~70-170 ns (argument tuple,
  * conversions, GIL release) plus the Python method around it; these are one C entry each
  * (~40 ns). Everything else stays in the
  * cffi layer: these objects only borrow the C structs that the Python objects own (and keep
@@ -287,6 +287,7 @@ typedef struct
     PyObject *images;       /* tuple of Receive, polled in turn */
     Py_ssize_t next;
     uint64_t calls;
+    int last_empty;         /* the previous call found nothing */
     PyObject *housekeeping; /* () -> None: every 64 empty / 1024 busy calls (it rate-limits itself) */
     PyObject *blocking;     /* (timeout) -> bytes | None: when nothing is there and timeout != 0 */
     int detached;           /* the subscription is closed: every call goes to `blocking` (it raises) */
@@ -311,6 +312,17 @@ static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *arg
     if (self->detached)
     {
         return PyObject_CallOneArg(self->blocking, NULL == timeout ? Py_None : timeout);
+    }
+
+    /* Housekeeping first: it may raise (a lost image told), which must not drop a message read. */
+    if (0 == (++self->calls & (self->last_empty ? 63 : 1023)))
+    {
+        PyObject *result = PyObject_CallNoArgs(self->housekeeping);
+        if (NULL == result)
+        {
+            return NULL;
+        }
+        Py_DECREF(result);
     }
 
     PyObject *data = NULL; /* a message (new reference) once one is found */
@@ -341,16 +353,7 @@ static PyObject *receive_any_vectorcall(PyObject *callable, PyObject *const *arg
     }
     Py_DECREF(images);
     const int empty = NULL == data;
-    if (0 == (++self->calls & (empty ? 63 : 1023)))
-    {
-        PyObject *result = PyObject_CallNoArgs(self->housekeeping);
-        if (NULL == result)
-        {
-            Py_XDECREF(data);
-            return NULL;
-        }
-        Py_DECREF(result);
-    }
+    self->last_empty = empty;
     if (empty && NULL != timeout)
     {
         const int wait = Py_None == timeout ? 1 : PyObject_IsTrue(timeout);

@@ -301,7 +301,12 @@ class MediaDriver(Closing):
         self.dir = Path(dir) if dir is not None else default_aeron_dir()
         self.build = build_driver()
         self.env = driver_env(self.dir, env, defaults)
-        self.output_path = Path(output) if output is not None else Path(tempfile.mkstemp(prefix="aeronmd-", suffix=".log")[1])
+        self._own_output = output is None  # a temporary file, removed when the driver is stopped
+        if output is None:
+            fd, name = tempfile.mkstemp(prefix="aeronmd-", suffix=".log")
+            os.close(fd)
+            output = name
+        self.output_path = Path(output)
         self._output = open(self.output_path, "w")
         self.process = subprocess.Popen([*command_prefix, str(self.build.aeronmd)], env=self.env, stdin=subprocess.DEVNULL,
                                         stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True,
@@ -331,8 +336,17 @@ class MediaDriver(Closing):
 
     def output(self) -> str:
         """What the driver printed so far."""
-        self._output.flush()
-        return self.output_path.read_text(errors="replace")
+        if not self._output.closed:
+            self._output.flush()
+        try:
+            return self.output_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _done(self) -> None:
+        self._output.close()
+        if self._own_output:
+            self.output_path.unlink(missing_ok=True)
 
     @property
     def running(self) -> bool:
@@ -347,7 +361,7 @@ class MediaDriver(Closing):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._output.close()
+        self._done()
         return self.process.returncode
 
     def kill(self) -> None:
@@ -355,7 +369,7 @@ class MediaDriver(Closing):
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self._output.close()
+        self._done()
 
     def close(self) -> None:
         self.stop()

@@ -188,10 +188,22 @@ class AeronSubscription(Subscription):
     # -- reading: apply the driver's image events first ---------------------------------------
 
     def poll(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
-        """As Subscription.poll; images announced meanwhile join first."""
+        """As Subscription.poll (images take turns); images announced meanwhile join first.
+        (No periodic housekeeping: the driver announces what changes.)"""
         if self._events:
             self._apply_events()
-        return super().poll(handler, fragment_limit)
+        images = self._image_list
+        if len(images) == 1:
+            return images[0].poll(handler, fragment_limit)
+        total = 0
+        count = len(images)
+        if count:
+            start = self._next_image = (self._next_image + 1) % count
+            for k in range(count):
+                total += images[(start + k) % count].poll(handler, fragment_limit - total)
+                if total >= fragment_limit:
+                    break
+        return total
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = 1024) -> int:
         if self._events:

@@ -196,6 +196,7 @@ class ReplaySession:
             table = {p: (s, h) for p, s, h in read_hashes(path)}
             self.expected.tables.append((str(path), table))
         self.compared = 0
+        self._compared_upto = -1
         self.divergence: dict | None = None
         self.checkpoints: list[_Checkpoint] | None = [] if checkpoints else None
         self._checkpoint_every = 16
@@ -302,6 +303,9 @@ class ReplaySession:
         self.applied = cp.applied
 
     def _compare(self, position: int) -> None:
+        if position <= self._compared_upto:
+            return  # seen before going back: counted (and checked) once
+        self._compared_upto = position
         state_hash = None
         for path, table in self.expected.tables:
             entry = table.get(position)

@@ -178,7 +178,8 @@ def bench_halt(halts: int, rate: float, venue_rate: float, gap_ms: float, round_
     click.echo(f"{result['halts']} halts to a gateway ({result['gateway_idle']}) behind a log written at "
                f"{rate:,.0f}/s, read at {venue_rate:,.0f}/s (backlog p50 {result['backlog_messages_p50']:,} messages)")
     click.echo(f"  side channel, sent -> acted     {line(result['side_channel'])}")
-    click.echo(f"  same halt queued in the log     {line(result['queued_in_log'])}")
+    click.echo(f"  same halt queued in the log     {line(result['queued_in_log'])}  (read at a halted gateway's pace)")
+    click.echo(f"    ... at the venue's pace       {line(result['queued_at_venue_pace'])}  (backlog / venue rate)")
     click.echo(f"  resume, sent -> acted           {line(result['resume'])}")
     click.echo(f"  blocking round trip (ping)      {line(result['round_trip_block'])}")
     click.echo(f"  side channel p99 = {result['p99_to_round_trip_p50']:.1f}x a round trip's p50; the log "

@@ -404,7 +404,7 @@ class Gateway(Closing):
     def pending_responses(self) -> int:
         return len(self._outbox)
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         for counter in self._counters.values():
             counter.free_quietly()
         self.subscription.close()

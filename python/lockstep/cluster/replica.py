@@ -365,7 +365,7 @@ class Replica(Closing):
     def pending_outputs(self) -> int:
         return len(self._pending)
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         self.subscription.close()
         if self._client is not None:
             self._client.close()

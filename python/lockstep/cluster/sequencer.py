@@ -158,7 +158,7 @@ class SequencerClient(Closing):
             return False
         raise c_error(self.ring.path)
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         self.ring.close()  # (detaches the fast send first)
 
 

@@ -245,7 +245,7 @@ def _run_recorder(control, dir, name, archive_dir):
 
     control.set(STATE, RUNNING)
     try:
-        _loop(control, recorder.do_work, progress, default_idle(recorder._sub))
+        _loop(control, recorder.do_work, progress)
         return {"recording_id": recorder.recording_id, "position": _recorder_position(recorder)}
     finally:
         recorder.close()

@@ -151,8 +151,7 @@ class ErrorLog(Closing):
             raise ClosedError(f"{self.path}: error log is closed")
         return self._c
 
-    def close(self) -> None:
-        """Unmap; using this object afterwards raises ClosedError."""
+    def _teardown(self) -> None:  # (close(): unmap; using this object afterwards raises ClosedError)
         self._file.close()
 
 

@@ -120,15 +120,13 @@ class Publication(Closing):
     def offer(self, data: Buffer, reserved_value: int = 0) -> int:
         """Append one message (fragmented if longer than one frame). Returns the new stream
         position, or a negative status (see the class docstring); CLOSED once closed."""
-        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
+        token = self._token  # (the guard of `Closing`, inlined: None once closed)
         try:
-            if self._closed:
+            if token is None:
                 return CLOSED
             return self._offer(data, reserved_value)
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     def _offer(self, data: Buffer, reserved_value: int = 0) -> int:
         """Append one message (fragmented if longer than one frame). Returns the new stream
@@ -160,15 +158,13 @@ class Publication(Closing):
 
     def offer_batch(self, data: Buffer, offsets: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
         """Offer many messages in one call (see `_offer_batch`); (0, CLOSED) once closed."""
-        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
+        token = self._token  # (the guard of `Closing`, inlined: None once closed)
         try:
-            if self._closed:
+            if token is None:
                 return 0, CLOSED
             return self._offer_batch(data, offsets, lengths)
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     def _offer_batch(self, data: Buffer, offsets: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
         """Offer many messages in one call: message i is data[offsets[i]:offsets[i]+lengths[i]].
@@ -208,15 +204,13 @@ class Publication(Closing):
 
     def try_claim(self, length: int) -> "BufferClaim":
         """Claim `length` bytes to write in place (see `_try_claim`); a falsy claim, status CLOSED, once closed."""
-        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
+        token = self._token  # (the guard of `Closing`, inlined: None once closed)
         try:
-            if self._closed:
+            if token is None:
                 return BufferClaim(CLOSED, _claim_error)
             return self._try_claim(length)
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     try_claim = fast_method("_fast_try_claim", try_claim)
 
@@ -236,9 +230,9 @@ class Publication(Closing):
         """What a failed claim leaves to Python (the C try_claim calls it too): errors raise;
         NOT_CONNECTED/BACK_PRESSURED re-check subscribers and retry once; CLOSED once closed
         (a call in flight: the re-check releases the GIL, so a close may come meanwhile)."""
-        self._calls += 1  # (the guard of `Closing`, inlined: it returns a claim, not a constant)
+        token = self._token  # (the guard of `Closing`, inlined: it returns a claim, not a constant)
         try:
-            if self._closed:
+            if token is None:
                 return BufferClaim(CLOSED, _claim_error)
             got = self._after_failure(result, lambda: CLOSED if self._closed else self._fast_try_claim.attempt(length))
             if isinstance(got, BufferClaim):
@@ -247,9 +241,7 @@ class Publication(Closing):
                 raise c_error(self.path)
             return BufferClaim(got, _claim_error)
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     # -- flow control ---------------------------------------------------------------------
 

@@ -153,15 +153,13 @@ class LogReader(Closing):
     def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many (see `_poll`).
         ClosedError once closed; a close() meanwhile, from the handler or another thread, waits for it."""
-        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
+        token = self._token  # (the guard of `Closing`, inlined: None once closed)
         try:
-            if self._closed:
+            if token is None:
                 raise self._closed_error()
             return self._poll(handler, limit)
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     poll = fast_method("_fast_poll", poll)
 
@@ -236,15 +234,13 @@ class LogReader(Closing):
 
     def poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
         """Hand up to `limit` messages over as `Batch`es (see `_poll_batch`); ClosedError once closed."""
-        self._calls += 1  # (the guard of `Closing`, inlined: no decorator's call on this path)
+        token = self._token  # (the guard of `Closing`, inlined: None once closed)
         try:
-            if self._closed:
+            if token is None:
                 raise self._closed_error()
             return self._poll_batch(handler, limit)
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     def _poll_batch(self, handler: Callable[[Batch], Any], limit: int = _BATCH) -> int:
         """Hand up to `limit` messages over as `Batch`es (numpy arrays over the term buffer):

@@ -96,10 +96,10 @@ class _Ring(Closing):
 
     # -- producer -------------------------------------------------------------------------
 
-    def write(self, msg_type_id: int, data: Buffer) -> bool:
+    def write(self, msg_type_id: int, data: Buffer) -> bool:  # (the instance's is the C object; its fallback)
         """Copy one message in. False when the ring is full (back-pressure; nothing is
         overwritten); raises InvalidArgumentError for type id < 1 or data > max_message_length."""
-        self._calls += 1  # (the guard of `Closing`, inlined; a closed ring's `_rb` raises ClosedError)
+        token = self._token  # (the guard of `Closing`, inlined; a closed ring's `_rb` raises ClosedError)
         try:
             try:
                 try:
@@ -114,9 +114,7 @@ class _Ring(Closing):
                 return False
             raise c_error(self.path)
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     write = fast_method("_fast_write", write)
 
@@ -153,7 +151,7 @@ class _Ring(Closing):
     def read(self, handler: Callable[[int, memoryview], Any], limit: int = _NO_LIMIT) -> int:
         """Hand up to `limit` messages to `handler(msg_type_id, data)` and consume them.
         `data` views the ring and is valid only during the call. Returns the count."""
-        self._calls += 1  # (the guard of `Closing`, inlined; a closed ring's `_words` raises ClosedError)
+        token = self._token  # (the guard of `Closing`, inlined; a closed ring's `_words` raises ClosedError)
         try:
             if not self._words[(self._longs[self._head_index] & self._mask) >> 2]:
                 return 0
@@ -178,9 +176,7 @@ class _Ring(Closing):
                     break
             return total
         finally:
-            self._calls -= 1
-            if self._closed:
-                self._finish_close()
+            del token
 
     read = fast_method("_fast_read", read)
 
