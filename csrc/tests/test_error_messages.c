@@ -69,7 +69,7 @@ static void test_logbuffer(void)
                  "active term id", "ls_logbuffer_format");
 
     ls_logbuffer_t log;
-    EXPECT_FAILS(-1 == ls_logbuffer_init(&log, NULL, LENGTH), LS_EINVAL, "8-byte aligned", "ls_logbuffer_init");
+    EXPECT_FAILS(-1 == ls_logbuffer_init(&log, NULL, LENGTH), LS_EINVAL, "8-byte aligned", "ls_log_init");
     memset(memory, 0, sizeof(memory));
     EXPECT_FAILS(-1 == ls_logbuffer_init(&log, memory, 100), LS_EFORMAT, "length: expected at least",
                  "ls_log_find_term_length");
@@ -154,7 +154,7 @@ static void test_publication_and_image(void)
                  "ls_image_init");
     EXPECT_FAILS(-1 == ls_image_init(&image, memory, LENGTH, &position, 0), LS_EFORMAT, "term length",
                  "ls_log_find_term_length");
-    LS_CHECK(NULL != strstr(ls_errtrace(), "[ls_image_init, image.c:"));
+    LS_CHECK(NULL != strstr(ls_errtrace(), "[ls_image_init_log, image.c:"));
     format_log();
     EXPECT_FAILS(-1 == ls_image_init(&image, memory, LENGTH, &position, 33), LS_EINVAL, "position: expected",
                  "ls_image_init");
