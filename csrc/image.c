@@ -458,7 +458,9 @@ int32_t ls_image_scan(
     return adapter.count;
 }
 
-int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit)
+/* Scans into `scan` and moves the position past what it found: always (`commit_messages`),
+ * or only when it found no message (padding, first fragments), a binding storing it later. */
+static int32_t ls_image_scan_into(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit, bool commit_messages)
 {
     if (fragment_limit > LS_IMAGE_SCAN_CAPACITY)
     {
@@ -471,7 +473,7 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
     {
         scan->end_position = position;
     }
-    else if (scan->end_position != position)
+    else if (scan->end_position != position && (commit_messages || 0 == scan->count))
     {
         const int status = ls_image_store_position(image, scan->end_position);
         if (status < 0)
@@ -479,7 +481,7 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
             scan->count = status;
             scan->end_position = position; /* nothing handed out */
         }
-        else
+        else if (commit_messages)
         {
             image->unverified_from = position; /* the views of this scan: checked by the next */
         }
@@ -488,30 +490,14 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
     return scan->count;
 }
 
+int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit)
+{
+    return ls_image_scan_into(image, scan, fragment_limit, true);
+}
+
 int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit)
 {
-    if (fragment_limit > LS_IMAGE_SCAN_CAPACITY)
-    {
-        fragment_limit = LS_IMAGE_SCAN_CAPACITY;
-    }
-    const int64_t position = ls_get_plain_i64(&image->current_position);
-    scan->count = ls_image_scan(
-        image, fragment_limit, scan->partitions, scan->data_offsets, scan->lengths, scan->headers, &scan->end_position);
-    if (scan->count < 0)
-    {
-        scan->end_position = position;
-    }
-    else if (scan->count == 0 && scan->end_position != position)
-    {
-        const int status = ls_image_store_position(image, scan->end_position);
-        if (status < 0)
-        {
-            scan->count = status;
-            scan->end_position = position;
-        }
-    }
-    scan->end_length_index = ls_image_length_index(image, scan->end_position);
-    return scan->count;
+    return ls_image_scan_into(image, scan, fragment_limit, false);
 }
 
 static int64_t ls_image_poll_one_with(ls_image_t *image, ls_image_scan_t *scan, bool deferred)
