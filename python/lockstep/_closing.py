@@ -60,6 +60,8 @@ class Closing:
     _closed = False  # close() was called, or the object was inherited across fork
     _torn_down = False
     _inherited = False
+    _token: _InFlight | None  # held by calls in flight; None once closed
+    _pid: int
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
