@@ -12,7 +12,7 @@ from typing import Any, Callable
 from .._closing import Closing, guarded
 from .._native import c_error, ffi, lib
 from .._native._fastpath import Write
-from ..errors import ClosedError, FileFormatError, InvalidArgumentError, LockstepError
+from ..errors import FileFormatError, InvalidArgumentError, LockstepError
 from .mapped import MappedFile
 
 __all__ = ["OneToOneRing", "ManyToOneRing", "ControlledAction", "RingClaim"]
