@@ -66,6 +66,8 @@ class Closing:
     _token_released = False  # no Python call holds the token of the closed object any more
     _torn_down = False
     _inherited = False
+    _token: _InFlight | None  # held by calls in flight; None once closed
+    _pid: int
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
