@@ -796,3 +796,37 @@ def test_close_from_another_thread_under_a_c_handler_keeps_the_views_mapped(lsdi
     proc = run_python(_CLOSE_UNDER_C_HANDLERS, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (
         f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
+
+
+def test_poll_in_c_confirms_what_it_handed_out_so_a_reader_that_kept_up_is_never_told_lapped(lsdir):
+    """A private LogReader (nothing holds the writers back) reads term 0 to its very end, and a
+    poll that finds nothing more confirms those views were intact (as the Python poll's
+    `_nothing_yet` does). When the writers then move into term 2 — two terms past where that batch
+    began, not past the position — the reader is not lapped: it gets term 1 intact, in order,
+    and no ImageLostError for bytes it had already been handed and confirmed."""
+    from lockstep.transport.logbuffer import LogBuffer
+
+    pub, live = _connected(lsdir)
+    with pub, live:
+        payload = 1024 - 32  # one 1 KiB frame each: a term holds exactly TERM // 1024 of them
+        per_term = TERM // 1024
+
+        def send(first: int, count: int) -> None:
+            for i in range(first, first + count):
+                deadline = time.monotonic() + 30
+                while pub.offer(_message(i, payload)) <= 0:
+                    assert time.monotonic() < deadline, f"offer {i} stuck"
+                    live.poll(lambda d, h: None, 1000)
+                live.poll(lambda d, h: None, 1000)
+
+        assert pub.position == 0
+        reader = LogReader(LogBuffer.open(pub.path, writable=True), 0)
+        with reader:
+            got: list[bytes] = []
+            take = lambda d, h: got.append(bytes(d))  # noqa: E731
+            send(0, per_term)  # term 0, to its end
+            assert reader.poll(take, 1000) == per_term and reader.position == TERM
+            assert reader.poll(take, 1000) == 0  # nothing more: what it handed out is confirmed
+            send(per_term, per_term + 3)  # all of term 1, and into term 2
+            assert reader.poll(take, 1000) == per_term + 3
+            assert got == [_message(i, payload) for i in range(2 * per_term + 3)]
