@@ -60,24 +60,6 @@ def _send(pub: Publication, seqs, readers, idle) -> None:
             r.poll(drain, 100)
 
 
-def _check_events(events: list[tuple], first: int, last: int) -> list[tuple]:
-    """Messages in order, none twice, and every jump in the sequence right after a loss was
-    reported; returns the losses."""
-    expected, told, losses = first, False, []
-    for event in events:
-        if event[0] == "lost":
-            losses.append(event)
-            told = True
-            continue
-        seq = event[1]
-        if seq != expected:
-            assert told and seq > expected, f"message {seq} after {expected - 1} with no loss reported: {events[:5]}"
-        told = False
-        expected = seq + 1
-    assert expected == last + 1, f"last message received {expected - 1}, expected {last}"
-    return losses
-
-
 def _pause_subscriber_past_liveness(lsdir, procs, mp, mode: str, *, sent_while_paused: int, after: int):
     """Issue 13 item 1 as reported: an exclusive publication (liveness 1 s, 64 KiB terms), a
     subscriber process that read messages 0..99, SIGSTOPped for 1.5 s while more are sent (a
@@ -128,11 +110,11 @@ def test_paused_subscriber_is_told_its_image_was_lost_and_rejoins_live(lsdir, pr
     order. (Before: receive() returned 0..99 then 4192.. silently; poll raised FileFormatError.)"""
     events, session, last = _pause_subscriber_past_liveness(lsdir, procs, mp, mode, sent_while_paused=5000,
                                                           after=1000)
-    losses = _check_events(events, 0, last)
+    told, retracted = lw.check_events(events, 0, last)
     assert [e[1] for e in events[:100]] == list(range(100))
     assert events[100][0] == "lost", events[100:103]
-    assert len(losses) == 1, losses
-    _, from_position, to_position, reason = losses[0]
+    assert (told, retracted) == (1, 0)  # (paused between reads: nothing read from a view to retract)
+    _, from_position, to_position, reason = events[100]
     assert from_position == 100 * lw.FRAME  # where it stopped: nothing after it was handed out
     assert to_position >= (100 + 5000) * lw.FRAME  # at least what was sent while it was paused
     assert "evicted" in reason or "lapped" in reason
@@ -254,6 +236,8 @@ def test_lost_image_without_rejoin_still_reported_once(lsdir):
         assert seen == [("available", 0), ("unavailable", lw.FRAME), ("available", 2 * lw.FRAME)]
         assert pub.offer(lw.message(2)) > 0
         assert lw.seq_of(plain.receive()) == 2
+    [record] = _recorded(lsdir, f"image of session {pub.session_id} lost, evicted")
+    assert record.count == 2  # both subscriptions' losses, in `lockstep errors` and `lockstep stat`
 
 
 # -- item 2: any number of subscribers -------------------------------------------------------------

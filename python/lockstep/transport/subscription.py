@@ -184,7 +184,10 @@ class Subscription(Closing):
     died, or it was lost (evicted as dead by a publisher, or lapped: `image.lost` is the
     ImageLostError). Without `on_unavailable_image` a lost image makes the next poll, receive
     or poll_batch raise ImageLostError (once; later calls go on with the other images). A lost
-    image is followed by a new image of the same log at its live position.
+    image is followed by a new image of the same log at its live position. `receive` checks
+    each copy before returning it; `poll`/`poll_batch` hand out views, so a message that a
+    handler read while its process was paused past the liveness timeout may be overwritten:
+    the loss told next then starts at or before it (`from_position`): drop such messages.
     """
 
     __slots__ = ("_poll_any",)  # a slot: the poll method reads it without a lookup
@@ -390,6 +393,8 @@ class Subscription(Closing):
         error = ImageLostError(path, self.stream_id, image.session_id, from_position,
                                tail if new is None else max(tail, new.join_position), reason)
         image.lost = error
+        self._record(f"subscription to stream {self.stream_id}: image of session {image.session_id} lost, "
+                     f"{reason.split(':', 1)[0]}")  # (one record per kind: counted, not one per loss)
         if self.on_unavailable_image is not None:
             if new is not None:
                 self._images[path] = new
@@ -471,10 +476,14 @@ class Subscription(Closing):
         if identity is None or self._bad.get(path) == identity:
             return
         self._bad[path] = identity
+        self._record(f"subscription to stream {self.stream_id}: skipped {error}")
+
+    def _record(self, text: str) -> None:
+        """Note an event in the directory's error log (`lockstep errors`, `lockstep stat`)."""
         try:
-            record_error(self.dir, f"subscription to stream {self.stream_id}: skipped {error}")
+            record_error(self.dir, text)
         except LockstepError:
-            pass  # a full or damaged error log must not stop the stream either
+            pass  # a full or damaged error log must not stop the stream
 
     def _update_image_list(self) -> None:
         self._image_list = [i for p, i in self._images.items() if p not in self._parked]
