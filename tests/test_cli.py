@@ -144,3 +144,15 @@ def lockstep_cli_stat() -> subprocess.CompletedProcess:
 def test_stat_of_an_empty_directory_is_a_clear_error(lsdir):
     proc = lockstep("stat", "--once")
     assert proc.returncode == 1 and "no lockstep counters here" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "ping", "--messages", "-5"], ["bench", "ping", "--warmup", "-1"], ["bench", "ping", "--rate", "0"],
+    ["bench", "throughput", "--messages", "0"], ["bench", "throughput", "--size", "0"],
+    ["bench", "sequencer", "--size", "4"], ["bench", "sequencer", "--clients", "0"],
+    ["bench", "halt", "--rate", "-1"], ["bench", "halt", "--halts", "0"], ["dump", "x", "--payload-bytes", "-1"],
+])
+def test_out_of_range_arguments_are_usage_errors_not_tracebacks(argv):
+    proc = lockstep(*argv, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "Invalid value" in proc.stderr and "Traceback" not in proc.stderr

@@ -18,7 +18,7 @@ from .group import main
               help="The archive of --recording (default: $LOCKSTEP_ARCHIVE_DIR, else "
                    "$XDG_DATA_HOME/lockstep/archive).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--payload-bytes", default=16, show_default=True, help="How much of each payload to show (hex).")
+@click.option("--payload-bytes", type=click.IntRange(min=0), default=16, show_default=True, help="How much of each payload to show (hex).")
 def dump(file: str | None, recording: int | None, archive_dir: str | None, as_json: bool, payload_bytes: int) -> None:
     """Print every frame of a log buffer (ours or real Aeron's), archive segment or recording,
     message of a ring, or counter of a cnc.dat, one per line."""
@@ -57,8 +57,8 @@ def bench() -> None:
 
 
 @bench.command("throughput")
-@click.option("--size", default=32, show_default=True, help="Payload bytes per message.")
-@click.option("--messages", default=1_000_000, show_default=True, help="Messages to send.")
+@click.option("--size", type=click.IntRange(min=1), default=32, show_default=True, help="Payload bytes per message.")
+@click.option("--messages", type=click.IntRange(min=1), default=1_000_000, show_default=True, help="Messages to send.")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Measure for this long instead of a message count.")
 @click.option("--batch", is_flag=True, help="Use the numpy batch path (offer_batch / poll_batch).")
@@ -87,10 +87,10 @@ def bench_throughput(size: int, messages: int, seconds: float | None, batch: boo
 
 
 @bench.command("ping")
-@click.option("--size", default=32, show_default=True, help="Payload bytes per message.")
-@click.option("--messages", default=100_000, show_default=True, help="Measured round trips.")
-@click.option("--warmup", default=10_000, show_default=True, help="Round trips before measuring.")
-@click.option("--rate", type=float, default=None, help="Send at this fixed rate (msgs/s), measuring from the "
+@click.option("--size", type=click.IntRange(min=1), default=32, show_default=True, help="Payload bytes per message.")
+@click.option("--messages", type=click.IntRange(min=1), default=100_000, show_default=True, help="Measured round trips.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10_000, show_default=True, help="Round trips before measuring.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Send at this fixed rate (msgs/s), measuring from the "
               "intended send time (no coordinated omission).")
 @click.option("--idle", type=click.Choice(["spin", "yield", "backoff", "block"]), default="spin", show_default=True,
               help="How each side waits for the next message: busy spin, an idle strategy, or block "
@@ -130,10 +130,10 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
 
 
 @bench.command("sequencer")
-@click.option("--commands", default=1_000_000, show_default=True, help="Commands to sequence in total.")
-@click.option("--clients", default=2, show_default=True, help="Client processes sending them.")
-@click.option("--size", default=32, show_default=True, help="Command bytes (at least 8: the send time).")
-@click.option("--rate", type=float, default=None, help="Send at this total rate (msgs/s) to measure latency "
+@click.option("--commands", type=click.IntRange(min=1), default=1_000_000, show_default=True, help="Commands to sequence in total.")
+@click.option("--clients", type=click.IntRange(min=1), default=2, show_default=True, help="Client processes sending them.")
+@click.option("--size", type=click.IntRange(min=8), default=32, show_default=True, help="Command bytes (at least 8: the send time).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Send at this total rate (msgs/s) to measure latency "
               "without saturation (measured from the intended send time).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, as_json: bool) -> None:
@@ -155,9 +155,9 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
 
 
 @bench.command("halt")
-@click.option("--halts", default=200, show_default=True, help="Halts (each followed by a resume) to send.")
-@click.option("--rate", default=20_000.0, show_default=True, help="Messages/s written to the log.")
-@click.option("--venue-rate", default=5_000.0, show_default=True,
+@click.option("--halts", type=click.IntRange(min=1), default=200, show_default=True, help="Halts (each followed by a resume) to send.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=20_000.0, show_default=True, help="Messages/s written to the log.")
+@click.option("--venue-rate", type=click.FloatRange(min=0, min_open=True), default=5_000.0, show_default=True,
               help="Requests/s the gateway's venue takes (below --rate: the log backs up).")
 @click.option("--gap-ms", default=10.0, show_default=True, help="Backlog built between a resume and the next halt.")
 @click.option("--round-trips", default=5_000, show_default=True, help="Blocking round trips measured after.")
