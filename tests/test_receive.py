@@ -830,3 +830,11 @@ def test_poll_in_c_confirms_what_it_handed_out_so_a_reader_that_kept_up_is_never
             send(per_term, per_term + 3)  # all of term 1, and into term 2
             assert reader.poll(take, 1000) == per_term + 3
             assert got == [_message(i, payload) for i in range(2 * per_term + 3)]
+
+
+@pytest.mark.parametrize("timeout", ["x", -1, float("nan"), True])
+def test_receive_with_a_timeout_that_is_not_seconds_is_an_invalid_argument(lsdir, timeout):
+    with lockstep.Subscription(41) as sub:
+        with pytest.raises(lockstep.InvalidArgumentError, match="timeout"):
+            sub.receive(timeout=timeout)
+        assert sub.receive(timeout=0.01) is None  # a real timeout still times out

@@ -272,6 +272,9 @@ class Subscription(Closing):
     def _receive_blocking(self, timeout: float | None) -> bytes | None:
         """Sleep until a writer signals (in slices: discovery, liveness and end of stream go
         on meanwhile), then read. close() wakes the sleep (ClosedError)."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout >= 0):
+            raise InvalidArgumentError(f"timeout: expected seconds >= 0 or None, found {timeout!r}")
         deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
         while True:
             now = time.monotonic_ns()
