@@ -243,8 +243,15 @@ static int64_t ls_pub_append_exclusive(
         {
             if (ls_pub_tail_offset(ls_get_plain_i64(tail_addr)) == log->term_length)
             {
-                /* Filled exactly: mark the tail past the end, as a claim that crosses it does,
-                 * before the rotation cleans a partition (a reader's lapped check sees it). */
+                /* Filled exactly by an earlier offer: this one goes at the next term's start,
+                 * so check the limit there BEFORE the rotation cleans a partition (a subscriber
+                 * that joined two terms back may still read it). Then mark the tail past the
+                 * end, as a claim that crosses it does (a reader's lapped check sees it). */
+                const int64_t status = ls_pub_check_limit(pub, pub->term_begin_position + log->term_length, required);
+                if (status < 0)
+                {
+                    return status;
+                }
                 ls_put_release_i64(tail_addr, ls_pub_pack_tail(pub->term_id, (int64_t)log->term_length + LS_FRAME_ALIGNMENT));
             }
             const int64_t rotated = ls_pub_end_of_term(pub, pub->partition_index, pub->term_id, pub->term_offset);

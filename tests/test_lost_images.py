@@ -113,9 +113,12 @@ def test_paused_subscriber_is_told_its_image_was_lost_and_rejoins_live(lsdir, pr
     told, retracted = lw.check_events(events, 0, last)
     assert [e[1] for e in events[:100]] == list(range(100))
     assert events[100][0] == "lost", events[100:103]
-    assert (told, retracted) == (1, 0)  # (paused between reads: nothing read from a view to retract)
+    assert told == 1
     _, from_position, to_position, reason = events[100]
-    assert from_position == 100 * lw.FRAME  # where it stopped: nothing after it was handed out
+    # Where it stopped, nothing after it handed out. (A poll's handler may still have been
+    # reading its last batch from views when paused: the loss then starts at that batch.)
+    assert from_position == (100 - retracted) * lw.FRAME
+    assert retracted == 0 if mode == "receive" else retracted <= 100
     assert to_position >= (100 + 5000) * lw.FRAME  # at least what was sent while it was paused
     assert "evicted" in reason or "lapped" in reason
     resumed_at = events[101][1]

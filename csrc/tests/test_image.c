@@ -534,6 +534,34 @@ static void test_exactly_filled_term_is_not_lapped(void)
     ls_image_close(&image);
 }
 
+/* A subscriber that joins at the retained start two terms back when the active term is filled
+ * exactly holds the publisher: the next offer is back-pressured instead of rotating (which
+ * would clean the term it has yet to read). */
+static void test_exact_fill_does_not_rotate_past_a_late_joiner(void)
+{
+    ls_publication_t pub;
+    ls_image_t image, late;
+    struct seen s = { 0 };
+    setup(&pub, &image, true, 0);
+    uint8_t message[32] = { 7 };
+    for (int i = 0; i < 2 * TERM / 64; i++)
+    {
+        LS_CHECK(ls_publication_offer(&pub, message, sizeof(message), 0) > 0);
+        LS_CHECK(1 == ls_image_poll(&image, collect, &s, 1));
+    }
+    const int64_t start = ls_logbuffer_retained_start_position(&pub.log);
+    LS_CHECK(0 == start);
+    const int32_t late_id = alloc_stream_counter(LS_COUNTER_TYPE_SUBSCRIBER_POSITION, 2);
+    LS_CHECK(0 == ls_image_init(&late, memory, LENGTH, ls_counters_value_addr(&counters, late_id), start));
+    LS_CHECK(0 == ls_image_set_owner(&late, &counters, late_id, 2));
+    LS_CHECK(TERM / 2 == ls_publication_refresh_limit(&pub)); /* the late joiner's window */
+    LS_CHECK(LS_PUBLICATION_BACK_PRESSURED == ls_publication_offer(&pub, message, sizeof(message), 0));
+    struct seen got = { 0 };
+    LS_CHECK(64 == ls_image_poll(&late, collect, &got, 64) && 7 == got.first[0]); /* term 0 intact */
+    ls_image_close(&late);
+    ls_image_close(&image);
+}
+
 static void test_unblock_gap(void)
 {
     ls_publication_t pub;
@@ -640,6 +668,7 @@ int main(int argc, char **argv)
     LS_RUN(test_owner_checked_before_every_write);
     LS_RUN(test_lapped_private_reader);
     LS_RUN(test_exactly_filled_term_is_not_lapped);
+    LS_RUN(test_exact_fill_does_not_rotate_past_a_late_joiner);
     LS_RUN(test_unblock_gap);
     LS_RUN(test_unblock_dead_term_crosser);
     return LS_TEST_RESULT();
