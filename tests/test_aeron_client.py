@@ -131,6 +131,32 @@ def test_poll_of_a_driver_image_moves_the_position_only_after_its_handlers(drive
         assert pub.try_claim(8).status == CLOSED
 
 
+def test_close_from_a_handler_lets_the_poll_of_a_driver_image_finish(driver):
+    """An aeron image's poll is a call in flight like any other (issue 13 item 3): a close()
+    from inside its handler waits for the poll to return (the rest of the batch is handed out
+    from mapped memory), and later polls raise ClosedError."""
+    with Aeron(driver.dir) as aeron:
+        sub = aeron.add_subscription(IPC, 14)
+        pub = aeron.add_exclusive_publication(IPC, 14)
+        wait_for(lambda: pub.is_connected and sub.is_connected, "connection")
+        [image] = sub.images
+        for i in range(5):
+            wait_for(lambda: pub.offer(message(i)) > 0, "an offer")
+        seen: list = []
+
+        def handler(data, header):
+            seen.append(bytes(data))
+            if len(seen) == 2:
+                image.close()
+
+        polled: list = []
+        wait_for(lambda: image.closed, "the close", step=lambda: polled.append(image.poll(handler, 10)))
+        assert polled[-1] == len(seen) - sum(polled[:-1]) > 2  # that poll went on past the close
+        assert seen == [message(i) for i in range(len(seen))]
+        with pytest.raises(lockstep.ClosedError):
+            image.poll(handler, 10)
+
+
 @pytest.mark.parametrize("channel", [IPC, "udp"])
 def test_image_callbacks_and_unavailable_on_close(driver, channel):
     if channel == "udp":

@@ -47,6 +47,9 @@ class AeronImage(LogReader):
                                   f"found {log.session_id}/{log.stream_id}")
         super().__init__(log, self.join_position, lib.ls_counters_value_addr(counters._c, cid))
         self._pending: int | None = None
+        # The C poll commits as it scans; a driver's log needs the commit after the handlers:
+        # detached, it hands every call to LogReader.poll (the close guard) and so to _poll here.
+        self._fast_poll.detach()
 
     # The driver zeroes a log behind the subscriber position as soon as it moves (IPC: up to
     # the slowest subscriber; images: behind the receiver), so the position may move only
@@ -72,9 +75,9 @@ class AeronImage(LogReader):
         self._pending = None
         super()._rewind(i)
 
-    def poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
-        """As LogReader.poll (a handler that raises has its message consumed), but the position
-        moves once the handlers are done with the bytes."""
+    def _poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
+        """As LogReader._poll (a handler that raises has its message consumed), but the position
+        moves once the handlers are done with the bytes; LogReader.poll's close guard wraps it."""
         if not self._words[self._rx.peek]:
             return 0
         if limit == 1:
@@ -126,10 +129,12 @@ class AeronImage(LogReader):
             lib.ls_image_set_position(self._image, scan.end_position)
         return 1
 
-    def poll_batch(self, handler: Callable[[Batch], Any], limit: int = 1024) -> int:
+    def _poll_batch(self, handler: Callable[[Batch], Any], limit: int = 1024) -> int:
+        """As LogReader._poll_batch, the position stored once the handler is done (inside the
+        close guard of LogReader.poll_batch)."""
         self._pending = None
         try:
-            return super().poll_batch(handler, limit)
+            return super()._poll_batch(handler, limit)
         finally:
             self._commit()
 
