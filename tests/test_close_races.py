@@ -445,3 +445,21 @@ def test_every_closable_object_has_closed(lsdir):
         log.tail_position
     with pytest.raises(ClosedError):
         reader.poll(lambda d, h: None)
+
+
+def test_a_ring_call_inside_close_before_the_closed_class_raises(lsdir):
+    """The window inside close() between `_token = None` and the switch to the closed class
+    (other threads run there: _detach loops over the C objects): a ring call that falls back
+    to Python then must raise ClosedError, not read views the teardown is about to release
+    (the rare `released memoryview` of the ring_read race above)."""
+    ring = ManyToOneRing(lsdir / "window.ring", 1 << 12)
+    assert ring.write(1, b"x")
+    token, ring._token = ring._token, None  # as close() leaves it before _detach() finishes
+    ring._fast_read.detach()
+    ring._fast_write.detach()
+    with pytest.raises(ClosedError):
+        ring.read(lambda t, d: None, 10)
+    with pytest.raises(ClosedError):
+        ring.write(1, b"y")
+    ring._token = token
+    ring.close()

@@ -99,8 +99,10 @@ class _Ring(Closing):
     def write(self, msg_type_id: int, data: Buffer) -> bool:  # (the instance's is the C object; its fallback)
         """Copy one message in. False when the ring is full (back-pressure; nothing is
         overwritten); raises InvalidArgumentError for type id < 1 or data > max_message_length."""
-        token = self._token  # (the guard of `Closing`, inlined; a closed ring's `_rb` raises ClosedError)
+        token = self._token  # (the guard of `Closing`, inlined: None from the start of close())
         try:
+            if token is None:  # (the closed class comes later in close(): a call between must not go on)
+                _raise_closed(self)
             try:
                 try:
                     rc = lib.ls_rb_write(self._rb, msg_type_id, data, len(data))
@@ -151,8 +153,10 @@ class _Ring(Closing):
     def read(self, handler: Callable[[int, memoryview], Any], limit: int = _NO_LIMIT) -> int:
         """Hand up to `limit` messages to `handler(msg_type_id, data)` and consume them.
         `data` views the ring and is valid only during the call. Returns the count."""
-        token = self._token  # (the guard of `Closing`, inlined; a closed ring's `_words` raises ClosedError)
+        token = self._token  # (the guard of `Closing`, inlined: None from the start of close())
         try:
+            if token is None:  # (the closed class comes later in close(): a call between must not go on)
+                _raise_closed(self)
             if not self._words[(self._longs[self._head_index] & self._mask) >> 2]:
                 return 0
             rb, view, types, offsets, lengths = self._rb, self._view, self._types, self._offsets, self._lengths
