@@ -123,10 +123,11 @@ run_sequencer = _guarded(_sequencer, "run_sequencer")
 
 # -- clients --------------------------------------------------------------------------------
 
-def _client(queue, name, dir, client, count, progress=None, slot=0, seed=0):
+def _client(queue, name, dir, client, count, progress=None, slot=0, seed=0, **client_kwargs):
     """Send `commands(client, count)` with origin id CLIENT_ORIGIN_BASE + client; report the
-    first origin sequence (command k went as first + k) and how often the ring was full."""
-    sender = lockstep.SequencerClient(dir, origin_id=CLIENT_ORIGIN_BASE + client)
+    first origin sequence (command k went as first + k) and how often the ring was full.
+    `client_kwargs` (channel=, aeron_dir=): a client on another host."""
+    sender = lockstep.SequencerClient(dir, origin_id=CLIENT_ORIGIN_BASE + client, **client_kwargs)
     first = sender.next_origin_sequence
     idle = lockstep.BackoffIdleStrategy()
     full = 0

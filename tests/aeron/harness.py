@@ -17,6 +17,8 @@ from typing import Iterator
 
 import pytest
 
+from lockstep.aeron.netns import NetnsPair
+from lockstep.errors import LockstepError
 from lockstep.aeron.driver import TEST_DEFAULTS, DriverBuildError, MediaDriver, build_driver
 
 HERE = Path(__file__).resolve().parent
@@ -183,42 +185,6 @@ def c_peer(binary: Path, mode: str, dir: Path, channel: str, stream_id: int, cou
     return [str(binary), mode, str(dir), channel, str(stream_id), str(count)]
 
 
-class NetnsPair:
-    """Two network namespaces ("hosts") joined by a veth pair: `a` at `address_a`, `b` at `address_b`."""
-
-    def __init__(self) -> None:
-        tag = f"ls{os.getpid() % 100000}{next(_counter)}"
-        subnet = f"10.{200 + os.getpid() % 50}.{next(_counter) % 250}"
-        self.a, self.b = f"{tag}a", f"{tag}b"
-        self.address_a, self.address_b = f"{subnet}.1", f"{subnet}.2"
-        self.created: list[str] = []
-        veth_a, veth_b = f"{tag}va", f"{tag}vb"
-        steps = [
-            ["ip", "netns", "add", self.a], ["ip", "netns", "add", self.b],
-            ["ip", "link", "add", veth_a, "type", "veth", "peer", "name", veth_b],
-            ["ip", "link", "set", veth_a, "netns", self.a], ["ip", "link", "set", veth_b, "netns", self.b],
-            ["ip", "-n", self.a, "addr", "add", f"{self.address_a}/24", "dev", veth_a],
-            ["ip", "-n", self.b, "addr", "add", f"{self.address_b}/24", "dev", veth_b],
-            ["ip", "-n", self.a, "link", "set", veth_a, "up"], ["ip", "-n", self.b, "link", "set", veth_b, "up"],
-            ["ip", "-n", self.a, "link", "set", "lo", "up"], ["ip", "-n", self.b, "link", "set", "lo", "up"],
-        ]
-        for step in steps:
-            result = subprocess.run(step, capture_output=True, text=True)
-            if result.returncode != 0:
-                self.cleanup()
-                raise OSError(f"{' '.join(step)}: {result.stderr.strip()}")
-            if step[1:3] == ["netns", "add"]:
-                self.created.append(step[3])
-
-    def exec_prefix(self, ns: str) -> list[str]:
-        return ["ip", "netns", "exec", ns]
-
-    def cleanup(self) -> None:
-        for ns in self.created:  # (deleting a namespace deletes its end of the veth pair, and so both)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        self.created.clear()
-
-
 @pytest.fixture
 def netns_pair() -> Iterator[NetnsPair]:
     """Two network namespaces joined by veth; the test is skipped where they cannot be made."""
@@ -226,7 +192,7 @@ def netns_pair() -> Iterator[NetnsPair]:
         pytest.skip("network namespaces need root and iproute2's ip")
     try:
         pair = NetnsPair()
-    except OSError as e:
+    except LockstepError as e:
         pytest.skip(f"cannot create network namespaces here: {e}")
     yield pair
     pair.cleanup()

@@ -28,8 +28,17 @@ from ..errors import LockstepError
               "trading: the others carry on.")
 @click.option("--keep-dir", is_flag=True, help="Leave the demo's private directory (log, hashes files, reports) "
               "for inspection; later demos leave it too. The recording is kept in the archive either way.")
+@click.option("--hosts", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="2: split the scenario over two hosts, each with its own Aeron media driver (built once by "
+                   "`lockstep driver`), over UDP: network namespaces joined by a veth pair when they can be made "
+                   "(root), else loopback.")
+@click.option("--loss", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+              help="With --hosts 2: the receiving drivers drop this fraction of data frames (Aeron's loss "
+                   "generator); Aeron repairs it.")
+@click.option("--loopback", is_flag=True, help="With --hosts 2: both drivers on loopback, even as root.")
 def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, trade_seconds: float, flood: int,
-         venue_throttle: float, risk_limit: float, kill_replicas: bool, keep_dir: bool) -> None:
+         venue_throttle: float, risk_limit: float, kill_replicas: bool, keep_dir: bool, hosts: int, loss: float,
+         loopback: bool) -> None:
     """The trading scenario lockstep exists for: a runaway Algo halted through the priority
     side channel while total order and replication stay intact.
 
@@ -39,6 +48,10 @@ def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, tr
     stops the Algo (sequenced StopAlgo); everything drains and stops; prints what happened
     and the commands that replay and step through the recording it keeps in the archive
     ($LOCKSTEP_ARCHIVE_DIR, else ~/.local/share/lockstep/archive).
+
+    With --hosts 2, host 1 runs the sequencer, recorder, risk monitor, one Algo and one SOR;
+    host 2 the other Algo and SOR and the three gateways; the log, the commands and the halt
+    cross between their media drivers.
     """
     from ..demo import DemoConfig, format_summary, run_demo
 
@@ -48,9 +61,11 @@ def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, tr
         except ImportError:
             raise LockstepError("--plot needs matplotlib: pip install 'lockstep[bench]' (or pip install matplotlib)") \
                 from None
+    if hosts == 1 and (loss or loopback):
+        raise click.UsageError("--loss and --loopback go with --hosts 2")
     config = DemoConfig(seed=seed, trade_s=trade_seconds, flood_per_tick=flood, venue_throttle_per_s=venue_throttle,
                         risk_limit_per_s=risk_limit, keep_running=keep_running, kill_replicas=kill_replicas,
-                        keep_dir=keep_dir)
+                        keep_dir=keep_dir, hosts=hosts, loss=loss, netns=False if loopback else None)
     try:
         summary = run_demo(config, log=None if as_json else lambda text: click.echo(text, err=True))
     except KeyboardInterrupt:
@@ -83,7 +98,8 @@ def _gateway_dir(dir_: str | None):
 
 def _priority_command(name: str):
     @click.option("--gateway", "gateway", default=None, metavar="NAME", help=f"{name.capitalize()} one gateway.")
-    @click.option("--all", "all_", is_flag=True, help=f"{name.capitalize()} every gateway of the directory.")
+    @click.option("--all", "all_", is_flag=True, help=f"{name.capitalize()} every gateway of the directory, and "
+                  "of the other hosts its deployment.json lists (their priority streams).")
     @click.option("--dir", "dir_", type=click.Path(file_okay=False), default=None,
                   help="The lockstep directory (default: $LOCKSTEP_DIR, else the one directory with running "
                        "gateways: the default one or a running demo's).")
@@ -100,6 +116,12 @@ def _priority_command(name: str):
             click.echo(json.dumps(result))
             return
         for g in result["gateways"]:
+            if "host" in g:  # a host of the deployment, through its priority stream
+                state = "" if g["delivered"] else (" (NOT delivered: no gateway of that host is listening)"
+                                                   if not g["connected"] else " (NOT delivered: back-pressured)")
+                who = "every gateway" if g["gateway"] == "*" else g["gateway"]
+                click.echo(f"{name} -> {who} on {g['host']} (priority stream){state}")
+                continue
             state = "" if g["alive"] else " (not running: the command waits in its side channel)"
             if not g["delivered"]:
                 state = " (NOT delivered: its side channel is full)"

@@ -36,10 +36,12 @@ from .. import codec
 from .._closing import Closing
 from ..transport.client import client_for
 from ..errors import InvalidArgumentError, LockstepError
-from ..transport.idle import BACK_PRESSURE_RETRY_NS, IdleStrategy, run_agent
+from ..transport.idle import BACK_PRESSURE_RETRY_NS, REMOTE_POLL_NS, IdleStrategy, run_agent
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import check_name, default_dir, resolve_dir, take_pid_lock
 from ..transport.ring import ManyToOneRing
+from .priority_stream import DEPLOYMENT_FILE, PriorityReceiver, PrioritySender, read_deployment, send_priority
+from .remote import RemoteLink
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
 from ..transport.stream_files import stream_logs
 from ..transport.subscription import Subscription
@@ -115,15 +117,21 @@ def gateways(dir: str | os.PathLike[str] | None = None) -> list[GatewayInfo]:
     return found
 
 
+def _has_remote_gateways(dir: Path) -> bool:
+    deployment = read_deployment(dir)
+    return deployment is not None and any(h.gateways for h in deployment.hosts)
+
+
 def find_gateway_dirs() -> list[Path]:
-    """Directories with a live gateway: the default one, and the private directories of
-    running demos (`lockstep-demo-*` beside it). For `lockstep halt` without --dir."""
+    """Directories with a live gateway, or other hosts with gateways in their deployment: the
+    default one, and the private directories of running demos (`lockstep-demo-*` beside it).
+    For `lockstep halt` without --dir."""
     base = default_dir()
     candidates = [base] + sorted(base.parent.glob("lockstep-demo-*"))
     found = []
     for d in candidates:
         try:
-            if d.is_dir() and any(g.alive for g in gateways(d)):
+            if d.is_dir() and (any(g.alive for g in gateways(d)) or _has_remote_gateways(d)):
                 found.append(d)
         except LockstepError:
             continue
@@ -131,32 +139,51 @@ def find_gateway_dirs() -> list[Path]:
 
 
 def _send(dir: str | os.PathLike[str] | None, gateway: str | None, all: bool, msg_type: int,
-          payload_for: Callable[[], bytes]) -> list[dict]:
+          payload_for: Callable[[], bytes], sender: PrioritySender | None = None) -> list[dict]:
+    """Write one side-channel command to the named gateway or all: those of `dir` through their
+    rings, those of other hosts in the directory's deployment through their hosts' priority streams."""
     if (gateway is None) == (not all):
         raise InvalidArgumentError("name one gateway or all of them (gateway=NAME or all=True), not both")
     known = {g.name: g for g in gateways(dir)}
+    deployment = read_deployment(dir)
+    remote_names = {g for h in deployment.hosts for g in h.gateways} if deployment is not None else set()
     if gateway is not None:
         check_name(gateway)
-        if gateway not in known:
-            names = ", ".join(known) or "none"
+        if gateway not in known and gateway not in remote_names:
+            names = ", ".join(sorted(set(known) | remote_names)) or "none"
             raise LockstepError(f"{resolve_dir(dir)}: no gateway {gateway!r} here (gateways: {names})")
-        targets = [known[gateway]]
+        targets = [known[gateway]] if gateway in known else []
     else:
-        if not known:
-            raise LockstepError(f"{resolve_dir(dir)}: no gateways here (no {PRIORITY_PREFIX}*{PRIORITY_SUFFIX} files)")
+        if not known and not (deployment is not None and deployment.hosts):
+            raise LockstepError(f"{resolve_dir(dir)}: no gateways here (no {PRIORITY_PREFIX}*{PRIORITY_SUFFIX} files, "
+                                f"no other hosts in {DEPLOYMENT_FILE})")
         targets = list(known.values())
+    stamped: list[bytes] = []  # one payload (one send time) for every target
+
+    def payload_once() -> bytes:
+        if not stamped:
+            stamped.append(payload_for())
+        return stamped[0]
+
     rings = [ManyToOneRing(info.path) for info in targets]  # opened first: the latency starts at the write
     try:
-        payload = payload_for()
+        payload = payload_once()
         written = [ring.write(msg_type, payload) for ring in rings]
     finally:
         for ring in rings:
             ring.close()
-    return [{"gateway": info.name, "delivered": ok, "alive": info.alive} for info, ok in zip(targets, written)]
+    sent = [{"gateway": info.name, "delivered": ok, "alive": info.alive} for info, ok in zip(targets, written)]
+    if deployment is not None and (gateway is None or gateway in remote_names):  # after the local ones: slower
+        if sender is not None:
+            sent += sender.send(gateway, msg_type, payload_once)
+        else:
+            sent += send_priority(deployment, gateway, msg_type, payload_once)
+    return sent
 
 
 def halt(dir: str | os.PathLike[str] | None = None, gateway: str | None = None, *, all: bool = False,
-         reason: str = "", log_position: int | None = None, stream_id: int = DEFAULT_LOG_STREAM) -> dict:
+         reason: str = "", log_position: int | None = None, stream_id: int = DEFAULT_LOG_STREAM,
+         sender: PrioritySender | None = None) -> dict:
     """Halt one gateway (`gateway=NAME`) or every gateway of `dir` (`all=True`) through the
     side channel: each disconnects from its venue and declines requests until resumed.
     `log_position` (default: the sequenced log's tail now) is where the halt would have
@@ -171,13 +198,13 @@ def halt(dir: str | os.PathLike[str] | None = None, gateway: str | None = None, 
         return Halt.encode(sent_ns=stamp["sent_ns"], log_position=position, sender_pid=os.getpid(),
                            reason=reason.encode()[:32])
 
-    sent = _send(directory, gateway, all, Halt.template_id, payload)
+    sent = _send(directory, gateway, all, Halt.template_id, payload, sender)
     return {"command": "halt", "dir": str(directory), "sent_ns": stamp["sent_ns"], "log_position": position,
             "gateways": sent}
 
 
 def resume(dir: str | os.PathLike[str] | None = None, gateway: str | None = None, *, all: bool = False,
-           reason: str = "") -> dict:
+           reason: str = "", sender: PrioritySender | None = None) -> dict:
     """Resume one gateway or all: each reconnects to its venue and sends requests again."""
     directory = resolve_dir(dir, create=False)
     stamp: dict[str, int] = {}
@@ -186,7 +213,7 @@ def resume(dir: str | os.PathLike[str] | None = None, gateway: str | None = None
         stamp["sent_ns"] = time.monotonic_ns()
         return Resume.encode(sent_ns=stamp["sent_ns"], sender_pid=os.getpid(), reason=reason.encode()[:32])
 
-    sent = _send(directory, gateway, all, Resume.template_id, payload)
+    sent = _send(directory, gateway, all, Resume.template_id, payload, sender)
     return {"command": "resume", "dir": str(directory), "sent_ns": stamp["sent_ns"], "gateways": sent}
 
 
@@ -234,7 +261,13 @@ class Gateway(Closing):
 
     def __init__(self, name: str, dir: str | os.PathLike[str] | None = None, *,
                  stream_id: int = DEFAULT_LOG_STREAM, origin_id: int | None = None, fragment_limit: int = 32,
-                 start: Any = "earliest") -> None:
+                 start: Any = "earliest", channel: str | None = None, ingress_channel: str | None = None,
+                 replay_channel: str | None = None, priority_channel: str | None = None,
+                 aeron_dir: str | os.PathLike[str] | None = None, aeron: Any = None) -> None:
+        """On another host than the sequencer's: `channel` is where the log arrives (through
+        the media driver of `aeron_dir`, or the client `aeron`), `ingress_channel` where
+        responses go, `replay_channel` the archive replay service that fills a gap,
+        `priority_channel` this host's priority stream (drained with the side channel ring)."""
         self.name = check_name(name)
         self.dir = resolve_dir(dir)
         self.fragment_limit = fragment_limit
@@ -244,9 +277,25 @@ class Gateway(Closing):
             path = priority_path(self.dir, name)
             self.side_channel = ManyToOneRing(path) if path.exists() else ManyToOneRing(path, PRIORITY_CAPACITY)
             self.side_channel.heartbeat()
-            self.subscription = Subscription(stream_id, self.dir, start=start, join="earliest")
-            self.client = SequencerClient(self.dir, origin_id=origin_id)
+            self._link: RemoteLink | None = None
+            self.remote_priority: PriorityReceiver | None = None
+            if channel is None:
+                self.subscription: Any = Subscription(stream_id, self.dir, start=start, join="earliest")
+                self.client: Any = SequencerClient(self.dir, origin_id=origin_id)
+            else:
+                self._link = RemoteLink(channel=channel, stream_id=stream_id, position=0,
+                                        ingress_channel=ingress_channel, replay_channel=replay_channel, aeron=aeron,
+                                        aeron_dir=aeron_dir, dir=self.dir, name=f"gateway {self.name}",
+                                        origin_id=origin_id)
+                self.subscription, self.client = self._link.follower, self._link.client
+            if priority_channel is not None:
+                link_aeron = self._link.aeron if self._link is not None else aeron
+                if link_aeron is None:
+                    raise InvalidArgumentError("priority_channel: give the media driver (aeron_dir= or aeron=)")
+                self.remote_priority = PriorityReceiver(link_aeron, priority_channel, self.name)
         except BaseException:
+            if getattr(self, "_link", None) is not None:
+                self._link.close()
             self._lock.close()
             raise
         self.halted = False
@@ -304,6 +353,8 @@ class Gateway(Closing):
     def check_priority(self) -> bool:
         """Drain the side channel now; True when the gateway is (now) halted."""
         self.side_channel.read(self._on_priority, 64)
+        if self.remote_priority is not None:
+            self.remote_priority.read(self._on_priority, 64)
         return self.halted
 
     def _on_priority(self, msg_type: int, data: memoryview) -> None:
@@ -359,6 +410,8 @@ class Gateway(Closing):
     def do_work(self) -> int:
         """One duty cycle: side channel first, then the venue, responses, and the log."""
         work = self.side_channel.read(self._on_priority, 64)
+        if self.remote_priority is not None:
+            work += self.remote_priority.read(self._on_priority, 64)
         work += self.poll_venue()
         if self._outbox:
             work += self._flush()
@@ -390,7 +443,11 @@ class Gateway(Closing):
     def _next_timer_ns(self) -> int | None:
         if self._outbox:  # responses waiting for room in the ingress: look again soon
             return time.monotonic_ns() + BACK_PRESSURE_RETRY_NS
-        return self.next_timer_ns()
+        at = self.next_timer_ns()
+        if self._link is not None or self.remote_priority is not None:  # driver streams ring no doorbell
+            remote = time.monotonic_ns() + REMOTE_POLL_NS
+            at = remote if at is None else min(at, remote)
+        return at
 
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:
@@ -407,8 +464,13 @@ class Gateway(Closing):
     def _teardown(self) -> None:  # (close())
         for counter in self._counters.values():
             counter.free_quietly()
-        self.subscription.close()
-        self.client.close()
+        if self.remote_priority is not None:
+            self.remote_priority.close()
+        if self._link is not None:
+            self._link.close()
+        else:
+            self.subscription.close()
+            self.client.close()
         self.side_channel.close()
         self._lock.close()
 

@@ -19,10 +19,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .._closing import Closing
 from ..errors import FileFormatError, LockstepError
-from ..transport.idle import BACK_PRESSURE_RETRY_NS, IdleStrategy, run_agent
+from ..transport.idle import BACK_PRESSURE_RETRY_NS, REMOTE_POLL_NS, IdleStrategy, run_agent
 from ..transport.mapped import check_name, open_private, open_regular, resolve_dir
 from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient, _SEQUENCED
 from ..transport.subscription import Subscription
+from .remote import RemoteLink
 
 __all__ = ["StateMachine", "Context", "Replica", "Snapshot", "write_snapshot", "read_snapshot", "latest_snapshot",
            "read_hashes", "first_divergence", "check_determinism", "Divergence", "NonDeterminism", "replay",
@@ -239,7 +240,13 @@ class Replica(Closing):
     def __init__(self, machine: StateMachine, dir: str | os.PathLike[str] | None = None, *, name: str,
                  stream_id: int = DEFAULT_LOG_STREAM, origin_id: int | None = None, hash_every: int = 1000,
                  snapshot_every: int | None = None, snapshot_dir: str | os.PathLike[str] | None = None,
-                 send_outputs: bool = True, restore: bool = True) -> None:
+                 send_outputs: bool = True, restore: bool = True, channel: str | None = None,
+                 ingress_channel: str | None = None, replay_channel: str | None = None,
+                 aeron_dir: str | os.PathLike[str] | None = None, aeron: Any = None) -> None:
+        """On another host than the sequencer's: `channel` is where the log arrives (through
+        the media driver of `aeron_dir`, or the client `aeron`), `ingress_channel` where outputs
+        go, `replay_channel` the archive replay service that fills a gap (a late start).
+        `dir` keeps this replica's files (hashes, snapshots, counters) either way."""
         self.machine = machine
         self.name = check_name(name)
         self.dir = resolve_dir(dir)
@@ -265,8 +272,16 @@ class Replica(Closing):
             start = snapshot.position
         self.restored_from = snapshot
         sweep_snapshot_temps(self.snapshot_dir, self.name)  # a killed predecessor's half-written ones
-        self.subscription = Subscription(stream_id, self.dir, start=start, join="earliest")
-        self._client = SequencerClient(self.dir, origin_id=self.ctx._origin_id) if send_outputs else None
+        self._link: RemoteLink | None = None
+        if channel is None:
+            self.subscription: Any = Subscription(stream_id, self.dir, start=start, join="earliest")
+            self._client = SequencerClient(self.dir, origin_id=self.ctx._origin_id) if send_outputs else None
+        else:
+            self._link = RemoteLink(channel=channel, stream_id=stream_id, position=self.last_position,
+                                    ingress_channel=ingress_channel, replay_channel=replay_channel, aeron=aeron,
+                                    aeron_dir=aeron_dir, dir=self.dir, name=self.name, origin_id=self.ctx._origin_id,
+                                    send=send_outputs)
+            self.subscription, self._client = self._link.follower, self._link.client
         self.hashes_path = self.dir / f"{self.name}.hashes"  # (position, sequence, hash) records
         self._hashes = os.fdopen(open_private(self.hashes_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
         torn = self._hashes.tell() % _HASH_RECORD.size
@@ -333,7 +348,10 @@ class Replica(Closing):
         self.subscription._doorbells(rings, images)
 
     def _next_timer_ns(self) -> int | None:
-        """Outputs waiting for room in the ingress: look again soon (no doorbell for room)."""
+        """Outputs waiting for room in the ingress: look again soon (no doorbell for room);
+        a log from another host (a driver's stream rings no doorbell) likewise."""
+        if self._link is not None:
+            return time.monotonic_ns() + REMOTE_POLL_NS
         return time.monotonic_ns() + BACK_PRESSURE_RETRY_NS if self._pending else None
 
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
@@ -366,9 +384,12 @@ class Replica(Closing):
         return len(self._pending)
 
     def _teardown(self) -> None:  # (close())
-        self.subscription.close()
-        if self._client is not None:
-            self._client.close()
+        if self._link is not None:
+            self._link.close()
+        else:
+            self.subscription.close()
+            if self._client is not None:
+                self._client.close()
         self._hashes.close()
 
 
@@ -399,6 +420,7 @@ class _OfflineRunner(Replica):
         self._own_sequenced = 0
         self._snapshot_due = False
         self._client = None
+        self._link = None
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,21 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .._closing import Closing
 from .._native._fastpath import Send
 from .._native import c_error, ffi, lib
 from ..transport.client import client_for
 from ..errors import InvalidArgumentError, LockstepError
-from ..transport.idle import IdleStrategy, run_agent
+from ..transport.idle import REMOTE_POLL_NS, IdleStrategy, run_agent
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import resolve_dir, take_pid_lock
 from ..transport.publication import Publication
 from ..transport.reader import LogReader
 from ..transport.ring import ManyToOneRing
 from ..transport.stream_files import stream_logs
+from .log_publisher import LogPublisher
 
 __all__ = ["Sequencer", "SequencerClient", "SequencedMessage", "decode_sequenced", "DEFAULT_LOG_STREAM"]
 
@@ -76,8 +77,16 @@ class SequencerClient(Closing):
     the origin id is random and the numbering starts at the current time in ns, so a
     restarted client never collides with its former self."""
 
+    def __new__(cls, *args: Any, channel: str | None = None, **kwargs: Any) -> Any:
+        if channel is not None and cls is SequencerClient:  # over an Aeron stream to another host
+            from .ingress_stream import RemoteSequencerClient
+            cls = RemoteSequencerClient
+        return super().__new__(cls)
+
     def __init__(self, dir: str | os.PathLike[str] | None = None, *, origin_id: int | None = None,
-                 ingress_capacity: int = DEFAULT_INGRESS_CAPACITY) -> None:
+                 ingress_capacity: int = DEFAULT_INGRESS_CAPACITY, channel: None = None) -> None:
+        """`channel` (with `aeron_dir=` or `aeron=`): send to the sequencer of another host over
+        that Aeron stream instead (see `ingress_stream.RemoteSequencerClient`)."""
         self.dir = resolve_dir(dir)
         self.ring = _ingress(self.dir, ingress_capacity)
         self.origin_id = random.SystemRandom().randint(1, (1 << 31) - 1) if origin_id is None else origin_id
@@ -170,7 +179,12 @@ class Sequencer(Closing):
     `run()` (in a thread or its own process) or call `do_work()` from your own loop."""
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, *, stream_id: int = DEFAULT_LOG_STREAM,
-                 term_length: int = DEFAULT_TERM_LENGTH, ingress_capacity: int = DEFAULT_INGRESS_CAPACITY) -> None:
+                 term_length: int = DEFAULT_TERM_LENGTH, ingress_capacity: int = DEFAULT_INGRESS_CAPACITY,
+                 log_channel: str | None = None, ingress_channel: str | None = None,
+                 aeron_dir: str | os.PathLike[str] | None = None, aeron: Any = None) -> None:
+        """Across hosts (through the Aeron media driver of `aeron_dir`, or the client `aeron`):
+        `log_channel` publishes the sequenced log there too, position for position (`LogPublisher`);
+        `ingress_channel` takes commands from other hosts' `SequencerClient(channel=...)`."""
         self.dir = resolve_dir(dir)
         self.stream_id = stream_id
         self._lock = take_pid_lock(self.dir / LOCK_FILE, "sequencer")
@@ -194,7 +208,28 @@ class Sequencer(Closing):
         self._next_housekeeping_ns = 0
         self._stuck_head = (-1, 0)
         self._closed = False
+        self._aeron, self._own_aeron = aeron, False
+        self.log_publisher: LogPublisher | None = None
+        self.ingress_receiver: Any = None
+        if log_channel is not None or ingress_channel is not None:
+            try:
+                self._connect(log_channel, ingress_channel, aeron_dir)
+            except BaseException:
+                self.close()
+                raise
         self._housekeeping(time.monotonic_ns())
+
+    def _connect(self, log_channel: str | None, ingress_channel: str | None,
+                 aeron_dir: str | os.PathLike[str] | None) -> None:
+        from ..aeron import Aeron
+        from .ingress_stream import IngressReceiver
+
+        if self._aeron is None:
+            self._aeron, self._own_aeron = Aeron(aeron_dir), True
+        if ingress_channel is not None:
+            self.ingress_receiver = IngressReceiver(self.dir, ingress_channel, aeron=self._aeron)
+        if log_channel is not None:
+            self.log_publisher = LogPublisher(self.dir, log_channel, aeron=self._aeron, stream_id=self.stream_id)
 
     def _recover(self, term_length: int) -> tuple[int | None, int, dict[int, int]]:
         """(session to resume or None, next sequence, last origin sequence per origin) from
@@ -229,16 +264,26 @@ class Sequencer(Closing):
     # -- work ---------------------------------------------------------------------------
 
     def do_work(self, limit: int = 4096) -> int:
-        """One duty cycle: sequence up to `limit` commands. Returns how many were handled."""
+        """One duty cycle: sequence up to `limit` commands (and, across hosts, take remote
+        commands first and publish the log after). Returns how much work was done."""
+        work = self.ingress_receiver.do_work() if self.ingress_receiver is not None else 0
         n = lib.ls_sequencer_do_work(self._seq, limit)
         if n < 0:
             raise c_error(self.ingress.path)
+        if self.log_publisher is not None:
+            work += self.log_publisher.do_work()
         if self._seq.last_status:
             self._back_pressured += 1
         now = time.monotonic_ns()
         if now >= self._next_housekeeping_ns:
             self._housekeeping(now)
-        return n
+        return n + work
+
+    def _next_timer_ns(self) -> int | None:
+        """Streams of a media driver ring no doorbell here: look at them again soon."""
+        if self._aeron is None:
+            return None
+        return time.monotonic_ns() + REMOTE_POLL_NS
 
     def _housekeeping(self, now: int) -> None:
         self._next_housekeeping_ns = now + _HOUSEKEEPING_NS
@@ -312,6 +357,11 @@ class Sequencer(Closing):
         self._closed = True
         self._housekeeping(time.monotonic_ns())
         lib.ls_sequencer_close(self._seq)
+        for part in (self.ingress_receiver, self.log_publisher):
+            if part is not None:
+                part.close()
+        if self._own_aeron:
+            self._aeron.close()
         for counter in self._counters.values():
             counter.free_quietly()
         self.log.close(end_of_stream=False)

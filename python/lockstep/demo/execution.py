@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 from lockstep.cluster.gateway import Gateway, HaltRecord
 from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM
@@ -23,8 +24,9 @@ class ExecutionGateway(Gateway):
     """Gateway `VENUES[venue]` in front of a `VenueSimulator`."""
 
     def __init__(self, venue: int, dir=None, *, seed: int = 1, stream_id: int = DEFAULT_LOG_STREAM,
-                 venue_options: dict | None = None) -> None:
-        super().__init__(VENUES[venue], dir, stream_id=stream_id, origin_id=GATEWAY_ORIGIN_BASE + venue)
+                 venue_options: dict | None = None, **link: Any) -> None:
+        """`link`: Gateway's keywords for a gateway on another host (channel, ingress_channel, ...)."""
+        super().__init__(VENUES[venue], dir, stream_id=stream_id, origin_id=GATEWAY_ORIGIN_BASE + venue, **link)
         self.venue_index = venue
         self.venue = VenueSimulator(venue, seed, **(venue_options or {}))
         self._waiting: deque[tuple[int, int, int, int]] = deque()  # received, waiting for the throttle

@@ -91,6 +91,14 @@ def _guarded(fn):
     return wrapper
 
 
+def _remote_idle() -> IdleStrategy:
+    """For a loop that also reads a media driver's streams (no doorbell): park at most
+    REMOTE_POLL_NS between looks."""
+    from lockstep.transport.idle import REMOTE_POLL_NS, BackoffIdleStrategy
+
+    return BackoffIdleStrategy(max_park_ns=REMOTE_POLL_NS)
+
+
 def _loop(control: _Control, do_work, progress, idle: IdleStrategy | None = None) -> None:
     idle = idle or agent_idle(do_work)
     while not control.should_stop():
@@ -101,10 +109,10 @@ def _loop(control: _Control, do_work, progress, idle: IdleStrategy | None = None
 
 # -- sequencer ---------------------------------------------------------------------------
 
-def _run_sequencer(control, dir, name):
+def _run_sequencer(control, dir, name, remote=None):
     from lockstep.cluster.sequencer import Sequencer
 
-    seq = Sequencer(dir)
+    seq = Sequencer(dir, **(remote or {}))  # remote: log_channel, ingress_channel, aeron_dir (--hosts 2)
 
     def progress():
         control.set(POSITION, seq.position)
@@ -114,8 +122,14 @@ def _run_sequencer(control, dir, name):
     control.set(STATE, RUNNING)
     try:
         _loop(control, seq.do_work, progress)
-        return {"last_sequence": seq.last_sequence, "sequenced": seq.sequenced, "duplicates": seq.duplicates,
-                "rejected": seq.rejected, "position": seq.position}
+        report = {"last_sequence": seq.last_sequence, "sequenced": seq.sequenced, "duplicates": seq.duplicates,
+                  "rejected": seq.rejected, "position": seq.position}
+        if seq.log_publisher is not None:
+            report["log_publisher"] = {"position": seq.log_publisher.position, "restarts": seq.log_publisher.restarts}
+        if seq.ingress_receiver is not None:
+            report["remote_ingress"] = {"received": seq.ingress_receiver.received,
+                                        "rejected": seq.ingress_receiver.rejected}
+        return report
     finally:
         seq.close()
 
@@ -133,11 +147,12 @@ def _machine(kind: str):
     return SmartOrderRouter()
 
 
-def _run_replica(control, dir, name, kind):
+def _run_replica(control, dir, name, kind, remote=None):
     from lockstep.cluster.replica import Replica
 
     machine = _machine(kind)
-    replica = Replica(machine, dir, name=name, hash_every=10_000)
+    # remote (--hosts 2): channel, ingress_channel, replay_channel, aeron_dir
+    replica = Replica(machine, dir, name=name, hash_every=10_000, **(remote or {}))
 
     def progress():
         control.set(POSITION, replica.last_position)
@@ -154,7 +169,8 @@ def _run_replica(control, dir, name, kind):
         replica.record_hash()
         return {"kind": kind, "hash": machine.state_hash().hex(), "last_sequence": replica.last_sequence,
                 "last_position": replica.last_position, "applied": replica.applied,
-                "pending_outputs": replica.pending_outputs, "summary": machine.summary()}
+                "pending_outputs": replica.pending_outputs, "summary": machine.summary(),
+                "follower": _follower_report(replica.subscription)}
     finally:
         replica.close()
 
@@ -162,12 +178,19 @@ def _run_replica(control, dir, name, kind):
 run_replica = _guarded(_run_replica)
 
 
+def _follower_report(reader) -> dict | None:
+    """How a reader on another host got the log (live, gaps from the archive)."""
+    if not hasattr(reader, "catch_ups"):
+        return None
+    return {"catch_ups": reader.catch_ups, "replayed": reader.replayed, "state": reader.state}
+
+
 # -- gateways ----------------------------------------------------------------------------
 
-def _run_gateway(control, dir, name, venue, seed, venue_options):
+def _run_gateway(control, dir, name, venue, seed, venue_options, remote=None):
     from .execution import ExecutionGateway
 
-    gw = ExecutionGateway(venue, dir, seed=seed, venue_options=venue_options)
+    gw = ExecutionGateway(venue, dir, seed=seed, venue_options=venue_options, **(remote or {}))
     assert gw.name == name
 
     def progress():
@@ -179,7 +202,8 @@ def _run_gateway(control, dir, name, venue, seed, venue_options):
 
     control.set(STATE, RUNNING)
     try:
-        _loop(control, gw.do_work, progress, default_idle(gw, wake_at=lambda: _venue_timer(gw)))
+        remote = remote is not None  # (its log and priority stream are a driver's: no doorbell)
+        _loop(control, gw.do_work, progress, default_idle(gw, wake_at=lambda: _venue_timer(gw, remote)))
         deadline = time.monotonic() + 2
         while gw.pending_responses and time.monotonic() < deadline:
             gw._flush() or time.sleep(0.001)
@@ -191,10 +215,20 @@ def _run_gateway(control, dir, name, venue, seed, venue_options):
 run_gateway = _guarded(_run_gateway)
 
 
-def _venue_timer(gw) -> int | None:
+def _venue_timer(gw, remote: bool = False) -> int | None:
     """When the simulated venue next needs its gateway: responses waiting for the ingress,
-    the next response due, or the throttle's next token for orders waiting on it."""
+    the next response due, or the throttle's next token for orders waiting on it; on another
+    host than the sequencer's, REMOTE_POLL_NS at the latest."""
+    from lockstep.transport.idle import REMOTE_POLL_NS
+
     now = time.monotonic_ns()
+    at = _venue_due(gw, now)
+    if remote:
+        at = now + REMOTE_POLL_NS if at is None else min(at, now + REMOTE_POLL_NS)
+    return at
+
+
+def _venue_due(gw, now: int) -> int | None:
     if gw.pending_responses:
         return now + BACK_PRESSURE_RETRY_NS
     venue = gw.venue
@@ -235,20 +269,33 @@ run_risk = _guarded(_run_risk)
 
 # -- recorder ----------------------------------------------------------------------------
 
-def _run_recorder(control, dir, name, archive_dir):
+def _run_recorder(control, dir, name, archive_dir, replay=None):
     from lockstep.archive import Recorder
 
     recorder = Recorder(dir, stream_id=100, archive_dir=archive_dir)
+    server = aeron = None
+    if replay is not None:  # --hosts 2: the archive's replay service, for readers on the other host
+        from lockstep.aeron import Aeron
+        from lockstep.archive.replay_server import ReplayServer
+
+        aeron = Aeron(replay["aeron_dir"])
+        server = ReplayServer(archive_dir, aeron=aeron, control_channel=replay["channel"])
 
     def progress():
         control.set(POSITION, _recorder_position(recorder))
 
+    def do_work():
+        return recorder.do_work() + (server.do_work() if server is not None else 0)
+
     control.set(STATE, RUNNING)
     try:
-        _loop(control, recorder.do_work, progress)
+        _loop(control, do_work, progress, None if server is None else _remote_idle())
         return {"recording_id": recorder.recording_id, "position": _recorder_position(recorder)}
     finally:
         recorder.close()
+        if server is not None:
+            server.close()
+            aeron.close()
 
 
 def _recorder_position(recorder) -> int:

@@ -18,6 +18,7 @@ from collections import deque
 import numpy as np
 
 from lockstep.cluster.gateway import halt
+from lockstep.cluster.priority_stream import PrioritySender, read_deployment
 from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
 from lockstep.transport.idle import BACK_PRESSURE_RETRY_NS
 from lockstep.transport.subscription import Subscription
@@ -50,6 +51,9 @@ class RiskMonitor:
         self._stop_algo_pending: bytes | None = None
         self.venues_up = [1] * len(VENUES)
         self.position = 0
+        # Gateways on other hosts: their priority streams, connected now so the halt need not wait.
+        deployment = read_deployment(dir)
+        self._sender = PrioritySender(deployment) if deployment is not None and deployment.hosts else None
 
     def _on_batch(self, batch) -> None:
         buf, offs = batch.buffer, batch.offsets.astype(np.int64) + _H
@@ -116,7 +120,7 @@ class RiskMonitor:
         # The position the sequencer has reached now: where a sequenced halt would queue.
         images = self.sub.images
         position = images[0].log.tail_position if images else -1
-        self.halt = halt(self.dir, all=True, reason="risk: order rate", log_position=position)
+        self.halt = halt(self.dir, all=True, reason="risk: order rate", log_position=position, sender=self._sender)
         self.rate_at_halt = rate
         self._stop_algo_pending = StopAlgo.encode(sent_ns=self.halt["sent_ns"], reason=b"risk: order rate")
         self.stop_algo_sent = True
@@ -129,3 +133,5 @@ class RiskMonitor:
     def close(self) -> None:
         self.sub.close()
         self.client.close()
+        if self._sender is not None:
+            self._sender.close()

@@ -65,6 +65,9 @@ class DemoConfig:
     halt_timeout_s: float = 30.0
     keep_dir: bool = False           # leave the private directory (debugging); later demos leave it too
     archive_dir: str | None = None   # where the recording is kept (default: the archive, on disk)
+    hosts: int = 1                   # 2: split over two hosts, each with its own Aeron media driver
+    loss: float = 0.0                # --hosts 2: the receiving drivers drop this fraction of data frames
+    netns: bool | None = None        # --hosts 2: network namespaces (None: when they can be made)
 
 
 @dataclass
@@ -76,6 +79,7 @@ class _Proc:
     process: Any = None
     killed: bool = False
     consumer: bool = True  # reads the whole sequenced log (checked when draining)
+    dir: Path | None = None  # its host's directory (the run's, on one host)
 
 
 @dataclass
@@ -88,6 +92,10 @@ class _Run:
     interrupted: int = 0
     cpu_start: tuple[float, float] = (0.0, 0.0)  # (_cpu_seconds() when the processes started)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    hosts: Any = None  # demo.hosts.Hosts with --hosts 2
+
+    def dir_of(self, p: _Proc) -> Path:
+        return p.dir or self.dir
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -159,20 +167,28 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         if config.keep_running:
             signal.signal(signal.SIGINT, lambda s, f: _soft_interrupt(run))
     try:
+        remote: dict[str, dict] = {}
+        if config.hosts == 2:
+            remote = _start_hosts(run, archive_dir, say)
         for slot, name in enumerate(names):
+            link = remote.get(name)
+            extra = () if link is None else (link,)
             if name == "sequencer":
-                target, args, consumer = P.run_sequencer, (), False
+                target, args, consumer = P.run_sequencer, extra, False
             elif name.startswith(("algo", "sor")):
-                target, args, consumer = P.run_replica, (name.split("-")[0],), True
+                target, args, consumer = P.run_replica, (name.split("-")[0], *extra), True
             elif name in VENUES:
                 options = {"latency_us": config.venue_latency_us, "throttle_per_s": config.venue_throttle_per_s}
-                target, args, consumer = P.run_gateway, (VENUES.index(name), config.seed, options), True
+                target, args, consumer = P.run_gateway, (VENUES.index(name), config.seed, options, *extra), True
             elif name == "risk":
                 target, args, consumer = P.run_risk, (config.risk_limit_per_s, config.risk_window_ms,
                                                       config.auto_halt and not config.keep_running), True
             else:
-                target, args, consumer = P.run_recorder, (str(archive_dir),), True
-            run.procs[name] = _Proc(name, slot, target, args, consumer=consumer)
+                target, args, consumer = P.run_recorder, (str(archive_dir), *extra), True
+            run.procs[name] = _Proc(name, slot, target, args, consumer=consumer,
+                                    dir=Path(link["dir"]) if link and "dir" in link else None)
+            if link is not None:
+                link.pop("dir", None)
         say(f"starting {len(names)} processes in {dir}")
         run.cpu_start = _cpu_seconds()
         _start(run, ctx, ["sequencer"])
@@ -187,11 +203,44 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         try:
             _stop_all(run)
         finally:
+            if run.hosts is not None:
+                run.hosts.close()
             if not config.keep_dir:
                 shutil.rmtree(dir, ignore_errors=True)
             if main_thread:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
+
+
+def _start_hosts(run: _Run, archive_dir: Path | None, say: Callable[[str], None]) -> dict[str, dict]:
+    """--hosts 2: the drivers, host 2's directory, the deployment file that lets `lockstep halt`
+    on host 1 reach host 2's gateways, and each process's channels (by process name)."""
+    from lockstep.cluster.priority_stream import Deployment, RemoteHost, write_deployment
+
+    from .hosts import Hosts
+
+    if archive_dir is None:
+        raise LockstepError("--hosts 2 needs lockstep.archive: a late or cut-off reader catches up from its replay")
+    hosts = run.hosts = Hosts.start(run.dir, loss=run.config.loss, netns=run.config.netns)
+    say(f"two hosts: {hosts.network}; an Aeron media driver on each"
+        + (f", dropping {run.config.loss:.0%} of data frames received" if run.config.loss else ""))
+    host1, host2 = hosts.hosts["host1"], hosts.hosts["host2"]
+    dir2 = run.dir / "host2"
+    dir2.mkdir(mode=0o700)
+    write_deployment(run.dir, Deployment(str(host1.aeron_dir), (RemoteHost("host2", hosts.priority_channel,
+                                                                           tuple(VENUES)),)))
+    on_host2 = {"channel": hosts.log_channel, "ingress_channel": hosts.ingress_channel,
+                "replay_channel": hosts.replay_channel, "aeron_dir": str(host2.aeron_dir), "dir": str(dir2)}
+    remote: dict[str, dict] = {
+        "sequencer": {"log_channel": hosts.log_channel, "ingress_channel": hosts.ingress_channel,
+                      "aeron_dir": str(host1.aeron_dir)},
+        "recorder": {"channel": hosts.replay_channel, "aeron_dir": str(host1.aeron_dir)},
+    }
+    for name in host2.processes:
+        remote[name] = dict(on_host2)
+        if name in VENUES:
+            remote[name]["priority_channel"] = hosts.priority_channel
+    return remote
 
 
 def _in_main_thread() -> bool:
@@ -217,7 +266,7 @@ def _value(run: _Run, name: str, index: int) -> int:
 def _start(run: _Run, ctx, names: list[str]) -> None:
     for name in names:
         p = run.procs[name]
-        p.process = ctx.Process(target=p.target, args=(str(run.dir), name, run.shared, p.slot, *p.args),
+        p.process = ctx.Process(target=p.target, args=(str(run.dir_of(p)), name, run.shared, p.slot, *p.args),
                                 name=f"lockstep-demo {name}", daemon=True)
         p.process.start()
     _wait(run, lambda: all(_value(run, n, P.STATE) == P.RUNNING for n in names),
@@ -231,7 +280,7 @@ def _check_alive(run: _Run) -> None:
             continue
         if _value(run, p.name, P.STATE) == P.STOPPED and proc.exitcode == 0 and run.shared[P.STOP]:
             continue
-        error = run.dir / f"{p.name}.error"
+        error = run.dir_of(p) / f"{p.name}.error"
         detail = error.read_text().strip().splitlines()[-1] if error.exists() else f"exit code {proc.exitcode}"
         raise LockstepError(f"demo process {p.name} (pid {proc.pid}) failed: {detail}")
 
@@ -407,7 +456,7 @@ def _reports(run: _Run) -> dict[str, dict]:
     for p in run.procs.values():
         if p.killed:
             continue
-        path = run.dir / f"{p.name}.report"
+        path = run.dir_of(p) / f"{p.name}.report"
         if not path.exists():
             raise LockstepError(f"demo process {p.name} left no report ({path})")
         with open(path, "rb") as f:
@@ -566,6 +615,11 @@ def _summary(run: _Run, reports: dict) -> dict:
     }
     if "recorder" in reports:
         summary["recording"] = _recording_summary(config, reports["recorder"]["recording_id"])
+    if run.hosts is not None:
+        summary["hosts"] = run.hosts.as_dict()
+        summary["across_hosts"] = {
+            "log_publisher": seq.get("log_publisher"), "remote_ingress": seq.get("remote_ingress"),
+            "followers": {n: r["follower"] for n, r in reports.items() if r.get("follower")}}
     if config.keep_dir:
         summary["dir"] = str(run.dir)
     # For --plot: orders reaching each venue over time, and the halt.

@@ -114,6 +114,9 @@ DEFAULT_WAIT_TIMEOUT_NS = 10_000_000  # the longest sleep: housekeeping (heartbe
 # An agent whose output waits for room in a ring it does not read (no doorbell tells it of
 # free space) looks again after this long (its `_next_timer_ns`).
 BACK_PRESSURE_RETRY_NS = 100_000
+# An agent reading streams of an Aeron media driver (which ring no doorbell) looks at them
+# again after this long at the latest while idle.
+REMOTE_POLL_NS = 200_000
 
 
 class BlockingIdleStrategy:
