@@ -72,6 +72,7 @@ class LogFollower(Closing):
                 self._update_counters()
         if self._replay is not None:
             return self._poll_replay(handler, fragment_limit)
+        self.subscription.discover()  # (images gone are told here: `_on_unavailable`)
         image = self._image if self._image is not None else self._choose_image()
         if image is None:
             return 0
@@ -96,7 +97,6 @@ class LogFollower(Closing):
     def _choose_image(self) -> Any:
         """The live image to read: one that goes on from our position if any, else the one
         starting nearest after it (the gap to it is replayed)."""
-        self.subscription.discover()
         images = [i for i in self.subscription.images if i.correlation_id not in self._lost]
         if not images:
             self.state = WAITING if self._replay is None else self.state

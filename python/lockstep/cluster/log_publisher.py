@@ -3,8 +3,10 @@ position for position (the publication starts where the local log is, with its t
 initial term id and mtu), so a replica on another host keeps the same positions, snapshots
 and hashes as one here, and the archive's recording of the local log can fill its gaps.
 
-It reads the local log privately (no position counter): a slow or cut-off network never holds
-the sequencer back. Lapped by the sequencer, it starts a new publication at the log's tail;
+It reads the local log privately and is an *untethered* subscriber of it (as Aeron's
+`tether=false`): its position counter, which makes the log connected for the sequencer even
+with no local reader, follows the log's tail, so a slow or cut-off network never holds the
+sequencer back. Lapped by the sequencer, it starts a new publication at the log's tail;
 remote readers see their image end and catch up the gap from the archive (`LogFollower`)."""
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from .._closing import Closing
 from ..aeron.channel import position_params, with_params
 from ..errors import ImageLostError, LockstepError
-from ..transport.client import client_for
+from ..transport.client import STREAM_KEY, TYPE_SUBSCRIBER_POSITION, client_for
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import resolve_dir
 from ..transport.publication import ADMIN_ACTION, BACK_PRESSURED, NOT_CONNECTED, status_name
@@ -51,9 +53,17 @@ class LogPublisher(Closing):
         self._pending_position = 0
         self.restarts = 0      # publications started after being lapped
         self.last_status = 0   # the last offer status that made it wait (0: none)
-        counters = client_for(self.dir).counters
+        client = client_for(self.dir)
+        counters = client.counters
         self._counters = {k: counters.allocate(TYPE_LOG_PUBLISHER, f"log publisher {channel}: {k}")
                           for k in ("position", "connected", "restarts", "waiting")}
+        registration_id = client.next_registration_id()
+        self._untethered = counters.allocate(
+            TYPE_SUBSCRIBER_POSITION, f"sub-pos: {registration_id} {stream_id} {self._log.session_id} "
+                                      f"@{self._log.tail_position} (log publisher, untethered)",
+            key=STREAM_KEY.pack(registration_id, self._log.session_id, stream_id),
+            registration_id=registration_id, reference_id=client.heartbeat.id)
+        self._untethered.set(self._log.tail_position)
         self._next_counters_ns = 0
         self._start(self._log.tail_position)
 
@@ -114,6 +124,7 @@ class LogPublisher(Closing):
             self.restarts += 1
             self._start(self._log.tail_position)
             sent += 1
+        self._untethered.set(self._log.tail_position)  # (never the one that holds the sequencer back)
         now = time.monotonic_ns()
         if now >= self._next_counters_ns:
             self._next_counters_ns = now + _COUNTERS_EVERY_NS
@@ -125,7 +136,7 @@ class LogPublisher(Closing):
         return sent
 
     def _teardown(self) -> None:  # (close())
-        for counter in self._counters.values():
+        for counter in (*self._counters.values(), self._untethered):
             counter.free_quietly()
         if self._pub is not None:
             self._pub.close()

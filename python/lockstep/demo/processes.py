@@ -207,7 +207,9 @@ def _run_gateway(control, dir, name, venue, seed, venue_options, remote=None):
         deadline = time.monotonic() + 2
         while gw.pending_responses and time.monotonic() < deadline:
             gw._flush() or time.sleep(0.001)
-        return gw.report()
+        report = gw.report()
+        report["follower"] = _follower_report(gw.subscription)
+        return report
     finally:
         gw.close()
 

@@ -695,6 +695,17 @@ def format_summary(s: dict) -> str:
     lines.append(f"  replicas equal each other and the replay: {'yes' if s['replicas_equal_replay'] else 'NO'}")
     lines.append(f"  outputs sequenced once: {'yes' if s['duplicate_outputs_in_log'] == 0 else 'NO'} "
                  f"({s['duplicates_dropped_by_sequencer']:,} replica copies dropped by the sequencer)")
+    hosts = s.get("hosts")
+    if hosts is not None:
+        lines.append("")
+        lines.append(f"  two hosts over {hosts['network']}" + (f", {hosts['loss']:.0%} of data frames dropped by the "
+                                                               f"receiving drivers" if hosts["loss"] else ""))
+        for name in ("host1", "host2"):
+            lines.append(f"    {name} ({hosts[name]['address']}): {', '.join(hosts[name]['processes'])}")
+        across = s.get("across_hosts") or {}
+        followers = across.get("followers") or {}
+        caught = ", ".join(f"{n} {f['catch_ups']} ({f['replayed']:,} messages)" for n, f in followers.items())
+        lines.append(f"    gaps filled from the archive's replay: {caught or 'none'}")
     rec = s.get("recording")
     if rec is not None:
         c = rec["commands"]
