@@ -31,7 +31,14 @@ class RemoteSequencerClient(SequencerClient):
     """What `SequencerClient(channel=..., aeron_dir=... | aeron=...)` makes: `send`, `send_as`
     and `next_origin_sequence` as the local client, over an Aeron publication on `channel` (the
     sequencer host's ingress endpoint, e.g. `aeron:udp?endpoint=host1:40101`). `send` is False
-    ("not now") while the stream is back-pressured or not yet connected; nothing is dropped."""
+    ("not now") while the stream is back-pressured or not yet connected.
+
+    A command the driver took can still be lost when the link is cut for longer than the
+    drivers' timeouts (the sequencer host's new image starts at the sender's position). So a
+    client that reads the log (a replica's or gateway's, through `RemoteLink`) keeps each
+    command until it sees it sequenced (`acknowledge`), and after the stream was disconnected
+    sends the unacknowledged ones again, in order, before anything new: the sequencer drops
+    the copies it already has (same origin and origin sequence)."""
 
     next_origin_sequence: int = 0  # (a plain attribute here: no C sender keeps it)
 
@@ -56,20 +63,69 @@ class RemoteSequencerClient(SequencerClient):
             raise
         self.max_command_length = min(self.publication.max_message_length - _REMOTE.size,
                                       _LOG_MAX_MESSAGE - SEQUENCED_HEADER_LENGTH)
+        self.tracking = False  # set by a reader of the log that calls acknowledge()
+        self._unacked: deque[tuple[int, int, bytes]] = deque()  # (origin, origin sequence, message)
+        self._resend = -1  # index into _unacked of the next to send again (-1: none to resend)
+        self._connected = False
+        self.resent = 0
 
     def send_as(self, origin_id: int, origin_sequence: int, command: Any) -> bool:
         data = command if isinstance(command, bytes) else bytes(memoryview(command))
         if len(data) > self.max_command_length:
             raise InvalidArgumentError(f"{self.channel}: command length: expected at most {self.max_command_length} "
                                        f"bytes, found {len(data)}")
-        result = self.publication.offer(_REMOTE.pack(origin_sequence, origin_id) + data)
+        if self.tracking and not self.maintain():
+            return False  # the unacknowledged ones go first
+        message = _REMOTE.pack(origin_sequence, origin_id) + data
+        if not self._offer(message):
+            return False
+        if self.tracking:
+            self._unacked.append((origin_id, origin_sequence, message))
+        return True
+
+    def _offer(self, message: bytes) -> bool:
+        result = self.publication.offer(message)
         if result > 0:
+            self._connected = True
             return True
         if result in _NOT_NOW:
+            if result == NOT_CONNECTED and self._connected:
+                self._connected = False
+                if self._unacked:
+                    self._resend = 0
             return False
         if result == CLOSED:
             raise ClosedError(f"sequencer client of {self.channel} is closed")
         raise LockstepError(f"{self.channel}: offer failed: {status_name(result)}")
+
+    def maintain(self) -> bool:
+        """After a disconnection, send the unacknowledged commands again (in order); True
+        when none is left to resend. (Called before each send, and by RemoteLink each poll.)"""
+        if self._connected and not self.publication.is_connected:
+            self._connected = False
+            if self._unacked:
+                self._resend = 0
+        unacked = self._unacked
+        while 0 <= self._resend < len(unacked):
+            if not self._offer(unacked[self._resend][2]):
+                return False
+            self._resend += 1
+            self.resent += 1
+        self._resend = -1
+        return True
+
+    def acknowledge(self, origin_id: int, origin_sequence: int) -> None:
+        """A sequenced message of (origin, origin sequence) was read: forget what it covers."""
+        unacked = self._unacked
+        while unacked and unacked[0][0] == origin_id and unacked[0][1] <= origin_sequence:
+            unacked.popleft()
+            if self._resend > 0:
+                self._resend -= 1
+
+    @property
+    def unacknowledged(self) -> int:
+        """Commands sent, not seen sequenced yet (when tracking)."""
+        return len(self._unacked)
 
     @property
     def is_connected(self) -> bool:

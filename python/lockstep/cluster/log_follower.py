@@ -33,12 +33,17 @@ class LogFollower(Closing):
     between those positions (e.g. `ReplayClient.start_replay`); without it a gap is an error."""
 
     def __init__(self, aeron: Any, channel: str, stream_id: int, position: int = 0, *,
-                 start_replay: StartReplay | None = None, counters_dir: Any = None, name: str = "") -> None:
-        """`counters_dir`: a lockstep directory whose counters show this reader (`lockstep stat`)."""
+                 start_replay: StartReplay | None = None, counters_dir: Any = None, name: str = "",
+                 observer: Callable[[memoryview], Any] | None = None,
+                 before_poll: Callable[[], Any] | None = None) -> None:
+        """`counters_dir`: a lockstep directory whose counters show this reader (`lockstep stat`);
+        `observer(data)` sees each message before the handler; `before_poll()` runs first in each poll."""
         self.channel = channel
         self.stream_id = stream_id
         self.position = position
         self._start_replay = start_replay
+        self._observer = observer
+        self._before_poll = before_poll
         self._lost: set[int] = set()  # correlation ids of images that went away
         self.subscription = aeron.add_subscription(channel, stream_id, on_unavailable_image=self._on_unavailable)
         self._image: Any = None
@@ -65,6 +70,8 @@ class LogFollower(Closing):
 
     def poll(self, handler: Callable[[memoryview, Any], Any], fragment_limit: int = 10) -> int:
         """Hand up to `fragment_limit` messages after `position` to `handler(data, header)`."""
+        if self._before_poll is not None:
+            self._before_poll()
         if self._counters:
             now = time.monotonic_ns()
             if now >= self._next_counters_ns:
@@ -91,6 +98,8 @@ class LogFollower(Closing):
             self.skipped += 1
             return
         self.position = header.position
+        if self._observer is not None:
+            self._observer(data)
         assert self._delivered_handler is not None
         self._delivered_handler(data, header)
 
@@ -136,6 +145,8 @@ class LogFollower(Closing):
             return
         self.position = header.position
         self.replayed += 1
+        if self._observer is not None:
+            self._observer(data)
         assert self._delivered_handler is not None
         self._delivered_handler(data, header)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from .ingress_stream import DEFAULT_INGRESS_STREAM
 from .log_follower import LogFollower
-from .sequencer import SequencerClient
+from .sequencer import SEQUENCED_HEADER, SEQUENCED_HEADER_LENGTH, SequencerClient
 
 __all__ = ["RemoteLink"]
 
@@ -44,17 +44,28 @@ class RemoteLink:
 
                 start_replay = replay_gap
 
-            self.follower = LogFollower(self.aeron, channel, stream_id, position, start_replay=start_replay,
-                                        counters_dir=dir, name=name)
             if send:
                 if ingress_channel is None:
                     raise ValueError("ingress_channel: a process on another host sends through the sequencer "
                                      "host's ingress channel; give it (or send_outputs=False)")
                 self.client = SequencerClient(channel=ingress_channel, aeron=self.aeron, origin_id=origin_id,
                                               stream_id=ingress_stream_id)
+                self.client.tracking = True  # kept until seen in the log (resent after a disconnection)
+            client = self.client
+            self.follower = LogFollower(
+                self.aeron, channel, stream_id, position, start_replay=start_replay, counters_dir=dir, name=name,
+                observer=None if client is None else self._observe,
+                before_poll=None if client is None else client.maintain)
         except BaseException:
             self.close()
             raise
+
+    def _observe(self, data: memoryview) -> None:
+        """Each message of the log: acknowledges our client's commands it carries."""
+        client = self.client
+        if client is not None and client.unacknowledged and len(data) >= SEQUENCED_HEADER_LENGTH:
+            _, _, origin_sequence, origin_id, _ = SEQUENCED_HEADER.unpack_from(data)
+            client.acknowledge(origin_id, origin_sequence)
 
     def close(self) -> None:
         for part in (self.client, self.follower, self._replays):

@@ -21,7 +21,7 @@ from .._closing import Closing
 from ..errors import FileFormatError, LockstepError
 from ..transport.idle import BACK_PRESSURE_RETRY_NS, REMOTE_POLL_NS, IdleStrategy, run_agent
 from ..transport.mapped import check_name, open_private, open_regular, resolve_dir
-from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient, _SEQUENCED
+from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER, SEQUENCED_HEADER_LENGTH, SequencerClient
 from ..transport.subscription import Subscription
 from .remote import RemoteLink
 
@@ -290,7 +290,7 @@ class Replica(Closing):
 
     def apply(self, payload, position: int) -> None:
         """Apply one sequenced-log payload (used by the live loop and by replays)."""
-        sequence, timestamp, origin_sequence, origin_id, _ = _SEQUENCED.unpack_from(payload)
+        sequence, timestamp, origin_sequence, origin_id, _ = SEQUENCED_HEADER.unpack_from(payload)
         if sequence <= self.last_sequence:
             return  # already in the restored state
         if sequence != self.last_sequence + 1 and self.last_sequence:

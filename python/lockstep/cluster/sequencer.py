@@ -27,7 +27,8 @@ from ..transport.ring import ManyToOneRing
 from ..transport.stream_files import stream_logs
 from .log_publisher import LogPublisher
 
-__all__ = ["Sequencer", "SequencerClient", "SequencedMessage", "decode_sequenced", "DEFAULT_LOG_STREAM"]
+__all__ = ["Sequencer", "SequencerClient", "SequencedMessage", "decode_sequenced", "DEFAULT_LOG_STREAM",
+           "SEQUENCED_HEADER", "SEQUENCED_HEADER_LENGTH"]
 
 DEFAULT_LOG_STREAM = 100
 INGRESS_FILE = "ingress.ring"
@@ -38,7 +39,8 @@ TYPE_SEQUENCER = 1010  # counters: last sequence, sequenced, duplicates, rejecte
 _HOUSEKEEPING_NS = 100_000_000
 _UNBLOCK_AFTER_NS = 5_000_000_000
 
-_SEQUENCED = struct.Struct("<qqqii")  # sequence, timestamp ns, origin sequence, origin id, reserved
+# Each sequenced-log message starts with: sequence, timestamp ns, origin sequence, origin id, reserved.
+SEQUENCED_HEADER = _SEQUENCED = struct.Struct("<qqqii")
 SEQUENCED_HEADER_LENGTH: int = lib.LS_SEQUENCED_HEADER_LENGTH
 
 
