@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -126,8 +127,9 @@ def test_halt_all_on_host_1_reaches_the_gateways_of_host_2_through_its_priority_
 # -- late join and a cut link: the gap comes from the archive's replay service -------------
 
 class _Host1:
-    """Host 1 in this process: the sequencer (log and ingress over UDP), the recorder of the
-    local log, the archive's replay service; `step()` runs one duty cycle of each."""
+    """Host 1 in this process, in a thread of its own: the sequencer (log and ingress over
+    UDP), the recorder of the local log, the archive's replay service (a duty cycle of each,
+    backing off when idle); `send(n)` offers the next commands from the test's thread."""
 
     def __init__(self, lsdir: Path, archive_dir: Path, aeron_dir: Path, *, log_channel: str, ingress_channel: str,
                  replay_channel: str, term_length: int = 1 << 16) -> None:
@@ -143,6 +145,24 @@ class _Host1:
         self.client = SequencerClient(lsdir, origin_id=cw.CLIENT_ORIGIN_BASE)
         self.commands = list(cw.commands(0, 20_000, seed=3))
         self.sent = 0
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="host1", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        idle = BackoffIdleStrategy(max_park_ns=100_000)
+        try:
+            while not self._stop.is_set():
+                idle.idle(self.seq.do_work() + self.recorder.do_work() + self.server.do_work())
+        except BaseException as e:  # told to the test's thread by check()
+            self._errors.append(e)
+
+    def check(self) -> int:
+        """Raise what host 1's thread died of."""
+        if self._errors:
+            raise self._errors[0]
+        return 0
 
     def send(self, count: int) -> int:
         """Offer up to `count` more commands (as the ingress takes them)."""
@@ -152,10 +172,9 @@ class _Host1:
             k += 1
         return k
 
-    def step(self) -> int:
-        return self.seq.do_work() + self.recorder.do_work() + self.server.do_work()
-
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
         for part in (self.client, self.server, self.recorder, self.seq, self.aeron):
             part.close()
 
@@ -181,9 +200,9 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
     try:
         while h1.sent < 6000:
             h1.send(64)
-            h1.step()
+            h1.check()
         _wait(lambda: h1.seq.ingress.size() == 0 and h1.recorder.position >= h1.seq.position, "the recording",
-              step=h1.step)
+              step=h1.check)
         assert h1.seq.position > 4 * (1 << 16), "the local log has wrapped: its start is only in the archive"
         dir2 = resolve_dir(tmp_path / "host2")
         late = Replica(OrderBook(), dir2, name="late", channel=log_channel, ingress_channel=ingress_channel,
@@ -191,7 +210,7 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
 
         def step() -> int:
             h1.send(16)
-            return h1.step() + late.do_work(256)
+            return h1.check() + late.do_work(256)
 
         _wait(lambda: h1.sent >= 9000 and _replica_caught_up(late, h1), "the late replica to catch up", step=step)
         assert late.subscription.catch_ups >= 1 and late.subscription.replayed > 6000
@@ -215,7 +234,7 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
 
         def step2() -> int:
             h1.send(16)
-            return h1.step() + late.do_work(256) + from_snapshot.do_work(256)
+            return h1.check() + late.do_work(256) + from_snapshot.do_work(256)
 
         _wait(lambda: _replica_caught_up(from_snapshot, h1) and _replica_caught_up(late, h1), "the snapshot replica",
               step=step2)
@@ -252,7 +271,7 @@ def test_link_cut_and_restored_the_remote_replica_catches_up_and_agrees(lsdir, t
 
         def step() -> int:
             h1.send(8)
-            return h1.step() + remote.do_work(256)
+            return h1.check() + remote.do_work(256)
 
         _wait(lambda: h1.sent >= 2000 and _replica_caught_up(remote, h1), "the remote replica", step=step)
         netns_pair.set_link(False)

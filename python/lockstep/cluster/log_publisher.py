@@ -79,8 +79,8 @@ class LogPublisher(Closing):
         log = self._log
         params = position_params(position, term_length=log.term_length, initial_term_id=log.initial_term_id,
                                  mtu=log.mtu_length)
-        self._pub = self._aeron.add_exclusive_publication(
-            with_params(self.channel, session_id=log.session_id, **params), self.stream_id)
+        # (The driver picks the session id: a lingering predecessor's would clash with ours.)
+        self._pub = self._aeron.add_exclusive_publication(with_params(self.channel, **params), self.stream_id)
         if self._pub.position != position:
             raise LockstepError(f"{self.channel}: the publication starts at position {self._pub.position}, "
                                 f"expected {position} (the local log's)")
@@ -94,7 +94,7 @@ class LogPublisher(Closing):
     def is_connected(self) -> bool:
         return bool(self._pub.is_connected)
 
-    def do_work(self, limit: int = 256) -> int:
+    def do_work(self, limit: int = 4096) -> int:
         """Offer up to `limit` messages of the local log; waits (keeps the message) while the
         publication is back-pressured or not connected."""
         reader = self._reader
