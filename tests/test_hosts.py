@@ -263,7 +263,7 @@ def test_link_cut_and_restored_the_remote_replica_catches_up_and_agrees(lsdir, t
     replay_channel = _channel(40102, netns_pair.address_a)
     archive_dir = tmp_path / "archive"
     h1 = _Host1(lsdir, archive_dir, host1.dir, log_channel=log_channel, ingress_channel=ingress_channel,
-                replay_channel=replay_channel)
+                replay_channel=replay_channel, term_length=1 << 20)
     try:
         dir2 = resolve_dir(tmp_path / "host2")
         remote = Replica(OrderBook(), dir2, name="remote", channel=log_channel, ingress_channel=ingress_channel,
@@ -301,3 +301,89 @@ def _log_messages_all(archive_dir: Path, recording_id: int) -> list[tuple[bytes,
 
     with Archive(archive_dir).reader(recording_id) as reader:
         return [(p, hd["position"]) for p, hd in reader.messages()]
+
+
+# -- the demo over two hosts --------------------------------------------------------------
+
+def _namespaces() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout if os.geteuid() == 0 else ""
+
+
+def _demo_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "LOCKSTEP_ARCHIVE_DIR": str(tmp_path / "archive")}
+
+
+def test_demo_over_two_hosts_with_loss(tmp_path):
+    """`lockstep demo --hosts 2 --loss 0.05`: network namespaces where they can be made (else
+    loopback, and the summary says so); the halt still holds, replicas on both hosts equal
+    each other and the offline replay, every output sequenced once; drivers and namespaces
+    gone afterwards."""
+    from lockstep.aeron.netns import netns_unavailable
+
+    args = [sys.executable, "-m", "lockstep", "demo", "--hosts", "2", "--loss", "0.05", "--json"]
+    result = subprocess.run(args, capture_output=True, text=True, env=_demo_env(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    s = json.loads(result.stdout)
+    hosts = s["hosts"]
+    if netns_unavailable() is None:
+        assert hosts["network"].startswith("network namespaces"), hosts["network"]
+    else:
+        assert hosts["network"].startswith("loopback"), hosts["network"]
+    assert hosts["loss"] == 0.05
+    assert set(hosts["host1"]["processes"]) == {"sequencer", "recorder", "risk", "algo-1", "sor-1"}
+    assert set(hosts["host2"]["processes"]) == {"algo-2", "sor-2", "alpha", "beta", "gamma"}
+    assert s["orders_to_venues_after_halt"] == 0
+    assert s["orders_to_venues_before_halt"] > 0
+    assert s["replicas_equal_replay"] is True
+    assert len(s["replica_hashes"]) == 4
+    assert s["replica_hashes"]["algo-1"] == s["replica_hashes"]["algo-2"] == s["replay_hashes"]["algo"]
+    assert s["replica_hashes"]["sor-1"] == s["replica_hashes"]["sor-2"] == s["replay_hashes"]["sor"]
+    assert s["duplicate_outputs_in_log"] == 0 and s["stop_algo_sequenced"] and s["declines_sequenced"] > 0
+    assert all(g["halt_latency_us"] is not None for g in s["gateways"].values()), "each remote gateway got the halt"
+    assert s["across_hosts"]["remote_ingress"]["received"] > 0
+    assert s["sor"]["open_orders"] == 0, "every response from host 2's gateways reached the log"
+    for host in ("host1", "host2"):
+        assert not Path(hosts[host]["aeron_dir"]).exists()
+        if hosts[host]["netns"]:
+            assert hosts[host]["netns"] not in _namespaces()
+
+
+def test_demo_over_two_hosts_interrupted_cleans_up(tmp_path):
+    """Ctrl-C mid-run: every process and both drivers stop, the namespaces and the demo's
+    directory go, and the exit says it was interrupted."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "lockstep", "demo", "--hosts", "2", "--trade-seconds", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_demo_env(tmp_path))
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("trading"):
+            break
+    assert lines and lines[-1].startswith("trading"), "".join(lines)
+    network = next(line for line in lines if line.startswith("two hosts"))
+    demo_dir = next(line.split(" in ", 1)[1].strip() for line in lines if line.startswith("starting"))
+    assert _drivers_in(demo_dir), "the check below sees the demo's drivers while they run"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "interrupted" in err, err[-2000:]
+    assert not Path(demo_dir).exists()
+    if "namespaces" in network:
+        assert f"lsdemo{proc.pid}" not in _namespaces()
+    assert _drivers_in(demo_dir) == [], "no media driver of the demo is left"
+
+
+def _drivers_in(demo_dir: str) -> list[int]:
+    """Pids of processes whose AERON_DIR is inside `demo_dir` (the demo's media drivers)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"AERON_DIR={demo_dir}/".encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
