@@ -80,12 +80,14 @@ class LogFollower(Closing):
         if self._replay is not None:
             return self._poll_replay(handler, fragment_limit)
         self.subscription.discover()  # (images gone are told here: `_on_unavailable`)
-        image = self._image if self._image is not None else self._choose_image()
+        image = self._image
         if image is None:
-            return 0
-        if image.position > self.position:  # a gap before it: the archive fills it first
-            self._catch_up(image.position)
-            return 0
+            image = self._choose_image()
+            if image is None:
+                return 0
+            if image.position > self.position:  # a gap before it (checked once: an image has none inside)
+                self._catch_up(image.position)
+                return 0
         self.state = LIVE
         self._delivered_handler = handler
         try:
@@ -134,6 +136,8 @@ class LogFollower(Closing):
         if self.position >= self._replay_to or replay.is_done:
             replay.close()
             self._replay = None
+            if replay.position >= self._replay_to:  # (the rest was padding at a term's end)
+                self.position = max(self.position, self._replay_to)
             if self.position < self._replay_to:
                 raise LockstepError(f"{self.channel} stream {self.stream_id}: the archive's replay ended at "
                                     f"position {self.position}, before {self._replay_to} where the live stream starts")

@@ -27,7 +27,8 @@ from ..transport.stream_files import stream_logs
 
 __all__ = ["LogPublisher", "TYPE_LOG_PUBLISHER"]
 
-TYPE_LOG_PUBLISHER = 1030  # counters: position sent, connected (0/1), restarts, waiting (offer status)
+TYPE_LOG_PUBLISHER = 1030  # counters: position, connected (0/1), behind (bytes), restarts, waiting (offer status)
+STALL_NS = 2_000_000_000  # taking nothing for this long with messages waiting: not connected (a cut link)
 _RETRY = (BACK_PRESSURED, NOT_CONNECTED, ADMIN_ACTION)
 _COUNTERS_EVERY_NS = 50_000_000
 
@@ -56,7 +57,7 @@ class LogPublisher(Closing):
         client = client_for(self.dir)
         counters = client.counters
         self._counters = {k: counters.allocate(TYPE_LOG_PUBLISHER, f"log publisher {channel}: {k}")
-                          for k in ("position", "connected", "restarts", "waiting")}
+                          for k in ("position", "connected", "behind", "restarts", "waiting")}
         registration_id = client.next_registration_id()
         self._untethered = counters.allocate(
             TYPE_SUBSCRIBER_POSITION, f"sub-pos: {registration_id} {stream_id} {self._log.session_id} "
@@ -65,6 +66,7 @@ class LogPublisher(Closing):
             registration_id=registration_id, reference_id=client.heartbeat.id)
         self._untethered.set(self._log.tail_position)
         self._next_counters_ns = 0
+        self._progress_ns = time.monotonic_ns()  # when the publication last took a message (or had none)
         self._start(self._log.tail_position)
 
     def _start(self, position: int) -> None:
@@ -92,7 +94,17 @@ class LogPublisher(Closing):
 
     @property
     def is_connected(self) -> bool:
-        return bool(self._pub.is_connected)
+        """The driver's view, and the stream takes what there is: a link cut with the sender
+        still sending (the driver may call that connected for long) counts as not connected
+        after STALL_NS without progress."""
+        if not self._pub.is_connected:
+            return False
+        return self._pending is None or time.monotonic_ns() - self._progress_ns < STALL_NS
+
+    @property
+    def behind(self) -> int:
+        """Bytes of the local log the remote stream has not taken yet."""
+        return max(0, self._log.tail_position - self._pub.position)
 
     def do_work(self, limit: int = 4096) -> int:
         """Offer up to `limit` messages of the local log; waits (keeps the message) while the
@@ -105,6 +117,7 @@ class LogPublisher(Closing):
                 if self._pending is None:
                     data = reader.receive()
                     if data is None:
+                        self._progress_ns = time.monotonic_ns()  # caught up: nothing to wait for
                         break
                     self._pending, self._pending_position = data, reader.position
                 result = self._pub.offer(self._pending)
@@ -115,6 +128,7 @@ class LogPublisher(Closing):
                     self._pending = None
                     self.last_status = 0
                     sent += 1
+                    self._progress_ns = time.monotonic_ns()
                 elif result in _RETRY:
                     self.last_status = result
                     break
@@ -130,7 +144,8 @@ class LogPublisher(Closing):
             self._next_counters_ns = now + _COUNTERS_EVERY_NS
             c = self._counters
             c["position"].set(self._pub.position)
-            c["connected"].set(1 if self._pub.is_connected else 0)
+            c["connected"].set(1 if self.is_connected else 0)
+            c["behind"].set(self.behind)
             c["restarts"].set(self.restarts)
             c["waiting"].set(self.last_status)
         return sent
