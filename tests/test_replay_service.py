@@ -3,13 +3,18 @@ aeronmd serves a recording (made by a `Recorder` from a lockstep `Publication`) 
 `ReplayClient` attached to another, over UDP on loopback and across two network namespaces.
 Every replayed message arrives once, in order, with its payload and its position in the
 original log; a following replay keeps up with a live recording; bad start positions and a
-missing server are clear errors; 5 % loss on the receiving driver changes nothing. Guards
-are timeouts, never speed limits."""
+missing server are clear errors; a SIGKILLed client's session ends and the next client is
+served; 5 % loss on the receiving driver changes nothing. Guards are timeouts, never speed
+limits."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +38,7 @@ STALL_S = 60.0
 LOSSY = {"AERON_UDP_CHANNEL_INCOMING_INTERCEPTORS": "loss",
          "AERON_UDP_CHANNEL_TRANSPORT_BINDINGS_LOSS_ARGS": "rate=0.05|seed=7|recv-msg-mask=0x2"}
 NAKS_SENT = 5  # system counter (spec §6)
+WORKER = Path(__file__).resolve().parent / "replay_client_worker.py"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -291,6 +297,58 @@ def test_a_response_channel_longer_than_the_field_is_refused(drivers):
             ReplayClient(aeron, udp(), udp() + "|alias=" + "x" * 200)
 
 
+def test_a_sigkilled_client_loses_its_session_and_the_next_client_is_served(drivers, lsdir, archive_dir, tmp_path):
+    """Real processes: the server is `lockstep replay-server` (one session at a time), the first
+    client a separate program, SIGKILLed while its replay is back-pressured."""
+    host1, host2 = drivers.start("archive-host"), drivers.start("replica-host")
+    sent = record(lsdir, archive_dir, 600)  # far more than the receiver's flow-control window
+    control = udp()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log = (tmp_path / "server.log").open("w+")
+    server = subprocess.Popen([sys.executable, "-m", "lockstep.cli", "replay-server", "--aeron-dir", str(host1.dir),
+                               "--channel", control, "--archive-dir", str(archive_dir), "--max-sessions", "1",
+                               "--disconnect-timeout", "0.5"], stderr=log, env=env)
+    victim = subprocess.Popen([sys.executable, str(WORKER), str(host2.dir), control, udp(), "20"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = victim.stdout.readline()
+        assert line.startswith("got 20 "), (line, victim.poll(), victim.stderr.read() if victim.poll() else "")
+        victim_position = int(line.split()[2])
+        assert victim_position == sent[19][1]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(30)
+        with Aeron(host2.dir) as aeron:
+            client = ReplayClient(aeron, control, udp())
+            refused = 0
+            deadline = time.monotonic() + STALL_S
+            while True:  # refused (one session at most) until the server has ended the dead client's
+                try:
+                    replay = client.start_replay(STREAM, timeout=30)
+                    break
+                except LockstepError as e:
+                    assert "too many replay sessions" in str(e)
+                    refused += 1
+                    assert time.monotonic() < deadline, f"the dead client's session never ended (refused {refused} times)"
+                    time.sleep(0.2)
+            with replay:
+                got = receive(replay, lambda got: replay.is_done, "the next client's replay")
+            assert got == sent
+            client.close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        log.seek(0)
+        output = log.read()
+        assert "client went away" in output, output
+        assert "stop position reached" in output, output
+        assert "replay server stopped" in output, output
+    finally:
+        for p in (victim, server):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        log.close()
+
+
 def test_a_malformed_request_is_dropped_and_the_server_carries_on(drivers, lsdir, archive_dir):
     host1, host2 = drivers.start("archive-host"), drivers.start("replica-host")
     sent = record(lsdir, archive_dir, 30)
@@ -310,3 +368,12 @@ def test_a_malformed_request_is_dropped_and_the_server_carries_on(drivers, lsdir
             assert receive(replay, lambda got: replay.is_done, "replay after malformed requests") == sent
         raw.close()
         client.close()
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+def test_replay_server_help():
+    result = subprocess.run([sys.executable, "-m", "lockstep.cli", "replay-server", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    assert "--aeron-dir" in result.stdout and "--channel" in result.stdout and "--archive-dir" in result.stdout
