@@ -62,13 +62,13 @@ def _message(rng: np.random.Generator, i: int) -> bytes:
     return i.to_bytes(8, "little") + bytes(rng.integers(0, 256, size - 8, dtype=np.uint8))
 
 
-def record(lsdir: Path, archive_dir: Path, count: int, seed: int = 5) -> list[tuple[bytes, int]]:
-    """Publish `count` messages on stream 100 of `lsdir` (64 KiB terms: many terms, padding at
+def record(lsdir: Path, archive_dir: Path, count: int, seed: int = 5, stream_id: int = STREAM) -> list[tuple[bytes, int]]:
+    """Publish `count` messages on `stream_id` (100) of `lsdir` (64 KiB terms: many terms, padding at
     their ends, fragmented messages) while a Recorder records them into `archive_dir`; the
     recording is stopped. Returns [(payload, position after it)]."""
     rng = np.random.default_rng(seed)
-    rec = Recorder(lsdir, stream_id=STREAM, archive_dir=archive_dir)
-    pub = Publication(STREAM, lsdir, exclusive=True, term_length=TERM)
+    rec = Recorder(lsdir, stream_id=stream_id, archive_dir=archive_dir)
+    pub = Publication(stream_id, lsdir, exclusive=True, term_length=TERM)
     rec.discover()
     sent: list[tuple[bytes, int]] = []
     pending = [_message(rng, 0)]
@@ -251,6 +251,49 @@ def test_a_following_replay_keeps_up_with_a_live_recording_until_the_client_stop
         stop_writing.set()
         writer.join(30)
     assert not failures, failures
+
+
+def test_concurrent_replays_do_not_mix_and_a_failing_one_ends_alone(drivers, lsdir, archive_dir):
+    """Three replays to one client at once (two of one recording, one of a recording damaged
+    in the middle): the good ones are exact; the damaged one ends with the server's error."""
+    host1, host2 = drivers.start("archive-host"), drivers.start("replica-host")
+    sent = record(lsdir, archive_dir, 300)                           # recording 0, stream 100
+    other = record(lsdir, archive_dir, 300, seed=9, stream_id=101)   # recording 1, stream 101
+    damaged = 150
+    [segment] = Archive(archive_dir).segment_files(1)
+    with segment.open("r+b") as f:  # the frame after message 150 (0-based): a wrong term offset field
+        f.seek(other[damaged][1] + 8)  # (the segment starts at position 0)
+        f.write(b"\x01\x02\x03\x04")
+    control, response = udp(), udp()
+    with serving(host1.dir, archive_dir, control) as server, Aeron(host2.dir) as aeron:
+        client = ReplayClient(aeron, control, response)
+        whole = client.start_replay(STREAM, timeout=30)
+        bad = client.start_replay(101, timeout=30)
+        part = client.start_replay(STREAM, start_position=sent[99][1], stop_position=sent[199][1], timeout=30)
+        assert len({whole.replay_session_id, bad.replay_session_id, part.replay_session_id}) == 3
+        got: dict[str, list[tuple[bytes, int]]] = {"whole": [], "bad": [], "part": []}
+        errors: list[LockstepError] = []
+
+        def step(name: str, replay) -> int:
+            if name == "bad" and errors or replay.is_done:
+                return 0
+            try:
+                return replay.poll(lambda data, header: got[name].append((bytes(data), header.position)), 20)
+            except LockstepError as e:
+                errors.append(e)
+                return 1
+
+        _drive(lambda: whole.is_done and part.is_done and errors, lambda: step("whole", whole),
+               lambda: step("bad", bad), lambda: step("part", part), what="three replays at once")
+        assert got["whole"] == sent
+        assert got["part"] == sent[100:200]
+        assert got["bad"] == other[:len(got["bad"])] and len(got["bad"]) <= damaged + 1
+        assert "term offset field" in str(errors[0]), errors[0]
+        for replay in (whole, bad, part):
+            replay.close()
+        wait_for(lambda: not server.sessions, "the server ending its sessions")
+        assert server.stats["failed"] == 1 and server.stats["ended"] == 3
+        client.close()
 
 
 def test_a_start_position_that_is_not_a_message_boundary_is_refused(drivers, lsdir, archive_dir):

@@ -96,6 +96,7 @@ ERROR_CODES = {
 }
 
 _NOT_CONNECTED, _BACK_PRESSURED, _ADMIN_ACTION, _CLOSED, _MAX_POSITION_EXCEEDED = -1, -2, -3, -4, -5
+_ERROR_GRACE_S = 1.0  # a stream ended short of its stop: how long the client waits for the server's reason
 # Channel parameters the server sets on a replay publication (a client's own are dropped).
 _POSITION_PARAMS = ("term-length", "mtu", "init-term-id", "term-id", "term-offset", "session-id")
 
@@ -386,10 +387,15 @@ class ReplayServer:
     def _refuse(self, session: _Session, code: int, text: str) -> None:
         self.stats["refused"] += 1
         log.info("replay request %d refused: %s", session.correlation_id, text)
-        self._release_replay(session)
+        self._answer_error(session, code, text)
+
+    def _answer_error(self, session: _Session, code: int, text: str) -> None:
+        """Send ReplayError, then end the session (its replay publication, if any, closes only
+        after the error is sent, so the client tends to see the reason before the end of stream)."""
         session.reply = ReplayError.encode(correlation_id=session.correlation_id, code=code, text=_clip(text))
         session.state = "failing"
         session.reason = text
+        session.deadline = time.monotonic() + self.connect_timeout_s
 
     def _stop_request(self, correlation_id: int, replay_session_id: int) -> None:
         for session in self.sessions.values():
@@ -488,12 +494,12 @@ class ReplayServer:
 
     def _fail(self, session: _Session, code: int, text: str, error: BaseException | None = None) -> None:
         self.stats["failed"] += 1
-        log.warning("%s", text, exc_info=error)
+        log.warning("%s", text, exc_info=None if isinstance(error, LockstepError) else error)
         if session.state in ("answering", "failing", "done"):
             session.state = "done"
             session.reason = text
             return
-        self._refuse(session, code, text)  # answered on the response channel, then ended
+        self._answer_error(session, code, text)  # answered on the response channel, then ended
 
     def _release_replay(self, session: _Session) -> None:
         if session.reader is not None:
@@ -685,6 +691,7 @@ class Replay:
         self._position = start_position
         self._lost: tuple[int, int] | None = None
         self._ended = False
+        self._ended_early_at: float | None = None
         self._closed = False
         subscription.on_unavailable_image = self._on_unavailable
 
@@ -723,6 +730,11 @@ class Replay:
                                      self.stop_position if self.stop_position is not None else self._position,
                                      "the replay stream went away before its end")
             if self._ended and self.stop_position is not None and self._position < self.stop_position:
+                now = time.monotonic()  # (the server's ReplayError, if any, may still be on its way)
+                if self._ended_early_at is None:
+                    self._ended_early_at = now
+                if now - self._ended_early_at < _ERROR_GRACE_S:
+                    return 0
                 raise LockstepError(f"replay {self.replay_session_id} of recording {self.recording_id}: the server "
                                     f"ended the stream at position {self._position}, before the stop position "
                                     f"{self.stop_position}")
