@@ -392,11 +392,11 @@ def test_a_sigkilled_client_loses_its_session_and_the_next_client_is_served(driv
         log.close()
 
 
-def test_a_malformed_request_is_dropped_and_the_server_carries_on(drivers, lsdir, archive_dir):
+def test_malformed_requests_are_dropped_and_an_absent_subscriber_times_out(drivers, lsdir, archive_dir):
     host1, host2 = drivers.start("archive-host"), drivers.start("replica-host")
     sent = record(lsdir, archive_dir, 30)
     control, response = udp(), udp()
-    with serving(host1.dir, archive_dir, control) as server, Aeron(host2.dir) as aeron:
+    with serving(host1.dir, archive_dir, control, connect_timeout_s=1.0) as server, Aeron(host2.dir) as aeron:
         raw = aeron.add_publication(control, 102)
         wait_for(lambda: raw.is_connected, "control publication")
         bad = [b"\x01\x02\x03", StartReplay.encode(correlation_id=1, recording_id=0, start_position=0,
@@ -409,6 +409,13 @@ def test_a_malformed_request_is_dropped_and_the_server_carries_on(drivers, lsdir
         client = ReplayClient(aeron, control, response)
         with client.start_replay(STREAM, timeout=30) as replay:
             assert receive(replay, lambda got: replay.is_done, "replay after malformed requests") == sent
+        # A client that takes the answer but never subscribes to its replay: ended after the timeout.
+        while raw.offer(StartReplay.encode(correlation_id=2, recording_id=0, start_position=0, stop_position=-1,
+                                           stream_id=STREAM, control_response_stream_id=103, replay_stream_id=150,
+                                           response_channel=response.encode())) < 0:
+            time.sleep(0.001)
+        wait_for(lambda: any("did not subscribe" in why for _, why in server.ended), "the server ending it")
+        assert not server.sessions
         raw.close()
         client.close()
 

@@ -1,12 +1,16 @@
 """The archive's replay service over Aeron: a `ReplayServer` on the archive's host serves
 recordings to `ReplayClient`s on other hosts (the manner of Aeron Archive's replay).
 
-    # host 1 (the archive)                       # host 2 (a late replica)
-    with Aeron(dir1) as aeron, ReplayServer(     with Aeron(dir2) as aeron:
-            aeron=aeron,                             client = ReplayClient(aeron, CONTROL, "aeron:udp?endpoint=host2:40103")
-            control_channel=CONTROL) as server:      with client.start_replay(100, start_position=p) as replay:
-        server.run(stop_event)                           while not replay.is_done:
-                                                             replay.poll(handler, 10)  # header.position: the original's
+    # host 1, the archive's (its driver in dir1):
+    with Aeron(dir1) as aeron, ReplayServer(aeron=aeron, control_channel="aeron:udp?endpoint=host1:40102") as server:
+        server.run(stop_event)                               # or server.do_work() in your own loop
+
+    # host 2, a late replica's (its driver in dir2):
+    with Aeron(dir2) as aeron, ReplayClient(aeron, "aeron:udp?endpoint=host1:40102",
+                                            "aeron:udp?endpoint=host2:40103") as client:
+        with client.start_replay(100, start_position=p) as replay:   # stop_position=-1: follow
+            while not replay.is_done:
+                replay.poll(handler, 10)                     # header.position: the original log's
 
 Protocol (`SCHEMA`, `lockstep.codec` schema 7410 "lockstep.archive.replay", version 0), one
 message per Aeron message:
