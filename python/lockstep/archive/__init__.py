@@ -18,12 +18,16 @@ from .archive import Archive, default_archive_dir
 from .catalog import CATALOG_FILE, RecordingDescriptor
 from .reader import RecordingHeader, RecordingReader
 from .recorder import DURABILITY, Recorder
+from .replay_service import Replay, ReplayClient, ReplayServer
 
 __all__ = [
            "CATALOG_FILE",
            "DURABILITY",
            "Archive",
            "Recorder",
+           "Replay",
+           "ReplayClient",
+           "ReplayServer",
            "RecordingDescriptor",
            "RecordingHeader",
            "RecordingReader",

@@ -94,6 +94,16 @@ class RecordingReader:
         self._assembly_first = (0, 0, 0)  # term id, term offset, reserved value of the first fragment
         self.closed = False
 
+    @property
+    def limit(self) -> int:
+        """How far the reader may read now: the stop, or (sooner) where the recording has got to."""
+        return self._limit
+
+    @property
+    def following(self) -> bool:
+        """Whether the limit can still grow: an active recording read short of its stop."""
+        return self._live and (self.stop is None or self._limit < self.stop)
+
     def _refresh(self) -> bool:
         """An active recording: pick up the recorder's progress. Returns whether it grew."""
         desc = self._catalog.get(self.recording_id)
