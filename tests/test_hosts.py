@@ -293,11 +293,23 @@ def test_link_cut_and_restored_the_remote_replica_catches_up_and_agrees(lsdir, t
         _wait(lambda: h1.sent >= 6000 and _replica_caught_up(remote, h1), "the remote replica after the cut",
               step=step, timeout=120)
         assert remote.applied == remote.last_sequence == h1.seq.last_sequence, "no gap, no repeat"
-        offline = replay(OrderBook(), _log_messages_all(archive_dir, h1.recorder.recording_id))
+        _wait(lambda: _recorded_to(archive_dir, h1.recorder.recording_id) >= remote.last_position, "the recording",
+              step=h1.check)
+        offline = replay(OrderBook(), _log_messages_all(archive_dir, h1.recorder.recording_id),
+                         until=remote.last_position)  # (its own outputs may have been sequenced since)
+        assert offline.last_position == remote.last_position
         assert offline.machine.state_hash() == remote.machine.state_hash()
+        print(f"catch-ups from the archive: {remote.subscription.catch_ups} ({remote.subscription.replayed} messages)")
         remote.close()
     finally:
         h1.close()
+
+
+def _recorded_to(archive_dir: Path, recording_id: int) -> int:
+    """How far the catalog says the recording goes (what its readers read up to)."""
+    from lockstep.archive import Archive
+
+    return Archive(archive_dir).recording(recording_id).stop_position
 
 
 def _log_messages_all(archive_dir: Path, recording_id: int) -> list[tuple[bytes, int]]:

@@ -26,7 +26,9 @@ import pytest
 from lockstep import LockstepError, Publication
 from lockstep.aeron import Aeron
 from lockstep.archive import Archive, Recorder, ReplayClient, ReplayServer
-from lockstep.archive.replay_service import ReplayOk, SCHEMA, StartReplay, channel_with, replay_channel_params
+from lockstep.aeron.channel import with_params as channel_with
+from lockstep.aeron.replay_client import ReplayOk, SCHEMA, StartReplay
+from lockstep.archive.replay_server import replay_channel_params
 from lockstep.archive.catalog import RecordingDescriptor
 from lockstep.archive.segments import FRAME_HEADER
 

@@ -26,9 +26,12 @@ def channel_param(channel: str, key: str) -> str | None:
     return _split(channel)[1].get(key)
 
 
-def with_params(channel: str, **params: object) -> str:
-    """`channel` with `params` added or replaced (keyword `_` stands for `-`: term_length=...)."""
+def with_params(channel: str, drop: tuple[str, ...] = (), **params: object) -> str:
+    """`channel` with the `drop` keys removed, then `params` added or replaced (in a keyword `_`
+    stands for `-`: term_length=...)."""
     media, current = _split(channel)
+    for key in drop:
+        current.pop(key, None)
     current.update({k.replace("_", "-"): str(v) for k, v in params.items()})
     return media + ("?" + "|".join(f"{k}={v}" for k, v in current.items()) if current else "")
 

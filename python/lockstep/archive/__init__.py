@@ -18,7 +18,8 @@ from .archive import Archive, default_archive_dir
 from .catalog import CATALOG_FILE, RecordingDescriptor
 from .reader import RecordingHeader, RecordingReader
 from .recorder import DURABILITY, Recorder
-from .replay_service import Replay, ReplayClient, ReplayServer
+from ..aeron.replay_client import Replay, ReplayClient
+from .replay_server import ReplayServer
 
 __all__ = [
            "CATALOG_FILE",

@@ -42,7 +42,8 @@ from ..transport.mapped import check_name, default_dir, resolve_dir, take_pid_lo
 from ..transport.ring import ManyToOneRing
 from .priority_stream import DEPLOYMENT_FILE, PriorityReceiver, PrioritySender, read_deployment, send_priority
 from .remote import RemoteLink
-from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, SequencerClient
+from .sequenced import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH
+from .sequencer_client import SequencerClient
 from ..transport.stream_files import stream_logs
 from ..transport.subscription import Subscription
 
@@ -293,6 +294,8 @@ class Gateway(Closing):
                 if link_aeron is None:
                     raise InvalidArgumentError("priority_channel: give the media driver (aeron_dir= or aeron=)")
                 self.remote_priority = PriorityReceiver(link_aeron, priority_channel, self.name)
+                if self._link is not None:
+                    self._link.attach(self.remote_priority)  # (re-created with the rest after a driver restart)
         except BaseException:
             if getattr(self, "_link", None) is not None:
                 self._link.close()

@@ -20,6 +20,7 @@ __all__ = ["LogFollower", "WAITING", "CATCHING_UP", "LIVE"]
 
 WAITING, CATCHING_UP, LIVE = "waiting for the log", "catching up from the archive", "live"
 _STATES = (WAITING, CATCHING_UP, LIVE)  # the "state" counter: 0, 1, 2
+RETRY_REPLAY_NS = 1_000_000_000  # after a failed replay
 TYPE_LOG_FOLLOWER = 1031  # counters: position, state, catch-ups, replayed
 _COUNTERS_EVERY_NS = 50_000_000
 
@@ -49,6 +50,9 @@ class LogFollower(Closing):
         self._image: Any = None
         self._replay: Replay = None
         self._replay_to = 0
+        self._gap_to: int | None = None   # a gap to fill whose replay failed: tried again at _retry_ns
+        self._retry_ns = 0
+        self.last_error: str | None = None  # why the last replay failed
         self._delivered_handler: Callable[..., Any] | None = None
         self.state = WAITING
         self.catch_ups = 0   # gaps filled from the archive
@@ -60,6 +64,18 @@ class LogFollower(Closing):
             self._counters = {k: counters.allocate(TYPE_LOG_FOLLOWER, f"log follower {name or channel}: {k}")
                               for k in ("position", "state", "catch-ups", "replayed")}
         self._next_counters_ns = 0
+
+    def reattach(self, aeron: Any) -> None:
+        """The driver came back (a new client): subscribe again from where we are (a replay
+        under way is dropped; the gap to the new stream is found as on any new image)."""
+        if self._replay is not None:
+            self._close_replay()
+        self._gap_to = None
+        self.subscription.close()
+        self._lost.clear()
+        self._image = None
+        self.state = WAITING
+        self.subscription = aeron.add_subscription(self.channel, self.stream_id, on_unavailable_image=self._on_unavailable)
 
     def _on_unavailable(self, image: Any) -> None:
         self._lost.add(image.correlation_id)
@@ -79,6 +95,10 @@ class LogFollower(Closing):
                 self._update_counters()
         if self._replay is not None:
             return self._poll_replay(handler, fragment_limit)
+        if self._gap_to is not None:  # the archive failed us: again, later
+            if time.monotonic_ns() >= self._retry_ns:
+                self._catch_up(self._gap_to)
+            return 0
         self.subscription.discover()  # (images gone are told here: `_on_unavailable`)
         image = self._image
         if image is None:
@@ -131,18 +151,27 @@ class LogFollower(Closing):
         self._delivered_handler = handler
         try:
             n = replay.poll(self._replayed, limit)
+            done = self.position >= self._replay_to or replay.position >= self._replay_to
+        except LockstepError as e:  # no server, refused, or the replay broke off: again in a while
+            self.last_error = str(e)
+            self._gap_to, self._retry_ns = self._replay_to, time.monotonic_ns() + RETRY_REPLAY_NS
+            self._close_replay()
+            return 0
         finally:
             self._delivered_handler = None
-        if self.position >= self._replay_to or replay.is_done:
-            replay.close()
-            self._replay = None
-            if replay.position >= self._replay_to:  # (the rest was padding at a term's end)
-                self.position = max(self.position, self._replay_to)
-            if self.position < self._replay_to:
-                raise LockstepError(f"{self.channel} stream {self.stream_id}: the archive's replay ended at "
-                                    f"position {self.position}, before {self._replay_to} where the live stream starts")
+        if done:  # (a replay ends in the term's padding, or follows the recording past the gap)
+            self._close_replay()
+            self.position = max(self.position, self._replay_to)
+            self._gap_to = None
             self.state = LIVE if self._image is not None else WAITING
         return n
+
+    def _close_replay(self) -> None:
+        replay, self._replay = self._replay, None
+        try:
+            replay.close()
+        except LockstepError:
+            pass
 
     def _replayed(self, data: memoryview, header: Any) -> None:
         if header.position <= self.position or header.position > self._replay_to:

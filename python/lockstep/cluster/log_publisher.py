@@ -87,6 +87,12 @@ class LogPublisher(Closing):
             raise LockstepError(f"{self.channel}: the publication starts at position {self._pub.position}, "
                                 f"expected {position} (the local log's)")
 
+    def reattach(self, aeron: Any) -> None:
+        """The driver came back (a new client): a new publication, from the log's tail."""
+        self._aeron = aeron
+        self.restarts += 1
+        self._start(self._log.tail_position)
+
     @property
     def position(self) -> int:
         """The local log position up to which the remote stream has taken the log."""

@@ -35,6 +35,7 @@ class PriorityReceiver:
 
     def __init__(self, aeron: Any, channel: str, gateway: str, *, stream_id: int = DEFAULT_PRIORITY_STREAM) -> None:
         self.channel = channel
+        self.stream_id = stream_id
         self.subscription = aeron.add_subscription(channel, stream_id)
         self._name = gateway.encode()
         self._handler: Callable[[int, memoryview], Any] | None = None
@@ -45,6 +46,11 @@ class PriorityReceiver:
             return self.subscription.poll(self._on_fragment, limit)
         finally:
             self._handler = None
+
+    def reattach(self, aeron: Any) -> None:
+        """The driver came back (a new client): subscribe again."""
+        self.subscription.close()
+        self.subscription = aeron.add_subscription(self.channel, self.stream_id)
 
     def _on_fragment(self, data: memoryview, header: Any) -> None:
         if len(data) < _PRIORITY.size:

@@ -21,7 +21,8 @@ from .._closing import Closing
 from ..errors import FileFormatError, LockstepError
 from ..transport.idle import BACK_PRESSURE_RETRY_NS, REMOTE_POLL_NS, IdleStrategy, run_agent
 from ..transport.mapped import check_name, open_private, open_regular, resolve_dir
-from .sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER, SEQUENCED_HEADER_LENGTH, SequencerClient
+from .sequenced import DEFAULT_LOG_STREAM, SEQUENCED_HEADER, SEQUENCED_HEADER_LENGTH
+from .sequencer_client import SequencerClient
 from ..transport.subscription import Subscription
 from .remote import RemoteLink
 

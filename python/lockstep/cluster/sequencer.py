@@ -1,176 +1,43 @@
 """The sequencer: many senders, one total order. Commands arrive on a many-to-one ingress
-ring; the C loop stamps each with a gap-free sequence, a timestamp and its origin, drops
-ones already sequenced, and appends them to the sequenced log (an exclusive publication)."""
+ring (from `SequencerClient`s; from other hosts through its `IngressReceiver`); the C loop
+stamps each with a gap-free sequence, a timestamp and its origin, drops ones already
+sequenced, and appends them to the sequenced log (an exclusive publication), which its
+`LogPublisher` may also send to other hosts."""
 
 from __future__ import annotations
 
 import os
-import random
-import struct
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from .._closing import Closing
-from .._native._fastpath import Send
 from .._native import c_error, ffi, lib
 from ..transport.client import client_for
-from ..errors import InvalidArgumentError, LockstepError
+from ..errors import LockstepError
 from ..transport.idle import REMOTE_POLL_NS, IdleStrategy, run_agent
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import resolve_dir, take_pid_lock
 from ..transport.publication import Publication
 from ..transport.reader import LogReader
-from ..transport.ring import ManyToOneRing
 from ..transport.stream_files import stream_logs
+from .ingress_stream import IngressReceiver
 from .log_publisher import LogPublisher
+from .sequenced import (DEFAULT_LOG_STREAM, SEQUENCED_HEADER, SEQUENCED_HEADER_LENGTH, SequencedMessage,
+                        decode_sequenced)
+from .sequencer_client import DEFAULT_INGRESS_CAPACITY, INGRESS_FILE, SequencerClient, _ingress
 
+# (SequencerClient and the log format live in sequencer_client and sequenced; exported here too.)
 __all__ = ["Sequencer", "SequencerClient", "SequencedMessage", "decode_sequenced", "DEFAULT_LOG_STREAM",
-           "SEQUENCED_HEADER", "SEQUENCED_HEADER_LENGTH"]
+           "SEQUENCED_HEADER", "SEQUENCED_HEADER_LENGTH", "INGRESS_FILE", "DEFAULT_INGRESS_CAPACITY"]
 
-DEFAULT_LOG_STREAM = 100
-INGRESS_FILE = "ingress.ring"
 LOCK_FILE = "sequencer.lock"
-DEFAULT_INGRESS_CAPACITY = 1 << 22
 DEFAULT_TERM_LENGTH = 1 << 24
 TYPE_SEQUENCER = 1010  # counters: last sequence, sequenced, duplicates, rejected, back-pressure
 _HOUSEKEEPING_NS = 100_000_000
 _UNBLOCK_AFTER_NS = 5_000_000_000
 
-# Each sequenced-log message starts with: sequence, timestamp ns, origin sequence, origin id, reserved.
-SEQUENCED_HEADER = _SEQUENCED = struct.Struct("<qqqii")
-SEQUENCED_HEADER_LENGTH: int = lib.LS_SEQUENCED_HEADER_LENGTH
-
-
-@dataclass(frozen=True)
-class SequencedMessage:
-    """One message of the sequenced log, header decoded, command copied."""
-
-    sequence: int
-    timestamp_ns: int
-    origin_id: int
-    origin_sequence: int
-    command: bytes
-    position: int = 0
-
-
-def decode_sequenced(data, position: int = 0) -> SequencedMessage:
-    """Decode one sequenced-log payload (a LockstepError if it is too short)."""
-    if len(data) < SEQUENCED_HEADER_LENGTH:
-        raise LockstepError(f"sequenced message: expected at least {SEQUENCED_HEADER_LENGTH} bytes, found {len(data)}")
-    sequence, timestamp, origin_sequence, origin_id, _ = _SEQUENCED.unpack_from(data)
-    return SequencedMessage(sequence, timestamp, origin_id, origin_sequence, bytes(data[SEQUENCED_HEADER_LENGTH:]),
-                            position)
-
-
-def _ingress(dir: Path, capacity: int) -> ManyToOneRing:
-    """The directory's ingress ring: opened as it is, or created with `capacity`."""
-    path = dir / INGRESS_FILE
-    return ManyToOneRing(path) if path.exists() else ManyToOneRing(path, capacity)
-
-
-class SequencerClient(Closing):
-    """Sends commands to the sequencer from any process (and any number of them).
-
-    Each client has an origin id and numbers its commands; the sequencer drops a command
-    whose origin sequence is not above the last it sequenced for that origin. By default
-    the origin id is random and the numbering starts at the current time in ns, so a
-    restarted client never collides with its former self."""
-
-    def __new__(cls, *args: Any, channel: str | None = None, **kwargs: Any) -> Any:
-        if channel is not None and cls is SequencerClient:  # over an Aeron stream to another host
-            from .ingress_stream import RemoteSequencerClient
-            cls = RemoteSequencerClient
-        return super().__new__(cls)
-
-    def __init__(self, dir: str | os.PathLike[str] | None = None, *, origin_id: int | None = None,
-                 ingress_capacity: int = DEFAULT_INGRESS_CAPACITY, channel: None = None) -> None:
-        """`channel` (with `aeron_dir=` or `aeron=`): send to the sequencer of another host over
-        that Aeron stream instead (see `ingress_stream.RemoteSequencerClient`)."""
-        self.dir = resolve_dir(dir)
-        self.ring = _ingress(self.dir, ingress_capacity)
-        self.origin_id = random.SystemRandom().randint(1, (1 << 31) - 1) if origin_id is None else origin_id
-        if not -(1 << 31) <= self.origin_id < 1 << 31:
-            raise InvalidArgumentError(f"origin_id: expected an int32, found {self.origin_id}")
-        # send(): one vectorcall into C per command (an instance attribute: no method binding);
-        # it keeps the origin sequence. Errors and odd arguments go to the Python `send` below.
-        self.send = self._fast_send = Send(int(ffi.cast("uintptr_t", self.ring._rb)), self.origin_id, time.time_ns(),
-                                           self.ring, SequencerClient.send.__get__(self), max_length=-1)
-        self.ring._dependents.append(self._fast_send)  # detached if the ring is closed
-        self._log_path: Path | None = None
-        self._dir_changed_ns = -1
-        self.max_command_length = self.ring.max_message_length - lib.LS_INGRESS_HEADER_LENGTH
-        self._learn_log_limit()
-
-    def _learn_log_limit(self) -> None:
-        """Learn the longest command the sequenced log carries (its max message length less
-        the sequenced header) from the log's file; until a sequencer has made it, every send
-        takes the checked Python path, which looks again whenever the directory changed."""
-        if self._log_path is not None:
-            return
-        changed = os.stat(self.dir).st_mtime_ns
-        if changed == self._dir_changed_ns:
-            return
-        logs = stream_logs(self.dir, DEFAULT_LOG_STREAM)
-        if not logs:
-            self._dir_changed_ns = changed
-            return
-        try:
-            with LogBuffer.open(logs[-1]) as log:
-                carried = log.max_message_length - SEQUENCED_HEADER_LENGTH
-        except (LockstepError, FileNotFoundError):
-            return  # being made, or not a log: the sequencer refuses it too; look again next time
-        self._log_path = logs[-1]
-        self.max_command_length = min(self.max_command_length, carried)
-        self._fast_send.max_length = self.max_command_length
-
-    @property
-    def next_origin_sequence(self) -> int:
-        """The origin sequence the next `send` goes with."""
-        return self._fast_send.next_origin_sequence
-
-    @next_origin_sequence.setter
-    def next_origin_sequence(self, value: int) -> None:
-        self._fast_send.next_origin_sequence = value
-
-    def send(self, command) -> bool:  # (the instance's `send` is the C object; this is its fallback)
-        """Send one command (bytes-like). False when the ingress ring is full: the sequencer
-        is behind (or back-pressured by its log); nothing was sent, try again later."""
-        sent = self.send_as(self.origin_id, self.next_origin_sequence, command)
-        if sent:
-            self.next_origin_sequence += 1
-        return sent
-
-    def send_as(self, origin_id: int, origin_sequence: int, command) -> bool:
-        """Send with an explicit origin and origin sequence (replicated machines' outputs:
-        every replica sends the same pair, the sequencer keeps the first). A command longer
-        than the sequenced log carries is refused (InvalidArgumentError), never dropped later."""
-        rb = self.ring._rb  # (ClosedError once the ring is closed)
-        self._learn_log_limit()
-        try:
-            length = len(command) if isinstance(command, bytes) else memoryview(command).nbytes
-        except TypeError:
-            length = -1  # not a buffer: ls_sequencer_send's binding says what is wrong
-        if length > self.max_command_length:
-            where = self._log_path or self.ring.path
-            raise InvalidArgumentError(
-                f"{where}: command length: expected at most {self.max_command_length} bytes (the longest the "
-                f"sequenced log carries), found {length}")
-        try:
-            rc = lib.ls_sequencer_send(rb, origin_id, origin_sequence, command, len(command))
-        except TypeError:
-            rc = lib.ls_sequencer_send(rb, origin_id, origin_sequence, ffi.from_buffer(command),
-                                       memoryview(command).nbytes)
-        if rc == 0:
-            return True
-        if rc == lib.LS_RB_FULL:
-            return False
-        raise c_error(self.ring.path)
-
-    def _teardown(self) -> None:  # (close())
-        self.ring.close()  # (detaches the fast send first)
+_SEQUENCED = SEQUENCED_HEADER  # (the older name, for tests)
 
 
 class Sequencer(Closing):
@@ -210,7 +77,8 @@ class Sequencer(Closing):
         self._next_housekeeping_ns = 0
         self._stuck_head = (-1, 0)
         self._closed = False
-        self._aeron, self._own_aeron = aeron, False
+        self._connection: Any = None  # DriverConnection, across hosts
+        self._aeron = aeron
         self.log_publisher: LogPublisher | None = None
         self.ingress_receiver: Any = None
         if log_channel is not None or ingress_channel is not None:
@@ -223,15 +91,14 @@ class Sequencer(Closing):
 
     def _connect(self, log_channel: str | None, ingress_channel: str | None,
                  aeron_dir: str | os.PathLike[str] | None) -> None:
-        from ..aeron import Aeron
-        from .ingress_stream import IngressReceiver
+        from ..aeron.reconnect import DriverConnection
 
-        if self._aeron is None:
-            self._aeron, self._own_aeron = Aeron(aeron_dir), True
+        self._connection = DriverConnection(aeron_dir, aeron=self._aeron)
+        aeron = self._connection.aeron
         if ingress_channel is not None:
-            self.ingress_receiver = IngressReceiver(self.dir, ingress_channel, aeron=self._aeron)
+            self.ingress_receiver = IngressReceiver(self.dir, ingress_channel, aeron=aeron)
         if log_channel is not None:
-            self.log_publisher = LogPublisher(self.dir, log_channel, aeron=self._aeron, stream_id=self.stream_id)
+            self.log_publisher = LogPublisher(self.dir, log_channel, aeron=aeron, stream_id=self.stream_id)
 
     def _recover(self, term_length: int) -> tuple[int | None, int, dict[int, int]]:
         """(session to resume or None, next sequence, last origin sequence per origin) from
@@ -283,7 +150,7 @@ class Sequencer(Closing):
 
     def _next_timer_ns(self) -> int | None:
         """Streams of a media driver ring no doorbell here: look at them again soon."""
-        if self._aeron is None:
+        if self._connection is None:
             return None
         return time.monotonic_ns() + REMOTE_POLL_NS
 
@@ -301,6 +168,8 @@ class Sequencer(Closing):
             # The C loop only reads subscriber positions: let the publication evict dead
             # subscribers (a killed replica), or their stale positions hold the log forever.
             self.log._refresh()
+        if self._connection is not None:  # a restarted driver: the remote parts again, on a new client
+            self._connection.reattach((self.ingress_receiver, self.log_publisher))
         # A sender that died between claim and commit blocks the ring: skip its record.
         head = self.ingress.consumer_position
         if self.ingress.size() == 0 or head != self._stuck_head[0]:
@@ -362,8 +231,8 @@ class Sequencer(Closing):
         for part in (self.ingress_receiver, self.log_publisher):
             if part is not None:
                 part.close()
-        if self._own_aeron:
-            self._aeron.close()
+        if self._connection is not None:
+            self._connection.close()
         for counter in self._counters.values():
             counter.free_quietly()
         self.log.close(end_of_stream=False)
