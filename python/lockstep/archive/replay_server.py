@@ -468,6 +468,16 @@ class ReplayServer:
         log.info("replay session %d ended at position %d (%d messages): %s", session.replay_session_id,
                  session.position, session.messages, session.reason)
 
+    def reattach(self, aeron: Any) -> None:
+        """The driver came back (a new client, `DriverConnection`): every session ends (its
+        streams went with the old driver; clients ask again) and requests are read anew."""
+        for session in list(self.sessions.values()):
+            session.reason = session.reason or "the media driver restarted"
+            self._end(session)
+        self._control.close()
+        self.aeron = aeron
+        self._control = aeron.add_subscription(self.control_channel, self.control_stream_id)
+
     # -- life cycle ----------------------------------------------------------------------------------
 
     def close(self) -> None:

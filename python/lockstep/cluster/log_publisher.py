@@ -21,7 +21,7 @@ from ..errors import ImageLostError, LockstepError
 from ..transport.client import STREAM_KEY, TYPE_SUBSCRIBER_POSITION, client_for
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import resolve_dir
-from ..transport.publication import ADMIN_ACTION, BACK_PRESSURED, NOT_CONNECTED, status_name
+from ..transport.publication import ADMIN_ACTION, BACK_PRESSURED, CLOSED, NOT_CONNECTED, status_name
 from ..transport.reader import LogReader
 from ..transport.stream_files import stream_logs
 
@@ -135,8 +135,8 @@ class LogPublisher(Closing):
                     self.last_status = 0
                     sent += 1
                     self._progress_ns = time.monotonic_ns()
-                elif result in _RETRY:
-                    self.last_status = result
+                elif result in _RETRY or (result == CLOSED and self._aeron.is_closed):
+                    self.last_status = result  # (CLOSED: the driver went; the sequencer reattaches us)
                     break
                 else:
                     raise LockstepError(f"{self.channel}: offer failed: {status_name(result)}")

@@ -212,6 +212,9 @@ class RemoteSequencerClient(SequencerClient):
                     self._resend = 0
             return False
         if result == CLOSED:
+            if not self.closed and self._aeron.is_closed:  # the driver went: not now (RemoteLink reattaches)
+                self._connected, self._resend = False, 0 if self._unacked else -1
+                return False
             raise ClosedError(f"sequencer client of {self.channel} is closed")
         raise LockstepError(f"{self.channel}: offer failed: {status_name(result)}")
 

@@ -275,16 +275,18 @@ def _run_recorder(control, dir, name, archive_dir, replay=None):
     from lockstep.archive import Recorder
 
     recorder = Recorder(dir, stream_id=100, archive_dir=archive_dir)
-    server = aeron = None
+    server = connection = None
     if replay is not None:  # --hosts 2: the archive's replay service, for readers on the other host
-        from lockstep.aeron import Aeron
+        from lockstep.aeron.reconnect import DriverConnection
         from lockstep.archive.replay_server import ReplayServer
 
-        aeron = Aeron(replay["aeron_dir"])
-        server = ReplayServer(archive_dir, aeron=aeron, control_channel=replay["channel"])
+        connection = DriverConnection(replay["aeron_dir"])
+        server = ReplayServer(archive_dir, aeron=connection.aeron, control_channel=replay["channel"])
 
     def progress():
         control.set(POSITION, _recorder_position(recorder))
+        if connection is not None:
+            connection.reattach((server,))  # (after a driver restart)
 
     def do_work():
         return recorder.do_work() + (server.do_work() if server is not None else 0)
@@ -297,7 +299,7 @@ def _run_recorder(control, dir, name, archive_dir, replay=None):
         recorder.close()
         if server is not None:
             server.close()
-            aeron.close()
+            connection.close()
 
 
 def _recorder_position(recorder) -> int:
