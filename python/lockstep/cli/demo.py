@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import click
 
@@ -83,7 +84,7 @@ def demo(as_json: bool, plot_file: str | None, keep_running: bool, seed: int, tr
             click.echo(f"\n  plot: {plot_file}")
 
 
-def _gateway_dir(dir_: str | None):
+def _gateway_dir(dir_: str | None) -> Any:
     from ..cluster.gateway import find_gateway_dirs
     from ..transport.mapped import default_dir
 
@@ -96,7 +97,7 @@ def _gateway_dir(dir_: str | None):
     return found[0] if found else default_dir()
 
 
-def _priority_command(name: str):
+def _priority_command(name: str) -> Any:
     @click.option("--gateway", "gateway", default=None, metavar="NAME", help=f"{name.capitalize()} one gateway.")
     @click.option("--all", "all_", is_flag=True, help=f"{name.capitalize()} every gateway of the directory, and "
                   "of the other hosts its deployment.json lists (their priority streams).")

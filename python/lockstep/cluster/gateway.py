@@ -297,8 +297,9 @@ class Gateway(Closing):
                 if self._link is not None:
                     self._link.attach(self.remote_priority)  # (re-created with the rest after a driver restart)
         except BaseException:
-            if getattr(self, "_link", None) is not None:
-                self._link.close()
+            link = getattr(self, "_link", None)
+            if link is not None:
+                link.close()
             self._lock.close()
             raise
         self.halted = False
@@ -391,7 +392,7 @@ class Gateway(Closing):
             self._counters["halted"].set(0)
             self.on_resume()
 
-    def _on_fragment(self, data: memoryview, header) -> None:
+    def _on_fragment(self, data: memoryview, header: Any) -> None:
         position = header.position
         self.position = position
         self.messages_read += 1

@@ -82,7 +82,7 @@ class LogPublisher(Closing):
         params = position_params(position, term_length=log.term_length, initial_term_id=log.initial_term_id,
                                  mtu=log.mtu_length)
         # (The driver picks the session id: a lingering predecessor's would clash with ours.)
-        self._pub = self._aeron.add_exclusive_publication(with_params(self.channel, **params), self.stream_id)
+        self._pub = self._aeron.add_exclusive_publication(with_params(self.channel, (), **params), self.stream_id)
         if self._pub.position != position:
             raise LockstepError(f"{self.channel}: the publication starts at position {self._pub.position}, "
                                 f"expected {position} (the local log's)")

@@ -12,7 +12,7 @@ from typing import Any
 from ..aeron.reconnect import DriverConnection
 from .log_follower import LogFollower
 from .sequenced import SEQUENCED_HEADER, SEQUENCED_HEADER_LENGTH
-from .sequencer_client import DEFAULT_INGRESS_STREAM, SequencerClient
+from .sequencer_client import DEFAULT_INGRESS_STREAM, RemoteSequencerClient
 
 __all__ = ["RemoteLink"]
 
@@ -45,8 +45,8 @@ class RemoteLink:
                 if ingress_channel is None:
                     raise ValueError("ingress_channel: a process on another host sends through the sequencer "
                                      "host's ingress channel; give it (or send_outputs=False)")
-                self.client = SequencerClient(channel=ingress_channel, aeron=self.aeron, origin_id=origin_id,
-                                              stream_id=ingress_stream_id)
+                self.client = RemoteSequencerClient(channel=ingress_channel, aeron=self.aeron, origin_id=origin_id,
+                                                    stream_id=ingress_stream_id)
                 self.client.tracking = True  # kept until seen in the log (resent after a disconnection)
             self.follower = LogFollower(
                 self.aeron, channel, stream_id, position,

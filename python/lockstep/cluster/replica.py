@@ -69,7 +69,7 @@ class Context:
         self._outputs: list[tuple[int, bytes]] = []
         self.sequence = self.position = self.timestamp_ns = self.origin_id = self.origin_sequence = 0
 
-    def send(self, command) -> None:
+    def send(self, command: Any) -> None:
         """Send a command back to the sequencer. Its origin is the machine (same on every
         replica) and its origin sequence derives from the log sequence, so the sequencer
         keeps exactly one copy however many replicas send it."""
@@ -289,7 +289,7 @@ class Replica(Closing):
         if torn:  # a record torn by a crash: drop it, or every later record would be misread
             self._hashes.truncate(self._hashes.tell() - torn)
 
-    def apply(self, payload, position: int) -> None:
+    def apply(self, payload: Any, position: int) -> None:
         """Apply one sequenced-log payload (used by the live loop and by replays)."""
         sequence, timestamp, origin_sequence, origin_id, _ = SEQUENCED_HEADER.unpack_from(payload)
         if sequence <= self.last_sequence:
@@ -316,7 +316,7 @@ class Replica(Closing):
         if self._snapshot_due and self._snapshot_ready():
             self.take_snapshot()
 
-    def _on_fragment(self, data, header) -> None:
+    def _on_fragment(self, data: memoryview, header: Any) -> None:
         self.apply(data, header.position)
 
     def do_work(self, limit: int = 256) -> int:
@@ -339,6 +339,8 @@ class Replica(Closing):
     def _flush(self) -> int:
         sent = 0
         pending, client = self._pending, self._client
+        if client is None:
+            return 0
         while pending and client.send_as(client.origin_id, pending[0][0], pending[0][1]):
             pending.popleft()
             sent += 1
@@ -451,7 +453,7 @@ def check_determinism(factory: Callable[[], StateMachine], messages: Iterable[tu
     return None
 
 
-def log_messages(reader) -> Iterator[tuple[bytes, int]]:
+def log_messages(reader: Any) -> Iterator[tuple[bytes, int]]:
     """(payload, position) pairs from a `LogReader` (for replay / check_determinism)."""
     for payload, header in reader.messages():
         yield payload, header["position"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from .._native import lib
 from ..errors import LockstepError
@@ -28,7 +29,7 @@ class SequencedMessage:
     position: int = 0
 
 
-def decode_sequenced(data, position: int = 0) -> SequencedMessage:
+def decode_sequenced(data: Any, position: int = 0) -> SequencedMessage:
     """Decode one sequenced-log payload (a LockstepError if it is too short)."""
     if len(data) < SEQUENCED_HEADER_LENGTH:
         raise LockstepError(f"sequenced message: expected at least {SEQUENCED_HEADER_LENGTH} bytes, found {len(data)}")

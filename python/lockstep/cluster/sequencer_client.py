@@ -55,18 +55,23 @@ class SequencerClient(Closing):
             cls = RemoteSequencerClient
         return super().__new__(cls)
 
+    dir: Path | None  # (None for a client of another host's sequencer)
+
     def __init__(self, dir: str | os.PathLike[str] | None = None, *, origin_id: int | None = None,
-                 ingress_capacity: int = DEFAULT_INGRESS_CAPACITY, channel: None = None) -> None:
-        """`channel` (with `aeron_dir=` or `aeron=`): send to the sequencer of another host over
-        that Aeron stream instead (see `ingress_stream.RemoteSequencerClient`)."""
-        self.dir = resolve_dir(dir)
-        self.ring = _ingress(self.dir, ingress_capacity)
+                 ingress_capacity: int = DEFAULT_INGRESS_CAPACITY, channel: str | None = None,
+                 aeron: Any = None, aeron_dir: str | os.PathLike[str] | None = None,
+                 stream_id: int = DEFAULT_INGRESS_STREAM) -> None:
+        """`channel` (with `aeron_dir=` or `aeron=`, and the ingress `stream_id`): send to the
+        sequencer of another host over that Aeron stream instead (a `RemoteSequencerClient`)."""
+        directory = resolve_dir(dir)
+        self.dir = directory
+        self.ring = _ingress(directory, ingress_capacity)
         self.origin_id = random.SystemRandom().randint(1, (1 << 31) - 1) if origin_id is None else origin_id
         if not -(1 << 31) <= self.origin_id < 1 << 31:
             raise InvalidArgumentError(f"origin_id: expected an int32, found {self.origin_id}")
         # send(): one vectorcall into C per command (an instance attribute: no method binding);
         # it keeps the origin sequence. Errors and odd arguments go to the Python `send` below.
-        self.send = self._fast_send = Send(int(ffi.cast("uintptr_t", self.ring._rb)), self.origin_id, time.time_ns(),
+        self.send = self._fast_send = Send(  # type: ignore[method-assign]int(ffi.cast("uintptr_t", self.ring._rb)), self.origin_id, time.time_ns(),
                                            self.ring, SequencerClient.send.__get__(self), max_length=-1)
         self.ring._dependents.append(self._fast_send)  # detached if the ring is closed
         self._log_path: Path | None = None
@@ -78,7 +83,7 @@ class SequencerClient(Closing):
         """Learn the longest command the sequenced log carries (its max message length less
         the sequenced header) from the log's file; until a sequencer has made it, every send
         takes the checked Python path, which looks again whenever the directory changed."""
-        if self._log_path is not None:
+        if self._log_path is not None or self.dir is None:
             return
         changed = os.stat(self.dir).st_mtime_ns
         if changed == self._dir_changed_ns:
@@ -105,7 +110,7 @@ class SequencerClient(Closing):
     def next_origin_sequence(self, value: int) -> None:
         self._fast_send.next_origin_sequence = value
 
-    def send(self, command) -> bool:  # (the instance's `send` is the C object; this is its fallback)
+    def send(self, command: Any) -> bool:  # (the instance's `send` is the C object; this is its fallback)
         """Send one command (bytes-like). False when the ingress ring is full: the sequencer
         is behind (or back-pressured by its log); nothing was sent, try again later."""
         sent = self.send_as(self.origin_id, self.next_origin_sequence, command)
@@ -113,7 +118,7 @@ class SequencerClient(Closing):
             self.next_origin_sequence += 1
         return sent
 
-    def send_as(self, origin_id: int, origin_sequence: int, command) -> bool:
+    def send_as(self, origin_id: int, origin_sequence: int, command: Any) -> bool:
         """Send with an explicit origin and origin sequence (replicated machines' outputs:
         every replica sends the same pair, the sequencer keeps the first). A command longer
         than the sequenced log carries is refused (InvalidArgumentError), never dropped later."""

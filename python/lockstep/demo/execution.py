@@ -23,7 +23,7 @@ _VENUE_ORDER = (VenueOrder.template_id, SCHEMA.schema_id)
 class ExecutionGateway(Gateway):
     """Gateway `VENUES[venue]` in front of a `VenueSimulator`."""
 
-    def __init__(self, venue: int, dir=None, *, seed: int = 1, stream_id: int = DEFAULT_LOG_STREAM,
+    def __init__(self, venue: int, dir: Any = None, *, seed: int = 1, stream_id: int = DEFAULT_LOG_STREAM,
                  venue_options: dict | None = None, **link: Any) -> None:
         """`link`: Gateway's keywords for a gateway on another host (channel, ingress_channel, ...)."""
         super().__init__(VENUES[venue], dir, stream_id=stream_id, origin_id=GATEWAY_ORIGIN_BASE + venue, **link)
@@ -36,7 +36,7 @@ class ExecutionGateway(Gateway):
 
     # -- requests -------------------------------------------------------------------------
 
-    def on_command(self, command, sequence: int, position: int) -> None:
+    def on_command(self, command: memoryview, sequence: int, position: int) -> None:
         if len(command) < 8 or (command[2] | command[3] << 8, command[4] | command[5] << 8) != _VENUE_ORDER:
             return
         msg = VenueOrder.decode(command)
@@ -81,7 +81,7 @@ class ExecutionGateway(Gateway):
             work += len(responses)
         return work
 
-    def _respond(self, responses) -> None:
+    def _respond(self, responses: Any) -> None:
         v = self.venue_index
         for kind, order_id, qty, price, leaves in responses:
             if kind == FILL:

@@ -16,6 +16,7 @@ import signal
 import time
 import traceback
 from pathlib import Path
+from typing import Any, Callable
 
 from lockstep.transport.idle import BACK_PRESSURE_RETRY_NS, IdleStrategy, agent_idle, default_idle
 
@@ -32,7 +33,7 @@ PARENT_CHECK_NS = 100_000_000
 
 
 class _Control:
-    def __init__(self, shared, slot: int) -> None:
+    def __init__(self, shared: Any, slot: int) -> None:
         self.shared = shared
         self.base = 1 + slot * SLOT_WIDTH
         self.ppid = os.getppid()
@@ -41,7 +42,7 @@ class _Control:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_term)
 
-    def _on_term(self, signum, frame) -> None:
+    def _on_term(self, signum: int, frame: Any) -> None:
         self.terminated = True
 
     def should_stop(self) -> bool:
@@ -99,7 +100,8 @@ def _remote_idle() -> IdleStrategy:
     return BackoffIdleStrategy(max_park_ns=REMOTE_POLL_NS)
 
 
-def _loop(control: _Control, do_work, progress, idle: IdleStrategy | None = None) -> None:
+def _loop(control: _Control, do_work: Callable[[], int], progress: Callable[[], Any],
+          idle: IdleStrategy | None = None) -> None:
     idle = idle or agent_idle(do_work)
     while not control.should_stop():
         work = do_work()
@@ -139,7 +141,7 @@ run_sequencer = _guarded(_run_sequencer)
 
 # -- replicas ----------------------------------------------------------------------------
 
-def _machine(kind: str):
+def _machine(kind: str) -> Any:
     if kind == "algo":
         from .algo import AlgoEngine
         return AlgoEngine()
@@ -178,7 +180,7 @@ def _run_replica(control, dir, name, kind, remote=None):
 run_replica = _guarded(_run_replica)
 
 
-def _follower_report(reader) -> dict | None:
+def _follower_report(reader: Any) -> dict | None:
     """How a reader on another host got the log (live, gaps from the archive)."""
     if not hasattr(reader, "catch_ups"):
         return None
@@ -217,7 +219,7 @@ def _run_gateway(control, dir, name, venue, seed, venue_options, remote=None):
 run_gateway = _guarded(_run_gateway)
 
 
-def _venue_timer(gw, remote: bool = False) -> int | None:
+def _venue_timer(gw: Any, remote: bool = False) -> int | None:
     """When the simulated venue next needs its gateway: responses waiting for the ingress,
     the next response due, or the throttle's next token for orders waiting on it; on another
     host than the sequencer's, REMOTE_POLL_NS at the latest."""
@@ -230,7 +232,7 @@ def _venue_timer(gw, remote: bool = False) -> int | None:
     return at
 
 
-def _venue_due(gw, now: int) -> int | None:
+def _venue_due(gw: Any, now: int) -> int | None:
     if gw.pending_responses:
         return now + BACK_PRESSURE_RETRY_NS
     venue = gw.venue
@@ -302,7 +304,7 @@ def _run_recorder(control, dir, name, archive_dir, replay=None):
             connection.close()
 
 
-def _recorder_position(recorder) -> int:
+def _recorder_position(recorder: Any) -> int:
     return int(getattr(recorder, "position", 0) or 0)
 
 

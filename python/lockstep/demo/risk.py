@@ -12,6 +12,8 @@ it sends `StopAlgo` itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 import time
 from collections import deque
 
@@ -33,7 +35,7 @@ _H = SEQUENCED_HEADER_LENGTH
 
 
 class RiskMonitor:
-    def __init__(self, dir, *, limit_per_s: float = 3000.0, window_ms: int = 1000, auto_halt: bool = True,
+    def __init__(self, dir: Any, *, limit_per_s: float = 3000.0, window_ms: int = 1000, auto_halt: bool = True,
                  stream_id: int = DEFAULT_LOG_STREAM) -> None:
         self.dir = dir
         self.limit_per_s = limit_per_s
@@ -55,7 +57,7 @@ class RiskMonitor:
         deployment = read_deployment(dir)
         self._sender = PrioritySender(deployment) if deployment is not None and deployment.hosts else None
 
-    def _on_batch(self, batch) -> None:
+    def _on_batch(self, batch: Any) -> None:
         buf, offs = batch.buffer, batch.offsets.astype(np.int64) + _H
         self.position = int(batch.positions[-1])
         template = buf[offs + 2].astype(np.int32) | (buf[offs + 3].astype(np.int32) << 8)

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from lockstep.cluster.replica import replay
 from lockstep.transport.counters import pid_alive
@@ -171,6 +171,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] | N
         if config.hosts == 2:
             remote = _start_hosts(run, archive_dir, say)
         for slot, name in enumerate(names):
+            args: tuple[Any, ...]
             link = remote.get(name)
             extra = () if link is None else (link,)
             if name == "sequencer":
@@ -263,7 +264,7 @@ def _value(run: _Run, name: str, index: int) -> int:
     return run.shared[1 + run.procs[name].slot * P.SLOT_WIDTH + index]
 
 
-def _start(run: _Run, ctx, names: list[str]) -> None:
+def _start(run: _Run, ctx: Any, names: list[str]) -> None:
     for name in names:
         p = run.procs[name]
         p.process = ctx.Process(target=p.target, args=(str(run.dir_of(p)), name, run.shared, p.slot, *p.args),
@@ -417,7 +418,7 @@ def _drive(run: _Run, say: Callable[[str], None]) -> dict:
     return _summary(run, reports)
 
 
-def _keep_running(run: _Run, ticker, say) -> None:
+def _keep_running(run: _Run, ticker: Callable[[], None], say: Callable[[str], None]) -> None:
     last_print = 0.0
     while not run.interrupted:
         _check_alive(run)
@@ -580,8 +581,8 @@ def _summary(run: _Run, reports: dict) -> dict:
         }
     seq = reports["sequencer"]
     risk = reports["risk"]
-    algo_summary = algo.machine.summary()
-    sor_summary = sor.machine.summary()
+    algo_summary = cast(AlgoEngine, algo.machine).summary()
+    sor_summary = cast(SmartOrderRouter, sor.machine).summary()
     start = run.events["start"]
     summary = {
         "orders_to_venues_before_halt": before,

@@ -8,6 +8,8 @@ the Algo (`ChildReject`) instead of being routed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import struct
 
 from lockstep.cluster.replica import Context, StateMachine
@@ -73,7 +75,7 @@ class SmartOrderRouter(StateMachine):
                 self.venues[m.venue][0] = m.up
                 self.status_changes += 1
 
-    def _route(self, ctx: Context, child) -> None:
+    def _route(self, ctx: Context, child: Any) -> None:
         self.children += 1
         best = -1
         for i, venue in enumerate(self.venues):
