@@ -71,8 +71,9 @@ class SequencerClient(Closing):
             raise InvalidArgumentError(f"origin_id: expected an int32, found {self.origin_id}")
         # send(): one vectorcall into C per command (an instance attribute: no method binding);
         # it keeps the origin sequence. Errors and odd arguments go to the Python `send` below.
-        self.send = self._fast_send = Send(  # type: ignore[method-assign]int(ffi.cast("uintptr_t", self.ring._rb)), self.origin_id, time.time_ns(),
-                                           self.ring, SequencerClient.send.__get__(self), max_length=-1)
+        fast = Send(int(ffi.cast("uintptr_t", self.ring._rb)), self.origin_id, time.time_ns(),
+                    self.ring, SequencerClient.send.__get__(self), max_length=-1)
+        self.send = self._fast_send = fast  # type: ignore[method-assign, assignment]
         self.ring._dependents.append(self._fast_send)  # detached if the ring is closed
         self._log_path: Path | None = None
         self._dir_changed_ns = -1
