@@ -48,13 +48,15 @@ class AeronImage(LogReader):
         super().__init__(log, self.join_position, lib.ls_counters_value_addr(counters._c, cid))
         self._pending: int | None = None
         # The C poll commits as it scans; a driver's log needs the commit after the handlers:
-        # detached, it hands every call to LogReader.poll (the close guard) and so to _poll here.
+        # detached, it hands every call to LogReader.poll (the close guard) and so to
+        # LogReader._poll, over the deferred scans below and the `_commit` hook.
         self._fast_poll.detach()
 
     # The driver zeroes a log behind the subscriber position as soon as it moves (IPC: up to
     # the slowest subscriber; images: behind the receiver), so the position may move only
-    # after the handlers are done with the bytes they were handed: scans here do not commit;
-    # poll / poll_batch store the position afterwards (Aeron's image poll does the same).
+    # after the handlers are done with the bytes they were handed: scans here do not commit
+    # (`_scan`, `_next_view` keep the position reached in `_pending`); LogReader's poll and
+    # poll_batch store it afterwards with `_commit` (Aeron's image poll does the same).
 
     def _scan(self, limit: int) -> int:
         scan = self._scan_out
@@ -67,6 +69,7 @@ class AeronImage(LogReader):
         return n
 
     def _commit(self) -> None:
+        """After the handlers of a poll / poll_batch: store the position the scan reached."""
         if self._pending is not None:
             lib.ls_image_set_position(self._image, self._pending)
             self._pending = None
@@ -75,59 +78,19 @@ class AeronImage(LogReader):
         self._pending = None
         super()._rewind(i)
 
-    def _poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
-        """As LogReader._poll (a handler that raises has its message consumed), but the position
-        moves once the handlers are done with the bytes; LogReader.poll's close guard wraps it."""
-        if not self._words[self._rx.peek]:
-            return 0
-        if limit == 1:
-            return self._poll_one(handler)
-        n = self._scan(limit)
-        while not n and self._words[self._rx.peek]:
-            before = self._rx.peek  # only padding or first fragments so far: read on
-            n = self._scan(limit)
-            if self._rx.peek == before:
-                break
-        if not n:
-            return 0
-        self._pending = None
-        header, offsets, lengths = self._header, self._offsets, self._lengths
-        term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
-        i = 0
-        try:
-            for i in range(n):
-                header._i = i
-                offset = offsets[i]
-                if offset >= 0:
-                    handler(term[offset:offset + lengths[i]], header)
-                else:
-                    handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
-        except BaseException:
-            super()._rewind(i)
-            raise
-        lib.ls_image_set_position(self._image, self._scan_out.end_position)
-        return n
-
-    def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
-        """poll(handler, 1): one C call to find the message, one to move past it afterwards."""
+    def _next_view(self) -> memoryview | None:
+        """As LogReader's (poll(handler, 1)), the position stored by `_commit` after the handler."""
         scan = self._scan_out
         r = lib.ls_image_poll_one_deferred(self._image, scan)
         self._rx.peek = scan.end_length_index
-        if r == 0:
-            return 0
-        if r > 0:
-            offset = r >> 20
-            data = self._view[offset:offset + (r & 0xFFFFF)]
-        elif r == lib.LS_IMAGE_ASSEMBLED:
-            data = memoryview(ffi.buffer(self._image.assembly, self._lengths[0]))
-        else:
-            raise c_error(self.path)
-        self._header._i = 0
-        try:
-            handler(data, self._header)
-        finally:  # (consumed even if the handler raises, as LogReader's)
-            lib.ls_image_set_position(self._image, scan.end_position)
-        return 1
+        if r > 0 or r == lib.LS_IMAGE_ASSEMBLED:
+            self._pending = scan.end_position
+        return self._found_view(r)
+
+    def _failed(self, status: int) -> None:
+        """Any failed read of a driver's log is the C error (the driver, not lockstep, owns its
+        subscriber positions: no lockstep loss to tell)."""
+        raise c_error(self.path)
 
     def _poll_batch(self, handler: Callable[[Batch], Any], limit: int = 1024) -> int:
         """As LogReader._poll_batch, the position stored once the handler is done (inside the
