@@ -160,18 +160,7 @@ class AeronSubscription(Subscription):
         (No periodic housekeeping: the driver announces what changes.)"""
         if self._events:
             self._apply_events()
-        images = self._image_list
-        if len(images) == 1:
-            return images[0].poll(handler, fragment_limit)
-        total = 0
-        count = len(images)
-        if count:
-            start = self._next_image = (self._next_image + 1) % count
-            for k in range(count):
-                total += images[(start + k) % count].poll(handler, fragment_limit - total)
-                if total >= fragment_limit:
-                    break
-        return total
+        return self._poll_images(handler, fragment_limit)
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = 1024) -> int:
         if self._events:

@@ -241,24 +241,29 @@ class Subscription(Closing):
         images; `data` is a view valid only during the call. Returns the number handled."""
         if self._closed:  # (images guard their own calls; close() waits for them)
             raise self._closed_error()
-        images = self._image_list
-        if len(images) == 1:
-            total = images[0].poll(handler, fragment_limit)
-        else:
-            total = 0
-            count = len(images)
-            if count:
-                start = self._next_image = (self._next_image + 1) % count
-                for k in range(count):
-                    total += images[(start + k) % count].poll(handler, fragment_limit - total)
-                    if total >= fragment_limit:
-                        break
+        total = self._poll_images(handler, fragment_limit)
         self._polls += 1
         if not self._polls & (1023 if total else 63):
             self._housekeeping()
         return total
 
     poll = fast_method("_poll_any", poll)
+
+    def _poll_images(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int) -> int:
+        """Up to `fragment_limit` messages from the images in turn, each poll starting at the
+        next one (fair when one image always has more); returns how many."""
+        images = self._image_list
+        if len(images) == 1:
+            return images[0].poll(handler, fragment_limit)
+        total = 0
+        count = len(images)
+        if count:
+            start = self._next_image = (self._next_image + 1) % count
+            for k in range(count):
+                total += images[(start + k) % count].poll(handler, fragment_limit - total)
+                if total >= fragment_limit:
+                    break
+        return total
 
     def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
