@@ -123,7 +123,7 @@ class AeronImage(LogReader):
                 f"source={self.source_identity!r}, position={self.position if not self.closed else 'closed'})")
 
 
-class AeronSubscription(Subscription):
+class AeronSubscription(Subscription[AeronImage]):
     """A subscription of the media driver (made by `Aeron.add_subscription`).
 
     `poll`, `receive`, `poll_batch`, `images`, `is_connected`, `close` as `Subscription`.
@@ -144,9 +144,10 @@ class AeronSubscription(Subscription):
         self.on_available_image = on_available_image
         self.on_unavailable_image = on_unavailable_image
         self._events: collections.deque[tuple[str, Any]] = collections.deque()  # from the conductor thread
-        self._images: dict[int, AeronImage] = {}  # type: ignore[assignment]  # by image correlation id
-        self._image_list: list[AeronImage] = []  # type: ignore[assignment]
-        self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # type: ignore[method-assign, assignment]
+        self._by_correlation_id: dict[int, AeronImage] = {}  # the images
+        self._image_list = []
+        self.receive = self._rx = ReceiveAny(  # type: ignore[method-assign]  # (C fast path shadows the method)
+            self._housekeeping, self._receive_blocking)
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0
@@ -163,9 +164,16 @@ class AeronSubscription(Subscription):
         return self._poll_images(handler, fragment_limit)
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = 1024) -> int:
+        """As Subscription.poll_batch; images announced meanwhile join first."""
         if self._events:
             self._apply_events()
-        return super().poll_batch(handler, fragment_limit)
+        if self._closed:
+            raise self._closed_error()
+        total = self._poll_batch_images(handler, fragment_limit)
+        self._polls += 1  # (and events again now and then, as Subscription.poll_batch's housekeeping)
+        if not self._polls & (1023 if total else 63):
+            self._housekeeping()
+        return total
 
     def _receive_blocking(self, timeout: float | None) -> bytes | None:
         """Nothing signals a driver's log: wait with a backoff idle (spin, yield, park <= 1 ms)."""
@@ -209,27 +217,27 @@ class AeronSubscription(Subscription):
         while self._events:
             kind, value = self._events.popleft()
             if kind == "available":
-                if value.correlation_id in self._images:
+                if value.correlation_id in self._by_correlation_id:
                     continue
                 try:
                     image = AeronImage(self, value)
                 except (OSError, FileFormatError) as e:  # e.g. the log already gone again
                     self.image_errors.append(e)
                     continue
-                self._images[value.correlation_id] = image
+                self._by_correlation_id[value.correlation_id] = image
                 self._set_images()
                 changed = True
                 if self.on_available_image is not None:
                     self.on_available_image(image)
             elif kind == "unavailable":
-                gone = self._images.pop(value) if value in self._images else None
+                gone = self._by_correlation_id.pop(value) if value in self._by_correlation_id else None
                 if gone is not None:
                     image = gone
                     self._retire(image)
                     changed = True
             elif kind == "driver_gone":
-                for image in list(self._images.values()):
-                    self._images.pop(image.correlation_id)
+                for image in list(self._by_correlation_id.values()):
+                    self._by_correlation_id.pop(image.correlation_id)
                     self._retire(image)
                     changed = True
         if changed:
@@ -245,7 +253,7 @@ class AeronSubscription(Subscription):
             image.close()
 
     def _set_images(self) -> None:
-        self._image_list = list(self._images.values())
+        self._image_list = list(self._by_correlation_id.values())
         self._rx.set_images(tuple(i._rx for i in self._image_list))
 
     def _update_image_list(self) -> None:
@@ -266,8 +274,8 @@ class AeronSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
-        images = list(self._images.values())
-        self._images.clear()
+        images = list(self._by_correlation_id.values())
+        self._by_correlation_id.clear()
         self._set_images()
         self._events.clear()
         for image in images:

@@ -41,7 +41,7 @@ class Batch:
 
     def __getitem__(self, i: int) -> memoryview:
         o = int(self.offsets[i])
-        return memoryview(self.buffer)[o:o + int(self.lengths[i])]
+        return self.buffer.data[o:o + int(self.lengths[i])]
 
 
 class LogReader(Closing):
@@ -53,7 +53,7 @@ class LogReader(Closing):
     __slots__ = ("_fast_poll",)  # a slot: the poll method reads it without a lookup
 
     def __init__(self, log: LogBuffer | str | os.PathLike[str], position: int | None = None,
-                 position_addr=None) -> None:
+                 position_addr: Any = None) -> None:  # (a cffi int64_t *)
         self.log = log if isinstance(log, LogBuffer) else LogBuffer.open(log)
         self.path: Path = self.log.path
         self.session_id = self.log.session_id
@@ -86,9 +86,9 @@ class LogReader(Closing):
         self._words = self._view.cast("i")
         # receive(): one vectorcall into C per message (an instance attribute, so no method
         # binding either); it keeps the peek hint that poll() shares.
-        self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)),
-                                          lib.ls_image_length_index(self._image, position),
-                                          self._image, self._receive_slow)
+        self.receive = self._rx = Receive(  # type: ignore[method-assign]  # (C fast path shadows the method)
+            int(ffi.cast("uintptr_t", self._image)), lib.ls_image_length_index(self._image, position),
+            self._image, self._receive_slow)
         # poll(): one vectorcall into C per call (the class's `poll` is a FastMethod that hands
         # calls to it); it shares receive()'s peek hint, and its Header is the one poll() fills.
         # While its handler runs the C poll is a call in flight (`busy`): the teardown of a close
