@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import click
 
@@ -49,6 +49,7 @@ def dump(file: str | None, recording: int | None, archive_dir: str | None, as_js
 
     if (file is None) == (recording is None):
         raise click.UsageError("give a FILE or --recording ID")
+    records: Iterator[dict[str, Any]]
     if recording is not None:
         from ..archive import Archive
 
@@ -58,6 +59,7 @@ def dump(file: str | None, recording: int | None, archive_dir: str | None, as_js
         start, bar = desc.start_position, progress_bar(desc.stop_position - desc.start_position, desc="dump",
                                                        quiet=as_json)
     else:
+        assert file is not None  # (a FILE or a recording: checked above)
         records, start, bar = dump_records(file, payload_bytes), None, progress_bar(None, desc="dump", unit="record",
                                                                                     quiet=as_json)
     try:
