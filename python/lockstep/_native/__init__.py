@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, TypeVar, cast
 
-from ._lockstep_ffi import ffi, lib  # type: ignore[import-not-found]
+from ._lockstep_ffi import ffi, lib  # (typed by _lockstep_ffi.pyi: cffi's members are Any)
 from ._fastpath import FastMethod
 from ..errors import FileFormatError, InvalidArgumentError, LockstepError
 

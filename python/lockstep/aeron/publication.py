@@ -68,7 +68,7 @@ class AeronPublication(Publication):
         self._claim = ffi.new("ls_buffer_claim_t *")
         self._batch_accepted = ffi.new("int32_t *")
         # offer(): one vectorcall into the C appender, as Publication's (its fallback: offer below).
-        self.offer = self._fast_offer = Offer(  # type: ignore[method-assign, assignment]
+        self.offer = self._fast_offer = Offer(  # type: ignore[method-assign]  # (C fast path shadows the method)
             int(ffi.cast("uintptr_t", pub)), pub, AeronPublication.offer.__get__(self))
         # try_claim(): the C claim of Publication's (its fallback: Publication.try_claim).
         self._fast_try_claim = TryClaim(ffi.buffer(pub), self._view, AeronPublication.try_claim.__get__(self),

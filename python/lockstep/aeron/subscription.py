@@ -48,13 +48,15 @@ class AeronImage(LogReader):
         super().__init__(log, self.join_position, lib.ls_counters_value_addr(counters._c, cid))
         self._pending: int | None = None
         # The C poll commits as it scans; a driver's log needs the commit after the handlers:
-        # detached, it hands every call to LogReader.poll (the close guard) and so to _poll here.
+        # detached, it hands every call to LogReader.poll (the close guard) and so to
+        # LogReader._poll, over the deferred scans below and the `_commit` hook.
         self._fast_poll.detach()
 
     # The driver zeroes a log behind the subscriber position as soon as it moves (IPC: up to
     # the slowest subscriber; images: behind the receiver), so the position may move only
-    # after the handlers are done with the bytes they were handed: scans here do not commit;
-    # poll / poll_batch store the position afterwards (Aeron's image poll does the same).
+    # after the handlers are done with the bytes they were handed: scans here do not commit
+    # (`_scan`, `_next_view` keep the position reached in `_pending`); LogReader's poll and
+    # poll_batch store it afterwards with `_commit` (Aeron's image poll does the same).
 
     def _scan(self, limit: int) -> int:
         scan = self._scan_out
@@ -67,6 +69,7 @@ class AeronImage(LogReader):
         return n
 
     def _commit(self) -> None:
+        """After the handlers of a poll / poll_batch: store the position the scan reached."""
         if self._pending is not None:
             lib.ls_image_set_position(self._image, self._pending)
             self._pending = None
@@ -75,59 +78,19 @@ class AeronImage(LogReader):
         self._pending = None
         super()._rewind(i)
 
-    def _poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
-        """As LogReader._poll (a handler that raises has its message consumed), but the position
-        moves once the handlers are done with the bytes; LogReader.poll's close guard wraps it."""
-        if not self._words[self._rx.peek]:
-            return 0
-        if limit == 1:
-            return self._poll_one(handler)
-        n = self._scan(limit)
-        while not n and self._words[self._rx.peek]:
-            before = self._rx.peek  # only padding or first fragments so far: read on
-            n = self._scan(limit)
-            if self._rx.peek == before:
-                break
-        if not n:
-            return 0
-        self._pending = None
-        header, offsets, lengths = self._header, self._offsets, self._lengths
-        term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
-        i = 0
-        try:
-            for i in range(n):
-                header._i = i
-                offset = offsets[i]
-                if offset >= 0:
-                    handler(term[offset:offset + lengths[i]], header)
-                else:
-                    handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
-        except BaseException:
-            super()._rewind(i)
-            raise
-        lib.ls_image_set_position(self._image, self._scan_out.end_position)
-        return n
-
-    def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
-        """poll(handler, 1): one C call to find the message, one to move past it afterwards."""
+    def _next_view(self) -> memoryview | None:
+        """As LogReader's (poll(handler, 1)), the position stored by `_commit` after the handler."""
         scan = self._scan_out
         r = lib.ls_image_poll_one_deferred(self._image, scan)
         self._rx.peek = scan.end_length_index
-        if r == 0:
-            return 0
-        if r > 0:
-            offset = r >> 20
-            data = self._view[offset:offset + (r & 0xFFFFF)]
-        elif r == lib.LS_IMAGE_ASSEMBLED:
-            data = memoryview(ffi.buffer(self._image.assembly, self._lengths[0]))
-        else:
-            raise c_error(self.path)
-        self._header._i = 0
-        try:
-            handler(data, self._header)
-        finally:  # (consumed even if the handler raises, as LogReader's)
-            lib.ls_image_set_position(self._image, scan.end_position)
-        return 1
+        if r > 0 or r == lib.LS_IMAGE_ASSEMBLED:
+            self._pending = scan.end_position
+        return self._found_view(r)
+
+    def _failed(self, status: int) -> None:
+        """Any failed read of a driver's log is the C error (the driver, not lockstep, owns its
+        subscriber positions: no lockstep loss to tell)."""
+        raise c_error(self.path)
 
     def _poll_batch(self, handler: Callable[[Batch], Any], limit: int = 1024) -> int:
         """As LogReader._poll_batch, the position stored once the handler is done (inside the
@@ -160,7 +123,7 @@ class AeronImage(LogReader):
                 f"source={self.source_identity!r}, position={self.position if not self.closed else 'closed'})")
 
 
-class AeronSubscription(Subscription):
+class AeronSubscription(Subscription[AeronImage]):
     """A subscription of the media driver (made by `Aeron.add_subscription`).
 
     `poll`, `receive`, `poll_batch`, `images`, `is_connected`, `close` as `Subscription`.
@@ -181,9 +144,10 @@ class AeronSubscription(Subscription):
         self.on_available_image = on_available_image
         self.on_unavailable_image = on_unavailable_image
         self._events: collections.deque[tuple[str, Any]] = collections.deque()  # from the conductor thread
-        self._images: dict[int, AeronImage] = {}  # type: ignore[assignment]  # by image correlation id
-        self._image_list: list[AeronImage] = []  # type: ignore[assignment]
-        self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # type: ignore[method-assign, assignment]
+        self._by_correlation_id: dict[int, AeronImage] = {}  # the images
+        self._image_list = []
+        self.receive = self._rx = ReceiveAny(  # type: ignore[method-assign]  # (C fast path shadows the method)
+            self._housekeeping, self._receive_blocking)
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0
@@ -197,23 +161,19 @@ class AeronSubscription(Subscription):
         (No periodic housekeeping: the driver announces what changes.)"""
         if self._events:
             self._apply_events()
-        images = self._image_list
-        if len(images) == 1:
-            return images[0].poll(handler, fragment_limit)
-        total = 0
-        count = len(images)
-        if count:
-            start = self._next_image = (self._next_image + 1) % count
-            for k in range(count):
-                total += images[(start + k) % count].poll(handler, fragment_limit - total)
-                if total >= fragment_limit:
-                    break
-        return total
+        return self._poll_images(handler, fragment_limit)
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = 1024) -> int:
+        """As Subscription.poll_batch; images announced meanwhile join first."""
         if self._events:
             self._apply_events()
-        return super().poll_batch(handler, fragment_limit)
+        if self._closed:
+            raise self._closed_error()
+        total = self._poll_batch_images(handler, fragment_limit)
+        self._polls += 1  # (and events again now and then, as Subscription.poll_batch's housekeeping)
+        if not self._polls & (1023 if total else 63):
+            self._housekeeping()
+        return total
 
     def _receive_blocking(self, timeout: float | None) -> bytes | None:
         """Nothing signals a driver's log: wait with a backoff idle (spin, yield, park <= 1 ms)."""
@@ -257,27 +217,27 @@ class AeronSubscription(Subscription):
         while self._events:
             kind, value = self._events.popleft()
             if kind == "available":
-                if value.correlation_id in self._images:
+                if value.correlation_id in self._by_correlation_id:
                     continue
                 try:
                     image = AeronImage(self, value)
                 except (OSError, FileFormatError) as e:  # e.g. the log already gone again
                     self.image_errors.append(e)
                     continue
-                self._images[value.correlation_id] = image
+                self._by_correlation_id[value.correlation_id] = image
                 self._set_images()
                 changed = True
                 if self.on_available_image is not None:
                     self.on_available_image(image)
             elif kind == "unavailable":
-                gone = self._images.pop(value) if value in self._images else None
+                gone = self._by_correlation_id.pop(value) if value in self._by_correlation_id else None
                 if gone is not None:
                     image = gone
                     self._retire(image)
                     changed = True
             elif kind == "driver_gone":
-                for image in list(self._images.values()):
-                    self._images.pop(image.correlation_id)
+                for image in list(self._by_correlation_id.values()):
+                    self._by_correlation_id.pop(image.correlation_id)
                     self._retire(image)
                     changed = True
         if changed:
@@ -293,7 +253,7 @@ class AeronSubscription(Subscription):
             image.close()
 
     def _set_images(self) -> None:
-        self._image_list = list(self._images.values())
+        self._image_list = list(self._by_correlation_id.values())
         self._rx.set_images(tuple(i._rx for i in self._image_list))
 
     def _update_image_list(self) -> None:
@@ -314,8 +274,8 @@ class AeronSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
-        images = list(self._images.values())
-        self._images.clear()
+        images = list(self._by_correlation_id.values())
+        self._by_correlation_id.clear()
         self._set_images()
         self._events.clear()
         for image in images:

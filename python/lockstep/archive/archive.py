@@ -4,14 +4,16 @@ onto a live stream, and repair recordings whose recorder died."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
 import time
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import LockstepError
-from ..transport.idle import BackoffIdleStrategy
+from ..transport.idle import BackoffIdleStrategy, IdleStrategy
 from ..transport.mapped import open_private, open_regular, resolve_dir
 from ..transport.stream_files import check_stream_id
 from .catalog import Catalog, RecordingDescriptor, now_ns
@@ -41,6 +43,14 @@ def default_archive_dir() -> Path:
 
 def recorder_lock_path(dir: Path, stream_id: int) -> Path:
     return dir / f"recorder-{check_stream_id(stream_id)}.lock"
+
+
+class Offering(Protocol):
+    """What `Archive.replay_onto` publishes on: a `Publication` (or an Aeron one)."""
+
+    path: Path
+
+    def offer(self, data: bytes, reserved_value: int = 0) -> int: ...
 
 
 class Archive:
@@ -78,17 +88,21 @@ class Archive:
 
     def segment_files(self, recording_id: int) -> list[Path]:
         """The recording's segment files, by base position."""
+        return [p for _, p in self._segments(recording_id)]
+
+    def _segments(self, recording_id: int) -> list[tuple[int, Path]]:
+        """(base position, file) of each of the recording's segments, by base position."""
         found = []
         for entry in self.dir.glob(f"{recording_id}-*.rec"):
             parsed = parse_segment_name(entry.name)
             if parsed and parsed[0] == recording_id:
                 found.append((parsed[1], entry))
-        return [p for _, p in sorted(found)]
+        return sorted(found)
 
     # -- replay onto a live stream ----------------------------------------------------------
 
-    def replay_onto(self, recording_id: int, publication, start: int | None = None, stop: int | None = None, *,
-                    idle=None, stall_timeout_s: float = 10.0) -> int:
+    def replay_onto(self, recording_id: int, publication: Offering, start: int | None = None,
+                    stop: int | None = None, *, idle: IdleStrategy | None = None, stall_timeout_s: float = 10.0) -> int:
         """Publish the recording's messages (start..stop) on a live `Publication`, waiting
         out back-pressure. Returns how many were published; LockstepError when the stream
         accepts nothing for `stall_timeout_s` (no subscriber, or one that stopped reading)."""
@@ -153,7 +167,7 @@ class Archive:
         finally:
             maps.close()
         self._truncate_after(desc, position)
-        fixed = _replace(desc, stop_position=position, stop_timestamp=last_write_ns or now_ns(), state=state)
+        fixed = dataclasses.replace(desc, stop_position=position, stop_timestamp=last_write_ns or now_ns(), state=state)
         self.catalog.update(fixed, sync=True)
         return fixed
 
@@ -164,8 +178,7 @@ class Archive:
         base = maps.base(position)
         for tmp in self.dir.glob(f".{desc.recording_id}-*.rec.*.tmp"):
             tmp.unlink(missing_ok=True)  # a segment a dead recorder was making
-        for path in self.segment_files(desc.recording_id):
-            seg_base = parse_segment_name(path.name)[1]
+        for seg_base, path in self._segments(desc.recording_id):
             if seg_base > base:
                 path.unlink()
             elif seg_base == base:
@@ -179,11 +192,6 @@ class Archive:
 
     def __repr__(self) -> str:
         return f"Archive({str(self.dir)!r})"
-
-
-def _replace(desc: RecordingDescriptor, **changes) -> RecordingDescriptor:
-    import dataclasses
-    return dataclasses.replace(desc, **changes)
 
 
 def _try_lock(path: Path) -> int | None:

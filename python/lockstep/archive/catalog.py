@@ -32,6 +32,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import FileAccessError, FileFormatError, LockstepError
 from ..transport.mapped import os_error
@@ -53,6 +54,25 @@ _STATE_CODES = {v: k for k, v in _STATE_NAMES.items()}
 _MIN_TERM, _MAX_TERM = 1 << 16, 1 << 30
 # What a NoSpaceError in the archive (catalog or segments) suggests.
 SPACE_HINT = "free space there, or record into a larger filesystem (archive_dir=, --archive-dir)"
+
+
+if TYPE_CHECKING:
+    from typing_extensions import NotRequired, TypedDict, Unpack
+
+    class NewRecording(TypedDict):
+        """What Catalog.append takes: a RecordingDescriptor's fields but its id (the catalog's next)."""
+        stream_id: int
+        session_id: int
+        start_position: int
+        stop_position: int
+        start_timestamp: int
+        stop_timestamp: int
+        term_length: int
+        segment_length: int
+        mtu: int
+        initial_term_id: int
+        state: str
+        channel: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -211,7 +231,7 @@ class Catalog:
         except OSError as e:
             raise os_error(self.path, e, "write", needed=len(data), hint=SPACE_HINT) from e
 
-    def append(self, **fields) -> RecordingDescriptor:
+    def append(self, **fields: Unpack[NewRecording]) -> RecordingDescriptor:
         """Add a recording (its id is the next index) and return its descriptor."""
         fd = self._open_for_write()
         fcntl.flock(fd, fcntl.LOCK_EX)

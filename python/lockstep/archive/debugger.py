@@ -314,7 +314,8 @@ class Stepper:
 
             n, what = self._run(hit)
             if not what:
-                self.write(self._message_line(self._last))
+                if self._last is not None:  # (the message `hit` stopped after, just applied)
+                    self.write(self._message_line(self._last))
                 what = f"stopped after the next {want}"
             elif what == "end of recording":
                 what = f"no {want} found; end of recording"
@@ -327,8 +328,9 @@ class Stepper:
         elif cmd in ("breaks", "watches", "info"):
             if not self.exprs:
                 self.write("no breakpoints or watches")
-            for e in self.exprs:
-                self.write(f"  {e.number} {e.kind} {e.text}" + (f" = {e.last!r}" if e.kind == "watch" else ""))
+            for expr in self.exprs:
+                self.write(f"  {expr.number} {expr.kind} {expr.text}"
+                           + (f" = {expr.last!r}" if expr.kind == "watch" else ""))
         elif cmd in ("s", "state", "show-state"):
             self._show(rest or None)
         elif cmd in ("w", "write-snapshot", "snapshot"):

@@ -106,6 +106,8 @@ class RecordingReader:
 
     def _refresh(self) -> bool:
         """An active recording: pick up the recorder's progress. Returns whether it grew."""
+        if self._catalog is None:  # (only a live reader refreshes, and it has the catalog)
+            return False
         desc = self._catalog.get(self.recording_id)
         limit = desc.stop_position if self.stop is None else min(self.stop, desc.stop_position)
         if desc.state != "active":
@@ -135,7 +137,8 @@ class RecordingReader:
         count = 0
         term_index = -1
         term_id_expected = 0
-        view = path = None
+        path = self.dir  # the file of the segment mapped as `view` (none yet)
+        view: memoryview | None = None
         seg_end = 0  # the position where the mapped segment ends
         seg_off = 0  # file offset = position - seg_off
         while count < limit:

@@ -31,7 +31,7 @@ from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import MappedFile, open_regular, os_error, reserve, resolve_dir
 from ..cluster.sequencer import DEFAULT_LOG_STREAM
 from ..transport.stream_files import stream_logs
-from ..transport.subscription import Image, Subscription
+from ..transport.subscription import Image, Start, Subscription
 from .archive import Archive, _try_lock, default_archive_dir, recorder_lock_path
 from .catalog import SPACE_HINT, RecordingDescriptor, now_ns
 from .segments import segment_base, segment_name
@@ -57,7 +57,7 @@ class _Recording:
 
     def __init__(self, desc: RecordingDescriptor, image: Image) -> None:
         self.desc = desc
-        self.image = image
+        self.image: Image | None = image  # None once finished
         self.position = image.position
         self.synced_position = self.position
         self.fd = -1
@@ -65,7 +65,7 @@ class _Recording:
         self.path = image.path
 
 
-class _RecorderSubscription(Subscription):
+class _RecorderSubscription(Subscription[Image]):
     """A subscription whose images start where the recorder wants them (extension of an
     earlier recording, or earliest) and are reported to it as they are found."""
 
@@ -73,7 +73,7 @@ class _RecorderSubscription(Subscription):
         self._recorder = recorder
         super().__init__(stream_id, dir, start="earliest", join="earliest")
 
-    def _discover(self, start) -> None:
+    def _discover(self, start: Start) -> None:
         for path in stream_logs(self.dir, self.stream_id):
             if path in self._images or path in self._finished:
                 continue
@@ -193,15 +193,14 @@ class Recorder:
             n = image._scan(_SCAN_LIMIT)
             end = image.position
             if end > rec.position:
-                self._write(rec, rec.position, end)
+                self._write(rec, image, rec.position, end)
                 work += n or 1
         self._polls += 1
         if not self._polls & (1023 if work else 15):
             self._housekeeping()
         return work
 
-    def _write(self, rec: _Recording, position: int, end: int) -> None:
-        image = rec.image
+    def _write(self, rec: _Recording, image: Image, position: int, end: int) -> None:
         desc = rec.desc
         term_length = desc.term_length
         mask = term_length - 1

@@ -58,7 +58,7 @@ def load_machine(spec: str) -> StateMachine:
             raise
         raise LockstepError(f"machine {spec!r}: importing module {module_name!r} raised "
                             f"{type(e).__name__}: {e}") from None
-    cls = module
+    cls: object = module
     for part in class_name.split("."):
         cls = getattr(cls, part, None)
         if cls is None:
@@ -256,20 +256,26 @@ class ReplaySession:
 
     # -- going back --------------------------------------------------------------------------
 
+    def _kept(self) -> list[_Checkpoint]:
+        """The checkpoints of a session made with checkpoints=True (InvalidArgumentError for another)."""
+        if self.checkpoints is None:
+            raise InvalidArgumentError("going back needs a session made with checkpoints=True")
+        return self.checkpoints
+
     def _checkpoint(self) -> None:
         r = self.runner
-        self.checkpoints.append(_Checkpoint(self.applied, self.position, r.last_sequence, r.last_position,
-                                            r.ctx.timestamp_ns, r._own_sequenced, self.machine.snapshot()))
-        if len(self.checkpoints) > _MAX_CHECKPOINTS:  # thin out: every other one, twice as far apart
-            self.checkpoints = self.checkpoints[::2]
+        checkpoints = self._kept()
+        checkpoints.append(_Checkpoint(self.applied, self.position, r.last_sequence, r.last_position,
+                                       r.ctx.timestamp_ns, r._own_sequenced, self.machine.snapshot()))
+        if len(checkpoints) > _MAX_CHECKPOINTS:  # thin out: every other one, twice as far apart
+            self.checkpoints = checkpoints[::2]
             self._checkpoint_every *= 2
 
     def go_to(self, applied: int) -> None:
         """Go to the state after the first `applied` messages of this session: back, by
         restoring the nearest checkpoint before and re-applying the rest; forward, by applying
         (stopping at the end)."""
-        if self.checkpoints is None:
-            raise InvalidArgumentError("going back needs a session made with checkpoints=True")
+        self._kept()
         if applied < 0:
             raise InvalidArgumentError(f"go_to {applied}: expected a message count >= 0")
         if applied < self.applied:
@@ -279,7 +285,7 @@ class ReplaySession:
 
     def _rebuild(self, applied: int) -> None:
         """The state after `applied` (<= self.applied) messages, from the nearest checkpoint before."""
-        self._load(max((c for c in self.checkpoints if c.applied <= applied), key=lambda c: c.applied))
+        self._load(max((c for c in self._kept() if c.applied <= applied), key=lambda c: c.applied))
         while self.applied < applied:
             self.step()
 

@@ -9,6 +9,7 @@ import mmap
 import os
 import re
 import struct
+from typing import Literal, overload
 from pathlib import Path
 
 from ..errors import FileFormatError
@@ -103,6 +104,11 @@ class SegmentMaps:
 
     def path(self, base: int) -> Path:
         return self.dir / segment_name(self.desc.recording_id, base)
+
+    @overload
+    def get(self, position: int, *, missing_ok: Literal[False] = False) -> tuple[Path, memoryview, int]: ...
+    @overload
+    def get(self, position: int, *, missing_ok: bool) -> tuple[Path, memoryview, int] | None: ...
 
     def get(self, position: int, *, missing_ok: bool = False) -> tuple[Path, memoryview, int] | None:
         """(segment path, view of the whole segment, file offset of `position`); with

@@ -7,14 +7,20 @@ import datetime
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import LockstepError
 from .group import main
 
+if TYPE_CHECKING:  # (imported where used: `lockstep --help` stays quick)
+    from ..archive import Archive
+    from ..archive.replay import ReplaySession
+    from ..cluster.replica import StateMachine
 
-def _archive(dir: str | None, archive_dir: str | None):
+
+def _archive(dir: str | None, archive_dir: str | None) -> Archive:
     """--archive-dir, else the archive inside --dir when given (`<dir>/archive`), else the default one."""
     from ..archive import Archive
 
@@ -171,13 +177,13 @@ def replay(recording: int, machine: str, against: str | None, snapshot: str | No
         sys.exit(1)
 
 
-def _span(archive, recording: int, start: int, until: int | None) -> int:
+def _span(archive: Archive, recording: int, start: int, until: int | None) -> int:
     """Bytes a replay from `start` goes through (for its progress bar)."""
     stop = archive.recording(recording).stop_position
     return max(0, (min(stop, until) if until is not None else stop) - start)
 
 
-def _run_with_progress(session, until: int | None, quiet: bool) -> None:
+def _run_with_progress(session: ReplaySession, until: int | None, quiet: bool) -> None:
     """session.run() with a progress bar (terminal only, after a second, never under --json)."""
     from .progress import progress_bar
 
@@ -185,7 +191,7 @@ def _run_with_progress(session, until: int | None, quiet: bool) -> None:
     bar = progress_bar(_span(session.archive, session.recording_id, start, until), desc="replay", quiet=quiet)
     count = [0]
 
-    def tick(message) -> bool:
+    def tick(message: tuple[bytes, dict]) -> bool:
         count[0] += 1
         if not count[0] & 63:
             bar.update(message[1]["position"] - start - bar.n)
@@ -197,8 +203,8 @@ def _run_with_progress(session, until: int | None, quiet: bool) -> None:
         bar.close()
 
 
-def _replay_against(archive, recording: int, new_spec: str, new, old_spec: str, until: int | None,
-                    as_json: bool) -> None:
+def _replay_against(archive: Archive, recording: int, new_spec: str, new: StateMachine, old_spec: str,
+                    until: int | None, as_json: bool) -> None:
     """`replay --against`: the first message after which two machines differ (exit 1), or none."""
     from ..archive.replay import compare_machines, load_machine
     from .progress import progress_bar

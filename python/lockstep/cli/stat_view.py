@@ -52,7 +52,7 @@ def snapshot_of(dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
             stream["publishers"].append({**entry, "limit": info.value})
         else:
             stream["subscribers"].append({**entry, "position": info.value, "lag": stream["position"] - info.value})
-    sequencer = {i.label.split(": ", 1)[1]: i.value for i in infos if i.type_id == TYPE_SEQUENCER}
+    sequencer: dict[str, int | str] = {i.label.split(": ", 1)[1]: i.value for i in infos if i.type_id == TYPE_SEQUENCER}
     if (directory / INGRESS_FILE).exists():
         try:
             with ManyToOneRing(directory / INGRESS_FILE) as ring:

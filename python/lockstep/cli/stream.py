@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import json
+from typing import Any, Callable, Iterator, TypeVar
 
 import click
 
 from ..errors import LockstepError
 from .group import main
+
+F = TypeVar("F", bound=Callable[..., object])
+
+# The options the bench commands share (each a decorator: click makes a new option per use).
+_as_json = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+_api = click.option("--api", type=click.Choice(["poll", "receive", "claim"]), default=None,
+                    help="What each side calls per message: poll (offer + poll(handler), the Aeron way; the "
+                    "default, but receive with --idle block), receive (offer + receive()), claim (try_claim + "
+                    "commit + poll(handler)).")
+
+
+def _size_and_messages(messages: int, messages_help: str) -> Callable[[F], F]:
+    """--size (payload bytes per message) then --messages (how many, `messages` by default)."""
+    size = click.option("--size", type=click.IntRange(min=1), default=32, show_default=True,
+                        help="Payload bytes per message.")
+    count = click.option("--messages", type=click.IntRange(min=1), default=messages, show_default=True,
+                         help=messages_help)
+
+    def apply(f: F) -> F:
+        return size(count(f))
+    return apply
 
 
 @main.command()
@@ -27,6 +49,7 @@ def dump(file: str | None, recording: int | None, archive_dir: str | None, as_js
 
     if (file is None) == (recording is None):
         raise click.UsageError("give a FILE or --recording ID")
+    records: Iterator[dict[str, Any]]
     if recording is not None:
         from ..archive import Archive
 
@@ -36,6 +59,7 @@ def dump(file: str | None, recording: int | None, archive_dir: str | None, as_js
         start, bar = desc.start_position, progress_bar(desc.stop_position - desc.start_position, desc="dump",
                                                        quiet=as_json)
     else:
+        assert file is not None  # (a FILE or a recording: checked above)
         records, start, bar = dump_records(file, payload_bytes), None, progress_bar(None, desc="dump", unit="record",
                                                                                     quiet=as_json)
     try:
@@ -57,17 +81,13 @@ def bench() -> None:
 
 
 @bench.command("throughput")
-@click.option("--size", type=click.IntRange(min=1), default=32, show_default=True, help="Payload bytes per message.")
-@click.option("--messages", type=click.IntRange(min=1), default=1_000_000, show_default=True, help="Messages to send.")
+@_size_and_messages(1_000_000, "Messages to send.")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Measure for this long instead of a message count.")
 @click.option("--batch", is_flag=True, help="Use the numpy batch path (offer_batch / poll_batch).")
 @click.option("--idle", type=click.Choice(["spin", "yield", "backoff"]), default="backoff", show_default=True)
-@click.option("--api", type=click.Choice(["poll", "receive", "claim"]), default=None,
-              help="What each side calls per message: poll (offer + poll(handler), the Aeron way; the "
-              "default, but receive with --idle block), receive (offer + receive()), claim (try_claim + "
-              "commit + poll(handler)).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_api
+@_as_json
 def bench_throughput(size: int, messages: int, seconds: float | None, batch: bool, idle: str, api: str | None,
                      as_json: bool) -> None:
     """One-way throughput: a producer process offers, this process polls (one handler call per
@@ -87,19 +107,15 @@ def bench_throughput(size: int, messages: int, seconds: float | None, batch: boo
 
 
 @bench.command("ping")
-@click.option("--size", type=click.IntRange(min=1), default=32, show_default=True, help="Payload bytes per message.")
-@click.option("--messages", type=click.IntRange(min=1), default=100_000, show_default=True, help="Measured round trips.")
+@_size_and_messages(100_000, "Measured round trips.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10_000, show_default=True, help="Round trips before measuring.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Send at this fixed rate (msgs/s), measuring from the "
               "intended send time (no coordinated omission).")
 @click.option("--idle", type=click.Choice(["spin", "yield", "backoff", "block"]), default="spin", show_default=True,
               help="How each side waits for the next message: busy spin, an idle strategy, or block "
               "(receive sleeps on a futex until the writer wakes it: no core burnt).")
-@click.option("--api", type=click.Choice(["poll", "receive", "claim"]), default=None,
-              help="What each side calls per message: poll (offer + poll(handler), the Aeron way; the "
-              "default, but receive with --idle block), receive (offer + receive()), claim (try_claim + "
-              "commit + poll(handler)).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_api
+@_as_json
 @click.option("--plot", "plot_file", metavar="FILE", help="Write the percentile distribution (and the C floor's) "
               "as a picture: PNG, SVG or PDF by suffix (needs matplotlib: pip install 'lockstep[bench]').")
 def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: str, api: str | None,
@@ -135,7 +151,7 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
 @click.option("--size", type=click.IntRange(min=8), default=32, show_default=True, help="Command bytes (at least 8: the send time).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Send at this total rate (msgs/s) to measure latency "
               "without saturation (measured from the intended send time).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_as_json
 def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, as_json: bool) -> None:
     """Commands/s through ingress -> sequencer -> log -> replica, next to the C floor."""
     from ..bench import sequencer
@@ -161,7 +177,7 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
               help="Requests/s the gateway's venue takes (below --rate: the log backs up).")
 @click.option("--gap-ms", default=10.0, show_default=True, help="Backlog built between a resume and the next halt.")
 @click.option("--round-trips", default=5_000, show_default=True, help="Blocking round trips measured after.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_as_json
 def bench_halt(halts: int, rate: float, venue_rate: float, gap_ms: float, round_trips: int, as_json: bool) -> None:
     """Halts through a gateway's side channel while its log is backlogged: sent -> acted,
     next to the delay each would have had queued in the log and a blocking round trip."""

@@ -7,7 +7,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import numpy as np
 
@@ -92,7 +92,7 @@ class Counters(Closing):
             length = lib.LS_CNC_HEADER_LENGTH + meta_length + values_length + DEFAULT_ERROR_LOG_LENGTH
 
             def init(buf: np.ndarray) -> None:
-                _HEADER.pack_into(buf, 0, 0, 0, 0, meta_length, values_length,
+                _HEADER.pack_into(buf.data, 0, 0, 0, 0, meta_length, values_length,
                                   DEFAULT_ERROR_LOG_LENGTH, 10_000_000_000, _now_ms(), os.getpid())
                 buf[:4] = np.frombuffer(struct.pack("<i", lib.LS_CNC_VERSION), dtype=np.uint8)
 
@@ -235,11 +235,11 @@ class Counters(Closing):
         self.__class__ = _ClosedCounters
 
     def _teardown(self) -> None:
-        self._meta = self._values = None
+        del self._meta, self._values  # (no views of the mapping left when it is unmapped)
         self._file.close()
 
 
-def _raise_closed(counters: Counters):
+def _raise_closed(counters: Counters) -> NoReturn:
     raise counters._closed_error()
 
 

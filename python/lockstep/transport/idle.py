@@ -16,7 +16,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Iterator, Protocol
+from types import FrameType
+from typing import Any, Callable, Iterator, Protocol
 
 from .._native import c_error, ffi, lib
 
@@ -209,7 +210,7 @@ def agent_idle(do_work: Callable[[], int]) -> IdleStrategy:
     return default_idle(agent, wake_at=getattr(agent, "_next_timer_ns", None))
 
 
-_BY_NAME = {
+_BY_NAME: dict[str, Callable[[], IdleStrategy]] = {
     "spin": BusySpinIdleStrategy,
     "noop": NoOpIdleStrategy,
     "yield": YieldingIdleStrategy,
@@ -270,7 +271,7 @@ def stop_on_signals(signals: "tuple[int, ...]" = (signal.SIGINT, signal.SIGTERM)
     previous handlers come back on leaving the block. Off the main thread (where Python
     cannot install handlers) the Event is returned without handlers."""
     stop = stop if stop is not None else threading.Event()
-    previous: dict[int, object] = {}
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in signals:
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from .._closing import Closing, guarded
 from .._native import c_error, ffi, lib
 from ..errors import FileFormatError
@@ -98,7 +100,7 @@ class LogBuffer(Closing):
         if length < 0:
             raise c_error()
 
-        def init(buf) -> None:
+        def init(buf: np.ndarray) -> None:
             if lib.ls_logbuffer_format(
                 ffi.from_buffer(buf), length, term_length, page_size, mtu_length, initial_term_id,
                 initial_term_id if active_term_id is None else active_term_id, term_offset,

@@ -11,7 +11,7 @@ import resource
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import numpy as np
 
@@ -219,7 +219,7 @@ def open_private(path: str | os.PathLike[str], flags: int) -> int:
         raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
 
 
-def take_pid_lock(path: str | os.PathLike[str], what: str):
+def take_pid_lock(path: str | os.PathLike[str], what: str) -> TextIO:
     """Hold an exclusive flock on `path` (a private file) with our pid in it, so only one
     `what` runs; the lock goes with the process, however it dies. Returns the open file."""
     f = os.fdopen(open_private(path, os.O_RDWR | os.O_CREAT), "r+")

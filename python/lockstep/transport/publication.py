@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any, Sequence
+from types import TracebackType
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -70,12 +71,11 @@ class Publication(Closing):
             raise InvalidArgumentError("session_id: only an exclusive publication names its session")
         resume = session_id is not None
         while True:
-            if not resume:
-                session_id = rng.randint(-(1 << 31), (1 << 31) - 1)
-            path = (exclusive_log_path(self.dir, stream_id, session_id) if exclusive
+            session = session_id if session_id is not None else rng.randint(-(1 << 31), (1 << 31) - 1)
+            path = (exclusive_log_path(self.dir, stream_id, session) if exclusive
                     else shared_log_path(self.dir, stream_id))
             log, created = LogBuffer.create(path, term_length=term_length, mtu_length=mtu_length,
-                                            session_id=session_id, stream_id=stream_id,
+                                            session_id=session, stream_id=stream_id,
                                             initial_term_id=rng.randint(-(1 << 31), (1 << 31) - 1),
                                             correlation_id=self._client.next_registration_id())
             if created or not exclusive or resume:
@@ -107,8 +107,8 @@ class Publication(Closing):
         self._batch_accepted = ffi.new("int32_t *")
         # offer(): one vectorcall into C per message (an instance attribute: no method binding
         # either); whatever it does not finish goes to the Python `offer` below.
-        self.offer = self._fast_offer = Offer(int(ffi.cast("uintptr_t", self._pub)), self._pub,
-                                              Publication.offer.__get__(self))
+        self.offer = self._fast_offer = Offer(  # type: ignore[method-assign]  # (C fast path shadows the method)
+            int(ffi.cast("uintptr_t", self._pub)), self._pub, Publication.offer.__get__(self))
         # try_claim(): one vectorcall into C handing back one reused BufferClaim (commit in C);
         # the class's `try_claim` is a FastMethod handing calls to it.
         self._fast_try_claim = TryClaim(ffi.buffer(self._pub), self._view, Publication.try_claim.__get__(self),
@@ -145,7 +145,7 @@ class Publication(Closing):
             return result
         return self._after_failure(result, lambda: self.offer(data, reserved_value))
 
-    def _after_failure(self, result: int, retry) -> int:
+    def _after_failure(self, result: int, retry: Callable[[], int]) -> int:
         """Slow path: errors raise; NOT_CONNECTED/BACK_PRESSURED re-check subscribers (new ones,
         dead ones) at most every 100 ms and retry once."""
         if result == _ERROR:
@@ -380,6 +380,7 @@ class BufferClaim(Claim):
             raise LockstepError(f"no claim: {status_name(self.status)}")
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if not self._done:
             self.commit() if exc_type is None else self.abort()

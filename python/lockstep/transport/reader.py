@@ -41,7 +41,7 @@ class Batch:
 
     def __getitem__(self, i: int) -> memoryview:
         o = int(self.offsets[i])
-        return memoryview(self.buffer)[o:o + int(self.lengths[i])]
+        return self.buffer.data[o:o + int(self.lengths[i])]
 
 
 class LogReader(Closing):
@@ -53,7 +53,7 @@ class LogReader(Closing):
     __slots__ = ("_fast_poll",)  # a slot: the poll method reads it without a lookup
 
     def __init__(self, log: LogBuffer | str | os.PathLike[str], position: int | None = None,
-                 position_addr=None) -> None:
+                 position_addr: Any = None) -> None:  # (a cffi int64_t *)
         self.log = log if isinstance(log, LogBuffer) else LogBuffer.open(log)
         self.path: Path = self.log.path
         self.session_id = self.log.session_id
@@ -86,9 +86,9 @@ class LogReader(Closing):
         self._words = self._view.cast("i")
         # receive(): one vectorcall into C per message (an instance attribute, so no method
         # binding either); it keeps the peek hint that poll() shares.
-        self.receive = self._rx = Receive(int(ffi.cast("uintptr_t", self._image)),
-                                          lib.ls_image_length_index(self._image, position),
-                                          self._image, self._receive_slow)
+        self.receive = self._rx = Receive(  # type: ignore[method-assign]  # (C fast path shadows the method)
+            int(ffi.cast("uintptr_t", self._image)), lib.ls_image_length_index(self._image, position),
+            self._image, self._receive_slow)
         # poll(): one vectorcall into C per call (the class's `poll` is a FastMethod that hands
         # calls to it); it shares receive()'s peek hint, and its Header is the one poll() fills.
         # While its handler runs the C poll is a call in flight (`busy`): the teardown of a close
@@ -166,7 +166,8 @@ class LogReader(Closing):
     def _poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
         that raises has its message consumed (the position moves past it) before the error.
-        (The C poll does the same; this is what it falls back to once closed.)"""
+        (The C poll does the same; this is what it falls back to once closed, and what an
+        AeronImage, whose scans defer the commit, polls with.)"""
         if not self._words[self._rx.peek]:
             return self._nothing_yet()
         if limit == 1:
@@ -178,8 +179,8 @@ class LogReader(Closing):
             n = self._scan(limit)
             if self._rx.peek == before:
                 break  # a frame still being written
-        if n < 0:
-            return 0  # lost, and told
+        if n <= 0:
+            return 0  # nothing whole yet, or lost and told
         header, offsets, lengths = self._header, self._offsets, self._lengths
         term = self._terms[self._parts[0]]  # a scan stops at the term end: one partition
         i = 0
@@ -194,6 +195,7 @@ class LogReader(Closing):
         except BaseException:
             self._rewind(i)
             raise
+        self._commit()
         return n
 
     def _poll_one(self, handler: Callable[[memoryview, Header], Any]) -> int:
@@ -202,8 +204,16 @@ class LogReader(Closing):
         if data is None:
             return 0
         self._header._i = 0
-        handler(data, self._header)
+        try:
+            handler(data, self._header)
+        finally:
+            self._commit()
         return 1
+
+    def _commit(self) -> None:
+        """Store the position past what the last scan handed out, once the handlers are done
+        with its bytes. Nothing to do here: the scans commit as they go (`_scan`, `_next_view`);
+        a reader whose log is reclaimed behind the position (AeronImage) defers it to here."""
 
     def _next_view(self) -> memoryview | None:
         """The next whole message via C (padding, fragments, any platform): one call, the
@@ -213,6 +223,11 @@ class LogReader(Closing):
         self._rx.peek = scan.end_length_index
         if r > 0 or r == lib.LS_IMAGE_ASSEMBLED:
             self._unchecked = True
+        return self._found_view(r)
+
+    def _found_view(self, r: int) -> memoryview | None:
+        """The message ls_image_poll_one (or _deferred) found, from its result `r`: a view of
+        the term or of the reassembly buffer; None for none (or a loss, told by `_failed`)."""
         if r > 0:
             offset = r >> 20
             return self._view[offset:offset + (r & 0xFFFFF)]

@@ -8,7 +8,8 @@ import operator
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from types import TracebackType
+from typing import Any, Callable, NoReturn
 
 from .._closing import Closing, guarded
 from .._native import c_error, fast_method, ffi, lib
@@ -310,7 +311,7 @@ class _Ring(Closing):
         return f"{type(self).__name__}({str(self.path)!r}, {state})"
 
 
-def _raise_closed(ring: _Ring):
+def _raise_closed(ring: _Ring) -> NoReturn:
     raise ring._closed_error()
 
 
@@ -338,7 +339,8 @@ class RingClaim(Claim):
     def __enter__(self) -> "RingClaim":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if not self._done:
             self.commit() if exc_type is None else self.abort()
 

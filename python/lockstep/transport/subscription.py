@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Generic, Literal, TypeVar
 
 
 from .._closing import Closing, guarded
@@ -16,6 +16,7 @@ from .._native import c_error, fast_method, ffi, lib
 from .client import (DEFAULT_LIVENESS_TIMEOUT_MS, STREAM_KEY, TYPE_PUBLISHER_LIMIT, TYPE_SUBSCRIBER_POSITION,
                      TYPE_UNBLOCKS, check_timeout_ms, client_for, is_alive)
 from ..errors import ImageLostError, InvalidArgumentError, LockstepError
+from .counters import CounterInfo
 from .logbuffer import LogBuffer
 from .mapped import MappedFile, resolve_dir
 from .reader import Batch, Header, LogReader
@@ -34,6 +35,8 @@ _MAX_BELLS: int = lib.LS_DOORBELL_MAX
 
 Start = Literal["live", "earliest"] | int
 ImageHandler = Callable[["Image"], Any]
+# The images a subscription reads: `Image` (lockstep's logs) or `AeronImage` (a driver's).
+ImageT = TypeVar("ImageT", bound=LogReader)
 
 
 class Image(LogReader):
@@ -42,7 +45,7 @@ class Image(LogReader):
 
     _unlink_if_done = False  # what close() asked for (the teardown may come later)
 
-    def __init__(self, subscription: "Subscription", path: Path, start: Start) -> None:
+    def __init__(self, subscription: "Subscription[Image]", path: Path, start: Start) -> None:
         log = LogBuffer(MappedFile.open(path))
         try:
             check_log_name(path, log.stream_id, log.session_id)
@@ -127,7 +130,7 @@ class Image(LogReader):
         """Whether frames were written past our position (an idle log was resumed)."""
         return self.log.tail_position > self.position
 
-    def _session_counters(self, type_id: int):
+    def _session_counters(self, type_id: int) -> list[CounterInfo]:
         return self._sub._client.counters.find_stream(type_id, self.session_id, self.stream_id)
 
     def _publisher_alive(self) -> bool:
@@ -171,7 +174,7 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-class Subscription(Closing):
+class Subscription(Closing, Generic[ImageT]):
     """Receives every message published on `stream_id` in the directory.
 
     `start`: "live" (default: from each publisher's current position), "earliest" (from
@@ -192,7 +195,15 @@ class Subscription(Closing):
 
     __slots__ = ("_poll_any",)  # a slot: the poll method reads it without a lookup
 
-    def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, start: Start = "live",
+    # Generic in the image type: its handlers get, and `images` lists, Images here and the
+    # AeronImages of AeronSubscription. The methods that find and check log files of the
+    # directory (self: Subscription[Image]) are this class's own.
+    on_available_image: Callable[[ImageT], Any] | None
+    on_unavailable_image: Callable[[ImageT], Any] | None
+    _image_list: list[ImageT]
+    _wait_images: tuple[list[ImageT] | None, Any]  # (list, its ls_image_t *[])
+
+    def __init__(self: Subscription[Image], stream_id: int, dir: str | os.PathLike[str] | None = None, *, start: Start = "live",
                  liveness_timeout_ms: int = DEFAULT_LIVENESS_TIMEOUT_MS,
                  unblock_timeout_ms: int = DEFAULT_UNBLOCK_TIMEOUT_MS,
                  join: Literal["live", "earliest"] = "live",
@@ -220,11 +231,12 @@ class Subscription(Closing):
         self._bad: dict[Path, tuple[int, int, int]] = {}  # files skipped, by identity (recorded once)
         self._unblocks = self._client.counters.allocate(
             TYPE_UNBLOCKS, f"unblocks: stream {stream_id}", reference_id=self._client.heartbeat.id)
-        self._image_list: list[Image] = []
-        self._wait_images: tuple[list[Image] | None, Any] = (None, None)  # (list, its ls_image_t *[])
+        self._image_list = []
+        self._wait_images = (None, None)
         # receive(): one vectorcall into C (images in turn, housekeeping every 64 empty / 1024
         # busy calls, the blocking wait below when asked to wait).
-        self.receive = self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)
+        self.receive = self._rx = ReceiveAny(  # type: ignore[method-assign]  # (C fast path shadows the method)
+            self._housekeeping, self._receive_blocking)
         # poll(): one vectorcall into C (images in turn, housekeeping — discovery, liveness, lost
         # images held back until reported — at the moments the Python poll below has it); the
         # class's `poll` hands calls to it.
@@ -236,29 +248,34 @@ class Subscription(Closing):
 
     # -- reading --------------------------------------------------------------------------
 
-    def poll(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
+    def poll(self: Subscription[Image], handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
         """Hand up to `fragment_limit` messages to `handler(data, header)`, fairly across
         images; `data` is a view valid only during the call. Returns the number handled."""
         if self._closed:  # (images guard their own calls; close() waits for them)
             raise self._closed_error()
-        images = self._image_list
-        if len(images) == 1:
-            total = images[0].poll(handler, fragment_limit)
-        else:
-            total = 0
-            count = len(images)
-            if count:
-                start = self._next_image = (self._next_image + 1) % count
-                for k in range(count):
-                    total += images[(start + k) % count].poll(handler, fragment_limit - total)
-                    if total >= fragment_limit:
-                        break
+        total = self._poll_images(handler, fragment_limit)
         self._polls += 1
         if not self._polls & (1023 if total else 63):
             self._housekeeping()
         return total
 
     poll = fast_method("_poll_any", poll)
+
+    def _poll_images(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int) -> int:
+        """Up to `fragment_limit` messages from the images in turn, each poll starting at the
+        next one (fair when one image always has more); returns how many."""
+        images = self._image_list
+        if len(images) == 1:
+            return images[0].poll(handler, fragment_limit)
+        total = 0
+        count = len(images)
+        if count:
+            start = self._next_image = (self._next_image + 1) % count
+            for k in range(count):
+                total += images[(start + k) % count].poll(handler, fragment_limit - total)
+                if total >= fragment_limit:
+                    break
+        return total
 
     def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
@@ -269,7 +286,7 @@ class Subscription(Closing):
         return self._rx(timeout)
 
     @guarded
-    def _receive_blocking(self, timeout: float | None) -> bytes | None:
+    def _receive_blocking(self: Subscription[Image], timeout: float | None) -> bytes | None:
         """Sleep until a writer signals (in slices: discovery, liveness and end of stream go
         on meanwhile), then read. close() wakes the sleep (ClosedError)."""
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
@@ -306,25 +323,30 @@ class Subscription(Closing):
         """For `BlockingIdleStrategy`: the doorbells of every image read now."""
         images.extend(i._image for i in self._image_list)
 
-    def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = _BATCH) -> int:
+    def poll_batch(self: Subscription[Image], handler: Callable[[Batch], Any], fragment_limit: int = _BATCH) -> int:
         """Like `poll`, but hands over whole `Batch`es (numpy offsets/lengths over the term
         buffer): no Python call per message."""
         if self._closed:  # (images guard their own calls; close() waits for them)
             raise self._closed_error()
-        total = 0
-        for image in self._image_list:
-            total += image.poll_batch(handler, fragment_limit - total)
-            if total >= fragment_limit:
-                break
+        total = self._poll_batch_images(handler, fragment_limit)
         self._polls += 1
         if not self._polls & (1023 if total else 63):
             self._housekeeping()
         return total
 
+    def _poll_batch_images(self, handler: Callable[[Batch], Any], fragment_limit: int) -> int:
+        """poll_batch over the images in order, up to `fragment_limit` messages in all."""
+        total = 0
+        for image in self._image_list:
+            total += image.poll_batch(handler, fragment_limit - total)
+            if total >= fragment_limit:
+                break
+        return total
+
     # -- images ---------------------------------------------------------------------------
 
     @property
-    def images(self) -> list[Image]:
+    def images(self) -> list[ImageT]:
         return list(self._image_list)
 
     @property
@@ -335,7 +357,7 @@ class Subscription(Closing):
     def is_connected(self) -> bool:
         return bool(self._image_list)
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self: Subscription[Image]) -> None:
         if self._pending and not self._closed:
             self._raise_pending()
         now = time.monotonic_ns()
@@ -344,7 +366,7 @@ class Subscription(Closing):
         self._housekeep(now)
 
     @guarded(closed=None)
-    def _housekeep(self, now: int) -> None:
+    def _housekeep(self: Subscription[Image], now: int) -> None:
         """Discovery, liveness and end of stream, every 100 ms."""
         self._next_housekeeping_ns = now + _HOUSEKEEPING_INTERVAL_NS
         self._discover(self.join)
@@ -382,7 +404,7 @@ class Subscription(Closing):
         if handler is not None:
             handler(image)
 
-    def _image_lost(self, image: Image, reason: str, from_position: int, *, raise_now: bool = True) -> None:
+    def _image_lost(self: Subscription[Image], image: Image, reason: str, from_position: int, *, raise_now: bool = True) -> None:
         """Close a lost image (evicted or lapped), follow it with a new image of the log at its
         live position, and tell: `on_unavailable_image`, else ImageLostError (now, or with
         raise_now=False at the end of housekeeping), before the new image is read."""
@@ -412,7 +434,7 @@ class Subscription(Closing):
         if raise_now:
             self._raise_pending()
 
-    def _rejoin(self, path: Path) -> Image | None:
+    def _rejoin(self: Subscription[Image], path: Path) -> Image | None:
         """A new image of a lost image's log, at its live position (None when the log is gone
         or ended)."""
         try:
@@ -428,7 +450,7 @@ class Subscription(Closing):
             return None
         return new
 
-    def _raise_pending(self) -> None:
+    def _raise_pending(self: Subscription[Image]) -> None:
         """Raise the oldest unreported loss; the image that follows it becomes readable."""
         error, path = self._pending.pop(0)
         new = self._held.pop(path, None)
@@ -439,12 +461,12 @@ class Subscription(Closing):
         raise error
 
     @guarded
-    def discover(self) -> int:
+    def discover(self: Subscription[Image]) -> int:
         """Look for new publishers now (poll also does it every 100 ms); returns the image count."""
         self._discover(self.join)
         return len(self._image_list)
 
-    def _discover(self, start: Start) -> None:
+    def _discover(self: Subscription[Image], start: Start) -> None:
         added = []
         for path in stream_logs(self.dir, self.stream_id):
             if path in self._images or path in self._finished or path in self._held or self._still_bad(path):
@@ -488,7 +510,7 @@ class Subscription(Closing):
         except LockstepError:
             pass  # a full or damaged error log must not stop the stream
 
-    def _update_image_list(self) -> None:
+    def _update_image_list(self: Subscription[Image]) -> None:
         self._image_list = [i for p, i in self._images.items() if p not in self._parked]
         self._rx.set_images(tuple(i._rx for i in self._image_list))
         self._poll_any.set_images(tuple(i._fast_poll for i in self._image_list))
