@@ -59,7 +59,7 @@ def message_boundary_problem(archive_dir: Path, desc: RecordingDescriptor, posit
     previous_flags: int | None = None  # of the frame before `position` (None: none in this term)
     try:
         while walk < position:
-            path, view, offset = maps.get(walk)  # type: ignore[misc]
+            path, view, offset = maps.get(walk)
             h = FRAME_HEADER.unpack_from(view, offset)
             problem = frame_problem(desc, walk, h)
             if problem:
@@ -70,7 +70,7 @@ def message_boundary_problem(archive_dir: Path, desc: RecordingDescriptor, posit
             return (f"start position {position} is inside a frame of recording {desc.recording_id} "
                     f"(the frame from {walk - align(h[0])} to {walk})")
         if position < desc.stop_position:
-            path, view, offset = maps.get(position)  # type: ignore[misc]
+            path, view, offset = maps.get(position)
             h = FRAME_HEADER.unpack_from(view, offset)
             problem = frame_problem(desc, position, h)
             if problem:
