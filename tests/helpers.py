@@ -117,3 +117,17 @@ class Terminal:
             return self.proc.wait(30)
         finally:
             os.close(self.master)
+
+
+def drive(until, *steps, what: str, stall_s: float = 60.0) -> None:
+    """Call steps until `until()`; fail after `stall_s` seconds in which no step did work
+    (a hang guard, never a speed limit)."""
+    idle = lockstep.BackoffIdleStrategy()
+    last = time.monotonic()
+    while not until():
+        work = sum(step() for step in steps)
+        if work:
+            last = time.monotonic()
+        elif time.monotonic() - last > stall_s:
+            raise AssertionError(f"{what}: no progress for {stall_s} s")
+        idle.idle(work)

@@ -13,13 +13,11 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import archive_workers as aw
-from helpers import Terminal
+from helpers import Terminal, drive
 import cluster_workers as cw
-import lockstep
 import numpy as np
 import pytest
 from lockstep import (
@@ -46,16 +44,8 @@ def lockstep_cli(*args: str, input: str | None = None, timeout: float = 120) -> 
 
 
 def _drive(until, *steps, what: str) -> None:
-    """Call steps until `until()`; fail after cw.STALL_S seconds in which no step did work."""
-    idle = lockstep.BackoffIdleStrategy()
-    last = time.monotonic()
-    while not until():
-        work = sum(step() for step in steps)
-        if work:
-            last = time.monotonic()
-        elif time.monotonic() - last > cw.STALL_S:
-            raise AssertionError(f"{what}: no progress for {cw.STALL_S} s")
-        idle.idle(work)
+    """helpers.drive with this module's stall limit."""
+    drive(until, *steps, what=what, stall_s=cw.STALL_S)
 
 
 def _record_orderbook(lsdir, count: int, *, hashes: str | None = None, **recorder_kwargs):

@@ -139,6 +139,7 @@ class _Host1:
 
         self.seq = Sequencer(lsdir, term_length=term_length, log_channel=log_channel, ingress_channel=ingress_channel,
                              aeron_dir=aeron_dir)
+        self.channels = {"channel": log_channel, "ingress_channel": ingress_channel, "replay_channel": replay_channel}
         self.recorder = Recorder(lsdir, stream_id=100, archive_dir=archive_dir)
         self.aeron = Aeron(aeron_dir)
         self.server = ReplayServer(archive_dir, aeron=self.aeron, control_channel=replay_channel)
@@ -172,6 +173,20 @@ class _Host1:
             k += 1
         return k
 
+    def replica_on_host2(self, dir: Path, name: str, aeron_dir: Path, **kwargs):
+        """An OrderBook replica reading this host's log through host 2's driver."""
+        from lockstep.cluster.replica import Replica
+
+        return Replica(OrderBook(), resolve_dir(dir), name=name, aeron_dir=aeron_dir, hash_every=0,
+                       **self.channels, **kwargs)
+
+    def stepper(self, *replicas, send: int = 8):
+        """A test-thread step: offer `send` more commands, run each replica's duty cycle."""
+        def step() -> int:
+            self.send(send)
+            return self.check() + sum(r.do_work(256) for r in replicas)
+        return step
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
@@ -190,7 +205,7 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
     repeat, the same state as an offline replay of the whole recording. Then a second late
     replica starts from a snapshot and replays only what follows it."""
     from lockstep.archive import Archive
-    from lockstep.cluster.replica import Replica, Snapshot, write_snapshot
+    from lockstep.cluster.replica import Snapshot, write_snapshot
 
     host1, host2 = drivers.start("host1"), drivers.start("host2")
     log_channel, ingress_channel, replay_channel = (_channel(free_udp_port()) for _ in range(3))
@@ -204,13 +219,8 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
         _wait(lambda: h1.seq.ingress.size() == 0 and h1.recorder.position >= h1.seq.position, "the recording",
               step=h1.check)
         assert h1.seq.position > 4 * (1 << 16), "the local log has wrapped: its start is only in the archive"
-        dir2 = resolve_dir(tmp_path / "host2")
-        late = Replica(OrderBook(), dir2, name="late", channel=log_channel, ingress_channel=ingress_channel,
-                       replay_channel=replay_channel, aeron_dir=host2.dir, hash_every=0)
-
-        def step() -> int:
-            h1.send(16)
-            return h1.check() + late.do_work(256)
+        late = h1.replica_on_host2(tmp_path / "host2", "late", host2.dir)
+        step = h1.stepper(late, send=16)
 
         _wait(lambda: h1.sent >= 9000 and _replica_caught_up(late, h1), "the late replica to catch up", step=step)
         assert late.subscription.catch_ups >= 1 and late.subscription.replayed > 6000
@@ -228,13 +238,9 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
         dir3 = resolve_dir(tmp_path / "host2b")
         write_snapshot(dir3, "snap", Snapshot(snap_state.last_position, snap_state.last_sequence, 0,
                                               snap_state.machine.snapshot()))
-        from_snapshot = Replica(OrderBook(), dir3, name="snap", channel=log_channel, ingress_channel=ingress_channel,
-                                replay_channel=replay_channel, aeron_dir=host2.dir, hash_every=0)
+        from_snapshot = h1.replica_on_host2(dir3, "snap", host2.dir)
         assert from_snapshot.restored_from is not None
-
-        def step2() -> int:
-            h1.send(16)
-            return h1.check() + late.do_work(256) + from_snapshot.do_work(256)
+        step2 = h1.stepper(late, from_snapshot, send=16)
 
         _wait(lambda: _replica_caught_up(from_snapshot, h1) and _replica_caught_up(late, h1), "the snapshot replica",
               step=step2)
@@ -252,7 +258,6 @@ def test_link_cut_and_restored_the_remote_replica_catches_up_and_agrees(lsdir, t
     back: host 1 never stalls, `lockstep stat` shows the log publisher disconnected meanwhile,
     and host 2's replica fills the gap (from the live stream's backlog or the archive) and
     ends equal to host 1's log, every message once."""
-    from lockstep.cluster.replica import Replica
     from lockstep.cluster.log_publisher import TYPE_LOG_PUBLISHER
     from lockstep.transport.client import client_for
 
@@ -265,13 +270,8 @@ def test_link_cut_and_restored_the_remote_replica_catches_up_and_agrees(lsdir, t
     h1 = _Host1(lsdir, archive_dir, host1.dir, log_channel=log_channel, ingress_channel=ingress_channel,
                 replay_channel=replay_channel, term_length=1 << 20)
     try:
-        dir2 = resolve_dir(tmp_path / "host2")
-        remote = Replica(OrderBook(), dir2, name="remote", channel=log_channel, ingress_channel=ingress_channel,
-                         replay_channel=replay_channel, aeron_dir=host2.dir, hash_every=0)
-
-        def step() -> int:
-            h1.send(8)
-            return h1.check() + remote.do_work(256)
+        remote = h1.replica_on_host2(tmp_path / "host2", "remote", host2.dir)
+        step = h1.stepper(remote)
 
         _wait(lambda: h1.sent >= 2000 and _replica_caught_up(remote, h1), "the remote replica", step=step)
         netns_pair.set_link(False)
@@ -412,7 +412,6 @@ def test_host_2s_driver_restarted_its_replica_reconnects_catches_up_and_agrees(l
     gone, attaches to the new one, re-subscribes, fills the gap from the archive and goes on,
     every message once, equal to the recording."""
     from lockstep.aeron.driver import MediaDriver, TEST_DEFAULTS
-    from lockstep.cluster.replica import Replica
 
     monkeypatch.setenv("AERON_DRIVER_TIMEOUT", "2000")  # clients give up on a dead driver after 2 s
     host1, host2 = drivers.start("host1"), drivers.start("host2")
@@ -422,13 +421,8 @@ def test_host_2s_driver_restarted_its_replica_reconnects_catches_up_and_agrees(l
                 replay_channel=replay_channel, term_length=1 << 20)
     restarted = None
     try:
-        remote = Replica(OrderBook(), resolve_dir(tmp_path / "host2"), name="remote", channel=log_channel,
-                         ingress_channel=ingress_channel, replay_channel=replay_channel, aeron_dir=host2.dir,
-                         hash_every=0)
-
-        def step() -> int:
-            h1.send(8)
-            return h1.check() + remote.do_work(256)
+        remote = h1.replica_on_host2(tmp_path / "host2", "remote", host2.dir)
+        step = h1.stepper(remote)
 
         _wait(lambda: h1.sent >= 1000 and _replica_caught_up(remote, h1), "the remote replica", step=step)
         host2.kill()

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import lockstep
+from helpers import drive
 import numpy as np
 import pytest
 from lockstep import LockstepError, Publication
@@ -46,16 +46,8 @@ WORKER = Path(__file__).resolve().parent / "replay_client_worker.py"
 # -- helpers ------------------------------------------------------------------------------------
 
 def _drive(until, *steps, what: str) -> None:
-    """Call steps until `until()`; fail after STALL_S seconds in which no step did work."""
-    idle = lockstep.BackoffIdleStrategy()
-    last = time.monotonic()
-    while not until():
-        work = sum(step() for step in steps)
-        if work:
-            last = time.monotonic()
-        elif time.monotonic() - last > STALL_S:
-            raise AssertionError(f"{what}: no progress for {STALL_S} s")
-        idle.idle(work)
+    """helpers.drive with this module's stall limit."""
+    drive(until, *steps, what=what, stall_s=STALL_S)
 
 
 def _message(rng: np.random.Generator, i: int) -> bytes:
