@@ -35,12 +35,13 @@ def _channel(port: int, address: str = "127.0.0.1") -> str:
     return f"aeron:udp?endpoint={address}:{port}"
 
 
-def _wait(condition, what: str, *, step=None, timeout: float = 60.0) -> None:
-    """Until `condition()` (a hang guard, not a speed limit)."""
+def _wait(condition, what, *, step=None, timeout: float = 60.0) -> None:
+    """Until `condition()` (a hang guard, not a speed limit); `what` may be a callable, for the
+    state at the time of a failure."""
     deadline = time.monotonic() + timeout
     idle = BackoffIdleStrategy()
     while not condition():
-        assert time.monotonic() < deadline, f"waiting for {what}"
+        assert time.monotonic() < deadline, f"waiting for {what() if callable(what) else what}"
         idle.idle(step() if step is not None else 0)
 
 
@@ -144,7 +145,8 @@ class _Host1:
         self.aeron = Aeron(aeron_dir)
         self.server = ReplayServer(archive_dir, aeron=self.aeron, control_channel=replay_channel)
         self.client = SequencerClient(lsdir, origin_id=cw.CLIENT_ORIGIN_BASE)
-        self.commands = list(cw.commands(0, 20_000, seed=3))
+        self._commands = cw.commands(0, 1 << 40, seed=3)  # (as many as a test sends)
+        self._next: bytes | None = None
         self.sent = 0
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
@@ -168,7 +170,12 @@ class _Host1:
     def send(self, count: int) -> int:
         """Offer up to `count` more commands (as the ingress takes them)."""
         k = 0
-        while k < count and self.sent < len(self.commands) and self.client.send(self.commands[self.sent]):
+        while k < count:
+            if self._next is None:
+                self._next = next(self._commands)
+            if not self.client.send(self._next):
+                break
+            self._next = None
             self.sent += 1
             k += 1
         return k
@@ -222,7 +229,10 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
         late = h1.replica_on_host2(tmp_path / "host2", "late", host2.dir)
         step = h1.stepper(late, send=16)
 
-        _wait(lambda: h1.sent >= 9000 and _replica_caught_up(late, h1), "the late replica to catch up", step=step)
+        _wait(lambda: h1.sent >= 9000 and _replica_caught_up(late, h1),
+              lambda: f"the late replica to catch up: {late.subscription!r} at {late.last_sequence}, sequencer at "
+                      f"{h1.seq.last_sequence}, {h1.seq.log_publisher!r}, error {late.subscription.last_error}, "
+                      f"server {h1.server!r} {dict(h1.server.stats)} ended {list(h1.server.ended)[-3:]}", step=step)
         assert late.subscription.catch_ups >= 1 and late.subscription.replayed > 6000
         assert late.subscription.state == "live"
         assert late.applied == late.last_sequence, "every message once (and it reached the sequencer, above)"
@@ -284,7 +294,8 @@ def test_link_cut_and_restored_the_remote_replica_catches_up_and_agrees(lsdir, t
         def cut_noticed() -> bool:  # the drivers' timeouts passed (2 s in the test settings)
             return time.monotonic() - cut_at > 4.0 and publisher_connected() == [0]
 
-        _wait(cut_noticed, "host 1 to see the link down", step=lambda: step() + (time.sleep(0.0005) or 0))
+        _wait(cut_noticed, lambda: f"host 1 to see the link down ({h1.seq.log_publisher!r}, {publisher_connected()})",
+              step=lambda: step() + (time.sleep(0.0005) or 0))
         print(f"cut noticed after {time.monotonic() - cut_at:.1f} s")
         assert h1.seq.last_sequence > sequenced_at_cut + 500, "host 1 went on sequencing with the link down"
         behind_at_restore = h1.seq.last_sequence - remote.last_sequence

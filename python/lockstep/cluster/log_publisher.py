@@ -156,6 +156,10 @@ class LogPublisher(Closing):
             c["waiting"].set(self.last_status)
         return sent
 
+    def __repr__(self) -> str:
+        return (f"LogPublisher({self.channel!r}, position={self.position}, behind={self.behind}, "
+                f"connected={self.is_connected}, waiting={self.last_status}, restarts={self.restarts})")
+
     def _teardown(self) -> None:  # (close())
         for counter in (*self._counters.values(), self._untethered):
             counter.free_quietly()
