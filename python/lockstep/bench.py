@@ -11,7 +11,7 @@ import struct
 import tempfile
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -19,6 +19,16 @@ from .transport.idle import default_idle, idle_strategy
 from .transport.mapped import default_dir
 from .transport.publication import NOT_CONNECTED, Publication
 from .transport.subscription import Subscription
+from .cluster.replica import StateMachine
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
+
+    from matplotlib.axes import Axes
+
+    from .cluster.gateway import HaltRecord
+    from .cluster.replica import Context
+    from .transport.reader import Batch
 
 __all__ = ["throughput", "ping", "sequencer", "halt", "APIS"]
 
@@ -65,16 +75,18 @@ def _check_api(api: str | None, idle: str) -> str:
     return api
 
 
-def _sender(pub: Publication, api: str) -> Callable[[bytes], int]:
+def _sender(pub: Publication, api: str) -> Callable[[bytes | memoryview], int]:
     """One message out: offer, or (api claim) try_claim + fill + commit. Returns > 0 when sent."""
     if api != "claim":
         return pub.offer
     try_claim = pub.try_claim
 
-    def claim_send(data: bytes) -> int:
+    def claim_send(data: bytes | memoryview) -> int:
         claim = try_claim(len(data))
         if claim:
-            claim.buffer[:] = data
+            buffer = claim.buffer
+            assert buffer is not None  # (a granted claim has its buffer)
+            buffer[:] = data
             claim.commit()
         return claim.status
     return claim_send
@@ -158,7 +170,7 @@ def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, i
                 idler = idle_strategy(idle)
                 counted = [0]
 
-                def count_batch(b) -> None:
+                def count_batch(b: Batch) -> None:
                     counted[0] += len(b)
 
                 receive = sub.receive
@@ -179,7 +191,8 @@ def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, i
 
                 read = count_one_by_one if api == "receive" else count_polled
                 clock = time.perf_counter
-                start = first = None
+                start: float | None = None
+                first = 0
                 while True:
                     n = sub.poll_batch(count_batch, 4096) if batch else read()
                     if n and start is None:
@@ -191,6 +204,7 @@ def throughput(size: int = 32, messages: int = 1_000_000, batch: bool = False, i
                     idler.idle(n)
                     if not n and not producer.is_alive() and producer.exitcode:
                         raise RuntimeError(f"producer exited with {producer.exitcode}")
+                assert start is not None  # (the loop ends after the first read at the earliest)
                 elapsed = clock() - start
                 messages, measured = counted[0], counted[0] - first
             finally:
@@ -329,7 +343,7 @@ def ping(size: int = 32, messages: int = 100_000, warmup: int = 10_000, idle: st
 
 # -- pictures -----------------------------------------------------------------------------
 
-def percentile_axes(ax, title: str) -> None:
+def percentile_axes(ax: Axes, title: str) -> None:
     """Axes for round-trip percentile curves, HdrHistogram style: x = 1 / (1 - percentile),
     log, labelled 50% .. 99.99%; y = microseconds, log."""
     ax.set_xscale("log")
@@ -341,7 +355,7 @@ def percentile_axes(ax, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_percentiles(ax, samples_ns: np.ndarray, label: str, linestyle: str = "-") -> None:
+def plot_percentiles(ax: Axes, samples_ns: np.ndarray, label: str, linestyle: str = "-") -> None:
     """One curve of `samples_ns` (round trips in ns) on `percentile_axes`."""
     s = np.sort(np.asarray(samples_ns))
     q = (np.arange(len(s)) + 0.5) / len(s)
@@ -398,14 +412,14 @@ def _client(dir: str, commands: int, size: int, rate: float | None) -> None:
             idler.reset()
 
 
-class _Stamps:
+class _Stamps(StateMachine):
     """A trivial machine: counts commands and keeps each one's send-to-apply latency."""
 
     def __init__(self, commands: int) -> None:
         self.latencies = np.zeros(commands, dtype=np.int64)
         self.count = 0
 
-    def on_message(self, ctx, command: bytes) -> None:
+    def on_message(self, ctx: Context, command: bytes) -> None:
         if self.count < len(self.latencies):
             self.latencies[self.count] = time.monotonic_ns() - _STAMP.unpack_from(command)[0]
         self.count += 1
@@ -436,13 +450,15 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
         seq = Sequencer(dir, term_length=TERM_LENGTH)
         machine = _Stamps(commands if rate else 0)
         replica = Replica(machine, dir, name="bench", hash_every=0, send_outputs=False)
+        read_log = replica.do_work
         if not rate:
             # Throughput: count the log in batches, so the sequencer, not Python's
             # per-message apply, is what is measured (the apply rate is measured below).
-            def count(batch) -> None:
+            def count(batch: Batch) -> None:
                 machine.count += len(batch)
 
-            replica.do_work = lambda limit: replica.subscription.poll_batch(count, limit)  # type: ignore
+            def read_log(limit: int = 256) -> int:
+                return replica.subscription.poll_batch(count, limit)
         per_client = [commands // clients + (i < commands % clients) for i in range(clients)]
         procs = [ctx.Process(target=_client, args=(dir, n, size, rate / clients if rate else None), daemon=True)
                  for n in per_client]
@@ -450,15 +466,16 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
             for p in procs:
                 p.start()
             idler = default_idle(seq, replica)  # asleep on the ingress and the log: a send wakes it
-            start = None
+            start: float | None = None
             deadline = time.monotonic() + 600
             while machine.count < commands:
-                work = seq.do_work() + replica.do_work(4096)
+                work = seq.do_work() + read_log(4096)
                 if work and start is None:
                     start = time.perf_counter()
                 idler.idle(work)
                 if time.monotonic() > deadline or (work == 0 and any(p.exitcode for p in procs)):
                     raise RuntimeError(f"sequencer benchmark stalled at {machine.count} of {commands}")
+            assert start is not None  # (the first command counted started the clock)
             elapsed = time.perf_counter() - start
             log_path = seq.log.path
             replica.close()
@@ -480,9 +497,9 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
                 if p.is_alive():
                     p.kill()
     floor_ns = lib.ls_bench_sequencer_floor(commands, clients, size)
-    p = np.percentile(machine.latencies, [50, 99]) if rate else (None, None)
+    pct = np.percentile(machine.latencies, [50, 99]) if rate else (None, None)
     return {"commands_per_sec": commands / elapsed, "commands": commands, "clients": clients, "size": size,
-            "rate": rate, "latency_p50_ns": p[0] and int(p[0]), "latency_p99_ns": p[1] and int(p[1]),
+            "rate": rate, "latency_p50_ns": pct[0] and int(pct[0]), "latency_p99_ns": pct[1] and int(pct[1]),
             "apply_per_sec": applied / apply_elapsed if apply_elapsed else 0.0,
             "c_floor_commands_per_sec": commands / floor_ns * 1e9 if floor_ns > 0 else None,
             "ratio_to_c_floor": (commands / elapsed) / (commands / floor_ns * 1e9) if floor_ns > 0 else None}
@@ -494,7 +511,13 @@ _HALT_GATEWAY = "bench"
 _READY, _ACTED, _REACHED, _RESUMED = range(4)  # the gateway's progress, in a shared array
 
 
-def _halt_gateway(dir: str, venue_rate: float, progress, stop) -> None:
+class _Progress(Protocol):
+    """The gateway's progress (a shared array of int64, indexed _READY .. _RESUMED)."""
+
+    def __setitem__(self, index: int, value: int, /) -> None: ...
+
+
+def _halt_gateway(dir: str, venue_rate: float, progress: _Progress, stop: Event) -> None:
     """The gateway of `halt`: a venue that takes `venue_rate` requests/s, so the log backs up
     behind it; its default idle strategy; its halts put in `<dir>/bench-halts.json` at the end."""
     from .cluster.gateway import Gateway
@@ -510,7 +533,7 @@ def _halt_gateway(dir: str, venue_rate: float, progress, stop) -> None:
             self.next_send_ns = 0
             self.waiting = 0
 
-        def on_command(self, command, sequence: int, position: int) -> None:
+        def on_command(self, command: memoryview, sequence: int, position: int) -> None:
             self.requests += 1
             if self.halted:
                 self.declined += 1  # (counted only: no sequencer runs to take declines)
@@ -536,7 +559,7 @@ def _halt_gateway(dir: str, venue_rate: float, progress, stop) -> None:
         def next_timer_ns(self) -> int | None:
             return self.next_send_ns if self.waiting else None
 
-        def on_halt(self, record) -> None:
+        def on_halt(self, record: HaltRecord) -> None:
             self.declined += self.waiting
             self.waiting = 0
 

@@ -1,5 +1,5 @@
 # The vectorcall fast paths of _fastpath.c: one C entry per message, no cffi call.
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 class Offer:
     def __init__(self, address: int, owner: Any, fallback: Callable[..., int]) -> None: ...
@@ -15,7 +15,11 @@ class Receive:
 
 class ReceiveAny:
     def __init__(self, housekeeping: Callable[[], None], blocking: Callable[[float | None], bytes | None]) -> None: ...
-    def __call__(self, timeout: float | None = 0.0) -> bytes | None: ...  # (timeout also by keyword)
+    # (timeout also by keyword; None: wait without limit, so a message or an error)
+    @overload
+    def __call__(self, timeout: None) -> bytes: ...
+    @overload
+    def __call__(self, timeout: float = 0.0) -> bytes | None: ...
     def set_images(self, images: tuple[Receive, ...], /) -> None: ...
     def detach(self) -> None: ...
 

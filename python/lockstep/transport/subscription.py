@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Generic, Literal, TypeVar
+from typing import Any, Callable, Generic, Literal, TypeVar, overload
 
 
 from .._closing import Closing, guarded
@@ -276,6 +276,11 @@ class Subscription(Closing, Generic[ImageT]):
                 if total >= fragment_limit:
                     break
         return total
+
+    @overload
+    def receive(self, timeout: None) -> bytes: ...
+    @overload
+    def receive(self, timeout: float = 0.0) -> bytes | None: ...
 
     def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
