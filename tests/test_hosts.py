@@ -148,6 +148,7 @@ class _Host1:
         self._commands = cw.commands(0, 1 << 40, seed=3)  # (as many as a test sends)
         self._next: bytes | None = None
         self.sent = 0
+        self.limit: int | None = None  # send() stops there (a phase that must converge)
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, name="host1", daemon=True)
@@ -170,7 +171,7 @@ class _Host1:
     def send(self, count: int) -> int:
         """Offer up to `count` more commands (as the ingress takes them)."""
         k = 0
-        while k < count:
+        while k < count and (self.limit is None or self.sent < self.limit):
             if self._next is None:
                 self._next = next(self._commands)
             if not self.client.send(self._next):
@@ -228,6 +229,7 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
         assert h1.seq.position > 4 * (1 << 16), "the local log has wrapped: its start is only in the archive"
         late = h1.replica_on_host2(tmp_path / "host2", "late", host2.dir)
         step = h1.stepper(late, send=16)
+        h1.limit = 9000
 
         _wait(lambda: h1.sent >= 9000 and _replica_caught_up(late, h1),
               lambda: f"the late replica to catch up: {late.subscription!r} at {late.last_sequence}, sequencer at "
@@ -251,6 +253,7 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
         from_snapshot = h1.replica_on_host2(dir3, "snap", host2.dir)
         assert from_snapshot.restored_from is not None
         step2 = h1.stepper(late, from_snapshot, send=16)
+        h1.limit = 12000
 
         _wait(lambda: _replica_caught_up(from_snapshot, h1) and _replica_caught_up(late, h1), "the snapshot replica",
               step=step2)
@@ -282,8 +285,9 @@ def test_link_cut_and_restored_the_remote_replica_catches_up_and_agrees(lsdir, t
     try:
         remote = h1.replica_on_host2(tmp_path / "host2", "remote", host2.dir)
         step = h1.stepper(remote)
-
+        h1.limit = 2000
         _wait(lambda: h1.sent >= 2000 and _replica_caught_up(remote, h1), "the remote replica", step=step)
+        h1.limit = None  # host 1 goes on while the link is down
         netns_pair.set_link(False)
         cut_at, sequenced_at_cut = time.monotonic(), h1.seq.last_sequence
 
@@ -301,7 +305,8 @@ def test_link_cut_and_restored_the_remote_replica_catches_up_and_agrees(lsdir, t
         behind_at_restore = h1.seq.last_sequence - remote.last_sequence
         assert behind_at_restore > 0
         netns_pair.set_link(True)
-        _wait(lambda: h1.sent >= 6000 and _replica_caught_up(remote, h1), "the remote replica after the cut",
+        h1.limit = h1.sent + 3000
+        _wait(lambda: h1.sent >= h1.limit and _replica_caught_up(remote, h1), "the remote replica after the cut",
               step=step, timeout=120)
         assert remote.applied == remote.last_sequence, "no gap, no repeat (and it reached the sequencer, above)"
         _wait(lambda: _recorded_to(archive_dir, h1.recorder.recording_id) >= remote.last_position, "the recording",
@@ -434,12 +439,14 @@ def test_host_2s_driver_restarted_its_replica_reconnects_catches_up_and_agrees(l
     try:
         remote = h1.replica_on_host2(tmp_path / "host2", "remote", host2.dir)
         step = h1.stepper(remote)
-
+        h1.limit = 1000
         _wait(lambda: h1.sent >= 1000 and _replica_caught_up(remote, h1), "the remote replica", step=step)
+        h1.limit = None
         host2.kill()
         restarted = MediaDriver(host2.dir, defaults=TEST_DEFAULTS, env={"AERON_DIR_DELETE_ON_START": "true"})
         _wait(lambda: remote._link.connection.reconnects == 1, "the replica to attach to the new driver", step=step)
-        _wait(lambda: h1.sent >= 4000 and _replica_caught_up(remote, h1), "the replica after the restart",
+        h1.limit = h1.sent + 3000
+        _wait(lambda: h1.sent >= h1.limit and _replica_caught_up(remote, h1), "the replica after the restart",
               step=step, timeout=120)
         assert remote.applied == remote.last_sequence, "no gap, no repeat (and it reached the sequencer, above)"
         assert remote.subscription.catch_ups >= 1
@@ -466,7 +473,7 @@ def test_a_remote_replica_sigkilled_and_restarted_resumes_from_its_snapshot(lsdi
                 replay_channel=replay_channel, term_length=1 << 20)
     try:
         h = cw.Harness(mp, procs)
-        total = 6000
+        total = h1.limit = 6000
         remote = dict(channel=log_channel, ingress_channel=ingress_channel, replay_channel=replay_channel,
                       aeron_dir=str(host2.dir), hash_every=100, snapshot_every=500)
         dir2 = resolve_dir(tmp_path / "host2")
