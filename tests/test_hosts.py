@@ -212,7 +212,6 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
     over the network with the log's own positions, then follows the live stream — no gap, no
     repeat, the same state as an offline replay of the whole recording. Then a second late
     replica starts from a snapshot and replays only what follows it."""
-    from lockstep.archive import Archive
     from lockstep.cluster.replica import Snapshot, write_snapshot
 
     host1, host2 = drivers.start("host1"), drivers.start("host2")
@@ -238,9 +237,10 @@ def test_a_replica_started_late_on_host_2_catches_up_from_the_archive_then_follo
         assert late.subscription.catch_ups >= 1 and late.subscription.replayed > 6000
         assert late.subscription.state == "live"
         assert late.applied == late.last_sequence, "every message once (and it reached the sequencer, above)"
-        with Archive(archive_dir).reader(h1.recorder.recording_id) as reader:
-            recorded = [(p, hd["position"]) for p, hd in reader.messages()]
-        offline = replay(OrderBook(), recorded)
+        _wait(lambda: _recorded_to(archive_dir, h1.recorder.recording_id) >= late.last_position, "the recording",
+              step=h1.check)
+        recorded = _log_messages_all(archive_dir, h1.recorder.recording_id)
+        offline = replay(OrderBook(), recorded, until=late.last_position)
         assert offline.last_position == late.last_position
         assert offline.machine.state_hash() == late.machine.state_hash()
 
