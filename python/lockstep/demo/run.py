@@ -675,9 +675,10 @@ def format_summary(s: dict) -> str:
                  f"{s['algo']['children_sent']:,} children ({s['algo']['flood_sent']:,} of them flood)")
     lines.append(f"  open orders after draining     {s['sor']['open_orders']}")
     cpu = s.get("cpu_seconds")
+    media = "; the media drivers not counted" if s.get("hosts") else ""
     if cpu:
         lines.append(f"  CPU used                       {cpu['processes'] + cpu['driver']:.2f} s ({cpu['processes']:.2f} s "
-                     f"by its processes, {cpu['driver']:.2f} s by the driver) in {s['timeline_s'].get('drained', 0):.2f} s")
+                     f"by its processes, {cpu['driver']:.2f} s by the desk{media}) in {s['timeline_s'].get('drained', 0):.2f} s")
     lines.append("")
     lines.append("  per gateway            requests  to venue  declined  halt latency  queued delay  backlog")
     for name, g in s["gateways"].items():
