@@ -498,3 +498,19 @@ def test_a_remote_replica_sigkilled_and_restarted_resumes_from_its_snapshot(lsdi
         assert offline.machine.state_hash().hex() == result["hash"]
     finally:
         h1.close()
+
+
+@pytest.mark.parametrize("content", ["garbage", '{"aeron_dir": "/x", "hosts": [{"nam": 1}]}', "[1, 2]", None])
+def test_a_bad_deployment_file_is_a_clear_error_not_a_hang(lsdir, content):
+    """`lockstep halt --all` with a deployment.json that is not one (or a FIFO) fails at once,
+    naming the file."""
+    path = lsdir / "deployment.json"
+    if content is None:
+        os.mkfifo(path)
+    else:
+        path.write_text(content)
+    result = subprocess.run([sys.executable, "-m", "lockstep", "halt", "--all", "--dir", str(lsdir)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert str(path) in result.stderr and ("expected a deployment" in result.stderr
+                                           or "not a regular file" in result.stderr), result.stderr
