@@ -18,7 +18,7 @@ import pytest
 
 import cluster_workers as cw
 from aeron.harness import drivers, free_udp_port, netns_pair  # noqa: F401
-from lockstep import BackoffIdleStrategy, Sequencer, SequencerClient
+from lockstep import BackoffIdleStrategy, InvalidArgumentError, Sequencer, SequencerClient
 from lockstep.cluster.gateway import Gateway, resume
 from lockstep.cluster.priority_stream import Deployment, RemoteHost, write_deployment
 from lockstep.cluster.replica import replay
@@ -514,3 +514,35 @@ def test_a_bad_deployment_file_is_a_clear_error_not_a_hang(lsdir, content):
     assert result.returncode == 1
     assert str(path) in result.stderr and ("expected a deployment" in result.stderr
                                            or "not a regular file" in result.stderr), result.stderr
+
+
+def test_the_log_multi_destination_cast_to_two_hosts(lsdir, tmp_path, drivers):
+    """Multi-destination cast (dynamic control): one publication of the log reaches replicas on
+    two other hosts, each its own driver; both reach host 1's state at the same positions."""
+    host1, host2, host3 = drivers.start("host1"), drivers.start("host2"), drivers.start("host3")
+    control = f"127.0.0.1:{free_udp_port()}"
+    log_pub = f"aeron:udp?control={control}|control-mode=dynamic"
+    ingress_channel, replay_channel = _channel(free_udp_port()), _channel(free_udp_port())
+    h1 = _Host1(lsdir, tmp_path / "archive", host1.dir, log_channel=log_pub, ingress_channel=ingress_channel,
+                replay_channel=replay_channel, term_length=1 << 20)
+    try:
+        replicas = []
+        for name, driver in (("r2", host2), ("r3", host3)):
+            receive = f"aeron:udp?endpoint=127.0.0.1:{free_udp_port()}|control={control}|control-mode=dynamic"
+            h1.channels["channel"] = receive  # (each host subscribes at its own endpoint)
+            replicas.append(h1.replica_on_host2(tmp_path / name, name, driver.dir,
+                                                replay_response_channel=_channel(free_udp_port())))
+        with pytest.raises(InvalidArgumentError, match="replay_response_channel"):  # (it cannot be the MDC one)
+            h1.replica_on_host2(tmp_path / "r4", "r4", host3.dir)
+        step = h1.stepper(*replicas)
+        h1.limit = 3000
+        _wait(lambda: h1.sent >= 3000 and all(_replica_caught_up(r, h1) for r in replicas), "both hosts' replicas",
+              step=step)
+        a, b = replicas
+        assert a.applied == a.last_sequence and b.applied == b.last_sequence, "every message once on each"
+        assert a.last_position == b.last_position
+        assert a.machine.state_hash() == b.machine.state_hash()
+        for r in replicas:
+            r.close()
+    finally:
+        h1.close()

@@ -264,7 +264,8 @@ class Gateway(Closing):
                  stream_id: int = DEFAULT_LOG_STREAM, origin_id: int | None = None, fragment_limit: int = 32,
                  start: Any = "earliest", channel: str | None = None, ingress_channel: str | None = None,
                  replay_channel: str | None = None, priority_channel: str | None = None,
-                 aeron_dir: str | os.PathLike[str] | None = None, aeron: Any = None) -> None:
+                 aeron_dir: str | os.PathLike[str] | None = None, aeron: Any = None,
+                 replay_response_channel: str | None = None) -> None:
         """On another host than the sequencer's: `channel` is where the log arrives (through
         the media driver of `aeron_dir`, or the client `aeron`), `ingress_channel` where
         responses go, `replay_channel` the archive replay service that fills a gap,
@@ -287,7 +288,7 @@ class Gateway(Closing):
                 self._link = RemoteLink(channel=channel, stream_id=stream_id, position=0,
                                         ingress_channel=ingress_channel, replay_channel=replay_channel, aeron=aeron,
                                         aeron_dir=aeron_dir, dir=self.dir, name=f"gateway {self.name}",
-                                        origin_id=origin_id)
+                                        origin_id=origin_id, replay_response_channel=replay_response_channel)
                 self.subscription, self.client = self._link.follower, self._link.client
             if priority_channel is not None:
                 link_aeron = self._link.aeron if self._link is not None else aeron

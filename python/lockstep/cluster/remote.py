@@ -9,7 +9,9 @@ import os
 import time
 from typing import Any
 
+from ..aeron.channel import channel_param
 from ..aeron.reconnect import DriverConnection
+from ..errors import InvalidArgumentError
 from .log_follower import LogFollower
 from .sequenced import SEQUENCED_HEADER, SEQUENCED_HEADER_LENGTH
 from .sequencer_client import DEFAULT_INGRESS_STREAM, RemoteSequencerClient
@@ -19,20 +21,36 @@ __all__ = ["RemoteLink"]
 _CHECK_DRIVER_NS = 100_000_000
 
 
+def _response_channel(log_channel: str, given: str | None) -> str:
+    """Where replays come to this host: `given`, else the log channel itself (its endpoint,
+    shared). A multi-destination-cast log channel cannot serve (the server's publications on it
+    would bind the control address the log's publication holds): it needs one given."""
+    if given is not None:
+        return given
+    if channel_param(log_channel, "control-mode") is not None or channel_param(log_channel, "control") is not None:
+        raise InvalidArgumentError(f"replay_response_channel: the log channel {log_channel!r} is multi-destination "
+                                   f"cast; give a unicast endpoint of this host for the archive's replays, e.g. "
+                                   f"'aeron:udp?endpoint=host:port'")
+    return log_channel
+
+
 class RemoteLink:
     """`channel`: where the sequenced log arrives on this host; `ingress_channel`: where
     commands go (the sequencer host's endpoint); `replay_channel`: the archive replay
     service's control channel on the recording host (replays come back on `channel`'s
-    endpoint); `aeron` a client, or `aeron_dir` this host's driver directory. Other parts on
+    endpoint, or on `replay_response_channel`: needed with a multi-destination-cast log
+    channel); `aeron` a client, or `aeron_dir` this host's driver directory. Other parts on
     the same driver (a gateway's priority stream) join with `attach(part)`."""
 
     def __init__(self, *, channel: str, stream_id: int, position: int, ingress_channel: str | None,
                  replay_channel: str | None, aeron: Any = None, aeron_dir: str | os.PathLike[str] | None = None,
                  origin_id: int | None = None, send: bool = True,
-                 ingress_stream_id: int = DEFAULT_INGRESS_STREAM, dir: Any = None, name: str = "") -> None:
+                 ingress_stream_id: int = DEFAULT_INGRESS_STREAM, dir: Any = None, name: str = "",
+                 replay_response_channel: str | None = None) -> None:
         self.connection = DriverConnection(aeron_dir, aeron=aeron)
         self.channel = channel
         self.replay_channel = replay_channel
+        self.response_channel = _response_channel(channel, replay_response_channel) if replay_channel else None
         self.stream_id = stream_id
         self.follower: LogFollower | None = None
         self.client: Any = None
@@ -66,7 +84,8 @@ class RemoteLink:
             return None
         from ..aeron.replay_client import ReplayClient
 
-        return ReplayClient(aeron, self.replay_channel, self.channel)
+        assert self.response_channel is not None
+        return ReplayClient(aeron, self.replay_channel, self.response_channel)
 
     def _replay_gap(self, from_position: int, to_position: int) -> Any:
         """The archive's recording from `from_position`, following it (the follower stops it

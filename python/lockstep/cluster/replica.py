@@ -243,10 +243,12 @@ class Replica(Closing):
                  snapshot_every: int | None = None, snapshot_dir: str | os.PathLike[str] | None = None,
                  send_outputs: bool = True, restore: bool = True, channel: str | None = None,
                  ingress_channel: str | None = None, replay_channel: str | None = None,
-                 aeron_dir: str | os.PathLike[str] | None = None, aeron: Any = None) -> None:
+                 aeron_dir: str | os.PathLike[str] | None = None, aeron: Any = None,
+                 replay_response_channel: str | None = None) -> None:
         """On another host than the sequencer's: `channel` is where the log arrives (through
         the media driver of `aeron_dir`, or the client `aeron`), `ingress_channel` where outputs
-        go, `replay_channel` the archive replay service that fills a gap (a late start).
+        go, `replay_channel` the archive replay service that fills a gap (a late start; replays
+        come back on `channel`'s endpoint, or `replay_response_channel` with an MDC `channel`).
         `dir` keeps this replica's files (hashes, snapshots, counters) either way."""
         self.machine = machine
         self.name = check_name(name)
@@ -281,7 +283,7 @@ class Replica(Closing):
             self._link = RemoteLink(channel=channel, stream_id=stream_id, position=self.last_position,
                                     ingress_channel=ingress_channel, replay_channel=replay_channel, aeron=aeron,
                                     aeron_dir=aeron_dir, dir=self.dir, name=self.name, origin_id=self.ctx._origin_id,
-                                    send=send_outputs)
+                                    send=send_outputs, replay_response_channel=replay_response_channel)
             self.subscription, self._client = self._link.follower, self._link.client
         self.hashes_path = self.dir / f"{self.name}.hashes"  # (position, sequence, hash) records
         self._hashes = os.fdopen(open_private(self.hashes_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
