@@ -1,10 +1,10 @@
 #include <string.h>
 
-#include "log_signal.h"
-#include "ls_atomic.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
-#include "publication.h"
+#include "concurrent/log_signal.h"
+#include "concurrent/ls_atomic.h"
+#include "logbuffer/publication.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 /* Tries per offer: one to cross the term end (pad and rotate), one to append in the new
  * term, one spare for a shared writer that lost a race with another's rotation. */

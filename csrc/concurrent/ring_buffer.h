@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "doorbell.h"
-#include "ring_buffer_descriptor.h"
+#include "concurrent/doorbell.h"
+#include "concurrent/ring_buffer_descriptor.h"
 
 typedef enum ls_rb_write_result
 {

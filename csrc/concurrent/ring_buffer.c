@@ -1,9 +1,9 @@
 #include <string.h>
 
-#include "doorbell.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
-#include "ring_buffer.h"
+#include "concurrent/doorbell.h"
+#include "concurrent/ring_buffer.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 #define LS_RB_AT(rb, offset) ((rb)->trailer + (offset))
 

@@ -1,9 +1,9 @@
 #include <string.h>
 
-#include "logbuffer.h"
-#include "ls_atomic.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
+#include "concurrent/ls_atomic.h"
+#include "logbuffer/logbuffer.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 #define LS_META_AT(log, offset) ((log)->metadata + (offset))
 #define LS_TAIL_ADDR(log, index) \

@@ -1,11 +1,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image.h"
-#include "log_signal.h"
-#include "ls_atomic.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
+#include "concurrent/log_signal.h"
+#include "concurrent/ls_atomic.h"
+#include "logbuffer/image.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 #define LS_IMAGE_NOT_ASSEMBLING (-1)
 #define LS_IMAGE_MIN_ASSEMBLY_CAPACITY 4096

@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "counters.h"
-#include "logbuffer.h"
+#include "concurrent/counters.h"
+#include "logbuffer/logbuffer.h"
 
 typedef struct ls_frame_header_stct
 {
