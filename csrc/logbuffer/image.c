@@ -16,16 +16,6 @@ typedef void (*ls_image_sink_t)(
     void *clientd, const uint8_t *data, size_t length, int32_t partition, int32_t data_offset,
     const ls_frame_header_t *header);
 
-static inline int32_t ls_image_tail_term_id(int64_t raw_tail)
-{
-    return (int32_t)(uint32_t)((uint64_t)raw_tail >> 32);
-}
-
-static inline int64_t ls_image_tail_offset(int64_t raw_tail)
-{
-    return raw_tail & INT64_C(0xFFFFFFFF);
-}
-
 static int ls_image_init_log(
     ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position, bool tailed);
 
@@ -100,13 +90,14 @@ bool ls_image_is_owner(const ls_image_t *image)
 static bool ls_image_lapped_at(const ls_image_t *image, int64_t position)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int64_t ahead = (int64_t)ls_logbuffer_active_term_count(log) - (position >> log->position_bits_to_shift);
+    const int64_t term_count = ls_logbuffer_term_count_by_position(position, log->position_bits_to_shift);
+    const int64_t ahead = (int64_t)ls_logbuffer_active_term_count(log) - term_count;
     if (1 != ahead)
     {
         return ahead >= 2;
     }
-    const int32_t next = (int32_t)((position >> log->position_bits_to_shift) + 1) % LS_LOG_PARTITION_COUNT;
-    return ls_image_tail_offset(ls_logbuffer_raw_tail(log, next)) > log->term_length;
+    const int32_t next = ls_logbuffer_index_by_term_count(term_count + 1);
+    return ls_logbuffer_tail_term_offset(ls_logbuffer_raw_tail(log, next)) > log->term_length;
 }
 
 bool ls_image_is_lapped(const ls_image_t *image)
@@ -211,13 +202,9 @@ static int ls_image_check_frame(
     const ls_image_t *image, const uint8_t *frame, int32_t frame_length, int32_t offset, int32_t term_id)
 {
     const int32_t term_length = image->log.term_length;
-    int16_t type;
-    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
-    const int32_t header_offset = ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET);
-    const int32_t header_term_id = ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET);
+    const int16_t type = ls_frame_type(frame);
 
-    if (frame_length < LS_DATA_HEADER_LENGTH || frame_length > term_length - offset ||
-        LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT) > term_length - offset)
+    if (!ls_frame_fits_term(frame_length, offset, term_length))
     {
         ls_set_error(
             LS_EFORMAT, "frame at term %d offset %d: length expected %d..%d (bytes to the term end), found %d",
@@ -238,8 +225,10 @@ static int ls_image_check_frame(
             term_id, offset, LS_FRAME_TYPE_PAD, LS_FRAME_TYPE_DATA, type);
         return -1;
     }
-    if (header_offset != offset || header_term_id != term_id)
+    if (!ls_frame_is_at(frame, offset, term_id))
     {
+        const int32_t header_offset = ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET);
+        const int32_t header_term_id = ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET);
         ls_set_error(
             LS_EFORMAT, "frame at term %d offset %d: header says term %d offset %d",
             term_id, offset, header_term_id, header_offset);
@@ -287,8 +276,7 @@ static int32_t ls_image_read(
         }
         const int32_t frame_offset = offset;
         const int32_t next_offset = offset + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT);
-        int16_t type;
-        memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
+        const int16_t type = ls_frame_type(frame);
         if (LS_FRAME_TYPE_PAD == type)
         {
             offset = next_offset;
@@ -556,13 +544,9 @@ const uint8_t *ls_image_peek_message(const ls_image_t *image, int32_t *length)
         *length = NULL == image->owner_counters && ls_image_lapped_at(image, image->unverified_from) ? -1 : 0;
         return NULL;
     }
-    int16_t type;
-    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
-    if (frame_length < LS_DATA_HEADER_LENGTH || frame_length > log->mtu_length ||
-        offset + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT) > log->term_length ||
-        LS_FRAME_FLAGS_UNFRAGMENTED != frame[LS_FRAME_FLAGS_OFFSET] || LS_FRAME_TYPE_DATA != type ||
-        offset != ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET) ||
-        ls_logbuffer_term_id(log, position) != ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET))
+    if (!ls_frame_fits_term(frame_length, offset, log->term_length) || frame_length > log->mtu_length ||
+        LS_FRAME_FLAGS_UNFRAGMENTED != frame[LS_FRAME_FLAGS_OFFSET] || LS_FRAME_TYPE_DATA != ls_frame_type(frame) ||
+        !ls_frame_is_at(frame, offset, ls_logbuffer_term_id(log, position)))
     {
         /* Padding, a fragment, a frame of another term (lapped) or something to reject:
          * ls_image_poll_one's job (it tells lapped from corrupt). */
@@ -616,10 +600,10 @@ static bool ls_image_rotation_stalled(const ls_image_t *image, int64_t position,
         return false;
     }
     const int32_t count = ls_logbuffer_active_term_count(log);
-    const int64_t raw_tail = ls_logbuffer_raw_tail(log, count % LS_LOG_PARTITION_COUNT);
-    const int32_t active_term_id = ls_image_tail_term_id(raw_tail);
+    const int64_t raw_tail = ls_logbuffer_raw_tail(log, ls_logbuffer_index_by_term_count(count));
+    const int32_t active_term_id = ls_logbuffer_tail_term_id(raw_tail);
     if ((int32_t)((uint32_t)active_term_id + 1) != ls_logbuffer_term_id(log, position) ||
-        ls_image_tail_offset(raw_tail) <= log->term_length)
+        ls_logbuffer_tail_term_offset(raw_tail) <= log->term_length)
     {
         return false;
     }
@@ -679,12 +663,11 @@ bool ls_image_unblock(ls_image_t *image)
          * timeout, Aeron's accepted risk). Pad exactly the claim; the CAS loses to a writer
          * that commits after all, though its type would then read PAD. */
         const int64_t claimed = -(int64_t)length;
-        if (claimed < LS_DATA_HEADER_LENGTH || offset + LS_ALIGN(claimed, LS_FRAME_ALIGNMENT) > term_length)
+        if (!ls_frame_fits_term(claimed, offset, term_length))
         {
             return false; /* no writer claims that (e.g. INT32_MIN): corruption, not a dead writer */
         }
-        const int16_t pad = LS_FRAME_TYPE_PAD;
-        memcpy(frame + LS_FRAME_TYPE_OFFSET, &pad, sizeof(pad));
+        ls_frame_set_type(frame, LS_FRAME_TYPE_PAD);
         return ls_cas_i32(frame + LS_FRAME_LENGTH_OFFSET, length, (int32_t)claimed);
     }
     if (0 != length)
@@ -720,9 +703,7 @@ bool ls_image_unblock(ls_image_t *image)
     /* Fill only the fields a late writer would write identically, check it has not begun its
      * header (type still 0), then claim the frame by CAS on the length from 0: a writer that
      * commits first wins and the unblock is abandoned. */
-    int16_t type;
-    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
-    if (LS_FRAME_TYPE_PAD != type)
+    if (LS_FRAME_TYPE_PAD != ls_frame_type(frame))
     {
         return false;
     }

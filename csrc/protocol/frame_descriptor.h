@@ -3,6 +3,13 @@
 #ifndef LS_FRAME_DESCRIPTOR_H
 #define LS_FRAME_DESCRIPTOR_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "concurrent/ls_atomic.h"
+#include "util/ls_bitutil.h"
+
 #define LS_FRAME_LENGTH_OFFSET 0
 #define LS_FRAME_VERSION_OFFSET 4
 #define LS_FRAME_FLAGS_OFFSET 5
@@ -34,5 +41,37 @@
 #define LS_FRAME_TYPE_ATS_SM 10
 #define LS_FRAME_TYPE_RSP_SETUP 11
 #define LS_FRAME_TYPE_EXT (-1)
+
+/* The frame header reads and checks every reader and writer of a term shares, written once. */
+
+/* The type field (int16, not naturally aligned for an atomic: copied). */
+static inline int16_t ls_frame_type(const uint8_t *frame)
+{
+    int16_t type;
+    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
+    return type;
+}
+
+static inline void ls_frame_set_type(uint8_t *frame, int16_t type)
+{
+    memcpy(frame + LS_FRAME_TYPE_OFFSET, &type, sizeof(type));
+}
+
+/* Whether a frame of `frame_length` bytes (a header at least), aligned, fits between
+ * `term_offset` and the term end. The unaligned bound is checked first, so that aligning a
+ * corrupt length near INT32_MAX cannot overflow. */
+static inline bool ls_frame_fits_term(int64_t frame_length, int32_t term_offset, int32_t term_length)
+{
+    return frame_length >= LS_DATA_HEADER_LENGTH && frame_length <= (int64_t)term_length - term_offset &&
+        LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT) <= (int64_t)term_length - term_offset;
+}
+
+/* Whether the header names the place it was read from: a frame of another term or offset
+ * there is what a lapped reader finds (or corruption). */
+static inline bool ls_frame_is_at(const uint8_t *frame, int32_t term_offset, int32_t term_id)
+{
+    return term_offset == ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET) &&
+        term_id == ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET);
+}
 
 #endif
