@@ -3,15 +3,17 @@
 #define LOCKSTEP_H
 
 #include "cnc_descriptor.h"
-#include "counters.h"
-#include "distinct_error_log.h"
-#include "image.h"
-#include "log_signal.h"
-#include "logbuffer.h"
-#include "mapped_file.h"
-#include "ls_error.h"
-#include "publication.h"
-#include "ring_buffer.h"
+#include "concurrent/counters.h"
+#include "concurrent/distinct_error_log.h"
+#include "concurrent/log_signal.h"
+#include "concurrent/ring_buffer.h"
+#include "logbuffer/fragment_assembler.h"
+#include "logbuffer/image.h"
+#include "logbuffer/logbuffer.h"
+#include "logbuffer/publication.h"
+#include "logbuffer/term_unblocker.h"
 #include "sequencer.h"
+#include "util/ls_error.h"
+#include "util/mapped_file.h"
 
 #endif

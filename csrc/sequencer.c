@@ -2,9 +2,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "ls_atomic.h"
-#include "ls_error.h"
+#include "concurrent/ls_atomic.h"
 #include "sequencer.h"
+#include "util/ls_error.h"
 
 static uint32_t ls_seq_hash(int32_t origin_id)
 {

@@ -8,8 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "publication.h"
-#include "ring_buffer.h"
+#include "concurrent/ring_buffer.h"
+#include "logbuffer/publication.h"
 #include "sequencer_descriptor.h"
 
 #define LS_SEQUENCER_MAX_ORIGINS 4096 /* power of two: open addressing */

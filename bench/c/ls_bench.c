@@ -30,11 +30,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "counters.h"
-#include "image.h"
-#include "logbuffer.h"
-#include "ls_error.h"
-#include "publication.h"
+#include "concurrent/counters.h"
+#include "logbuffer/image.h"
+#include "logbuffer/logbuffer.h"
+#include "logbuffer/publication.h"
+#include "util/ls_error.h"
 
 #define BENCH_TERM_LENGTH (1 << 22)
 #define BENCH_PAGE_SIZE 4096

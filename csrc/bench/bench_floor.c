@@ -5,11 +5,11 @@
 #include <time.h>
 
 #include "bench_floor.h"
-#include "counters.h"
-#include "image.h"
-#include "ls_error.h"
-#include "publication.h"
+#include "concurrent/counters.h"
+#include "logbuffer/image.h"
+#include "logbuffer/publication.h"
 #include "sequencer.h"
+#include "util/ls_error.h"
 
 #define LS_BENCH_TERM (1 << 22)
 #define LS_BENCH_RING (1 << 22)

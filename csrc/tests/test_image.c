@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "lockstep.h"
-#include "ls_atomic.h"
-#include "ls_bitutil.h"
+#include "concurrent/ls_atomic.h"
+#include "util/ls_bitutil.h"
 #include "ls_test.h"
 
 #define TERM (64 * 1024)

@@ -7,9 +7,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "frame_descriptor.h"
-#include "log_signal.h"
-#include "logbuffer_descriptor.h"
+#include "protocol/frame_descriptor.h"
+#include "concurrent/log_signal.h"
+#include "logbuffer/logbuffer_descriptor.h"
 #include "ls_test.h"
 
 static alignas(64) uint8_t metadata[LS_LOG_META_DATA_LENGTH];

@@ -4,7 +4,7 @@
 Each distinct error text has one record: observation count, first and last observation
 time (ms since the epoch) and the text. Observing the same text again only bumps the count
 and the last time. Processes record concurrently: a new record is claimed at the end of the
-log by a CAS on its length word (csrc/distinct_error_log.c).
+log by a CAS on its length word (csrc/concurrent/distinct_error_log.c).
 
     from lockstep.errorlog import record_error, read_errors
     try:

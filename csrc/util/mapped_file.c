@@ -2,8 +2,8 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 
-#include "ls_error.h"
-#include "mapped_file.h"
+#include "util/ls_error.h"
+#include "util/mapped_file.h"
 
 void *ls_map_file(int fd, size_t length, bool shared, bool populate)
 {

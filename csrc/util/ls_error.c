@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ls_error.h"
+#include "util/ls_error.h"
 
 static _Thread_local int ls_error_code = LS_OK;
 static _Thread_local int ls_error_errno = 0;

@@ -12,12 +12,12 @@
 #include <unistd.h>
 #endif
 
-#include "doorbell.h"
-#include "image.h"
-#include "log_signal.h"
-#include "ls_atomic.h"
-#include "ls_error.h"
-#include "ring_buffer.h"
+#include "concurrent/doorbell.h"
+#include "concurrent/log_signal.h"
+#include "concurrent/ls_atomic.h"
+#include "concurrent/ring_buffer.h"
+#include "logbuffer/image.h"
+#include "util/ls_error.h"
 
 #if defined(__linux__) && !defined(SYS_futex_waitv) && defined(__NR_futex_waitv)
 #define SYS_futex_waitv __NR_futex_waitv

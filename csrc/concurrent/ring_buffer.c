@@ -1,11 +1,12 @@
 #include <string.h>
 
-#include "doorbell.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
-#include "ring_buffer.h"
-
-#define LS_RB_AT(rb, offset) ((rb)->trailer + (offset))
+#include "concurrent/doorbell.h"
+#include "concurrent/mpsc_rb.h"
+#include "concurrent/ring_buffer.h"
+#include "concurrent/ring_buffer_internal.h"
+#include "concurrent/spsc_rb.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 /* After a commit (or an abort, which may free a sleeping consumer to read past it). */
 static inline void ls_rb_signal(ls_ring_buffer_t *rb)
@@ -125,72 +126,6 @@ int ls_rb_init(ls_ring_buffer_t *rb, void *memory, size_t length, bool many_prod
     return 0;
 }
 
-/* Checks free space (refreshing the cached head only when needed) and advances the tail.
- * Returns the record index, or LS_RB_FULL. Writes a padding record when the claim wraps. */
-static int32_t ls_rb_claim_capacity(ls_ring_buffer_t *rb, int32_t required)
-{
-    const int64_t mask = rb->capacity - 1;
-    int64_t head = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_HEAD_CACHE_POSITION_OFFSET));
-    int64_t tail;
-    int64_t tail_index;
-    int64_t padding;
-
-    for (;;)
-    {
-        tail = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_TAIL_POSITION_OFFSET));
-        if (required > rb->capacity - (tail - head))
-        {
-            head = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET));
-            if (required > rb->capacity - (tail - head))
-            {
-                return LS_RB_FULL;
-            }
-            ls_put_release_i64(LS_RB_AT(rb, LS_RB_HEAD_CACHE_POSITION_OFFSET), head);
-        }
-
-        padding = 0;
-        tail_index = tail & mask;
-        const int64_t to_buffer_end = rb->capacity - tail_index;
-        if (required > to_buffer_end)
-        {
-            /* The record goes to index 0; the head must have passed `required` bytes there. */
-            int64_t head_index = head & mask;
-            if (required > head_index)
-            {
-                head = ls_get_acquire_i64(LS_RB_AT(rb, LS_RB_HEAD_POSITION_OFFSET));
-                head_index = head & mask;
-                if (required > head_index)
-                {
-                    return LS_RB_FULL;
-                }
-                ls_put_release_i64(LS_RB_AT(rb, LS_RB_HEAD_CACHE_POSITION_OFFSET), head);
-            }
-            padding = to_buffer_end;
-        }
-
-        const int64_t new_tail = tail + required + padding;
-        if (!rb->many_producers)
-        {
-            ls_put_release_i64(LS_RB_AT(rb, LS_RB_TAIL_POSITION_OFFSET), new_tail);
-            break;
-        }
-        if (ls_cas_i64(LS_RB_AT(rb, LS_RB_TAIL_POSITION_OFFSET), tail, new_tail))
-        {
-            break;
-        }
-    }
-
-    if (0 != padding)
-    {
-        uint8_t *record = rb->buffer + tail_index;
-        ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, (int32_t)-padding);
-        ls_put_plain_i32(record + LS_RB_TYPE_OFFSET, LS_RB_PADDING_MSG_TYPE_ID);
-        ls_put_release_i32(record + LS_RB_LENGTH_OFFSET, (int32_t)padding);
-        tail_index = 0;
-    }
-    return (int32_t)tail_index;
-}
-
 int32_t ls_rb_try_claim(ls_ring_buffer_t *rb, int32_t msg_type_id, size_t length)
 {
     if (msg_type_id < 1)
@@ -205,7 +140,9 @@ int32_t ls_rb_try_claim(ls_ring_buffer_t *rb, int32_t msg_type_id, size_t length
         return LS_RB_ERROR;
     }
     const int32_t record_length = (int32_t)length + LS_RB_RECORD_HEADER_LENGTH;
-    const int32_t index = ls_rb_claim_capacity(rb, LS_ALIGN(record_length, LS_RB_ALIGNMENT));
+    const int32_t required = LS_ALIGN(record_length, LS_RB_ALIGNMENT);
+    const int32_t index =
+        rb->many_producers ? ls_mpsc_rb_claim_capacity(rb, required) : ls_spsc_rb_claim_capacity(rb, required);
     if (index < 0)
     {
         return index;

@@ -1,5 +1,7 @@
 /* Agrona-compatible ring buffers over caller-provided memory: one-to-one (a single producer
- * release-stores the tail) and many-to-one (producers CAS the tail). Consumers are single. */
+ * release-stores the tail: spsc_rb.c) and many-to-one (producers CAS the tail: mpsc_rb.c).
+ * Consumers are single; records, the consumer side and the trailer are ring_buffer.c's,
+ * shared by both. */
 #ifndef LS_RING_BUFFER_H
 #define LS_RING_BUFFER_H
 
@@ -7,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "doorbell.h"
-#include "ring_buffer_descriptor.h"
+#include "concurrent/doorbell.h"
+#include "concurrent/ring_buffer_descriptor.h"
 
 typedef enum ls_rb_write_result
 {

@@ -3,7 +3,7 @@
 #ifndef LS_RING_BUFFER_DESCRIPTOR_H
 #define LS_RING_BUFFER_DESCRIPTOR_H
 
-#include "ls_atomic.h"
+#include "concurrent/ls_atomic.h"
 
 /* Trailer offsets, from the end of the data area. */
 #define LS_RB_TAIL_POSITION_OFFSET (LS_CACHE_LINE_LENGTH * 2)

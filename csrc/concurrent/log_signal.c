@@ -1,5 +1,5 @@
-#include "frame_descriptor.h"
-#include "log_signal.h"
+#include "concurrent/log_signal.h"
+#include "protocol/frame_descriptor.h"
 
 /* A log's doorbell (doorbell.h) lives in its metadata, in bytes Aeron leaves unused. */
 

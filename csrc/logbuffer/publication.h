@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "counters.h"
-#include "logbuffer.h"
+#include "concurrent/counters.h"
+#include "logbuffer/logbuffer.h"
 
 #define LS_PUBLICATION_NOT_CONNECTED (-1)
 #define LS_PUBLICATION_BACK_PRESSURED (-2)

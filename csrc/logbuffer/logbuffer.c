@@ -1,41 +1,11 @@
 #include <string.h>
 
-#include "logbuffer.h"
-#include "ls_atomic.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
+#include "concurrent/ls_atomic.h"
+#include "logbuffer/logbuffer.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 #define LS_META_AT(log, offset) ((log)->metadata + (offset))
-#define LS_TAIL_ADDR(log, index) \
-    LS_META_AT(log, LS_LOG_TERM_TAIL_COUNTERS_OFFSET + (size_t)(index) * sizeof(int64_t))
-
-/* Raw tail packing: term id in the high 32 bits, term offset in the low 32. Built with
- * unsigned arithmetic because term ids are often negative (random initial term ids). */
-static inline int64_t ls_log_pack_tail(int32_t term_id, int32_t term_offset)
-{
-    return (int64_t)(((uint64_t)(uint32_t)term_id << 32) | (uint32_t)term_offset);
-}
-
-static inline int32_t ls_log_tail_term_id(int64_t raw_tail)
-{
-    return (int32_t)(uint32_t)((uint64_t)raw_tail >> 32);
-}
-
-static inline int64_t ls_log_tail_offset(int64_t raw_tail)
-{
-    return raw_tail & INT64_C(0xFFFFFFFF);
-}
-
-/* term_id - initial_term_id with int32 wrap-around, as Aeron's term counts are. */
-static inline int32_t ls_log_term_count(int32_t term_id, int32_t initial_term_id)
-{
-    return (int32_t)((uint32_t)term_id - (uint32_t)initial_term_id);
-}
-
-static inline int32_t ls_log_index_by_term_count(int64_t term_count)
-{
-    return (int32_t)(((term_count % LS_LOG_PARTITION_COUNT) + LS_LOG_PARTITION_COUNT) % LS_LOG_PARTITION_COUNT);
-}
 
 static inline int32_t ls_log_read_i32(const uint8_t *metadata, int32_t offset)
 {
@@ -128,7 +98,7 @@ int ls_logbuffer_format(
             LS_FRAME_ALIGNMENT, term_length, term_offset);
         return -1;
     }
-    const int32_t term_count = ls_log_term_count(active_term_id, initial_term_id);
+    const int32_t term_count = ls_logbuffer_compute_term_count(active_term_id, initial_term_id);
     if (term_count < 0)
     {
         ls_set_error(
@@ -142,13 +112,13 @@ int ls_logbuffer_format(
 
     /* As Aeron's driver initialises a log at a given term: the other partitions hold the
      * two terms before the active one, so each partition's term id is congruent to it. */
-    const int32_t active_index = ls_log_index_by_term_count(term_count);
+    const int32_t active_index = ls_logbuffer_index_by_term_count(term_count);
     int64_t *tails = (int64_t *)(metadata + LS_LOG_TERM_TAIL_COUNTERS_OFFSET);
-    tails[active_index] = ls_log_pack_tail(active_term_id, term_offset);
+    tails[active_index] = ls_logbuffer_pack_tail(active_term_id, term_offset);
     for (int32_t i = 1; i < LS_LOG_PARTITION_COUNT; i++)
     {
         const int32_t expected_term_id = (int32_t)((uint32_t)active_term_id + (uint32_t)i - LS_LOG_PARTITION_COUNT);
-        tails[(active_index + i) % LS_LOG_PARTITION_COUNT] = ls_log_pack_tail(expected_term_id, 0);
+        tails[(active_index + i) % LS_LOG_PARTITION_COUNT] = ls_logbuffer_pack_tail(expected_term_id, 0);
     }
 
     const int64_t end_of_stream = INT64_MAX;
@@ -168,10 +138,9 @@ int ls_logbuffer_format(
 
     /* Default header: a DATA template, term id = initial term id (as Aeron writes it). */
     uint8_t *header = metadata + LS_LOG_DEFAULT_FRAME_HEADER_OFFSET;
-    const int16_t type = LS_FRAME_TYPE_DATA;
     header[LS_FRAME_VERSION_OFFSET] = LS_FRAME_VERSION;
     header[LS_FRAME_FLAGS_OFFSET] = LS_FRAME_FLAGS_UNFRAGMENTED;
-    memcpy(header + LS_FRAME_TYPE_OFFSET, &type, sizeof(type));
+    ls_frame_set_type(header, LS_FRAME_TYPE_DATA);
     memcpy(header + LS_FRAME_SESSION_ID_OFFSET, &session_id, sizeof(int32_t));
     memcpy(header + LS_FRAME_STREAM_ID_OFFSET, &stream_id, sizeof(int32_t));
     memcpy(header + LS_FRAME_TERM_ID_OFFSET, &initial_term_id, sizeof(int32_t));
@@ -227,12 +196,12 @@ static int ls_log_check_tails(const ls_logbuffer_t *log)
         ls_set_error(LS_EFORMAT, "active term count: expected >= 0, found %d", term_count);
         return -1;
     }
-    const int32_t active_index = ls_log_index_by_term_count(term_count);
+    const int32_t active_index = ls_logbuffer_index_by_term_count(term_count);
     for (int32_t i = 0; i < LS_LOG_PARTITION_COUNT; i++)
     {
-        const int64_t raw_tail = ls_get_acquire_i64(LS_TAIL_ADDR(log, i));
-        const int32_t term_id = ls_log_tail_term_id(raw_tail);
-        const int64_t offset = ls_log_tail_offset(raw_tail);
+        const int64_t raw_tail = ls_get_acquire_i64(ls_logbuffer_tail_counter_addr((log)->metadata, i));
+        const int32_t term_id = ls_logbuffer_tail_term_id(raw_tail);
+        const int64_t offset = ls_logbuffer_tail_term_offset(raw_tail);
         if ((offset & (LS_FRAME_ALIGNMENT - 1)) != 0)
         {
             ls_set_error(
@@ -242,7 +211,7 @@ static int ls_log_check_tails(const ls_logbuffer_t *log)
         }
         if (i == active_index)
         {
-            const int32_t expected = (int32_t)((uint32_t)log->initial_term_id + (uint32_t)term_count);
+            const int32_t expected = ls_logbuffer_compute_term_id(term_count, log->initial_term_id);
             if (term_id != expected)
             {
                 ls_set_error(
@@ -252,7 +221,7 @@ static int ls_log_check_tails(const ls_logbuffer_t *log)
                 return -1;
             }
         }
-        else if (ls_log_index_by_term_count(ls_log_term_count(term_id, log->initial_term_id)) != i)
+        else if (ls_logbuffer_index_by_term_count(ls_logbuffer_compute_term_count(term_id, log->initial_term_id)) != i)
         {
             ls_set_error(
                 LS_EFORMAT, "term tail counter %d: expected a term id whose term count %% 3 == %d, found %d",
@@ -321,8 +290,7 @@ static int ls_log_init(ls_logbuffer_t *log, void *memory, size_t length, bool ta
         return -1;
     }
     const uint8_t *header = metadata + LS_LOG_DEFAULT_FRAME_HEADER_OFFSET;
-    int16_t header_type;
-    memcpy(&header_type, header + LS_FRAME_TYPE_OFFSET, sizeof(header_type));
+    const int16_t header_type = ls_frame_type(header);
     if (LS_FRAME_VERSION != header[LS_FRAME_VERSION_OFFSET] || LS_FRAME_TYPE_DATA != header_type)
     {
         ls_set_error(
@@ -352,23 +320,22 @@ static int ls_log_init(ls_logbuffer_t *log, void *memory, size_t length, bool ta
 
 int64_t ls_logbuffer_position(const ls_logbuffer_t *log, int32_t term_id, int32_t term_offset)
 {
-    const int64_t term_count = ls_log_term_count(term_id, log->initial_term_id);
-    return term_count * (int64_t)log->term_length + term_offset;
+    return ls_logbuffer_compute_position(term_id, term_offset, log->term_length, log->initial_term_id);
 }
 
 int32_t ls_logbuffer_term_id(const ls_logbuffer_t *log, int64_t position)
 {
-    return (int32_t)((uint32_t)log->initial_term_id + (uint32_t)(position >> log->position_bits_to_shift));
+    return ls_logbuffer_compute_term_id_from_position(position, log->position_bits_to_shift, log->initial_term_id);
 }
 
 int32_t ls_logbuffer_term_offset(const ls_logbuffer_t *log, int64_t position)
 {
-    return (int32_t)(position & (log->term_length - 1));
+    return ls_logbuffer_compute_term_offset_from_position(position, log->term_length);
 }
 
 int32_t ls_logbuffer_partition_index(const ls_logbuffer_t *log, int64_t position)
 {
-    return ls_log_index_by_term_count(position >> log->position_bits_to_shift);
+    return ls_logbuffer_index_by_position(position, log->position_bits_to_shift);
 }
 
 int32_t ls_logbuffer_active_term_count(const ls_logbuffer_t *log)
@@ -378,7 +345,7 @@ int32_t ls_logbuffer_active_term_count(const ls_logbuffer_t *log)
 
 int64_t ls_logbuffer_raw_tail(const ls_logbuffer_t *log, int32_t partition_index)
 {
-    return ls_get_acquire_i64(LS_TAIL_ADDR(log, partition_index));
+    return ls_get_acquire_i64(ls_logbuffer_tail_counter_addr((log)->metadata, partition_index));
 }
 
 int64_t ls_logbuffer_tail_position(const ls_logbuffer_t *log)
@@ -389,17 +356,17 @@ int64_t ls_logbuffer_tail_position(const ls_logbuffer_t *log)
     do
     {
         term_count = term_count_after;
-        raw_tail = ls_logbuffer_raw_tail(log, ls_log_index_by_term_count(term_count));
+        raw_tail = ls_logbuffer_raw_tail(log, ls_logbuffer_index_by_term_count(term_count));
         term_count_after = ls_logbuffer_active_term_count(log);
     }
     while (term_count != term_count_after);
 
-    int64_t offset = ls_log_tail_offset(raw_tail);
+    int64_t offset = ls_logbuffer_tail_term_offset(raw_tail);
     if (offset > log->term_length)
     {
         offset = log->term_length;
     }
-    return ls_logbuffer_position(log, ls_log_tail_term_id(raw_tail), (int32_t)offset);
+    return ls_logbuffer_position(log, ls_logbuffer_tail_term_id(raw_tail), (int32_t)offset);
 }
 
 int64_t ls_logbuffer_end_of_stream_position(const ls_logbuffer_t *log)
@@ -415,19 +382,19 @@ void ls_logbuffer_set_end_of_stream_position(ls_logbuffer_t *log, int64_t positi
 int64_t ls_logbuffer_retained_start_position(const ls_logbuffer_t *log)
 {
     const int32_t term_count = ls_logbuffer_active_term_count(log);
-    const int32_t active_term_id = (int32_t)((uint32_t)log->initial_term_id + (uint32_t)term_count);
+    const int32_t active_term_id = ls_logbuffer_compute_term_id(term_count, log->initial_term_id);
     int32_t term_id = active_term_id;
-    int64_t limit = ls_log_tail_offset(ls_logbuffer_raw_tail(log, ls_log_index_by_term_count(term_count)));
+    int64_t limit = ls_logbuffer_tail_term_offset(ls_logbuffer_raw_tail(log, ls_logbuffer_index_by_term_count(term_count)));
 
     /* The previous term is intact once it was filled and rotated out of (its partition is
      * only cleaned on the next rotation). */
     if (term_count > 0)
     {
-        const int64_t previous = ls_logbuffer_raw_tail(log, ls_log_index_by_term_count(term_count - 1));
-        if (ls_log_tail_term_id(previous) == (int32_t)((uint32_t)active_term_id - 1) &&
-            ls_log_tail_offset(previous) >= log->term_length)
+        const int64_t previous = ls_logbuffer_raw_tail(log, ls_logbuffer_index_by_term_count(term_count - 1));
+        if (ls_logbuffer_tail_term_id(previous) == (int32_t)((uint32_t)active_term_id - 1) &&
+            ls_logbuffer_tail_term_offset(previous) >= log->term_length)
         {
-            term_id = ls_log_tail_term_id(previous);
+            term_id = ls_logbuffer_tail_term_id(previous);
             limit = log->term_length;
         }
     }
@@ -438,7 +405,7 @@ int64_t ls_logbuffer_retained_start_position(const ls_logbuffer_t *log)
 
     /* A log formatted at a term offset (Aeron's term-offset parameter) starts mid-term with
      * zeros before: skip them up to its first frame. */
-    const uint8_t *term = log->terms[ls_log_index_by_term_count(ls_log_term_count(term_id, log->initial_term_id))];
+    const uint8_t *term = log->terms[ls_logbuffer_index_by_term_count(ls_logbuffer_compute_term_count(term_id, log->initial_term_id))];
     for (int32_t offset = 0; offset < limit; offset += LS_FRAME_ALIGNMENT)
     {
         if (0 != ls_get_acquire_i32(term + offset + LS_FRAME_LENGTH_OFFSET))
@@ -462,8 +429,8 @@ bool ls_logbuffer_rotate(ls_logbuffer_t *log, int32_t term_count, int32_t term_i
      * enter term_id + 1 as soon as term_id's last frame is committed, so that partition must
      * already be zero. The one cleaned now held term_id - 1, which the window guarantees
      * every subscriber has left; skip it if someone already rotated past (a late caller). */
-    const int32_t clean_index = ls_log_index_by_term_count((int64_t)term_count + 2);
-    const int32_t clean_held = ls_log_tail_term_id(ls_logbuffer_raw_tail(log, clean_index));
+    const int32_t clean_index = ls_logbuffer_index_by_term_count((int64_t)term_count + 2);
+    const int32_t clean_held = ls_logbuffer_tail_term_id(ls_logbuffer_raw_tail(log, clean_index));
     if (clean_held == (int32_t)((uint32_t)term_id - 1))
     {
         /* The tail past the end (stored before) is seen before any zero: a reader that finds
@@ -474,19 +441,19 @@ bool ls_logbuffer_rotate(ls_logbuffer_t *log, int32_t term_count, int32_t term_i
 
     /* Writers holding a stale count may still add to the next partition's old tail, so
      * retry the CAS while it holds the term three back. */
-    const int32_t next_index = ls_log_index_by_term_count(next_term_count);
+    const int32_t next_index = ls_logbuffer_index_by_term_count(next_term_count);
     const int32_t expected_term_id = (int32_t)((uint32_t)next_term_id - LS_LOG_PARTITION_COUNT);
-    const int64_t new_raw_tail = ls_log_pack_tail(next_term_id, 0);
+    const int64_t new_raw_tail = ls_logbuffer_pack_tail(next_term_id, 0);
     int64_t raw_tail;
     do
     {
         raw_tail = ls_logbuffer_raw_tail(log, next_index);
-        if (ls_log_tail_term_id(raw_tail) != expected_term_id)
+        if (ls_logbuffer_tail_term_id(raw_tail) != expected_term_id)
         {
             break;
         }
     }
-    while (!ls_cas_i64(LS_TAIL_ADDR(log, next_index), raw_tail, new_raw_tail));
+    while (!ls_cas_i64(ls_logbuffer_tail_counter_addr((log)->metadata, next_index), raw_tail, new_raw_tail));
 
     return ls_cas_i32(LS_META_AT(log, LS_LOG_ACTIVE_TERM_COUNT_OFFSET), term_count, next_term_count);
 }

@@ -1,30 +1,17 @@
-#include <stdlib.h>
 #include <string.h>
 
-#include "image.h"
-#include "log_signal.h"
-#include "ls_atomic.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
-
-#define LS_IMAGE_NOT_ASSEMBLING (-1)
-#define LS_IMAGE_MIN_ASSEMBLY_CAPACITY 4096
+#include "concurrent/log_signal.h"
+#include "concurrent/ls_atomic.h"
+#include "logbuffer/fragment_assembler.h"
+#include "logbuffer/image.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 /* Receives each whole message found by ls_image_read; data_offset is -1 for a message in the
  * reassembly buffer. */
 typedef void (*ls_image_sink_t)(
     void *clientd, const uint8_t *data, size_t length, int32_t partition, int32_t data_offset,
     const ls_frame_header_t *header);
-
-static inline int32_t ls_image_tail_term_id(int64_t raw_tail)
-{
-    return (int32_t)(uint32_t)((uint64_t)raw_tail >> 32);
-}
-
-static inline int64_t ls_image_tail_offset(int64_t raw_tail)
-{
-    return raw_tail & INT64_C(0xFFFFFFFF);
-}
 
 static int ls_image_init_log(
     ls_image_t *image, void *memory, size_t length, int64_t *position_counter, int64_t position, bool tailed);
@@ -68,7 +55,7 @@ static int ls_image_init_log(
     image->owner_counter_id = -1;
     image->unverified_from = position;
     image->lap_checked = tailed;
-    image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
+    ls_fragment_assembler_init(image);
     ls_put_release_i64(position_counter, position);
     return 0;
 }
@@ -100,13 +87,14 @@ bool ls_image_is_owner(const ls_image_t *image)
 static bool ls_image_lapped_at(const ls_image_t *image, int64_t position)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int64_t ahead = (int64_t)ls_logbuffer_active_term_count(log) - (position >> log->position_bits_to_shift);
+    const int64_t term_count = ls_logbuffer_term_count_by_position(position, log->position_bits_to_shift);
+    const int64_t ahead = (int64_t)ls_logbuffer_active_term_count(log) - term_count;
     if (1 != ahead)
     {
         return ahead >= 2;
     }
-    const int32_t next = (int32_t)((position >> log->position_bits_to_shift) + 1) % LS_LOG_PARTITION_COUNT;
-    return ls_image_tail_offset(ls_logbuffer_raw_tail(log, next)) > log->term_length;
+    const int32_t next = ls_logbuffer_index_by_term_count(term_count + 1);
+    return ls_logbuffer_tail_term_offset(ls_logbuffer_raw_tail(log, next)) > log->term_length;
 }
 
 bool ls_image_is_lapped(const ls_image_t *image)
@@ -171,53 +159,18 @@ static int ls_image_store_position(ls_image_t *image, int64_t position)
 
 void ls_image_close(ls_image_t *image)
 {
-    free(image->assembly);
-    image->assembly = NULL;
-    image->assembly_capacity = 0;
-    image->assembly_length = 0;
-    image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
+    ls_fragment_assembler_close(image);
 }
 
-static int ls_image_assembly_append(ls_image_t *image, const uint8_t *data, size_t length)
-{
-    const size_t needed = image->assembly_length + length;
-    if (needed > image->assembly_capacity)
-    {
-        size_t capacity = image->assembly_capacity < LS_IMAGE_MIN_ASSEMBLY_CAPACITY ?
-            LS_IMAGE_MIN_ASSEMBLY_CAPACITY : image->assembly_capacity;
-        while (capacity < needed)
-        {
-            capacity *= 2;
-        }
-        uint8_t *grown = realloc(image->assembly, capacity);
-        if (NULL == grown)
-        {
-            ls_set_error(LS_ESTATE, "image: out of memory growing the reassembly buffer to %zu bytes", capacity);
-            return -1;
-        }
-        image->assembly = grown;
-        image->assembly_capacity = capacity;
-    }
-    if (length > 0)
-    {
-        memcpy(image->assembly + image->assembly_length, data, length);
-    }
-    image->assembly_length = needed;
-    return 0;
-}
 
 /* Checks a committed frame before its bytes are trusted. */
 static int ls_image_check_frame(
     const ls_image_t *image, const uint8_t *frame, int32_t frame_length, int32_t offset, int32_t term_id)
 {
     const int32_t term_length = image->log.term_length;
-    int16_t type;
-    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
-    const int32_t header_offset = ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET);
-    const int32_t header_term_id = ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET);
+    const int16_t type = ls_frame_type(frame);
 
-    if (frame_length < LS_DATA_HEADER_LENGTH || frame_length > term_length - offset ||
-        LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT) > term_length - offset)
+    if (!ls_frame_fits_term(frame_length, offset, term_length))
     {
         ls_set_error(
             LS_EFORMAT, "frame at term %d offset %d: length expected %d..%d (bytes to the term end), found %d",
@@ -238,8 +191,10 @@ static int ls_image_check_frame(
             term_id, offset, LS_FRAME_TYPE_PAD, LS_FRAME_TYPE_DATA, type);
         return -1;
     }
-    if (header_offset != offset || header_term_id != term_id)
+    if (!ls_frame_is_at(frame, offset, term_id))
     {
+        const int32_t header_offset = ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET);
+        const int32_t header_term_id = ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET);
         ls_set_error(
             LS_EFORMAT, "frame at term %d offset %d: header says term %d offset %d",
             term_id, offset, header_term_id, header_offset);
@@ -287,8 +242,7 @@ static int32_t ls_image_read(
         }
         const int32_t frame_offset = offset;
         const int32_t next_offset = offset + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT);
-        int16_t type;
-        memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
+        const int16_t type = ls_frame_type(frame);
         if (LS_FRAME_TYPE_PAD == type)
         {
             offset = next_offset;
@@ -313,40 +267,16 @@ static int32_t ls_image_read(
         {
             sink(clientd, payload, payload_length, partition, frame_offset + LS_DATA_HEADER_LENGTH, &header);
         }
-        else if (flags & LS_FRAME_FLAG_BEGIN)
+        else
         {
-            /* A new BEGIN discards any unfinished message, as Aeron's assembler does. */
-            image->assembly_length = 0;
-            image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
-            if (ls_image_assembly_append(image, payload, payload_length) < 0)
+            const int assembled = ls_fragment_assembler_on_fragment(image, payload, payload_length, &header);
+            if (assembled < 0)
             {
                 *corrupt = true;
                 break;
             }
-            image->assembly_term_id = term_id;
-            image->assembly_term_offset = frame_offset;
-            image->assembly_reserved_value = header.reserved_value;
-        }
-        else if (LS_IMAGE_NOT_ASSEMBLING != image->assembly_term_offset)
-        {
-            if (image->assembly_length + payload_length > (size_t)log->max_message_length)
+            if (assembled > 0)
             {
-                image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING; /* too long to be ours: drop */
-            }
-            else if (ls_image_assembly_append(image, payload, payload_length) < 0)
-            {
-                *corrupt = true;
-                break;
-            }
-            else if (flags & LS_FRAME_FLAG_END)
-            {
-                /* Reported as Aeron's FragmentAssembler does: first fragment's term id and
-                 * offset, position after the last, flags BEGIN | END. */
-                header.term_id = image->assembly_term_id;
-                header.term_offset = image->assembly_term_offset;
-                header.flags = (uint8_t)(flags | LS_FRAME_FLAGS_UNFRAGMENTED);
-                header.reserved_value = image->assembly_reserved_value;
-                image->assembly_term_offset = LS_IMAGE_NOT_ASSEMBLING;
                 sink(clientd, image->assembly, image->assembly_length, partition, -1, &header);
                 fragments++;
                 offset = next_offset;
@@ -357,7 +287,6 @@ static int32_t ls_image_read(
                 continue;
             }
         }
-        /* else: a middle or END fragment without its BEGIN is dropped. */
 
         fragments++;
         offset = next_offset;
@@ -556,13 +485,9 @@ const uint8_t *ls_image_peek_message(const ls_image_t *image, int32_t *length)
         *length = NULL == image->owner_counters && ls_image_lapped_at(image, image->unverified_from) ? -1 : 0;
         return NULL;
     }
-    int16_t type;
-    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
-    if (frame_length < LS_DATA_HEADER_LENGTH || frame_length > log->mtu_length ||
-        offset + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT) > log->term_length ||
-        LS_FRAME_FLAGS_UNFRAGMENTED != frame[LS_FRAME_FLAGS_OFFSET] || LS_FRAME_TYPE_DATA != type ||
-        offset != ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET) ||
-        ls_logbuffer_term_id(log, position) != ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET))
+    if (!ls_frame_fits_term(frame_length, offset, log->term_length) || frame_length > log->mtu_length ||
+        LS_FRAME_FLAGS_UNFRAGMENTED != frame[LS_FRAME_FLAGS_OFFSET] || LS_FRAME_TYPE_DATA != ls_frame_type(frame) ||
+        !ls_frame_is_at(frame, offset, ls_logbuffer_term_id(log, position)))
     {
         /* Padding, a fragment, a frame of another term (lapped) or something to reject:
          * ls_image_poll_one's job (it tells lapped from corrupt). */
@@ -606,141 +531,10 @@ int ls_image_set_position(ls_image_t *image, int64_t position)
     return 0;
 }
 
-/* True when the position is the start of the term after the active one and that term's tail
- * has passed its end: the writer that crossed it has not (yet) rotated. */
-static bool ls_image_rotation_stalled(const ls_image_t *image, int64_t position, int32_t *term_count, int32_t *term_id)
-{
-    const ls_logbuffer_t *log = &image->log;
-    if (0 != ls_logbuffer_term_offset(log, position))
-    {
-        return false;
-    }
-    const int32_t count = ls_logbuffer_active_term_count(log);
-    const int64_t raw_tail = ls_logbuffer_raw_tail(log, count % LS_LOG_PARTITION_COUNT);
-    const int32_t active_term_id = ls_image_tail_term_id(raw_tail);
-    if ((int32_t)((uint32_t)active_term_id + 1) != ls_logbuffer_term_id(log, position) ||
-        ls_image_tail_offset(raw_tail) <= log->term_length)
-    {
-        return false;
-    }
-    *term_count = count;
-    *term_id = active_term_id;
-    return true;
-}
-
 int ls_image_wait(ls_image_t *image, int64_t timeout_ns)
 {
     const ls_logbuffer_t *log = &image->log;
     const int64_t position = ls_get_plain_i64(&image->current_position);
     const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
     return ls_log_await(log->metadata, frame, timeout_ns);
-}
-
-bool ls_image_is_blocked(const ls_image_t *image)
-{
-    const ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(&image->current_position);
-    const uint8_t *frame = log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position);
-    if (ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET) > 0)
-    {
-        return false;
-    }
-    int32_t term_count, term_id;
-    return ls_logbuffer_tail_position(log) > position || ls_image_rotation_stalled(image, position, &term_count, &term_id);
-}
-
-static bool ls_image_confirm_zeroed(const uint8_t *term, int32_t from, int32_t down_to)
-{
-    for (int32_t i = from - LS_FRAME_ALIGNMENT; i >= down_to; i -= LS_FRAME_ALIGNMENT)
-    {
-        if (0 != ls_get_acquire_i32(term + i + LS_FRAME_LENGTH_OFFSET))
-        {
-            return false;
-        }
-    }
-    return true;
-}
-
-bool ls_image_unblock(ls_image_t *image)
-{
-    ls_logbuffer_t *log = &image->log;
-    const int64_t position = ls_get_plain_i64(&image->current_position);
-    const int32_t term_length = log->term_length;
-    const int32_t offset = ls_logbuffer_term_offset(log, position);
-    const int32_t term_id = ls_logbuffer_term_id(log, position);
-    uint8_t *term = log->terms[ls_logbuffer_partition_index(log, position)];
-    uint8_t *frame = term + offset;
-    int32_t stalled_count, stalled_term_id;
-
-    const int32_t length = ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET);
-    if (length < 0)
-    {
-        /* Claimed and never committed: its writer died in between (or has stalled past the
-         * timeout, Aeron's accepted risk). Pad exactly the claim; the CAS loses to a writer
-         * that commits after all, though its type would then read PAD. */
-        const int64_t claimed = -(int64_t)length;
-        if (claimed < LS_DATA_HEADER_LENGTH || offset + LS_ALIGN(claimed, LS_FRAME_ALIGNMENT) > term_length)
-        {
-            return false; /* no writer claims that (e.g. INT32_MIN): corruption, not a dead writer */
-        }
-        const int16_t pad = LS_FRAME_TYPE_PAD;
-        memcpy(frame + LS_FRAME_TYPE_OFFSET, &pad, sizeof(pad));
-        return ls_cas_i32(frame + LS_FRAME_LENGTH_OFFSET, length, (int32_t)claimed);
-    }
-    if (0 != length)
-    {
-        return false;
-    }
-    const int64_t tail_position = ls_logbuffer_tail_position(log);
-    if (tail_position <= position)
-    {
-        /* Nothing claimed here yet, unless the writer that crossed the previous term's end
-         * died before rotating: rotate for it. */
-        return ls_image_rotation_stalled(image, position, &stalled_count, &stalled_term_id) &&
-            ls_logbuffer_rotate(log, stalled_count, stalled_term_id);
-    }
-
-    /* The gap runs to the next written frame, else to the tail, else to the term end. */
-    const int64_t term_end = position - offset + term_length;
-    const int32_t limit = tail_position >= term_end ? term_length : (int32_t)(tail_position - (position - offset));
-    int32_t next = offset + LS_FRAME_ALIGNMENT;
-    while (next < limit && 0 == ls_get_acquire_i32(term + next + LS_FRAME_LENGTH_OFFSET))
-    {
-        next += LS_FRAME_ALIGNMENT;
-    }
-    if (next > limit)
-    {
-        next = limit;
-    }
-    if (!ls_image_confirm_zeroed(term, next, offset))
-    {
-        return false;
-    }
-
-    /* Fill only the fields a late writer would write identically, check it has not begun its
-     * header (type still 0), then claim the frame by CAS on the length from 0: a writer that
-     * commits first wins and the unblock is abandoned. */
-    int16_t type;
-    memcpy(&type, frame + LS_FRAME_TYPE_OFFSET, sizeof(type));
-    if (LS_FRAME_TYPE_PAD != type)
-    {
-        return false;
-    }
-    frame[LS_FRAME_VERSION_OFFSET] = LS_FRAME_VERSION;
-    ls_put_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET, offset);
-    ls_put_plain_i32(frame + LS_FRAME_SESSION_ID_OFFSET, log->session_id);
-    ls_put_plain_i32(frame + LS_FRAME_STREAM_ID_OFFSET, log->stream_id);
-    ls_put_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET, term_id);
-    if (!ls_cas_i32(frame + LS_FRAME_LENGTH_OFFSET, 0, next - offset))
-    {
-        return false;
-    }
-    frame[LS_FRAME_FLAGS_OFFSET] = LS_FRAME_FLAGS_UNFRAGMENTED;
-
-    if (next == term_length && ls_image_rotation_stalled(image, term_end, &stalled_count, &stalled_term_id))
-    {
-        /* The dead writer was the one that crossed the term end: rotate for it too. */
-        ls_logbuffer_rotate(log, stalled_count, stalled_term_id);
-    }
-    return true;
 }

@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "frame_descriptor.h"
-#include "logbuffer_descriptor.h"
+#include "logbuffer/logbuffer_descriptor.h"
+#include "protocol/frame_descriptor.h"
 
 typedef struct ls_logbuffer_stct
 {

@@ -1,37 +1,14 @@
 #include <string.h>
 
-#include "log_signal.h"
-#include "ls_atomic.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
-#include "publication.h"
+#include "concurrent/log_signal.h"
+#include "concurrent/ls_atomic.h"
+#include "logbuffer/publication.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 /* Tries per offer: one to cross the term end (pad and rotate), one to append in the new
  * term, one spare for a shared writer that lost a race with another's rotation. */
 #define LS_PUB_ATTEMPTS 3
-
-#define LS_PUB_TAIL_ADDR(log, index) \
-    ((log)->metadata + LS_LOG_TERM_TAIL_COUNTERS_OFFSET + (size_t)(index) * sizeof(int64_t))
-
-static inline int32_t ls_pub_tail_term_id(int64_t raw_tail)
-{
-    return (int32_t)(uint32_t)((uint64_t)raw_tail >> 32);
-}
-
-static inline int64_t ls_pub_tail_offset(int64_t raw_tail)
-{
-    return raw_tail & INT64_C(0xFFFFFFFF);
-}
-
-static inline int64_t ls_pub_pack_tail(int32_t term_id, int64_t term_offset)
-{
-    return (int64_t)(((uint64_t)(uint32_t)term_id << 32) | (uint64_t)term_offset);
-}
-
-static inline int32_t ls_pub_term_count(const ls_logbuffer_t *log, int32_t term_id)
-{
-    return (int32_t)((uint32_t)term_id - (uint32_t)log->initial_term_id);
-}
 
 /* Bytes a message takes in the term: Aeron's appendFragmentedMessage claims all frames at once. */
 static int32_t ls_pub_required_length(const ls_logbuffer_t *log, int32_t length)
@@ -56,7 +33,7 @@ static void ls_pub_write_header(
     ls_put_release_i32(frame + LS_FRAME_LENGTH_OFFSET, -frame_length);
     frame[LS_FRAME_VERSION_OFFSET] = LS_FRAME_VERSION;
     frame[LS_FRAME_FLAGS_OFFSET] = flags;
-    memcpy(frame + LS_FRAME_TYPE_OFFSET, &type, sizeof(type));
+    ls_frame_set_type(frame, type);
     ls_put_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET, term_offset);
     ls_put_plain_i32(frame + LS_FRAME_SESSION_ID_OFFSET, log->session_id);
     ls_put_plain_i32(frame + LS_FRAME_STREAM_ID_OFFSET, log->stream_id);
@@ -158,7 +135,7 @@ static int64_t ls_pub_end_of_term(ls_publication_t *pub, int32_t index, int32_t 
     {
         ls_pub_write_padding(log, log->terms[index], (int32_t)offset, log->term_length - (int32_t)offset, term_id);
     }
-    const int32_t term_count = ls_pub_term_count(log, term_id);
+    const int32_t term_count = ls_logbuffer_compute_term_count(term_id, log->initial_term_id);
     if (INT32_MAX == term_count)
     {
         return LS_PUBLICATION_MAX_POSITION_EXCEEDED;
@@ -176,11 +153,11 @@ static int64_t ls_pub_append_shared(
     for (int attempt = 0; attempt < LS_PUB_ATTEMPTS; attempt++)
     {
         const int32_t term_count = ls_logbuffer_active_term_count(log);
-        const int32_t index = term_count % LS_LOG_PARTITION_COUNT;
+        const int32_t index = ls_logbuffer_index_by_term_count(term_count);
         const int64_t raw_tail = ls_logbuffer_raw_tail(log, index);
-        const int32_t term_id = ls_pub_tail_term_id(raw_tail);
-        const int64_t tail_offset = ls_pub_tail_offset(raw_tail);
-        if (term_id != (int32_t)((uint32_t)log->initial_term_id + (uint32_t)term_count) ||
+        const int32_t term_id = ls_logbuffer_tail_term_id(raw_tail);
+        const int64_t tail_offset = ls_logbuffer_tail_term_offset(raw_tail);
+        if (term_id != ls_logbuffer_compute_term_id(term_count, log->initial_term_id) ||
             tail_offset > log->term_length)
         {
             /* Another writer crossed the term end and is padding and rotating: adding more to
@@ -193,9 +170,9 @@ static int64_t ls_pub_append_shared(
             return status;
         }
 
-        const int64_t claimed = ls_get_and_add_i64(LS_PUB_TAIL_ADDR(log, index), required);
-        const int32_t claimed_term_id = ls_pub_tail_term_id(claimed);
-        const int64_t offset = ls_pub_tail_offset(claimed);
+        const int64_t claimed = ls_get_and_add_i64(ls_logbuffer_tail_counter_addr(log->metadata, index), required);
+        const int32_t claimed_term_id = ls_logbuffer_tail_term_id(claimed);
+        const int64_t offset = ls_logbuffer_tail_term_offset(claimed);
         const int64_t end = offset + required;
         uint8_t *term = log->terms[index];
 
@@ -238,10 +215,10 @@ static int64_t ls_pub_append_exclusive(
 
     for (int attempt = 0; attempt < LS_PUB_ATTEMPTS; attempt++)
     {
-        uint8_t *tail_addr = LS_PUB_TAIL_ADDR(log, pub->partition_index);
+        uint8_t *tail_addr = ls_logbuffer_tail_counter_addr(log->metadata, pub->partition_index);
         if (pub->term_offset >= log->term_length)
         {
-            if (ls_pub_tail_offset(ls_get_plain_i64(tail_addr)) == log->term_length)
+            if (ls_logbuffer_tail_term_offset(ls_get_plain_i64(tail_addr)) == log->term_length)
             {
                 /* Filled exactly by an earlier offer: this one goes at the next term's start,
                  * so check the limit there BEFORE the rotation cleans a partition (a subscriber
@@ -252,7 +229,7 @@ static int64_t ls_pub_append_exclusive(
                 {
                     return status;
                 }
-                ls_put_release_i64(tail_addr, ls_pub_pack_tail(pub->term_id, (int64_t)log->term_length + LS_FRAME_ALIGNMENT));
+                ls_put_release_i64(tail_addr, ls_logbuffer_pack_tail(pub->term_id, (int64_t)log->term_length + LS_FRAME_ALIGNMENT));
             }
             const int64_t rotated = ls_pub_end_of_term(pub, pub->partition_index, pub->term_id, pub->term_offset);
             if (rotated < 0)
@@ -273,7 +250,7 @@ static int64_t ls_pub_append_exclusive(
 
         const int64_t end = (int64_t)pub->term_offset + required;
         /* The tail goes first (as a shared claim does), then the frames. */
-        ls_put_release_i64(tail_addr, ls_pub_pack_tail(pub->term_id, end));
+        ls_put_release_i64(tail_addr, ls_logbuffer_pack_tail(pub->term_id, end));
         if (end > log->term_length)
         {
             /* Padded and rotated at the top of the next attempt; tail past the end marks it. */
@@ -334,10 +311,10 @@ int ls_publication_init(
     pub->publisher_limit_id = -1;
 
     const int32_t term_count = ls_logbuffer_active_term_count(log);
-    const int32_t index = term_count % LS_LOG_PARTITION_COUNT;
+    const int32_t index = ls_logbuffer_index_by_term_count(term_count);
     const int64_t raw_tail = ls_logbuffer_raw_tail(log, index);
-    const int64_t offset = ls_pub_tail_offset(raw_tail);
-    pub->term_id = ls_pub_tail_term_id(raw_tail);
+    const int64_t offset = ls_logbuffer_tail_term_offset(raw_tail);
+    pub->term_id = ls_logbuffer_tail_term_id(raw_tail);
     pub->term_offset = offset > log->term_length ? log->term_length : (int32_t)offset;
     pub->partition_index = index;
     pub->term_begin_position = ls_logbuffer_position(log, pub->term_id, 0);
@@ -494,8 +471,7 @@ int ls_buffer_claim_abort(ls_buffer_claim_t *claim)
     {
         return -1;
     }
-    const int16_t type = LS_FRAME_TYPE_PAD;
-    memcpy(frame + LS_FRAME_TYPE_OFFSET, &type, sizeof(type));
+    ls_frame_set_type(frame, LS_FRAME_TYPE_PAD);
     ls_put_release_i32(frame + LS_FRAME_LENGTH_OFFSET, claim->length + LS_DATA_HEADER_LENGTH);
     claim->frame = NULL;
     claim->data = NULL;

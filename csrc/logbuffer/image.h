@@ -1,6 +1,8 @@
 /* One subscriber's view of one publisher session's log: reads committed frames from its
- * position (acquire on frame length, padding skipped), reassembles fragmented messages,
- * keeps the position in a shared counter, and unblocks a log whose writer died mid-frame. */
+ * position (acquire on frame length, padding skipped), hands fragmented messages to the
+ * fragment assembler (logbuffer/fragment_assembler.h), and keeps the position in a shared
+ * counter it checks is still its own. A log whose writer died mid-frame is unblocked by the
+ * term unblocker (logbuffer/term_unblocker.h). */
 #ifndef LS_IMAGE_H
 #define LS_IMAGE_H
 
@@ -8,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "counters.h"
-#include "logbuffer.h"
+#include "concurrent/counters.h"
+#include "logbuffer/logbuffer.h"
 
 typedef struct ls_frame_header_stct
 {
@@ -160,14 +162,9 @@ int32_t ls_image_length_index(const ls_image_t *image, int64_t position);
 int64_t ls_image_position(const ls_image_t *image);
 /* Moves the position (release); LS_IMAGE_NOT_OWNER (not written) when the counter is not ours. */
 int ls_image_set_position(ls_image_t *image, int64_t position);
-/* True when the frame at the position is not yet written (length 0) but the tail is beyond
- * it: the binding times this and calls ls_image_unblock after the unblock timeout. */
 /* Blocks (futex, no spinning) until a writer commits at the position or timeout_ns passes;
  * returns 1 when there may be something to read, 0 on timeout or signal. */
 int ls_image_wait(ls_image_t *image, int64_t timeout_ns);
-bool ls_image_is_blocked(const ls_image_t *image);
-/* Pads (CAS on the length from 0) the gap at the position up to the next written frame, or
- * the tail, or the term end; returns whether it did. Aeron's term unblocker. */
-bool ls_image_unblock(ls_image_t *image);
+/* ls_image_is_blocked / ls_image_unblock: logbuffer/term_unblocker.h. */
 
 #endif

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "counters_descriptor.h"
+#include "concurrent/counters_descriptor.h"
 
 typedef struct ls_counters_stct
 {

@@ -1,8 +1,8 @@
 #include <string.h>
 
-#include "counters.h"
-#include "ls_atomic.h"
-#include "ls_error.h"
+#include "concurrent/counters.h"
+#include "concurrent/ls_atomic.h"
+#include "util/ls_error.h"
 
 #define LS_META(c, id) ((c)->metadata + (size_t)(id) * LS_COUNTER_METADATA_LENGTH)
 #define LS_VALUE(c, id) ((c)->values + (size_t)(id) * LS_COUNTER_VALUE_LENGTH)

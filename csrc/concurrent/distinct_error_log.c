@@ -1,10 +1,10 @@
 #include <sched.h>
 #include <string.h>
 
-#include "distinct_error_log.h"
-#include "ls_atomic.h"
-#include "ls_bitutil.h"
-#include "ls_error.h"
+#include "concurrent/distinct_error_log.h"
+#include "concurrent/ls_atomic.h"
+#include "util/ls_bitutil.h"
+#include "util/ls_error.h"
 
 /* How long a writer waits for a record of its text's length that another writer is still
  * filling, before stepping over it (then the same text may get a second record: the counts

@@ -6,8 +6,8 @@
 
 #include <stdint.h>
 
-#include "doorbell.h"
-#include "logbuffer_descriptor.h"
+#include "concurrent/doorbell.h"
+#include "logbuffer/logbuffer_descriptor.h"
 
 /* `metadata`: the log's metadata section (ls_logbuffer_t.metadata).
  * After committing frames (or setting end of stream): wake every reader asleep on the log. */

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "distinct_error_log_descriptor.h"
+#include "concurrent/distinct_error_log_descriptor.h"
 
 typedef struct ls_distinct_error_log_stct
 {
