@@ -546,3 +546,26 @@ def test_the_log_multi_destination_cast_to_two_hosts(lsdir, tmp_path, drivers):
             r.close()
     finally:
         h1.close()
+
+
+def test_with_only_remote_readers_the_sequencer_still_sequences(lsdir, tmp_path, drivers):
+    """No reader of the log on host 1 (no replica, no recorder): the log publisher counts as
+    its reader (untethered), so the sequencer sequences and host 2's replica gets everything.
+    (Before: the local log had no subscriber, every append was NOT_CONNECTED, nothing moved.)"""
+    host1, host2 = drivers.start("host1"), drivers.start("host2")
+    log_channel, ingress_channel = _channel(free_udp_port()), _channel(free_udp_port())
+    seq = Sequencer(lsdir, log_channel=log_channel, ingress_channel=ingress_channel, aeron_dir=host1.dir)
+    from lockstep.cluster.replica import Replica
+
+    remote = Replica(OrderBook(), resolve_dir(tmp_path / "host2"), name="remote", channel=log_channel,
+                     ingress_channel=ingress_channel, aeron_dir=host2.dir, hash_every=0)
+    _wait(lambda: seq.log_publisher.is_connected, "host 2 to connect", step=lambda: seq.do_work() + remote.do_work())
+    client = SequencerClient(lsdir, origin_id=cw.CLIENT_ORIGIN_BASE)
+    commands = list(cw.commands(0, 500, seed=5))
+    sent = cw.sender(client, commands)
+    _wait(lambda: remote.machine.commands == len(commands), "host 2's replica to apply every command",
+          step=lambda: sent() + seq.do_work() + remote.do_work())
+    assert remote.applied == remote.last_sequence
+    client.close()
+    remote.close()
+    seq.close()
