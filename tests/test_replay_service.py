@@ -212,7 +212,7 @@ def test_a_following_replay_keeps_up_with_a_live_recording_until_the_client_stop
             pub = Publication(STREAM, lsdir, exclusive=True, term_length=TERM)
             rec.discover()
             message = _message(rng, 0)
-            while not stop_writing.is_set() and len(sent) < 20_000:
+            while not stop_writing.is_set() and len(sent) < 2_000_000:  # (goes on until the test is done)
                 result = pub.offer(message)
                 if result > 0:
                     sent.append((message, result))
