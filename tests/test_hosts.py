@@ -134,7 +134,7 @@ class _Host1:
 
     def __init__(self, lsdir: Path, archive_dir: Path, aeron_dir: Path, *, log_channel: str, ingress_channel: str,
                  replay_channel: str, term_length: int = 1 << 16) -> None:
-        from lockstep.aeron import Aeron
+        from lockstep.aeron.reconnect import DriverConnection
         from lockstep.archive import Recorder
         from lockstep.archive.replay_server import ReplayServer
 
@@ -142,8 +142,8 @@ class _Host1:
                              aeron_dir=aeron_dir)
         self.channels = {"channel": log_channel, "ingress_channel": ingress_channel, "replay_channel": replay_channel}
         self.recorder = Recorder(lsdir, stream_id=100, archive_dir=archive_dir)
-        self.aeron = Aeron(aeron_dir)
-        self.server = ReplayServer(archive_dir, aeron=self.aeron, control_channel=replay_channel)
+        self.connection = DriverConnection(aeron_dir)  # (the replay server's client: comes back after a restart)
+        self.server = ReplayServer(archive_dir, aeron=self.connection.aeron, control_channel=replay_channel)
         self.client = SequencerClient(lsdir, origin_id=cw.CLIENT_ORIGIN_BASE)
         self._commands = cw.commands(0, 1 << 40, seed=3)  # (as many as a test sends)
         self._next: bytes | None = None
@@ -157,8 +157,12 @@ class _Host1:
     def _run(self) -> None:
         idle = BackoffIdleStrategy(max_park_ns=100_000)
         try:
+            next_check = 0.0
             while not self._stop.is_set():
                 idle.idle(self.seq.do_work() + self.recorder.do_work() + self.server.do_work())
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 0.1
+                    self.connection.reattach((self.server,))
         except BaseException as e:  # told to the test's thread by check()
             self._errors.append(e)
 
@@ -198,7 +202,7 @@ class _Host1:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
-        for part in (self.client, self.server, self.recorder, self.seq, self.aeron):
+        for part in (self.client, self.server, self.recorder, self.seq, self.connection):
             part.close()
 
 
@@ -421,12 +425,14 @@ def _drivers_in(demo_dir: str) -> list[int]:
     return found
 
 
-def test_host_2s_driver_restarted_its_replica_reconnects_catches_up_and_agrees(lsdir, tmp_path, drivers,
-                                                                               monkeypatch):
-    """Host 2's media driver is SIGKILLed and a new one started in its directory while host 1
-    keeps sequencing: the replica on host 2 is not brought down — its client sees the driver
-    gone, attaches to the new one, re-subscribes, fills the gap from the archive and goes on,
-    every message once, equal to the recording."""
+@pytest.mark.parametrize("restarted_host", ["host2", "host1"])
+def test_a_driver_restarted_the_processes_reconnect_catch_up_and_agree(lsdir, tmp_path, drivers, monkeypatch,
+                                                                       restarted_host):
+    """A media driver is SIGKILLed and a new one started in its directory — host 2's while host
+    1 keeps sequencing, or host 1's (the sequencer's log publisher and ingress, the replay
+    server): no process is brought down; each client sees the driver gone, attaches to the new
+    one and re-creates its streams; host 2's replica fills the gap from the archive and goes
+    on, every message once, equal to the recording."""
     from lockstep.aeron.driver import MediaDriver, TEST_DEFAULTS
 
     monkeypatch.setenv("AERON_DRIVER_TIMEOUT", "2000")  # clients give up on a dead driver after 2 s
@@ -442,9 +448,12 @@ def test_host_2s_driver_restarted_its_replica_reconnects_catches_up_and_agrees(l
         h1.limit = 1000
         _wait(lambda: h1.sent >= 1000 and _replica_caught_up(remote, h1), "the remote replica", step=step)
         h1.limit = None
-        host2.kill()
-        restarted = MediaDriver(host2.dir, defaults=TEST_DEFAULTS, env={"AERON_DIR_DELETE_ON_START": "true"})
-        _wait(lambda: remote._link.connection.reconnects == 1, "the replica to attach to the new driver", step=step)
+        victim = host2 if restarted_host == "host2" else host1
+        victim.kill()
+        restarted = MediaDriver(victim.dir, defaults=TEST_DEFAULTS, env={"AERON_DIR_DELETE_ON_START": "true"})
+        reconnected = (lambda: remote._link.connection.reconnects == 1) if restarted_host == "host2" else (
+            lambda: h1.seq._connection.reconnects == 1 and h1.connection.reconnects == 1)
+        _wait(reconnected, f"{restarted_host}'s clients to attach to the new driver", step=step)
         h1.limit = h1.sent + 3000
         _wait(lambda: h1.sent >= h1.limit and _replica_caught_up(remote, h1), "the replica after the restart",
               step=step, timeout=120)
