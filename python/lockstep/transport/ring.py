@@ -127,6 +127,8 @@ class _Ring(Closing):
         nobody holds any more is reused by the next try_claim. (Runs in C; this body is its
         fallback: closed, keyword or out-of-range arguments.)"""
         self._rb  # noqa: B018 (ClosedError once closed)
+        if self._token is None:  # inside close(), the C object detached: it would hand the call back here
+            _raise_closed(self)
         msg_type_id, length = operator.index(msg_type_id), operator.index(length)
         if not (-1 << 31 <= msg_type_id < 1 << 31 and 0 <= length < 1 << 31):
             raise InvalidArgumentError(
