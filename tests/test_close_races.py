@@ -25,6 +25,7 @@ from lockstep import (CLOSED, ClosedError, InvalidArgumentError, ManyToOneRing, 
                       Subscription)
 from lockstep.cluster.sequencer import SequencerClient
 from lockstep.transport.counters import Counters
+from lockstep.transport.ring import ControlledAction
 from lockstep.transport.errorlog import ErrorLog
 from lockstep.transport.logbuffer import LogBuffer
 from lockstep.transport.reader import LogReader
@@ -461,6 +462,9 @@ def test_a_ring_call_inside_close_before_the_closed_class_raises(lsdir):
         ring.read(lambda t, d: None, 10)
     with pytest.raises(ClosedError):
         ring.write(1, b"y")
+    ring._fast_controlled_read.detach()
+    with pytest.raises(ClosedError):  # (its fallback held no token: a close could tear down under it)
+        ring.controlled_read(lambda t, d: ControlledAction.CONTINUE, 10)
     ring._fast_try_claim.detach()  # (detached, it hands the call to the fallback: which called it again,
     with pytest.raises(ClosedError):  # a RecursionError in a clean-clone CI run of the ring_try_claim race)
         ring.try_claim(1, 8)

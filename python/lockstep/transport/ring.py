@@ -209,33 +209,39 @@ class _Ring(Closing):
         self, handler: Callable[[int, memoryview], ControlledAction], limit: int = _NO_LIMIT
     ) -> int:
         """Like `read`, but the handler returns a `ControlledAction` per message."""
-        rb, view = self._rb, self._view
-        n = lib.ls_rb_scan(rb, self._types, self._offsets, self._lengths, self._consumed,
-                           min(limit, _BATCH), self._scanned)
-        if n < 0:
-            raise c_error(self.path)
-        done = 0  # bytes already consumed in this call
-        handled = 0
-        end = self._scanned[0]
+        token = self._token  # (the guard of `Closing`, inlined: None from the start of close())
         try:
-            for i in range(n):
-                offset = self._offsets[i]
-                action = handler(self._types[i], view[offset:offset + self._lengths[i]])
-                if action == ControlledAction.ABORT:
-                    end = self._consumed[i - 1] if i else 0
-                    break
-                handled += 1
-                if action == ControlledAction.BREAK:
-                    end = self._consumed[i]
-                    break
-                if action == ControlledAction.COMMIT:
-                    lib.ls_rb_consume(rb, self._consumed[i] - done)
-                    done = self._consumed[i]
-        except BaseException:
-            lib.ls_rb_consume(rb, self._consumed[handled] - done)
-            raise
-        lib.ls_rb_consume(rb, max(end - done, 0))
-        return handled
+            if token is None:  # (the closed class comes later in close(): a call between must not go on)
+                _raise_closed(self)
+            rb, view = self._rb, self._view
+            n = lib.ls_rb_scan(rb, self._types, self._offsets, self._lengths, self._consumed,
+                               min(limit, _BATCH), self._scanned)
+            if n < 0:
+                raise c_error(self.path)
+            done = 0  # bytes already consumed in this call
+            handled = 0
+            end = self._scanned[0]
+            try:
+                for i in range(n):
+                    offset = self._offsets[i]
+                    action = handler(self._types[i], view[offset:offset + self._lengths[i]])
+                    if action == ControlledAction.ABORT:
+                        end = self._consumed[i - 1] if i else 0
+                        break
+                    handled += 1
+                    if action == ControlledAction.BREAK:
+                        end = self._consumed[i]
+                        break
+                    if action == ControlledAction.COMMIT:
+                        lib.ls_rb_consume(rb, self._consumed[i] - done)
+                        done = self._consumed[i]
+            except BaseException:
+                lib.ls_rb_consume(rb, self._consumed[handled] - done)
+                raise
+            lib.ls_rb_consume(rb, max(end - done, 0))
+            return handled
+        finally:
+            del token  # the last one out of a closed ring tears it down
 
     controlled_read = fast_method("_fast_controlled_read", controlled_read)
 
