@@ -585,3 +585,21 @@ def test_exclusive_publication_close_ends_the_image(lsdir):
             sub.poll(lambda d, h: pytest.fail("no more messages"), 10)
             time.sleep(0.01)
         assert not path.exists()  # the last subscriber removes the finished log
+
+
+def test_offer_statuses_are_an_int_enum_with_aerons_values(lsdir):
+    """The negative results are `lockstep.OfferStatus` members that compare equal to Aeron's
+    -1..-5 (what the C fast path returns), print as ints in JSON, and are named by
+    status_name; a closed publication's offer is CLOSED."""
+    import json
+
+    assert [int(s) for s in lockstep.OfferStatus] == [-1, -2, -3, -4, -5]
+    assert lockstep.NOT_CONNECTED is lockstep.OfferStatus.NOT_CONNECTED and lockstep.NOT_CONNECTED == -1
+    assert json.dumps({"status": lockstep.BACK_PRESSURED}) == '{"status": -2}'
+    assert [lockstep.status_name(v) for v in (-1, -2, -3, -4, -5, 128)] == [
+        "NOT_CONNECTED", "BACK_PRESSURED", "ADMIN_ACTION", "CLOSED", "MAX_POSITION_EXCEEDED", "128"]
+    pub = lockstep.Publication(31, lsdir, exclusive=True, term_length=1 << 16)
+    assert pub.offer(b"nobody listens") == lockstep.OfferStatus.NOT_CONNECTED
+    pub.close()
+    result = pub.offer(b"x")
+    assert result == lockstep.CLOSED and lockstep.OfferStatus(result).name == "CLOSED"

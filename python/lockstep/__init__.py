@@ -38,6 +38,7 @@ from .transport.publication import (
     MAX_POSITION_EXCEEDED,
     NOT_CONNECTED,
     BufferClaim,
+    OfferStatus,
     Publication,
     status_name,
 )
@@ -55,7 +56,7 @@ __all__ = [
     "check_determinism", "decode_sequenced", "first_divergence", "replay",
     "codec", "CodecError",
     "Aeron", "DriverError",
-    "ADMIN_ACTION", "BACK_PRESSURED", "CLOSED", "MAX_POSITION_EXCEEDED", "NOT_CONNECTED",
+    "ADMIN_ACTION", "BACK_PRESSURED", "CLOSED", "MAX_POSITION_EXCEEDED", "NOT_CONNECTED", "OfferStatus",
     "Batch", "BufferClaim", "Header", "Image", "LogBuffer", "Publication", "Subscription", "status_name",
     "BackoffIdleStrategy", "BlockingIdleStrategy", "BusySpinIdleStrategy", "ClosedError", "ControlledAction", "Counter",
     "CounterInfo", "Counters", "FileAccessError", "FileFormatError", "IdleStrategy",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from enum import IntEnum
 from types import TracebackType
 from typing import Any, Callable, Sequence
 
@@ -21,18 +22,27 @@ from .logbuffer import DEFAULT_MTU_LENGTH, DEFAULT_TERM_LENGTH, LogBuffer
 from .mapped import resolve_dir
 from .stream_files import exclusive_log_path, shared_log_path
 
-__all__ = ["Publication", "BufferClaim", "NOT_CONNECTED", "BACK_PRESSURED", "ADMIN_ACTION", "CLOSED",
+__all__ = ["Publication", "BufferClaim", "OfferStatus", "NOT_CONNECTED", "BACK_PRESSURED", "ADMIN_ACTION", "CLOSED",
            "MAX_POSITION_EXCEEDED", "status_name"]
 
-NOT_CONNECTED = -1
-BACK_PRESSURED = -2
-ADMIN_ACTION = -3
-CLOSED = -4
-MAX_POSITION_EXCEEDED = -5
-_ERROR = -6
 
-_STATUS_NAMES = {NOT_CONNECTED: "NOT_CONNECTED", BACK_PRESSURED: "BACK_PRESSURED", ADMIN_ACTION: "ADMIN_ACTION",
-                 CLOSED: "CLOSED", MAX_POSITION_EXCEEDED: "MAX_POSITION_EXCEEDED"}
+class OfferStatus(IntEnum):
+    """The negative results of `offer`/`offer_batch`/`try_claim`: Aeron's values, so they
+    compare equal to -1..-5 (the C fast path returns the plain ints)."""
+
+    NOT_CONNECTED = -1          # no subscriber (or driver receiver) yet
+    BACK_PRESSURED = -2         # the slowest subscriber is a window behind: retry later
+    ADMIN_ACTION = -3           # the log rotated a term meanwhile: retry at once
+    CLOSED = -4                 # the publication is closed
+    MAX_POSITION_EXCEEDED = -5  # the stream's last position is reached
+
+
+NOT_CONNECTED = OfferStatus.NOT_CONNECTED
+BACK_PRESSURED = OfferStatus.BACK_PRESSURED
+ADMIN_ACTION = OfferStatus.ADMIN_ACTION
+CLOSED = OfferStatus.CLOSED
+MAX_POSITION_EXCEEDED = OfferStatus.MAX_POSITION_EXCEEDED
+_ERROR = -6
 _LIVENESS_CHECK_INTERVAL_NS = 100_000_000
 
 Buffer = Any
@@ -40,7 +50,10 @@ Buffer = Any
 
 def status_name(value: int) -> str:
     """'NOT_CONNECTED' etc. for a negative offer result; the position as text otherwise."""
-    return _STATUS_NAMES.get(value, str(value))
+    try:
+        return OfferStatus(value).name
+    except ValueError:
+        return str(int(value))
 
 
 class Publication(Closing):
