@@ -44,6 +44,7 @@ from typing import Any
 
 from .. import codec
 from ..errors import CodecError, ImageLostError, LockstepError
+from ..transport.idle import BackoffIdleStrategy
 from .channel import with_params
 
 __all__ = [
@@ -141,9 +142,9 @@ class ReplayClient:
         connected within `timeout`, no answer comes, or the server refuses (with its text)."""
         pending = self.request_replay(stream_id, recording_id=recording_id, start_position=start_position,
                                       stop_position=stop_position, timeout=timeout)
-        idle = _Backoff()
+        idle = BackoffIdleStrategy(max_spins=0, max_yields=1, min_park_ns=50_000)  # (a client call: no busy spin)
         while pending.replay is None:
-            idle(pending.advance())
+            idle.idle(pending.advance())
         return pending.replay
 
     def request_replay(self, stream_id: int = 100, *, recording_id: int = -1, start_position: int = -1,
@@ -402,18 +403,4 @@ class Replay:
     def __repr__(self) -> str:
         return (f"Replay(session={self.replay_session_id}, recording={self.recording_id}, position={self.position}, "
                 f"stop={self.stop_position}, done={self.is_done})")
-
-
-class _Backoff:
-    """Waiting in a client call: yield, then sleeps doubling to 1 ms (never a busy spin)."""
-
-    def __init__(self) -> None:
-        self.sleep = 0.0
-
-    def __call__(self, work: int = 0) -> None:
-        if work:
-            self.sleep = 0.0
-            return
-        time.sleep(self.sleep)
-        self.sleep = min(self.sleep * 2 if self.sleep else 0.00005, 0.001)
 

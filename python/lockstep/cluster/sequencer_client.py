@@ -213,24 +213,26 @@ class RemoteSequencerClient(SequencerClient):
             return True
         if result in _NOT_NOW:
             if result == NOT_CONNECTED and self._connected:
-                self._connected = False
-                if self._unacked:
-                    self._resend = 0
+                self._disconnected()
             return False
         if result == CLOSED:
             if not self.closed and self._aeron.is_closed:  # the driver went: not now (RemoteLink reattaches)
-                self._connected, self._resend = False, 0 if self._unacked else -1
+                self._disconnected()
                 return False
             raise ClosedError(f"sequencer client of {self.channel} is closed")
         raise LockstepError(f"{self.channel}: offer failed: {status_name(result)}")
+
+    def _disconnected(self) -> None:
+        """The stream went (or a new one replaces it): what it may have lost goes again first."""
+        self._connected = False
+        if self._unacked:
+            self._resend = 0
 
     def maintain(self) -> bool:
         """After a disconnection, send the unacknowledged commands again (in order); True
         when none is left to resend. (Called before each send, and by RemoteLink each poll.)"""
         if self._connected and not self.publication.is_connected:
-            self._connected = False
-            if self._unacked:
-                self._resend = 0
+            self._disconnected()
         unacked = self._unacked
         while 0 <= self._resend < len(unacked):
             if not self._offer(unacked[self._resend][2]):
@@ -261,8 +263,7 @@ class RemoteSequencerClient(SequencerClient):
             self._aeron.close()
         self._aeron, self._own_aeron = aeron, False
         self.publication = aeron.add_publication(self.channel, self.stream_id)
-        self._connected = False
-        self._resend = 0 if self._unacked else -1
+        self._disconnected()
 
     @property
     def is_connected(self) -> bool:
