@@ -558,7 +558,7 @@ def test_handler_that_closes_its_subscription_or_ring_finishes_the_call_then_clo
 
 def test_fast_types_take_their_c_struct_by_buffer_of_its_exact_size(lsdir):
     from lockstep._native import ffi
-    from lockstep._native._fastpath import Poll, RingRead, TryClaim
+    from lockstep._native._fastpath import Offer, Poll, Receive, RingRead, Send, TryClaim
 
     pub, sub = _connected(lsdir)
     with pub, sub:
@@ -570,6 +570,14 @@ def test_fast_types_take_their_c_struct_by_buffer_of_its_exact_size(lsdir):
             RingRead(12345, print)
         with pytest.raises(ValueError, match="ls_publication_t"):
             TryClaim(wrong, pub._view, print, lockstep.BufferClaim, print, print)
+        # the older per-message types too: an address int was taken unchecked (a bad one crashed)
+        address = int(ffi.cast("uintptr_t", pub.handle))
+        with pytest.raises(TypeError, match="ls_publication_t"):
+            Offer(address, print)
+        with pytest.raises(ValueError, match="ls_image_t"):
+            Receive(wrong, 0, print)
+        with pytest.raises(TypeError, match="ls_ring_buffer_t"):
+            Send(address, 1, 0, print)
 
 
 def test_methods_are_documented_and_calls_go_to_c(lsdir):
@@ -578,12 +586,16 @@ def test_methods_are_documented_and_calls_go_to_c(lsdir):
     pub, sub = _connected(lsdir)
     with pub, sub:
         for cls, name in [(Subscription, "poll"), (LogReader, "poll"), (Publication, "try_claim"),
+                          (Subscription, "receive"), (LogReader, "receive"), (Publication, "offer"),
+                          (lockstep.SequencerClient, "send"), (lockstep.SequencerClient, "send_batch"),
                           (lockstep.OneToOneRing, "read"), (lockstep.OneToOneRing, "write"),
                           (lockstep.ManyToOneRing, "controlled_read"), (lockstep.ManyToOneRing, "try_claim")]:
             assert isinstance(vars(cls).get(name) or vars(cls.__mro__[1])[name], FastMethod)
             assert getattr(cls, name).__doc__  # the class shows the documented Python method
         assert type(sub.poll).__name__ == "PollAny" and type(sub.images[0].poll).__name__ == "Poll"
-        assert type(pub.try_claim).__name__ == "TryClaim"
+        assert type(pub.try_claim).__name__ == "TryClaim" and type(pub.offer).__name__ == "Offer"
+        assert type(sub.receive).__name__ == "ReceiveAny" and type(sub.images[0].receive).__name__ == "Receive"
+        assert "offer" not in vars(pub) and "receive" not in vars(sub)  # no instance attribute shadows them
 
 
 def test_reused_views_survive_whatever_a_handler_does_with_them(lsdir):

@@ -330,3 +330,39 @@ def test_client_send_numbers_commands_and_takes_any_buffer(lsdir):
     client.close()
     with pytest.raises(lockstep.ClosedError):
         client.send(b"after close")
+
+
+def test_send_batch_sends_in_order_until_the_ingress_is_full(lsdir):
+    """send_batch (one C call for many) numbers the commands it takes in order, returns how
+    many of the first ones went (fewer on a full ingress, none lost or numbered twice), hands
+    an odd one to send's checks, and raises ClosedError after close."""
+    import numpy as np
+
+    client = SequencerClient(lsdir, origin_id=78, ingress_capacity=1 << 12)
+    client.next_origin_sequence = 500
+    assert client.send_batch([b"a", bytearray(b"bb"), memoryview(b"ccc"), np.arange(2, dtype=np.int32)]) == 4
+    assert client.send_batch([]) == 0 and client.next_origin_sequence == 504
+    batch = [b"%05d" % i for i in range(1000)]
+    taken = client.send_batch(batch)
+    assert 0 < taken < len(batch) and client.next_origin_sequence == 504 + taken
+    with pytest.raises(lockstep.InvalidArgumentError):  # longer than the ring takes: send's error
+        client.send_batch([b"x" * (1 << 12)])
+    with Sequencer(lsdir) as seq, Subscription(seq.stream_id, lsdir, start="earliest") as sub:
+        got = []
+
+        def drain():
+            while seq.do_work() or sub.poll(lambda data, header: got.append(lockstep.decode_sequenced(data)), 100):
+                pass
+
+        while taken < len(batch):  # room again after each drain: the rest, in order
+            drain()
+            more = client.send_batch(batch[taken:])
+            assert more > 0
+            taken += more
+        drain()
+    assert [m.origin_sequence for m in got] == list(range(500, 504 + len(batch)))
+    assert [bytes(m.command) for m in got] == [b"a", b"bb", b"ccc", np.arange(2, dtype=np.int32).tobytes()] + batch
+    client.close()
+    with pytest.raises(lockstep.ClosedError):
+        client.send_batch([b"after close"])
+

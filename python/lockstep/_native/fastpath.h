@@ -1,5 +1,5 @@
-/* The shared lifecycle of the vectorcall types in poll.c, ring_fast.c and claim.c: each object
- * starts with LsFastHead (its vectorcall, the C struct it borrows, and up to LS_FAST_REFS
+/* The shared lifecycle of the vectorcall types (offer.c, receive.c, send.c, poll.c, ring_fast.c,
+ * claim.c): each object starts with LsFastHead (its vectorcall, the C struct it borrows, and up to LS_FAST_REFS
  * Python references: owner, fallback, ...), so new/traverse/clear/dealloc/detach are written
  * once here. The borrowed struct comes from a cffi buffer of exactly its size (never a raw
  * address); the owner keeps it alive and detaches the object before freeing or unmapping it. */
@@ -79,6 +79,9 @@ void ls_fast_view_release(PyObject *view); /* the same, keeping the reference */
 
 /* Registration of each file's types into the module (called from _fastpath.c's init). */
 int ls_fast_register(PyObject *module);
+int ls_fast_register_offer(PyObject *module);
+int ls_fast_register_receive(PyObject *module);
+int ls_fast_register_send(PyObject *module);
 int ls_fast_register_poll(PyObject *module);
 int ls_fast_register_ring(PyObject *module);
 int ls_fast_register_claim(PyObject *module);

@@ -68,8 +68,7 @@ class AeronPublication(Publication):
         self._claim = ffi.new("ls_buffer_claim_t *")
         self._batch_accepted = ffi.new("int32_t *")
         # offer(): one vectorcall into the C appender, as Publication's (its fallback: offer below).
-        self.offer = self._fast_offer = Offer(  # type: ignore[method-assign]  # (C fast path shadows the method)
-            int(ffi.cast("uintptr_t", pub)), pub, AeronPublication.offer.__get__(self))
+        self._fast_offer = Offer(ffi.buffer(pub), AeronPublication.offer.__get__(self))
         # try_claim(): the C claim of Publication's (its fallback: Publication.try_claim).
         self._fast_try_claim = TryClaim(ffi.buffer(pub), self._view, AeronPublication.try_claim.__get__(self),
                                         BufferClaim, _claim_error, self._claim_failed)
@@ -85,7 +84,8 @@ class AeronPublication(Publication):
     def _refresh_if_stalled(self, result: int) -> bool:
         return False
 
-    def _refresh(self) -> bool:
+    def refresh(self) -> bool:
+        """The driver keeps the limit and the subscribers: nothing to do here."""
         return False
 
     @property

@@ -146,8 +146,7 @@ class AeronSubscription(Subscription[AeronImage]):
         self._events: collections.deque[tuple[str, Any]] = collections.deque()  # from the conductor thread
         self._by_correlation_id: dict[int, AeronImage] = {}  # the images
         self._image_list = []
-        self.receive = self._rx = ReceiveAny(  # type: ignore[method-assign]  # (C fast path shadows the method)
-            self._housekeeping, self._receive_blocking)
+        self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # (Subscription's `receive` hands calls to it)
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0

@@ -63,7 +63,7 @@ class Sequencer(Closing):
             session_id, next_sequence, origins = self._recover(term_length)
             self.log = Publication(stream_id, self.dir, exclusive=True, term_length=term_length, session_id=session_id)
             self._seq = ffi.new("ls_sequencer_t *")
-            if lib.ls_sequencer_init(self._seq, self.ingress._rb, self.log._pub, next_sequence) < 0:
+            if lib.ls_sequencer_init(self._seq, self.ingress.handle, self.log.handle, next_sequence) < 0:
                 raise c_error(self.log.path)
             for origin_id, origin_sequence in origins.items():
                 lib.ls_sequencer_note_origin(self._seq, origin_id, origin_sequence)
@@ -122,7 +122,7 @@ class Sequencer(Closing):
                         origins[m.origin_id] = m.origin_sequence
                 if reader.position >= log.tail_position:
                     break
-                if not lib.ls_image_unblock(reader._image):  # a dead predecessor's claim is padded; else:
+                if not reader.unblock():  # a dead predecessor's claim is padded; else:
                     raise LockstepError(f"{logs[0]}: cannot read past position {reader.position} to the log's "
                                         f"tail {log.tail_position}: the frame there is corrupt")
         if last_sequence == 0 and reader.position > 0:
@@ -167,7 +167,7 @@ class Sequencer(Closing):
         if seq.last_status:
             # The C loop only reads subscriber positions: let the publication evict dead
             # subscribers (a killed replica), or their stale positions hold the log forever.
-            self.log._refresh()
+            self.log.refresh()
         if self._connection is not None:  # a restarted driver: the remote parts again, on a new client
             self._connection.reattach((self.ingress_receiver, self.log_publisher))
         # A sender that died between claim and commit blocks the ring: skip its record.

@@ -12,11 +12,11 @@ import struct
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .._closing import Closing
 from .._native._fastpath import Send
-from .._native import c_error, ffi, lib
+from .._native import c_error, fast_method, ffi, lib
 from ..errors import ClosedError, InvalidArgumentError, LockstepError
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import resolve_dir
@@ -55,6 +55,7 @@ class SequencerClient(Closing):
             cls = RemoteSequencerClient
         return super().__new__(cls)
 
+    __slots__ = ("_fast_send", "_fast_send_batch")  # slots: send/send_batch read them without a lookup
     dir: Path | None  # (None for a client of another host's sequencer)
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, *, origin_id: int | None = None,
@@ -69,12 +70,12 @@ class SequencerClient(Closing):
         self.origin_id = random.SystemRandom().randint(1, (1 << 31) - 1) if origin_id is None else origin_id
         if not -(1 << 31) <= self.origin_id < 1 << 31:
             raise InvalidArgumentError(f"origin_id: expected an int32, found {self.origin_id}")
-        # send(): one vectorcall into C per command (an instance attribute: no method binding);
-        # it keeps the origin sequence. Errors and odd arguments go to the Python `send` below.
-        fast = Send(int(ffi.cast("uintptr_t", self.ring._rb)), self.origin_id, time.time_ns(),
-                    self.ring, SequencerClient.send.__get__(self), max_length=-1)
-        self.send = self._fast_send = fast  # type: ignore[method-assign, assignment]
-        self.ring._dependents.append(self._fast_send)  # detached if the ring is closed
+        # send(): one vectorcall into C per command (the class's `send` is a FastMethod handing
+        # calls to it); it keeps the origin sequence. Errors and odd arguments go to the Python `send` below.
+        fast = Send(ffi.buffer(self.ring.handle), self.origin_id, time.time_ns(), SequencerClient.send.__get__(self),
+                    max_length=-1)
+        self._fast_send, self._fast_send_batch = fast, fast.batch
+        self.ring.add_dependent(fast)  # detached before the ring is unmapped
         self._log_path: Path | None = None
         self._dir_changed_ns = -1
         self.max_command_length = self.ring.max_message_length - lib.LS_INGRESS_HEADER_LENGTH
@@ -111,7 +112,7 @@ class SequencerClient(Closing):
     def next_origin_sequence(self, value: int) -> None:
         self._fast_send.next_origin_sequence = value
 
-    def send(self, command: Any) -> bool:  # (the instance's `send` is the C object; this is its fallback)
+    def send(self, command: Any) -> bool:
         """Send one command (bytes-like). False when the ingress ring is full: the sequencer
         is behind (or back-pressured by its log); nothing was sent, try again later."""
         sent = self.send_as(self.origin_id, self.next_origin_sequence, command)
@@ -119,11 +120,26 @@ class SequencerClient(Closing):
             self.next_origin_sequence += 1
         return sent
 
+    send = fast_method("_fast_send", send)
+
+    def send_batch(self, commands: Sequence[Any]) -> int:
+        """Send several commands in one call (one C entry for all, numbered in order): how many
+        of the first ones were sent; fewer than all means the ingress ring is full, send the
+        rest later. Errors as `send` (the commands before the failing one were sent)."""
+        sent = 0
+        for command in commands:
+            if not self.send(command):
+                break
+            sent += 1
+        return sent
+
+    send_batch = fast_method("_fast_send_batch", send_batch)
+
     def send_as(self, origin_id: int, origin_sequence: int, command: Any) -> bool:
         """Send with an explicit origin and origin sequence (replicated machines' outputs:
         every replica sends the same pair, the sequencer keeps the first). A command longer
         than the sequenced log carries is refused (InvalidArgumentError), never dropped later."""
-        rb = self.ring._rb  # (ClosedError once the ring is closed)
+        rb = self.ring.handle  # (ClosedError once the ring is closed)
         self._learn_log_limit()
         try:
             length = len(command) if isinstance(command, bytes) else memoryview(command).nbytes

@@ -67,7 +67,7 @@ class Publication(Closing):
     the caller must make sure its previous writer is gone (the sequencer holds a lock).
     """
 
-    __slots__ = ("_fast_try_claim",)  # a slot: the try_claim method reads it without a lookup
+    __slots__ = ("_fast_offer", "_fast_try_claim")  # slots: the offer/try_claim methods read them without a lookup
 
     def __init__(self, stream_id: int, dir: str | os.PathLike[str] | None = None, *, exclusive: bool = False,
                  term_length: int = DEFAULT_TERM_LENGTH, mtu_length: int = DEFAULT_MTU_LENGTH,
@@ -118,15 +118,14 @@ class Publication(Closing):
         self._next_liveness_check_ns = 0
         self._view = log.file.memoryview()
         self._batch_accepted = ffi.new("int32_t *")
-        # offer(): one vectorcall into C per message (an instance attribute: no method binding
-        # either); whatever it does not finish goes to the Python `offer` below.
-        self.offer = self._fast_offer = Offer(  # type: ignore[method-assign]  # (C fast path shadows the method)
-            int(ffi.cast("uintptr_t", self._pub)), self._pub, Publication.offer.__get__(self))
+        # offer(): one vectorcall into C per message (the class's `offer` is a FastMethod handing
+        # calls to it); whatever it does not finish goes to the Python `offer` below.
+        self._fast_offer = Offer(ffi.buffer(self._pub), Publication.offer.__get__(self))
         # try_claim(): one vectorcall into C handing back one reused BufferClaim (commit in C);
         # the class's `try_claim` is a FastMethod handing calls to it.
         self._fast_try_claim = TryClaim(ffi.buffer(self._pub), self._view, Publication.try_claim.__get__(self),
                                         BufferClaim, _claim_error, self._claim_failed)
-        self._refresh()
+        self.refresh()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -163,11 +162,13 @@ class Publication(Closing):
         dead ones) at most every 100 ms and retry once."""
         if result == _ERROR:
             raise c_error(self.path)
-        if result in (NOT_CONNECTED, BACK_PRESSURED) and self._refresh():
+        if result in (NOT_CONNECTED, BACK_PRESSURED) and self.refresh():
             return retry()
         if self._closed:
             return CLOSED
         return result
+
+    offer = fast_method("_fast_offer", offer)
 
     def offer_batch(self, data: Buffer, offsets: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
         """Offer many messages in one call (see `_offer_batch`); (0, CLOSED) once closed."""
@@ -213,7 +214,7 @@ class Publication(Closing):
         return self.offer_batch(b"".join(messages), offsets, lengths)
 
     def _refresh_if_stalled(self, result: int) -> bool:
-        return result in (NOT_CONNECTED, BACK_PRESSURED) and self._refresh()
+        return result in (NOT_CONNECTED, BACK_PRESSURED) and self.refresh()
 
     def try_claim(self, length: int) -> "BufferClaim":
         """Claim `length` bytes to write in place (see `_try_claim`); a falsy claim, status CLOSED, once closed."""
@@ -258,9 +259,10 @@ class Publication(Closing):
 
     # -- flow control ---------------------------------------------------------------------
 
-    def _refresh(self) -> bool:
-        """Drop dead subscribers (pid gone or heartbeat stale) and recompute the limit.
-        Returns whether the limit moved or subscribers appeared (worth a retry)."""
+    def refresh(self) -> bool:
+        """Drop dead subscribers (pid gone or heartbeat stale) and recompute the limit (offer
+        does it when held back; a C loop that only offers, as the sequencer's, calls it). Returns
+        whether the limit moved or subscribers appeared (worth a retry); rate-limited."""
         now = time.monotonic_ns()
         if now < self._next_liveness_check_ns or self._closed:
             return False  # (a back-pressured spin: before the guard, which costs a call)
@@ -288,8 +290,8 @@ class Publication(Closing):
     @guarded(closed=False)
     def is_connected(self) -> bool:
         """Whether a subscriber is attached (as of the last limit check)."""
-        self._refresh()
-        if self._pub.subscriber_count == 0:  # _refresh is rate-limited: look again, as offer does
+        self.refresh()
+        if self._pub.subscriber_count == 0:  # refresh is rate-limited: look again, as offer does
             lib.ls_publication_refresh_limit(self._pub)
         return self._pub.subscriber_count > 0
 
@@ -305,6 +307,13 @@ class Publication(Closing):
         """How far this publisher may write before it is back-pressured (ClosedError once closed)."""
         self._check_open()
         return self._pub.position_limit
+
+    @property
+    def handle(self) -> Any:
+        """The C publication this object owns (`ls_publication_t *`), for C code that appends
+        through it (the sequencer's loop); ClosedError once closed."""
+        self._check_open()
+        return self._pub
 
     @property
     def max_payload_length(self) -> int:

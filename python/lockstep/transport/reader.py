@@ -50,7 +50,7 @@ class LogReader(Closing):
     `position_addr` is where the position lives (a shared counter for subscriptions);
     by default a private one. `position=None` starts at the retained start."""
 
-    __slots__ = ("_fast_poll",)  # a slot: the poll method reads it without a lookup
+    __slots__ = ("_fast_poll", "_rx")  # slots: the poll/receive methods read them without a lookup
 
     def __init__(self, log: LogBuffer | str | os.PathLike[str], position: int | None = None,
                  position_addr: Any = None) -> None:  # (a cffi int64_t *)
@@ -84,11 +84,10 @@ class LogReader(Closing):
         # The frame length at our position (`_words[_rx.peek]`), read from Python: a hint that
         # spares the C call when nothing is there (C re-reads it with acquire before trusting it).
         self._words = self._view.cast("i")
-        # receive(): one vectorcall into C per message (an instance attribute, so no method
-        # binding either); it keeps the peek hint that poll() shares.
-        self.receive = self._rx = Receive(  # type: ignore[method-assign]  # (C fast path shadows the method)
-            int(ffi.cast("uintptr_t", self._image)), lib.ls_image_length_index(self._image, position),
-            self._image, self._receive_slow)
+        # receive(): one vectorcall into C per message (the class's `receive` is a FastMethod
+        # handing calls to it); it keeps the peek hint that poll() shares.
+        self._rx = Receive(
+            ffi.buffer(self._image), lib.ls_image_length_index(self._image, position), self._receive_slow)
         # poll(): one vectorcall into C per call (the class's `poll` is a FastMethod that hands
         # calls to it); it shares receive()'s peek hint, and its Header is the one poll() fills.
         # While its handler runs the C poll is a call in flight (`busy`): the teardown of a close
@@ -102,6 +101,12 @@ class LogReader(Closing):
     @property
     def position(self) -> int:
         return lib.ls_image_position(self._image)
+
+    def unblock(self) -> bool:
+        """Pad the frame at the position when its writer died between claim and commit, so
+        reading goes on past it (what Aeron's driver does for a stuck publication); True if it
+        padded. The log must be mapped writable (a sequencer taking over its predecessor's)."""
+        return bool(lib.ls_image_unblock(self._image))
 
     def _scan(self, limit: int) -> int:
         """Scan up to `limit` messages and move the position past them (one C call); -1 when
@@ -238,10 +243,12 @@ class LogReader(Closing):
         self._failed(r)
         return None
 
-    def receive(self) -> bytes | None:  # (the instance's `receive` is the C object; this documents it)
+    def receive(self) -> bytes | None:
         """The next whole message, copied out, or None when there is none yet: the cheapest
         way to read one message at a time (one C call; padding and fragments included)."""
         return self._rx()
+
+    receive = fast_method("_rx", receive)
 
     @guarded
     def _receive_slow(self) -> bytes | None:

@@ -297,6 +297,16 @@ class _Ring(Closing):
     def consumer_position(self) -> int:
         return lib.ls_rb_consumer_position(self._rb)
 
+    @property
+    def handle(self) -> Any:
+        """The C ring this object owns (`ls_ring_buffer_t *`), for C code that works on it (the
+        sequencer, its clients' sends); ClosedError once closed."""
+        return self._rb
+
+    def add_dependent(self, borrower: Any) -> None:
+        """Call `borrower.detach()` before the ring is unmapped: a C object that keeps `handle`."""
+        self._dependents.append(borrower)
+
     def close(self) -> None:
         """Unmap the ring (once no call on it is in flight in another thread); the file stays
         for other processes. Using it afterwards raises ClosedError."""

@@ -193,7 +193,7 @@ class Subscription(Closing, Generic[ImageT]):
     the loss told next then starts at or before it (`from_position`): drop such messages.
     """
 
-    __slots__ = ("_poll_any",)  # a slot: the poll method reads it without a lookup
+    __slots__ = ("_poll_any", "_rx")  # slots: the poll/receive methods read them without a lookup
 
     # Generic in the image type: its handlers get, and `images` lists, Images here and the
     # AeronImages of AeronSubscription. The methods that find and check log files of the
@@ -235,8 +235,7 @@ class Subscription(Closing, Generic[ImageT]):
         self._wait_images = (None, None)
         # receive(): one vectorcall into C (images in turn, housekeeping every 64 empty / 1024
         # busy calls, the blocking wait below when asked to wait).
-        self.receive = self._rx = ReceiveAny(  # type: ignore[method-assign]  # (C fast path shadows the method)
-            self._housekeeping, self._receive_blocking)
+        self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # (the class's `receive` hands calls to it)
         # poll(): one vectorcall into C (images in turn, housekeeping — discovery, liveness, lost
         # images held back until reported — at the moments the Python poll below has it); the
         # class's `poll` hands calls to it.
@@ -282,13 +281,15 @@ class Subscription(Closing, Generic[ImageT]):
     @overload
     def receive(self, timeout: float = 0.0) -> bytes | None: ...
 
-    def receive(self, timeout: float | None = 0.0) -> bytes | None:  # (the instance's is the C object)
+    def receive(self, timeout: float | None = 0.0) -> bytes | None:
         """The next whole message, copied out, or None. `timeout`: 0 (default) returns at once;
         a number of seconds, or None for no limit, waits *blocking* (a futex wake-up from the
         writer, no spinning) when nothing is there. The cheapest way to read one message at a
         time; images take turns. ClosedError once closed, also for a receive blocked in
         another thread when close() is called."""
         return self._rx(timeout)
+
+    receive = fast_method("_rx", receive)  # type: ignore[assignment]  # (keeps the overloads)
 
     @guarded
     def _receive_blocking(self: Subscription[Image], timeout: float | None) -> bytes | None:

@@ -1,0 +1,89 @@
+/* Offer: publication.offer(data, reserved_value=0) -> position or negative status, one C entry
+ * per message. Whatever it does not finish (not connected, back-pressured, an error, keyword
+ * arguments, a non-buffer) goes to the Python offer, so there is one implementation of each. */
+#include "fastpath.h"
+
+#include "lockstep.h"
+
+enum
+{
+    OFFER_BUFFER,   /* ffi.buffer of the ls_publication_t: keeps it alive */
+    OFFER_FALLBACK, /* the Python offer */
+    OFFER_REFS
+};
+
+static PyObject *offer_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    LsFastHead *self = (LsFastHead *)callable;
+    ls_publication_t *pub = self->target;
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (NULL == pub || NULL != kwnames || nargs < 1 || nargs > 2)
+    {
+        return PyObject_Vectorcall(self->refs[OFFER_FALLBACK], args, nargsf, kwnames);
+    }
+    int64_t reserved_value = 0;
+    if (2 == nargs)
+    {
+        reserved_value = PyLong_AsLongLong(args[1]);
+        if (-1 == reserved_value && PyErr_Occurred())
+        {
+            return NULL;
+        }
+    }
+    int64_t result;
+    if (PyBytes_CheckExact(args[0]))
+    {
+        result = ls_publication_offer(
+            pub, (const uint8_t *)PyBytes_AS_STRING(args[0]), (size_t)PyBytes_GET_SIZE(args[0]), reserved_value);
+    }
+    else
+    {
+        Py_buffer view;
+        if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        {
+            PyErr_Clear(); /* not a contiguous buffer: the fallback says what is wrong */
+            return PyObject_Vectorcall(self->refs[OFFER_FALLBACK], args, nargsf, NULL);
+        }
+        result = ls_publication_offer(pub, (const uint8_t *)view.buf, (size_t)view.len, reserved_value);
+        PyBuffer_Release(&view);
+    }
+    if (result > 0)
+    {
+        return PyLong_FromLongLong(result);
+    }
+    /* Not connected, back-pressured, an error...: the Python offer re-checks subscribers,
+     * raises with the C error message, retries. Offering again after a failure is harmless. */
+    return PyObject_Vectorcall(self->refs[OFFER_FALLBACK], args, nargsf, NULL);
+}
+
+static PyObject *offer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *refs[OFFER_REFS];
+    static char *names[] = { "publication", "fallback", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:Offer", names, &refs[OFFER_BUFFER], &refs[OFFER_FALLBACK]))
+    {
+        return NULL;
+    }
+    void *pub = ls_fast_buffer_address(refs[OFFER_BUFFER], sizeof(ls_publication_t), "ls_publication_t");
+    return NULL == pub ? NULL : ls_fast_alloc(type, offer_vectorcall, pub, refs, OFFER_REFS);
+}
+
+static PyMethodDef offer_methods[] = {
+    LS_FAST_DETACH_METHOD,
+    { NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject OfferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "lockstep._native._fastpath.Offer",
+    .tp_doc = "Offer(ffi.buffer(publication), fallback): offer(data, reserved_value=0) -> position (> 0) "
+              "or a negative status.",
+    LS_FAST_TYPE_COMMON(LsFastHead),
+    .tp_new = offer_new,
+    .tp_methods = offer_methods,
+};
+
+int ls_fast_register_offer(PyObject *module)
+{
+    return ls_fast_add_type(module, &OfferType, "Offer");
+}
