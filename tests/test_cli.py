@@ -78,12 +78,20 @@ def test_bench_throughput_for_seconds(lsdir):
     assert result["seconds"] >= 0.2 and result["messages"] > 0 and result["msgs_per_sec"] > 0
 
 
-def test_bench_sequencer_json_has_every_key(lsdir):
-    proc = lockstep("bench", "sequencer", "--commands", "20000", "--json")
+@pytest.mark.parametrize("batch", ["1", "64"])
+def test_bench_sequencer_json_has_every_key(lsdir, batch):
+    """Also through send_batch (--batch): every command counted once (the run ends only then)."""
+    proc = lockstep("bench", "sequencer", "--commands", "20001", "--batch", batch, "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     for key in ("commands_per_sec", "apply_per_sec", "c_floor_commands_per_sec", "ratio_to_c_floor"):
         assert result[key] > 0, key
+    assert result["batch"] == int(batch) and result["commands"] == 20001
+
+
+def test_bench_sequencer_batch_goes_without_rate():
+    proc = lockstep("bench", "sequencer", "--batch", "8", "--rate", "1000", timeout=60)
+    assert proc.returncode == 2 and "--batch goes without --rate" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_dump_of_garbage_is_one_line_error(tmp_path):
@@ -150,6 +158,7 @@ def test_stat_of_an_empty_directory_is_a_clear_error(lsdir):
     ["bench", "ping", "--messages", "-5"], ["bench", "ping", "--warmup", "-1"], ["bench", "ping", "--rate", "0"],
     ["bench", "throughput", "--messages", "0"], ["bench", "throughput", "--size", "0"],
     ["bench", "sequencer", "--size", "4"], ["bench", "sequencer", "--clients", "0"],
+    ["bench", "sequencer", "--batch", "0"],
     ["bench", "halt", "--rate", "-1"], ["bench", "halt", "--halts", "0"], ["dump", "x", "--payload-bytes", "-1"],
 ])
 def test_out_of_range_arguments_are_usage_errors_not_tracebacks(argv):

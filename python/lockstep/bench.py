@@ -389,8 +389,9 @@ def write_ping_plot(result: dict, path: str) -> str:
 _STAMP = struct.Struct("<q")
 
 
-def _client(dir: str, commands: int, size: int, rate: float | None) -> None:
-    """Send `commands` commands carrying their (intended) send time, CLOCK_MONOTONIC ns."""
+def _client(dir: str, commands: int, size: int, rate: float | None, batch: int = 1) -> None:
+    """Send `commands` commands carrying their (intended) send time, CLOCK_MONOTONIC ns; with
+    `batch` > 1, `send_batch` of that many at a time (all with the batch's send time)."""
     from .cluster.sequencer import SequencerClient
 
     idler = idle_strategy("backoff")
@@ -398,6 +399,18 @@ def _client(dir: str, commands: int, size: int, rate: float | None) -> None:
     interval = int(1e9 / rate) if rate else 0
     with SequencerClient(dir) as client:
         clock = time.monotonic_ns
+        if batch > 1:
+            left = commands
+            while left:
+                chunk = [_STAMP.pack(clock()) + padding] * min(batch, left)
+                while chunk:
+                    sent = client.send_batch(chunk)
+                    del chunk[:sent]
+                    left -= sent
+                    if chunk:
+                        idler.idle(sent)
+                idler.reset()
+            return
         next_send = clock()
         for _ in range(commands):
             if interval:
@@ -434,10 +447,11 @@ class _Stamps(StateMachine):
         return self.snapshot()
 
 
-def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate: float | None = None) -> dict:
+def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate: float | None = None,
+              batch: int = 1) -> dict:
     """`clients` processes send `commands` in total through ingress -> sequencer -> log;
     this process runs the sequencer and reads the log. Without `rate`: commands/s (the log
-    read in batches). With `rate`: a replica of a trivial machine applies each command and
+    read in batches; `batch` > 1: the clients use `send_batch` of that many). With `rate`: a replica of a trivial machine applies each command and
     send-to-apply latency percentiles are reported. Both report the machine's apply rate on
     its own (an offline replay of the log) and the C floor of the same loop, in this run."""
     from ._native import lib
@@ -460,7 +474,9 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
             def read_log(limit: int = 256) -> int:
                 return replica.subscription.poll_batch(count, limit)
         per_client = [commands // clients + (i < commands % clients) for i in range(clients)]
-        procs = [ctx.Process(target=_client, args=(dir, n, size, rate / clients if rate else None), daemon=True)
+        if rate and batch > 1:
+            raise ValueError("batch: the latency run (rate) sends one command at a time")
+        procs = [ctx.Process(target=_client, args=(dir, n, size, rate / clients if rate else None, batch), daemon=True)
                  for n in per_client]
         try:
             for p in procs:
@@ -499,7 +515,7 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
     floor_ns = lib.ls_bench_sequencer_floor(commands, clients, size)
     pct = np.percentile(machine.latencies, [50, 99]) if rate else (None, None)
     return {"commands_per_sec": commands / elapsed, "commands": commands, "clients": clients, "size": size,
-            "rate": rate, "latency_p50_ns": pct[0] and int(pct[0]), "latency_p99_ns": pct[1] and int(pct[1]),
+            "rate": rate, "batch": batch, "latency_p50_ns": pct[0] and int(pct[0]), "latency_p99_ns": pct[1] and int(pct[1]),
             "apply_per_sec": applied / apply_elapsed if apply_elapsed else 0.0,
             "c_floor_commands_per_sec": commands / floor_ns * 1e9 if floor_ns > 0 else None,
             "ratio_to_c_floor": (commands / elapsed) / (commands / floor_ns * 1e9) if floor_ns > 0 else None}

@@ -151,18 +151,23 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
 @click.option("--size", type=click.IntRange(min=8), default=32, show_default=True, help="Command bytes (at least 8: the send time).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Send at this total rate (msgs/s) to measure latency "
               "without saturation (measured from the intended send time).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Commands per SequencerClient.send_batch call (1: one send per command); not with --rate.")
 @_as_json
-def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, as_json: bool) -> None:
+def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, batch: int, as_json: bool) -> None:
     """Commands/s through ingress -> sequencer -> log -> replica, next to the C floor."""
     from ..bench import sequencer
 
-    result = sequencer(commands=commands, clients=clients, size=size, rate=rate)
+    if rate and batch > 1:
+        raise click.UsageError("--batch goes without --rate (the latency run sends one command at a time)")
+    result = sequencer(commands=commands, clients=clients, size=size, rate=rate, batch=batch)
     if as_json:
         click.echo(json.dumps(result))
         return
     floor = result["c_floor_commands_per_sec"]
     versus = "" if rate else f" (C floor {floor:,.0f}/s, ratio {result['ratio_to_c_floor']:.2f})"
     click.echo(f"{commands:,} commands of {size} B from {clients} clients"
+               f"{f' in send_batch calls of {batch}' if batch > 1 else ''}"
                f"{f' at {rate:,.0f}/s' if rate else ''}: {result['commands_per_sec']:,.0f} commands/s{versus}")
     if rate:
         click.echo(f"send -> apply latency p50 {result['latency_p50_ns'] / 1000:.1f} us, "
