@@ -850,3 +850,49 @@ def test_receive_with_a_timeout_that_is_not_seconds_is_an_invalid_argument(lsdir
         with pytest.raises(lockstep.InvalidArgumentError, match="timeout"):
             sub.receive(timeout=timeout)
         assert sub.receive(timeout=0.01) is None  # a real timeout still times out
+
+
+def test_block_poll_hands_the_raw_frames_once_and_a_failed_block_again(lsdir):
+    """block_poll (Aeron's blockPoll, the recorder's read): the blocks it hands are the frames
+    as they lie, in order, no gap, no repeat, split at term ends (padding and fragments
+    included: parsed back, they give every message intact); a handler that raises gets the
+    same block on the next call."""
+    pub, sub = _connected(lsdir)
+    with pub, sub:
+        [image] = sub.images
+        start = image.position
+        messages = [_message(i, size) for i, size in enumerate([100, 3000, 40, 8000, 7, 5000, 64] * 12)]
+        blocks: list[tuple[int, bytes]] = []
+        calls = []
+
+        def copy(block, position):
+            calls.append(position)
+            if len(calls) in (3, 9):
+                raise OSError("disk full")
+            blocks.append((position, bytes(block)))
+
+        failed = 0
+        for message in messages:
+            assert pub.offer(message) > 0
+            while True:
+                try:
+                    if not image.block_poll(copy, 4):
+                        break
+                except OSError:
+                    failed += 1  # handed again by the next call
+        assert failed == 2 and calls[2] == calls[3] and calls[8] == calls[9]  # the failed block came again
+        end = image.position
+        assert end == pub.position and blocks[0][0] == start and end - start > 2 * TERM
+        assert all(p + len(b) == q for (p, b), (q, _) in zip(blocks, blocks[1:]))  # no gap, no repeat
+        assert blocks[-1][0] + len(blocks[-1][1]) == end
+        assert all(p // TERM == (p + len(b) - 1) // TERM for p, b in blocks)  # one term each
+        stream = b"".join(b for _, b in blocks)
+        got, partial, at = [], b"", 0
+        while at < len(stream):
+            length, _, flags, kind = struct.unpack_from("<iBBH", stream, at)  # Aeron's frame header
+            if kind == 1:  # data: reassemble B..E
+                partial = (b"" if flags & 0x80 else partial) + stream[at + 32:at + length]
+                if flags & 0x40:
+                    got.append(partial)
+            at += (length + 31) & ~31
+        assert got == messages

@@ -5,8 +5,6 @@ onto a live stream, and repair recordings whose recorder died."""
 from __future__ import annotations
 
 import dataclasses
-import errno
-import fcntl
 import os
 import time
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Protocol
 
 from ..errors import LockstepError
 from ..transport.idle import BackoffIdleStrategy, IdleStrategy
-from ..transport.mapped import open_private, open_regular, resolve_dir
+from ..transport.mapped import open_regular, resolve_dir, try_lock
 from ..transport.stream_files import check_stream_id
 from .catalog import Catalog, RecordingDescriptor, now_ns
 from .reader import RecordingReader
@@ -139,7 +137,7 @@ class Archive:
         for desc in self.recordings():
             if desc.state != "active" or (stream_id is not None and desc.stream_id != stream_id):
                 continue
-            lock = _try_lock(recorder_lock_path(self.dir, desc.stream_id))
+            lock = try_lock(recorder_lock_path(self.dir, desc.stream_id))
             if lock is None:
                 continue  # a recorder is running on that stream
             try:
@@ -192,17 +190,4 @@ class Archive:
 
     def __repr__(self) -> str:
         return f"Archive({str(self.dir)!r})"
-
-
-def _try_lock(path: Path) -> int | None:
-    """An exclusive flock on `path` (created 0600) or None when someone holds it."""
-    fd = open_private(path, os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise
-    return fd
 

@@ -19,6 +19,7 @@ retained position. One recording per publisher session (image).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -28,11 +29,10 @@ from pathlib import Path
 from ..errors import InvalidArgumentError, LockstepError
 from ..transport.idle import IdleStrategy, run_agent
 from ..transport.logbuffer import LogBuffer
-from ..transport.mapped import MappedFile, open_regular, os_error, reserve, resolve_dir
+from ..transport.mapped import MappedFile, open_regular, os_error, reserve, resolve_dir, try_lock
 from ..cluster.sequencer import DEFAULT_LOG_STREAM
-from ..transport.stream_files import stream_logs
 from ..transport.subscription import Image, Start, Subscription
-from .archive import Archive, _try_lock, default_archive_dir, recorder_lock_path
+from .archive import Archive, default_archive_dir, recorder_lock_path
 from .catalog import SPACE_HINT, RecordingDescriptor, now_ns
 from .segments import segment_base, segment_name
 
@@ -53,9 +53,10 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 class _Recording:
     """One image being recorded into one recording."""
 
-    __slots__ = ("desc", "fd", "image", "path", "position", "seg_base", "synced_position")
+    __slots__ = ("desc", "fd", "image", "path", "position", "seg_base", "synced_position", "write")
 
-    def __init__(self, desc: RecordingDescriptor, image: Image) -> None:
+    def __init__(self, desc: RecordingDescriptor, image: Image, write: Callable[[_Recording, memoryview, int], None]
+                 ) -> None:
         self.desc = desc
         self.image: Image | None = image  # None once finished
         self.position = image.position
@@ -63,31 +64,19 @@ class _Recording:
         self.fd = -1
         self.seg_base = -1
         self.path = image.path
+        self.write = functools.partial(write, self)  # (image.block_poll's handler)
 
 
 class _RecorderSubscription(Subscription[Image]):
-    """A subscription whose images start where the recorder wants them (extension of an
-    earlier recording, or earliest) and are reported to it as they are found."""
+    """A subscription whose images start where the recorder wants them (the stop of the
+    recording they extend, else the earliest) and are recorded from the moment they are found."""
 
     def __init__(self, recorder: Recorder, stream_id: int, dir: Path) -> None:
         self._recorder = recorder
-        super().__init__(stream_id, dir, start="earliest", join="earliest")
+        super().__init__(stream_id, dir, start="earliest", join="earliest", on_available_image=recorder._attach)
 
-    def _discover(self, start: Start) -> None:
-        for path in stream_logs(self.dir, self.stream_id):
-            if path in self._images or path in self._finished:
-                continue
-            try:
-                image, previous = self._recorder._open_image(self, path)
-            except FileNotFoundError:
-                continue  # removed meanwhile
-            if image.position >= image.log.end_of_stream_position:
-                image.close()
-                self._finished.add(path)
-                continue
-            self._images[path] = image
-            self._recorder._attach(image, previous)
-        self._update_image_list()
+    def new_image(self, path: Path, start: Start) -> Image:
+        return self._recorder._open_image(self, path)
 
 
 class Recorder:
@@ -121,11 +110,12 @@ class Recorder:
         self.durability = durability
         self.fsync_interval_ns = fsync_interval_ms * 1_000_000
         lock_path = recorder_lock_path(self.archive.dir, stream_id)
-        self._lock = _try_lock(lock_path)
+        self._lock = try_lock(lock_path)
         if self._lock is None:
             raise LockstepError(f"{lock_path}: another recorder is recording stream {stream_id} into this archive")
         self._closed = False
         self._recordings: list[_Recording] = []
+        self._extends: dict[Path, RecordingDescriptor] = {}  # image path -> the recording it continues
         self.repaired: list[RecordingDescriptor] = []
         try:
             for desc in self.archive.recordings():
@@ -140,7 +130,7 @@ class Recorder:
 
     # -- images -----------------------------------------------------------------------------
 
-    def _open_image(self, sub: Subscription, path: Path) -> tuple[Image, RecordingDescriptor | None]:
+    def _open_image(self, sub: Subscription, path: Path) -> Image:
         """Attach to a log: at the stop of the recording it extends, else at the earliest."""
         with LogBuffer(MappedFile.open(path, writable=False)) as log:
             session_id, initial_term_id, term_length = log.session_id, log.initial_term_id, log.term_length
@@ -154,13 +144,17 @@ class Recorder:
                 break  # only the newest recording of the session may be extended
         if previous is not None:
             try:
-                return Image(sub, path, previous.stop_position), previous
+                image = Image(sub, path, previous.stop_position)
+                self._extends[path] = previous
+                return image
             except InvalidArgumentError:
                 pass  # overwritten meanwhile: a new recording
-        return Image(sub, path, "earliest"), None
+        return Image(sub, path, "earliest")
 
-    def _attach(self, image: Image, previous: RecordingDescriptor | None) -> None:
+    def _attach(self, image: Image) -> None:
+        """A new image (on_available_image): its recording, continued or new."""
         now = now_ns()
+        previous = self._extends.pop(image.path, None)
         if previous is not None:
             desc = dataclasses.replace(previous, state="active", stop_timestamp=now)
             self.archive.catalog.update(desc, sync=self.durability != "none")
@@ -169,8 +163,7 @@ class Recorder:
             segment_length = self.segment_length
             if segment_length is None:
                 segment_length = max(DEFAULT_SEGMENT_LENGTH, log.term_length)
-            elif segment_length % log.term_length:
-                image.close()
+            elif segment_length % log.term_length:  # (the subscription closes the image with the recorder)
                 raise InvalidArgumentError(f"segment_length {segment_length}: expected a multiple of the term "
                                            f"length {log.term_length} of {image.path}")
             desc = self.archive.catalog.append(
@@ -178,7 +171,7 @@ class Recorder:
                 stop_position=image.position, start_timestamp=now, stop_timestamp=now,
                 term_length=log.term_length, segment_length=segment_length, mtu=log.mtu_length,
                 initial_term_id=log.initial_term_id, state="active", channel=image.path.name)
-        self._recordings.append(_Recording(desc, image))
+        self._recordings.append(_Recording(desc, image, self._write))
 
     # -- work -------------------------------------------------------------------------------
 
@@ -187,43 +180,30 @@ class Recorder:
         number of messages recorded (0: nothing to do)."""
         work = 0
         for rec in self._recordings:
-            image = rec.image
-            if image is None or not image._words[image._rx.peek]:
-                continue
-            n = image._scan(_SCAN_LIMIT)
-            end = image.position
-            if end > rec.position:
-                self._write(rec, image, rec.position, end)
-                work += n or 1
+            if rec.image is not None and rec.image.block_poll(rec.write, _SCAN_LIMIT):
+                work += 1
         self._polls += 1
         if not self._polls & (1023 if work else 15):
             self._housekeeping()
         return work
 
-    def _write(self, rec: _Recording, image: Image, position: int, end: int) -> None:
+    def _write(self, rec: _Recording, block: memoryview, position: int) -> None:
+        """Copy one block of frames at `position` (within one term, so one segment; block_poll's
+        handler) into the recording. A failed write leaves the block to the next block_poll."""
         desc = rec.desc
-        term_length = desc.term_length
-        mask = term_length - 1
-        shift = term_length.bit_length() - 1
-        while position < end:
-            chunk_end = min(end, (position | mask) + 1)  # within one term (so one segment)
-            base = segment_base(desc.start_position, position, term_length, desc.segment_length)
-            if base != rec.seg_base:
-                self._open_segment(rec, base)
-            offset = position & mask
-            data = image._terms[(position >> shift) % 3][offset:offset + chunk_end - position]
-            file_offset = position - base
-            # The first frame's length last: a crash in between leaves a 0 there, which
-            # ends the recording at `position` on recovery.
-            try:
-                _pwrite_all(rec.fd, data[4:], file_offset + 4)
-                _pwrite_all(rec.fd, data[:4], file_offset)
-            except OSError as e:  # (the space is reserved: a filesystem that could not keep it)
-                raise os_error(self.archive.dir / segment_name(desc.recording_id, base), e, "write",
-                               needed=len(data), hint=SPACE_HINT) from e
-            data.release()
-            position = chunk_end
-            rec.position = position
+        base = segment_base(desc.start_position, position, desc.term_length, desc.segment_length)
+        if base != rec.seg_base:
+            self._open_segment(rec, base)
+        file_offset = position - base
+        # The first frame's length last: a crash in between leaves a 0 there, which ends the
+        # recording at `position` on recovery.
+        try:
+            _pwrite_all(rec.fd, block[4:], file_offset + 4)
+            _pwrite_all(rec.fd, block[:4], file_offset)
+        except OSError as e:  # (the space is reserved: a filesystem that could not keep it)
+            raise os_error(self.archive.dir / segment_name(desc.recording_id, base), e, "write",
+                           needed=len(block), hint=SPACE_HINT) from e
+        rec.position = position + len(block)
 
     def _open_segment(self, rec: _Recording, base: int) -> None:
         if rec.fd >= 0:
@@ -266,7 +246,7 @@ class Recorder:
         self.archive.catalog.update(rec.desc, sync=self.durability != "none")
 
     def _housekeeping(self) -> None:
-        self._sub._housekeeping()  # new images, ended images, dead publishers (rate-limited)
+        self._sub.maintain()  # new images, ended images, dead publishers (rate-limited)
         now = time.monotonic_ns()
         for rec in self._recordings:
             if rec.image is not None and rec.image.closed:

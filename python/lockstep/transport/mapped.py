@@ -219,17 +219,29 @@ def open_private(path: str | os.PathLike[str], flags: int) -> int:
         raise FileAccessError(f"{path}: cannot open: {e.strerror}") from e
 
 
-def take_pid_lock(path: str | os.PathLike[str], what: str) -> TextIO:
-    """Hold an exclusive flock on `path` (a private file) with our pid in it, so only one
-    `what` runs; the lock goes with the process, however it dies. Returns the open file."""
-    f = os.fdopen(open_private(path, os.O_RDWR | os.O_CREAT), "r+")
+def try_lock(path: str | os.PathLike[str]) -> int | None:
+    """An exclusive flock on `path` (a private file, created if need be): its open fd, or None
+    when another holder has it. The lock goes with the process, however it dies."""
+    fd = open_private(path, os.O_RDWR | os.O_CREAT)
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        owner = f.read().strip() or "?"
-        f.close()
-        raise LockstepError(f"{Path(path).parent}: another {what} is running here (pid {owner})") from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+def take_pid_lock(path: str | os.PathLike[str], what: str) -> TextIO:
+    """Hold `try_lock(path)` with our pid in the file, so only one `what` runs; a second is
+    told the holder's pid. Returns the open file."""
+    fd = try_lock(path)
+    if fd is None:
+        with open(path) as held:
+            owner = held.read().strip() or "?"
+        raise LockstepError(f"{Path(path).parent}: another {what} is running here (pid {owner})")
+    f = os.fdopen(fd, "r+")
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))
@@ -348,4 +360,4 @@ class MappedFile:
         self._array = self._buffer = self._pointer = None  # the last reference unmaps
 
 
-__all__ += ["check_name", "open_private", "open_regular", "os_error", "reserve", "take_pid_lock"]
+__all__ += ["check_name", "open_private", "open_regular", "os_error", "reserve", "take_pid_lock", "try_lock"]

@@ -108,6 +108,34 @@ class LogReader(Closing):
         padded. The log must be mapped writable (a sequencer taking over its predecessor's)."""
         return bool(lib.ls_image_unblock(self._image))
 
+    def block_poll(self, handler: Callable[[memoryview, int], Any], message_limit: int = 1024) -> int:
+        """Aeron's blockPoll: move past up to `message_limit` whole messages and hand the bytes
+        they span to `handler(block, position)`, frames exactly as they lie in the term (padding
+        and fragments included), one call per term crossed; for copying a stream as it is (the
+        archive's recorder). `block` is valid during the call. A handler that raises has its
+        block not consumed: the next block_poll hands it again. Returns the bytes passed."""
+        if not self._words[self._rx.peek]:
+            return 0  # (the hint: nothing at the position, no C call)
+        start = position = self.position
+        if self._scan(message_limit) < 0:
+            return 0  # lost (told, as by poll)
+        end = self.position
+        mask = self.log.term_length - 1
+        shift = mask.bit_length()
+        while position < end:
+            chunk_end = min(end, (position | mask) + 1)  # within one term
+            offset = position & mask
+            block = self._terms[(position >> shift) % 3][offset:offset + chunk_end - position]
+            try:
+                handler(block, position)
+            except BaseException:
+                self._set_position(position)
+                raise
+            finally:
+                block.release()
+            position = chunk_end
+        return end - start
+
     def _scan(self, limit: int) -> int:
         """Scan up to `limit` messages and move the position past them (one C call); -1 when
         the reader was lost (and told so, see `_failed`)."""
@@ -151,7 +179,11 @@ class LogReader(Closing):
 
     def _rewind(self, i: int) -> None:
         """A handler failed on message i: it counts as consumed, the rest do not."""
-        position = self._headers[i].position
+        self._set_position(self._headers[i].position)
+
+    def _set_position(self, position: int) -> None:
+        """Move back to `position`, just scanned past (its bytes still intact: rotation cleans
+        two terms ahead of the window)."""
         lib.ls_image_set_position(self._image, position)
         self._rx.peek = lib.ls_image_length_index(self._image, position)
 

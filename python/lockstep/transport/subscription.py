@@ -363,6 +363,11 @@ class Subscription(Closing, Generic[ImageT]):
     def is_connected(self) -> bool:
         return bool(self._image_list)
 
+    def maintain(self) -> None:
+        """What poll and receive do every 100 ms: find new publishers, end drained and dead
+        ones, report lost images. For a reader of the images themselves (the archive's recorder)."""
+        self._housekeeping()
+
     def _housekeeping(self: Subscription[Image]) -> None:
         if self._pending and not self._closed:
             self._raise_pending()
@@ -478,7 +483,7 @@ class Subscription(Closing, Generic[ImageT]):
             if path in self._images or path in self._finished or path in self._held or self._still_bad(path):
                 continue
             try:
-                image = Image(self, path, start)
+                image = self.new_image(path, start)
             except FileNotFoundError:
                 continue  # removed meanwhile
             except LockstepError as e:
@@ -495,6 +500,12 @@ class Subscription(Closing, Generic[ImageT]):
         self._update_image_list()
         for image in added:
             self._tell(self.on_available_image, image)
+
+    def new_image(self, path: Path, start: Start) -> Image:
+        """The Image of a log that discovery found, at `start` (the subscription's): the hook for
+        a subclass whose images start elsewhere (the archive's recorder continues a recording).
+        FileNotFoundError: the log went meanwhile."""
+        return Image(self, path, start)
 
     def _still_bad(self, path: Path) -> bool:
         """Whether `path` is a file skipped before and unchanged since (a replaced one is retried)."""
