@@ -185,7 +185,7 @@ def finish_replica(queue, name, replica, book, stall, idle) -> None:
     """A replica worker's end: flush its queued outputs (copies of ones already sequenced are
     duplicates, but sent), record a final hash, close, report the state as "done"."""
     while replica.pending_outputs:
-        sent = replica._flush()
+        sent = replica.flush()
         if sent:
             stall.moved()
         stall.check(f"({replica.pending_outputs} outputs still pending)")

@@ -287,7 +287,7 @@ def test_agents_idle_blocking_by_default(lsdir):
         for agent in (seq, replica, gw, recorder):
             assert isinstance(agent_idle(agent.do_work), BlockingIdleStrategy), agent
         rings, images = [], []
-        gw._doorbells(rings, images)
+        gw.doorbells(rings, images)
         assert len(rings) == 1 and len(images) == 1  # the side channel and the sequenced log
 
 

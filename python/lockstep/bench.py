@@ -455,7 +455,7 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
     send-to-apply latency percentiles are reported. Both report the machine's apply rate on
     its own (an offline replay of the log) and the C floor of the same loop, in this run."""
     from ._native import lib
-    from .cluster.replica import Replica, _OfflineRunner
+    from .cluster.replica import OfflineReplica, Replica
     from .transport.reader import LogReader
     from .cluster.sequencer import Sequencer
 
@@ -498,7 +498,7 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
             seq.close()
             # The machine alone: the same log replayed offline, no IPC in the loop.
             with LogReader(log_path) as reader:  # what the log still holds
-                offline = _OfflineRunner(_Stamps(0))
+                offline = OfflineReplica(_Stamps(0))
                 apply_start = time.perf_counter()
                 applied = 0
                 while True:
@@ -572,7 +572,7 @@ def _halt_gateway(dir: str, venue_rate: float, progress: _Progress, stop: Event)
         def ready_for_log(self) -> bool:
             return not self.waiting
 
-        def next_timer_ns(self) -> int | None:
+        def venue_timer_ns(self) -> int | None:
             return self.next_send_ns if self.waiting else None
 
         def on_halt(self, record: HaltRecord) -> None:

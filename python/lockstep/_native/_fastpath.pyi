@@ -1,5 +1,5 @@
 # The vectorcall fast paths of _fastpath.c: one C entry per message, no cffi call.
-from typing import Any, Callable, overload
+from typing import Any, Callable, Sequence, overload
 
 # Each type takes its C struct as a cffi buffer of exactly its size (ffi.buffer(ptr)), never an
 # address: a wrong object or size is a TypeError/ValueError, not a crash.

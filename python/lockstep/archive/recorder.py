@@ -275,9 +275,9 @@ class Recorder:
         self._checkpoint(rec, "stopped")
         rec.image = None
 
-    def _doorbells(self, rings: list, images: list) -> None:
+    def doorbells(self, rings: list, images: list) -> None:
         """What an idle recorder sleeps on (`run`'s default idle): the logs it records."""
-        self._sub._doorbells(rings, images)
+        self._sub.doorbells(rings, images)
 
     def run(self, stop: threading.Event | Callable[[], bool] | None = None, idle: IdleStrategy | None = None) -> None:
         """Record until `stop` is set (an Event or a callable returning True). An error in a

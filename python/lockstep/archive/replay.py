@@ -18,7 +18,7 @@ from .. import codec
 from ..cluster.replica import (
     Snapshot,
     StateMachine,
-    _OfflineRunner,
+    OfflineReplica,
     read_hashes,
     read_snapshot,
     write_snapshot,
@@ -159,7 +159,7 @@ class ReplaySession:
         self.archive = archive
         self.recording_id = recording_id
         self.machine = machine
-        self.runner = _OfflineRunner(machine)
+        self.runner = OfflineReplica(machine)
         desc = archive.recording(recording_id)
         start = None
         self.snapshot = None
@@ -173,8 +173,7 @@ class ReplaySession:
             except Exception as e:
                 raise LockstepError(f"{snap.path or 'snapshot'}: {type(machine).__name__}.restore failed: "
                                     f"{type(e).__name__}: {e}") from None
-            self.runner.last_sequence, self.runner.last_position = snap.sequence, snap.position
-            self.runner.ctx.timestamp_ns = snap.timestamp_ns
+            self.runner.set_position(snap.sequence, snap.position, snap.timestamp_ns)
             self.snapshot = snap
             start = snap.position
         if until is not None:
@@ -240,7 +239,7 @@ class ReplaySession:
         """Turn an exception out of `apply` into ApplyError, the state put back as it was
         before the message (from a checkpoint) when the session keeps them."""
         text = traceback.format_exc()
-        self.runner.ctx._outputs.clear()
+        self.runner.discard_outputs()
         payload, header = message
         m = decode_sequenced(payload, header["position"])
         restored = False
@@ -266,7 +265,7 @@ class ReplaySession:
         r = self.runner
         checkpoints = self._kept()
         checkpoints.append(_Checkpoint(self.applied, self.position, r.last_sequence, r.last_position,
-                                       r.ctx.timestamp_ns, r._own_sequenced, self.machine.snapshot()))
+                                       r.ctx.timestamp_ns, r.own_sequenced, self.machine.snapshot()))
         if len(checkpoints) > _MAX_CHECKPOINTS:  # thin out: every other one, twice as far apart
             self.checkpoints = checkpoints[::2]
             self._checkpoint_every *= 2
@@ -297,10 +296,7 @@ class ReplaySession:
         machine.restore(cp.state)
         r = self.runner
         r.machine = self.machine = machine
-        r.last_sequence, r.last_position, r.ctx.timestamp_ns, r._own_sequenced = (
-            cp.last_sequence, cp.last_position, cp.timestamp_ns, cp.own_sequenced)
-        r.ctx._outputs.clear()
-        r._pending.clear()
+        r.set_position(cp.last_sequence, cp.last_position, cp.timestamp_ns, cp.own_sequenced)
         self.reader.close()
         self.reader = self.archive.reader(self.recording_id, start=cp.position)
         self._messages = self.reader.messages()

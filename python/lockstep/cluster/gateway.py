@@ -404,7 +404,9 @@ class Gateway(Closing):
             awaiting.backlog_messages = self.messages_read - self._awaiting_from
             self._awaiting = None
 
-    def _flush(self) -> int:
+    def flush(self) -> int:
+        """Send the responses queued for the sequencer now (each duty cycle does it); returns how
+        many went (the rest wait for room in the ingress)."""
         sent = 0
         outbox, client = self._outbox, self.client
         while outbox and client.send(outbox[0]):
@@ -419,7 +421,7 @@ class Gateway(Closing):
             work += self.remote_priority.read(self._on_priority, 64)
         work += self.poll_venue()
         if self._outbox:
-            work += self._flush()
+            work += self.flush()
         if self.ready_for_log():
             work += self.subscription.poll(self._on_fragment, self.fragment_limit)
         now = time.monotonic_ns()
@@ -432,23 +434,24 @@ class Gateway(Closing):
             c["declined"].set(self.declined)
         return work
 
-    def _doorbells(self, rings: list, images: list) -> None:
+    def doorbells(self, rings: list, images: list) -> None:
         """What an idle gateway sleeps on: its side channel always (a halt wakes it whatever
         the log holds), the log only while it would read it (`ready_for_log`): a log with
         unread requests the venue cannot take yet must not keep it from sleeping."""
-        self.side_channel._doorbells(rings, images)
+        self.side_channel.doorbells(rings, images)
         if self.ready_for_log():
-            self.subscription._doorbells(rings, images)
+            self.subscription.doorbells(rings, images)
 
-    def next_timer_ns(self) -> int | None:
+    def venue_timer_ns(self) -> int | None:
         """When the venue next needs the gateway (CLOCK_MONOTONIC ns; None: only when told):
         subclasses with timed venue work override it, so an idle gateway sleeps until then."""
         return None
 
-    def _next_timer_ns(self) -> int | None:
+    def next_timer_ns(self) -> int | None:
+        """The idle strategy's timer: room to retry responses, the venue's timer, driver streams."""
         if self._outbox:  # responses waiting for room in the ingress: look again soon
             return time.monotonic_ns() + BACK_PRESSURE_RETRY_NS
-        at = self.next_timer_ns()
+        at = self.venue_timer_ns()
         if self._link is not None or self.remote_priority is not None:  # driver streams ring no doorbell
             remote = time.monotonic_ns() + REMOTE_POLL_NS
             at = remote if at is None else min(at, remote)

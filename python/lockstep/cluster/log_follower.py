@@ -192,7 +192,7 @@ class LogFollower(Closing):
         c["catch-ups"].set(self.catch_ups)
         c["replayed"].set(self.replayed)
 
-    def _doorbells(self, rings: list, images: list) -> None:
+    def doorbells(self, rings: list, images: list) -> None:
         """A driver's streams ring no doorbell: idle agents look again by their timer."""
 
     @property

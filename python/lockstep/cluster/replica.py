@@ -28,7 +28,7 @@ from .remote import RemoteLink
 
 __all__ = ["StateMachine", "Context", "Replica", "Snapshot", "write_snapshot", "read_snapshot", "latest_snapshot",
            "read_hashes", "first_divergence", "check_determinism", "Divergence", "NonDeterminism", "replay",
-           "log_messages", "sweep_snapshot_temps"]
+           "log_messages", "sweep_snapshot_temps", "OfflineReplica"]
 
 _SNAP_MAGIC = b"LSSNAP01"
 _SNAP_HEADER = struct.Struct("<8sqqqqII")  # magic, position, sequence, timestamp ns, length, crc32, reserved
@@ -323,7 +323,7 @@ class Replica(Closing):
 
     def do_work(self, limit: int = 256) -> int:
         """One duty cycle: flush queued outputs, apply up to `limit` log messages."""
-        work = self._flush()
+        work = self.flush()
         if self._snapshot_due and self._snapshot_ready():
             self.take_snapshot()
         return work + self.subscription.poll(self._on_fragment, limit)
@@ -338,7 +338,9 @@ class Replica(Closing):
             pending.popleft()
         return not pending
 
-    def _flush(self) -> int:
+    def flush(self) -> int:
+        """Send the machine's queued outputs to the sequencer now (each duty cycle does it first);
+        returns how many went (the rest wait for room in the ingress)."""
         sent = 0
         pending, client = self._pending, self._client
         if client is None:
@@ -348,11 +350,11 @@ class Replica(Closing):
             sent += 1
         return sent
 
-    def _doorbells(self, rings: list, images: list) -> None:
+    def doorbells(self, rings: list, images: list) -> None:
         """What an idle replica sleeps on: the sequenced log (the sequencer's commit wakes it)."""
-        self.subscription._doorbells(rings, images)
+        self.subscription.doorbells(rings, images)
 
-    def _next_timer_ns(self) -> int | None:
+    def next_timer_ns(self) -> int | None:
         """Outputs waiting for room in the ingress: look again soon (no doorbell for room);
         a log from another host (a driver's stream rings no doorbell) likewise."""
         if self._link is not None:
@@ -401,7 +403,7 @@ class Replica(Closing):
 def replay(machine: StateMachine, messages: Iterable[tuple[bytes, int]], *, until: int | None = None) -> Replica:
     """Feed (payload, position) pairs of a sequenced log into `machine` offline (no
     outputs are sent); stops after the message at position `until`. Returns the runner."""
-    runner = _OfflineRunner(machine)
+    runner = OfflineReplica(machine)
     for payload, position in messages:
         runner.apply(payload, position)
         if until is not None and position >= until:
@@ -409,8 +411,9 @@ def replay(machine: StateMachine, messages: Iterable[tuple[bytes, int]], *, unti
     return runner
 
 
-class _OfflineRunner(Replica):
-    """A Replica without a directory: for replays and the determinism check."""
+class OfflineReplica(Replica):
+    """A Replica without a directory, log or client: applies the messages it is handed (the
+    archive's replays and step debugger, the determinism check, the benchmarks)."""
 
     def __init__(self, machine: StateMachine) -> None:  # noqa: D107 - no log, no files
         self.machine = machine
@@ -427,6 +430,23 @@ class _OfflineRunner(Replica):
         self._client = None
         self._link = None
 
+    @property
+    def own_sequenced(self) -> int:
+        """The highest origin sequence of the machine's own outputs seen sequenced."""
+        return self._own_sequenced
+
+    def set_position(self, last_sequence: int, last_position: int, timestamp_ns: int, own_sequenced: int = 0) -> None:
+        """Stand where a snapshot or checkpoint was taken (its machine state restored by the
+        caller): outputs queued since are dropped."""
+        self.last_sequence, self.last_position, self.ctx.timestamp_ns = last_sequence, last_position, timestamp_ns
+        self._own_sequenced = own_sequenced
+        self.discard_outputs()
+        self._pending.clear()
+
+    def discard_outputs(self) -> None:
+        """Forget what the machine sent during the message being applied (it raised)."""
+        self.ctx._outputs.clear()
+
 
 @dataclass(frozen=True)
 class NonDeterminism:
@@ -442,7 +462,7 @@ def check_determinism(factory: Callable[[], StateMachine], messages: Iterable[tu
     """Run two instances side by side over the same sequenced messages, comparing state
     hashes after each, the second a little later (`gap_ns`) so wall-clock readers differ.
     Returns where they first diverge, or None."""
-    a, b = _OfflineRunner(factory()), _OfflineRunner(factory())
+    a, b = OfflineReplica(factory()), OfflineReplica(factory())
     for payload, position in messages:
         a.apply(payload, position)
         deadline = time.perf_counter_ns() + gap_ns

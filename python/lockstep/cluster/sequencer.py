@@ -148,7 +148,7 @@ class Sequencer(Closing):
             self._housekeeping(now)
         return n + work
 
-    def _next_timer_ns(self) -> int | None:
+    def next_timer_ns(self) -> int | None:
         """Streams of a media driver ring no doorbell here: look at them again soon."""
         if self._connection is None:
             return None
@@ -178,9 +178,9 @@ class Sequencer(Closing):
             self.ingress.unblock()
             self._stuck_head = (-1, now)
 
-    def _doorbells(self, rings: list, images: list) -> None:
+    def doorbells(self, rings: list, images: list) -> None:
         """What an idle sequencer sleeps on: its ingress (a sender's commit wakes it)."""
-        self.ingress._doorbells(rings, images)
+        self.ingress.doorbells(rings, images)
 
     def run(self, stop: threading.Event | Callable[[], bool] | None = None,
             idle: IdleStrategy | None = None) -> None:

@@ -73,6 +73,15 @@ class ExecutionGateway(Gateway):
     def ready_for_log(self) -> bool:
         return not self._waiting
 
+    def venue_timer_ns(self) -> int | None:
+        """The venue's next response due, or the throttle's next token for orders waiting on it."""
+        venue = self.venue
+        at = venue.next_due_ns if venue.connected else None
+        if self._waiting:
+            token = time.monotonic_ns() + int(1e9 / venue.throttle_per_s)
+            at = token if at is None else min(at, token)
+        return at
+
     def poll_venue(self) -> int:
         work = self._submit_waiting() if self._waiting else 0
         if self.venue.connected and self.venue.pending:

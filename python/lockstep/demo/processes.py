@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from lockstep.transport.idle import BACK_PRESSURE_RETRY_NS, IdleStrategy, agent_idle, default_idle
+from lockstep.transport.idle import IdleStrategy, agent_idle
 
 __all__ = ["run_sequencer", "run_replica", "run_gateway", "run_risk", "run_recorder", "STOP", "SLOT_WIDTH",
            "POSITION", "BUSY", "STATE", "EXTRA"]
@@ -167,7 +167,7 @@ def _run_replica(control, dir, name, kind, remote=None):
             return None
         deadline = time.monotonic() + 5
         while replica.pending_outputs and time.monotonic() < deadline:
-            replica._flush() or time.sleep(0.001)
+            replica.flush() or time.sleep(0.001)
         replica.record_hash()
         return {"kind": kind, "hash": machine.state_hash().hex(), "last_sequence": replica.last_sequence,
                 "last_position": replica.last_position, "applied": replica.applied,
@@ -204,11 +204,10 @@ def _run_gateway(control, dir, name, venue, seed, venue_options, remote=None):
 
     control.set(STATE, RUNNING)
     try:
-        remote = remote is not None  # (its log and priority stream are a driver's: no doorbell)
-        _loop(control, gw.do_work, progress, default_idle(gw, wake_at=lambda: _venue_timer(gw, remote)))
+        _loop(control, gw.do_work, progress, agent_idle(gw.do_work))  # (asleep until a halt, the log or the venue's timer)
         deadline = time.monotonic() + 2
         while gw.pending_responses and time.monotonic() < deadline:
-            gw._flush() or time.sleep(0.001)
+            gw.flush() or time.sleep(0.001)
         report = gw.report()
         report["follower"] = _follower_report(gw.subscription)
         return report
@@ -217,30 +216,6 @@ def _run_gateway(control, dir, name, venue, seed, venue_options, remote=None):
 
 
 run_gateway = _guarded(_run_gateway)
-
-
-def _venue_timer(gw: Any, remote: bool = False) -> int | None:
-    """When the simulated venue next needs its gateway: responses waiting for the ingress,
-    the next response due, or the throttle's next token for orders waiting on it; on another
-    host than the sequencer's, REMOTE_POLL_NS at the latest."""
-    from lockstep.transport.idle import REMOTE_POLL_NS
-
-    now = time.monotonic_ns()
-    at = _venue_due(gw, now)
-    if remote:
-        at = now + REMOTE_POLL_NS if at is None else min(at, now + REMOTE_POLL_NS)
-    return at
-
-
-def _venue_due(gw: Any, now: int) -> int | None:
-    if gw.pending_responses:
-        return now + BACK_PRESSURE_RETRY_NS
-    venue = gw.venue
-    at = venue._due[0][0] if venue.connected and venue._due else None  # (the venue's heap of due responses)
-    if gw._waiting:
-        token = now + int(1e9 / venue.throttle_per_s)
-        at = token if at is None else min(at, token)
-    return at
 
 
 def gateway_state(extra: int) -> tuple[int, bool, bool]:
@@ -257,7 +232,7 @@ def _run_risk(control, dir, name, limit_per_s, window_ms, auto_halt):
 
     def progress():
         control.set(POSITION, risk.position)
-        control.set(BUSY, 0 if risk._stop_algo_pending is None else 1)
+        control.set(BUSY, 1 if risk.stop_pending else 0)
         control.set(EXTRA, 1 if risk.halt else 0)
 
     control.set(STATE, RUNNING)

@@ -110,11 +110,16 @@ class RiskMonitor:
             work += 1
         return work
 
-    def _doorbells(self, rings: list, images: list) -> None:
-        """What an idle risk monitor sleeps on: the sequenced log."""
-        self.sub._doorbells(rings, images)
+    @property
+    def stop_pending(self) -> bool:
+        """A StopAlgo is waiting for room in the ingress."""
+        return self._stop_algo_pending is not None
 
-    def _next_timer_ns(self) -> int | None:
+    def doorbells(self, rings: list, images: list) -> None:
+        """What an idle risk monitor sleeps on: the sequenced log."""
+        self.sub.doorbells(rings, images)
+
+    def next_timer_ns(self) -> int | None:
         """A StopAlgo waiting for room in the ingress: look again soon."""
         return time.monotonic_ns() + BACK_PRESSURE_RETRY_NS if self._stop_algo_pending is not None else None
 

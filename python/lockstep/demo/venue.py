@@ -127,3 +127,8 @@ class VenueSimulator:
     def pending(self) -> int:
         """Responses not yet due."""
         return len(self._due)
+
+    @property
+    def next_due_ns(self) -> int | None:
+        """When the next response is due (CLOCK_MONOTONIC ns), or None: none pending."""
+        return self._due[0][0] if self._due else None

@@ -105,15 +105,15 @@ class BackoffIdleStrategy:
 
 class Waitable(Protocol):
     """What a `BlockingIdleStrategy` sleeps on: rings, subscriptions, images, or an agent that
-    adds the C state of what it reads now (`_doorbells(rings, images)` appends
+    adds the C state of what it reads now (`doorbells(rings, images)` appends
     `ls_ring_buffer_t *` / `ls_image_t *`)."""
 
-    def _doorbells(self, rings: list, images: list) -> None: ...
+    def doorbells(self, rings: list, images: list) -> None: ...
 
 
 DEFAULT_WAIT_TIMEOUT_NS = 10_000_000  # the longest sleep: housekeeping (heartbeats, liveness) runs
 # An agent whose output waits for room in a ring it does not read (no doorbell tells it of
-# free space) looks again after this long (its `_next_timer_ns`).
+# free space) looks again after this long (its `next_timer_ns`).
 BACK_PRESSURE_RETRY_NS = 100_000
 # An agent reading streams of an Aeron media driver (which ring no doorbell) looks at them
 # again after this long at the latest while idle.
@@ -179,7 +179,7 @@ class BlockingIdleStrategy:
         rings: list = []
         images: list = []
         for source in self.sources:
-            source._doorbells(rings, images)
+            source.doorbells(rings, images)
         del images[lib.LS_DOORBELL_MAX - len(rings):]  # (more: seen within the timeout)
         self.sleeps += 1
         rc = lib.ls_wait_any(ffi.new("ls_ring_buffer_t *[]", rings) if rings else ffi.NULL, len(rings),
@@ -205,9 +205,9 @@ def default_idle(*sources: Waitable, wake_at: "Callable[[], int | None] | None" 
 def agent_idle(do_work: Callable[[], int]) -> IdleStrategy:
     """The default idle strategy of the agent whose duty cycle is `do_work` (see run_agent)."""
     agent = getattr(do_work, "__self__", None)
-    if agent is None or not hasattr(agent, "_doorbells"):
+    if agent is None or not hasattr(agent, "doorbells"):
         return BackoffIdleStrategy()
-    return default_idle(agent, wake_at=getattr(agent, "_next_timer_ns", None))
+    return default_idle(agent, wake_at=getattr(agent, "next_timer_ns", None))
 
 
 _BY_NAME: dict[str, Callable[[], IdleStrategy]] = {
@@ -231,8 +231,8 @@ def run_agent(do_work: Callable[[], int], stop: "threading.Event | Callable[[], 
               idle: IdleStrategy | None = None, *, error_dir: "str | os.PathLike[str] | None" = None) -> None:
     """An agent's duty cycle: call `do_work()` until `stop` (an Event, or a callable that
     returns True) is set, idling by the work each cycle did. By default: when `do_work` is
-    a method of an agent that tells what it reads (`_doorbells`, and its next timer in
-    `_next_timer_ns`), `default_idle` on it (woken by its writers); else a backoff.
+    a method of an agent that tells what it reads (`doorbells`, and its next timer in
+    `next_timer_ns`), `default_idle` on it (woken by its writers); else a backoff.
 
     An exception from `do_work` ends the loop: when `error_dir` is given it is first recorded
     in that directory's distinct error log (type, message and last traceback frame; see

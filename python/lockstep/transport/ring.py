@@ -200,7 +200,7 @@ class _Ring(Closing):
             if deadline is not None and time.monotonic_ns() >= deadline:
                 return False
 
-    def _doorbells(self, rings: list, images: list) -> None:
+    def doorbells(self, rings: list, images: list) -> None:
         """For `BlockingIdleStrategy`: this ring's consumer doorbell."""
         rings.append(self._rb)
 

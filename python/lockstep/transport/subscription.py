@@ -289,7 +289,7 @@ class Subscription(Closing, Generic[ImageT]):
         another thread when close() is called."""
         return self._rx(timeout)
 
-    receive = fast_method("_rx", receive)  # type: ignore[assignment]  # (keeps the overloads)
+    receive = fast_method("_rx", receive)
 
     @guarded
     def _receive_blocking(self: Subscription[Image], timeout: float | None) -> bytes | None:
@@ -325,7 +325,7 @@ class Subscription(Closing, Generic[ImageT]):
         if lib.ls_wait_any(ffi.NULL, 0, self._wait_images[1], min(len(images), _MAX_BELLS), timeout_ns) < 0:
             raise c_error(self.dir)
 
-    def _doorbells(self, rings: list, images: list) -> None:
+    def doorbells(self, rings: list, images: list) -> None:
         """For `BlockingIdleStrategy`: the doorbells of every image read now."""
         images.extend(i._image for i in self._image_list)
 
@@ -363,7 +363,7 @@ class Subscription(Closing, Generic[ImageT]):
     def is_connected(self) -> bool:
         return bool(self._image_list)
 
-    def maintain(self) -> None:
+    def maintain(self: Subscription[Image]) -> None:
         """What poll and receive do every 100 ms: find new publishers, end drained and dead
         ones, report lost images. For a reader of the images themselves (the archive's recorder)."""
         self._housekeeping()
@@ -501,7 +501,7 @@ class Subscription(Closing, Generic[ImageT]):
         for image in added:
             self._tell(self.on_available_image, image)
 
-    def new_image(self, path: Path, start: Start) -> Image:
+    def new_image(self: Subscription[Image], path: Path, start: Start) -> Image:
         """The Image of a log that discovery found, at `start` (the subscription's): the hook for
         a subclass whose images start elsewhere (the archive's recorder continues a recording).
         FileNotFoundError: the log went meanwhile."""
