@@ -342,10 +342,10 @@ class Aeron(Closing):
         if cid < 0:
             return
         counters = self.counters
-        if not (lib.ls_counters_state(counters._c, cid) == 1 and _heartbeat_matches(counters, cid, self.client_id)):
+        if not (lib.ls_counters_state(counters.handle, cid) == 1 and _heartbeat_matches(counters, cid, self.client_id)):
             self._force_close(f"heartbeat counter {cid} is no longer this client's (the driver dropped it)")
             return
-        lib.ls_counters_set(counters._c, cid, now_ms)
+        lib.ls_counters_set(counters.handle, cid, now_ms)
 
     def _dispatch(self, msg_type: int, data: bytes) -> None:
         try:
@@ -377,7 +377,7 @@ class Aeron(Closing):
                 corr, counter_id = p.decode_id_counter(data)
                 if corr == self.client_id:
                     self.heartbeat_counter_id = counter_id
-                    lib.ls_counters_set(self.counters._c, counter_id, _now_ms())
+                    lib.ls_counters_set(self.counters.handle, counter_id, _now_ms())
             elif msg_type == p.ON_UNAVAILABLE_COUNTER:
                 corr, counter_id = p.decode_id_counter(data)
                 if corr == self.client_id and counter_id == self.heartbeat_counter_id:
@@ -441,6 +441,6 @@ def _find_heartbeat(counters: Any, client_id: int) -> int:
 
 def _heartbeat_matches(counters: Any, counter_id: int, client_id: int) -> bool:
     """The record is still a heartbeat counter keyed by our client id (ids are reused)."""
-    meta = counters._meta[counter_id]
-    return int(meta["type_id"]) == TYPE_CLIENT_HEARTBEAT and \
-        _KEY_CLIENT_ID.unpack_from(bytes(meta["key"]), 0)[0] == client_id
+    info = counters.info(counter_id)
+    return info.type_id == TYPE_CLIENT_HEARTBEAT and len(info.key) >= _KEY_CLIENT_ID.size and \
+        _KEY_CLIENT_ID.unpack_from(info.key, 0)[0] == client_id

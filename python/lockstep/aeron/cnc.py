@@ -134,7 +134,7 @@ class Cnc(Closing):
         self._heartbeat_at = to_driver_at + self.to_driver_capacity + RING_CONSUMER_HEARTBEAT_OFFSET
         self.broadcast_offset = to_clients_at
         self.broadcast_capacity = header.to_clients_length - BROADCAST_TRAILER_LENGTH
-        self.counters = _counters_over(mapped)
+        self.counters = Counters.over(mapped)
         self._words = mapped.memoryview().cast("q")
 
     @classmethod
@@ -215,11 +215,3 @@ def _validate(path: Path, header: CncHeader) -> None:
         raise FileFormatError(path, f"client liveness timeout: expected > 0 ns, found {header.client_liveness_timeout_ns}")
 
 
-def _counters_over(mapped: MappedFile) -> Counters:
-    """lockstep's `Counters` over this mapping (Aeron's CnC layout is the one it reads)."""
-    counters = Counters.__new__(Counters)
-    counters.dir = mapped.path.parent
-    counters.path = mapped.path
-    counters._file = mapped
-    counters._open_sections()
-    return counters

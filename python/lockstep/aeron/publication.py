@@ -59,7 +59,7 @@ class AeronPublication(Publication):
             error = c_error(self.path)
             self.log.close()
             raise error
-        self._limit_addr = lib.ls_counters_value_addr(counters._c, ready.position_limit_counter_id)
+        self._limit_addr = lib.ls_counters_value_addr(counters.handle, ready.position_limit_counter_id)
         lib.ls_publication_bind_driver(pub, self._limit_addr)
         self._pub = pub
         self._view = self.log.file.memoryview()
@@ -100,7 +100,7 @@ class AeronPublication(Publication):
         """The driver's publisher limit: how far this publication may write."""
         if self._pub is None:
             return CLOSED
-        return lib.ls_counters_get(self._aeron.counters._c, self.position_limit_counter_id)
+        return lib.ls_counters_get(self._aeron.counters.handle, self.position_limit_counter_id)
 
     def add_destination(self, channel: str) -> None:
         """Multi-destination cast: also send to `channel` (e.g. aeron:udp?endpoint=host:port)

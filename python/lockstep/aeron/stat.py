@@ -13,7 +13,8 @@ from typing import Any
 from ..errors import LockstepError
 from ..transport.errorlog import ErrorRecord, read_errors
 from ..transport.mapped import MappedFile
-from .cnc import CNC_FILE, _counters_over, default_aeron_dir, read_cnc_header, semantic_version
+from ..transport.counters import Counters
+from .cnc import CNC_FILE, default_aeron_dir, read_cnc_header, semantic_version
 
 __all__ = ["driver_snapshot", "render_driver", "driver_errors", "COUNTER_TYPES"]
 
@@ -37,7 +38,7 @@ def driver_snapshot(dir: str | os.PathLike[str] | None = None) -> dict[str, Any]
         raise LockstepError(f"{directory}: no Aeron media driver's cnc.dat here")
     mapped = MappedFile.open(path, writable=False)
     try:
-        counters = _counters_over(mapped)
+        counters = Counters.over(mapped)
         rows = [{"id": c.id, "type_id": c.type_id, "type": COUNTER_TYPES.get(c.type_id, str(c.type_id)),
                  "label": c.label, "value": c.value, "registration_id": c.registration_id} for c in counters]
     finally:

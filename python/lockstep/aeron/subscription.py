@@ -39,13 +39,13 @@ class AeronImage(LogReader):
         self.correlation_id = info.correlation_id
         self.subscriber_position_id = cid
         self.source_identity = info.source_identity
-        self.join_position = lib.ls_counters_get(counters._c, cid)
+        self.join_position = lib.ls_counters_get(counters.handle, cid)
         log = LogBuffer(MappedFile.open(info.log_file), tailed=False)
         if log.session_id != info.session_id or log.stream_id != info.stream_id:
             log.close()
             raise FileFormatError(info.log_file, f"session/stream: expected {info.session_id}/{info.stream_id}, "
                                   f"found {log.session_id}/{log.stream_id}")
-        super().__init__(log, self.join_position, lib.ls_counters_value_addr(counters._c, cid))
+        super().__init__(log, self.join_position, lib.ls_counters_value_addr(counters.handle, cid))
         self._pending: int | None = None
         # The C poll commits as it scans; a driver's log needs the commit after the handlers:
         # detached, it hands every call to LogReader.poll (the close guard) and so to

@@ -7,7 +7,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Iterator, NoReturn
+from typing import Any, Iterator, NoReturn
 
 import numpy as np
 
@@ -107,6 +107,23 @@ class Counters(Closing):
         except BaseException:
             self._file.close()
             raise
+
+    @classmethod
+    def over(cls, mapped: MappedFile) -> Counters:
+        """The counters of a cnc file mapped already (a media driver's: Aeron's CnC layout is
+        the one this reads); closing them unmaps it."""
+        counters = cls.__new__(cls)
+        counters.dir = mapped.path.parent
+        counters.path = mapped.path
+        counters._file = mapped
+        counters._open_sections()
+        return counters
+
+    @property
+    def handle(self) -> Any:
+        """The C counters (`ls_counters_t *`) over this mapping, for C code that reads or writes
+        them (publications' limits, images' positions); ClosedError once closed."""
+        return self._c
 
     def _open_sections(self) -> None:
         f = self._file

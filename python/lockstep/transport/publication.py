@@ -103,7 +103,7 @@ class Publication(Closing):
         self.session_id = log.session_id
         self.registration_id = self._client.next_registration_id()
         self._pub = ffi.new("ls_publication_t *")
-        if lib.ls_publication_init(self._pub, log.file.pointer, log.file.length, exclusive, self._counters._c) < 0:
+        if lib.ls_publication_init(self._pub, log.file.pointer, log.file.length, exclusive, self._counters.handle) < 0:
             error = c_error(self.path)
             log.close()
             raise error

@@ -338,7 +338,7 @@ class LogReader(Closing):
         return lib.ls_image_wait(self._image, timeout_ns)
 
     @guarded(closed=None)
-    def _wake(self) -> None:
+    def wake(self) -> None:
         """Wake every reader asleep on this log now (a close must not leave one sleeping)."""
         lib.ls_log_wake(self.log.c.metadata)
 

@@ -92,7 +92,7 @@ class Image(LogReader):
         self._counter.set(position)  # before anyone bounds a publisher by it
 
     def _position_addr(self):
-        return lib.ls_counters_value_addr(self._sub._client.counters._c, self._counter.id)
+        return lib.ls_counters_value_addr(self._sub._client.counters.handle, self._counter.id)
 
     def _failed(self, status: int) -> None:
         """A read found the image lapped or evicted: the subscription closes it and tells the
@@ -544,7 +544,7 @@ class Subscription(Closing, Generic[ImageT]):
         self._rx.detach()  # receive() raises ClosedError from now on
         self._poll_any.detach()  # so does poll() (the Python poll)
         for image in self._image_list:
-            image._wake()  # a receive asleep on it wakes to see the close
+            image.wake()  # a receive asleep on it wakes to see the close
 
     def _teardown(self) -> None:
         for image in [*self._images.values(), *self._held.values()]:
