@@ -11,6 +11,7 @@
 #include "logbuffer/image.h"
 #include "logbuffer/logbuffer.h"
 #include "logbuffer/publication.h"
+#include "logbuffer/term_reader.h"
 #include "logbuffer/term_unblocker.h"
 #include "sequencer.h"
 #include "util/ls_error.h"

@@ -242,7 +242,7 @@ static int64_t read_one(bench_reader_t *r, uint8_t *out, size_t capacity)
     if (LS_IMAGE_ASSEMBLED == result)
     {
         n = (size_t)r->scan->lengths[0];
-        from = r->image.assembly;
+        from = r->image.assembler.buffer;
     }
     else
     {

@@ -2,80 +2,88 @@
 #include <string.h>
 
 #include "logbuffer/fragment_assembler.h"
+#include "protocol/frame_descriptor.h"
 #include "util/ls_error.h"
 
 #define LS_FRAGMENT_ASSEMBLER_MIN_CAPACITY 4096
 
-void ls_fragment_assembler_init(ls_image_t *image)
+void ls_fragment_assembler_init(ls_fragment_assembler_t *assembler, size_t max_length)
 {
-    image->assembly_term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
+    memset(assembler, 0, sizeof(*assembler));
+    assembler->max_length = max_length;
+    assembler->term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
 }
 
-void ls_fragment_assembler_close(ls_image_t *image)
+void ls_fragment_assembler_close(ls_fragment_assembler_t *assembler)
 {
-    free(image->assembly);
-    image->assembly = NULL;
-    image->assembly_capacity = 0;
-    image->assembly_length = 0;
-    image->assembly_term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
+    free(assembler->buffer);
+    assembler->buffer = NULL;
+    assembler->capacity = 0;
+    ls_fragment_assembler_reset(assembler);
 }
 
-static int ls_fragment_assembler_append(ls_image_t *image, const uint8_t *data, size_t length)
+void ls_fragment_assembler_reset(ls_fragment_assembler_t *assembler)
 {
-    const size_t needed = image->assembly_length + length;
-    if (needed > image->assembly_capacity)
+    assembler->length = 0;
+    assembler->term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
+}
+
+static int ls_fragment_assembler_append(ls_fragment_assembler_t *assembler, const uint8_t *data, size_t length)
+{
+    const size_t needed = assembler->length + length;
+    if (needed > assembler->capacity)
     {
-        size_t capacity = image->assembly_capacity < LS_FRAGMENT_ASSEMBLER_MIN_CAPACITY ?
-            LS_FRAGMENT_ASSEMBLER_MIN_CAPACITY : image->assembly_capacity;
+        size_t capacity = assembler->capacity < LS_FRAGMENT_ASSEMBLER_MIN_CAPACITY ?
+            LS_FRAGMENT_ASSEMBLER_MIN_CAPACITY : assembler->capacity;
         while (capacity < needed)
         {
             capacity *= 2;
         }
-        uint8_t *grown = realloc(image->assembly, capacity);
+        uint8_t *grown = realloc(assembler->buffer, capacity);
         if (NULL == grown)
         {
-            ls_set_error(LS_ESTATE, "image: out of memory growing the reassembly buffer to %zu bytes", capacity);
+            ls_set_error(LS_ESTATE, "out of memory growing the reassembly buffer to %zu bytes", capacity);
             return -1;
         }
-        image->assembly = grown;
-        image->assembly_capacity = capacity;
+        assembler->buffer = grown;
+        assembler->capacity = capacity;
     }
     if (length > 0)
     {
-        memcpy(image->assembly + image->assembly_length, data, length);
+        memcpy(assembler->buffer + assembler->length, data, length);
     }
-    image->assembly_length = needed;
+    assembler->length = needed;
     return 0;
 }
 
 int ls_fragment_assembler_on_fragment(
-    ls_image_t *image, const uint8_t *payload, size_t payload_length, ls_frame_header_t *header)
+    ls_fragment_assembler_t *assembler, const uint8_t *payload, size_t payload_length, ls_frame_header_t *header)
 {
     const uint8_t flags = header->flags;
     if (flags & LS_FRAME_FLAG_BEGIN)
     {
         /* A new BEGIN discards any unfinished message, as Aeron's assembler does. */
-        image->assembly_length = 0;
-        image->assembly_term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
-        if (ls_fragment_assembler_append(image, payload, payload_length) < 0)
+        assembler->length = 0;
+        assembler->term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
+        if (ls_fragment_assembler_append(assembler, payload, payload_length) < 0)
         {
             return -1;
         }
-        image->assembly_term_id = header->term_id;
-        image->assembly_term_offset = header->term_offset;
-        image->assembly_reserved_value = header->reserved_value;
+        assembler->term_id = header->term_id;
+        assembler->term_offset = header->term_offset;
+        assembler->reserved_value = header->reserved_value;
         return 0;
     }
-    if (LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING == image->assembly_term_offset)
+    if (LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING == assembler->term_offset)
     {
         return 0; /* a middle or END fragment without its BEGIN is dropped */
     }
-    if (image->assembly_length + payload_length > (size_t)image->log.max_message_length)
+    if (assembler->length + payload_length > assembler->max_length)
     {
-        image->assembly_term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING; /* too long to be ours: drop */
+        assembler->term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING; /* too long to be ours: drop */
         return 0;
     }
-    if (ls_fragment_assembler_append(image, payload, payload_length) < 0)
+    if (ls_fragment_assembler_append(assembler, payload, payload_length) < 0)
     {
         return -1;
     }
@@ -85,10 +93,10 @@ int ls_fragment_assembler_on_fragment(
     }
     /* Reported as Aeron's FragmentAssembler does: first fragment's term id and offset,
      * position after the last, flags BEGIN | END. */
-    header->term_id = image->assembly_term_id;
-    header->term_offset = image->assembly_term_offset;
+    header->term_id = assembler->term_id;
+    header->term_offset = assembler->term_offset;
     header->flags = (uint8_t)(flags | LS_FRAME_FLAGS_UNFRAGMENTED);
-    header->reserved_value = image->assembly_reserved_value;
-    image->assembly_term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
+    header->reserved_value = assembler->reserved_value;
+    assembler->term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
     return 1;
 }

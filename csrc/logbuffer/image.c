@@ -4,6 +4,7 @@
 #include "concurrent/ls_atomic.h"
 #include "logbuffer/fragment_assembler.h"
 #include "logbuffer/image.h"
+#include "logbuffer/term_reader.h"
 #include "util/ls_bitutil.h"
 #include "util/ls_error.h"
 
@@ -55,7 +56,7 @@ static int ls_image_init_log(
     image->owner_counter_id = -1;
     image->unverified_from = position;
     image->lap_checked = tailed;
-    ls_fragment_assembler_init(image);
+    ls_fragment_assembler_init(&image->assembler, (size_t)image->log.max_message_length);
     ls_put_release_i64(position_counter, position);
     return 0;
 }
@@ -159,54 +160,28 @@ static int ls_image_store_position(ls_image_t *image, int64_t position)
 
 void ls_image_close(ls_image_t *image)
 {
-    ls_fragment_assembler_close(image);
+    ls_fragment_assembler_close(&image->assembler);
 }
 
 
-/* Checks a committed frame before its bytes are trusted. */
-static int ls_image_check_frame(
-    const ls_image_t *image, const uint8_t *frame, int32_t frame_length, int32_t offset, int32_t term_id)
+/* Reads frames of the term at `position` (the term reader) and hands each whole message to
+ * `sink` with the term's partition. Stops at the term end, an unwritten frame, `fragment_limit`
+ * data frames, or (when asked) after a reassembled message. Returns data frames read;
+ * *corrupt is set when it stopped at a bad frame (or could not grow the buffer). */
+struct ls_image_read_adapter
 {
-    const int32_t term_length = image->log.term_length;
-    const int16_t type = ls_frame_type(frame);
+    ls_image_sink_t sink;
+    void *clientd;
+    int32_t partition;
+};
 
-    if (!ls_frame_fits_term(frame_length, offset, term_length))
-    {
-        ls_set_error(
-            LS_EFORMAT, "frame at term %d offset %d: length expected %d..%d (bytes to the term end), found %d",
-            term_id, offset, LS_DATA_HEADER_LENGTH, term_length - offset, frame_length);
-        return -1;
-    }
-    if (LS_FRAME_TYPE_DATA == type && frame_length > image->log.mtu_length)
-    {
-        ls_set_error(
-            LS_EFORMAT, "frame at term %d offset %d: DATA length expected at most mtu %d, found %d",
-            term_id, offset, image->log.mtu_length, frame_length);
-        return -1;
-    }
-    if (LS_FRAME_TYPE_PAD != type && LS_FRAME_TYPE_DATA != type)
-    {
-        ls_set_error(
-            LS_EFORMAT, "frame at term %d offset %d: type expected %d (PAD) or %d (DATA), found %d",
-            term_id, offset, LS_FRAME_TYPE_PAD, LS_FRAME_TYPE_DATA, type);
-        return -1;
-    }
-    if (!ls_frame_is_at(frame, offset, term_id))
-    {
-        const int32_t header_offset = ls_get_plain_i32(frame + LS_FRAME_TERM_OFFSET_OFFSET);
-        const int32_t header_term_id = ls_get_plain_i32(frame + LS_FRAME_TERM_ID_OFFSET);
-        ls_set_error(
-            LS_EFORMAT, "frame at term %d offset %d: header says term %d offset %d",
-            term_id, offset, header_term_id, header_offset);
-        return -1;
-    }
-    return 0;
+static void ls_image_read_sink(
+    void *clientd, const uint8_t *data, size_t length, int32_t data_offset, const ls_frame_header_t *header)
+{
+    struct ls_image_read_adapter *adapter = clientd;
+    adapter->sink(adapter->clientd, data, length, adapter->partition, data_offset, header);
 }
 
-/* Reads frames of one term from `position`: skips padding, reassembles fragments, hands each
- * whole message to `sink`. Stops at the term end, an unwritten frame, `fragment_limit` data
- * frames, or (when asked) after a reassembled message. Returns data frames read; *corrupt is
- * set when it stopped at a bad frame (or could not grow the buffer). */
 static int32_t ls_image_read(
     ls_image_t *image,
     int64_t position,
@@ -218,81 +193,21 @@ static int32_t ls_image_read(
     bool *corrupt)
 {
     const ls_logbuffer_t *log = &image->log;
-    const int32_t term_length = log->term_length;
     const int32_t partition = ls_logbuffer_partition_index(log, position);
-    const int32_t term_id = ls_logbuffer_term_id(log, position);
-    const int64_t term_begin = position - ls_logbuffer_term_offset(log, position);
-    const uint8_t *term = log->terms[partition];
-    int32_t offset = ls_logbuffer_term_offset(log, position);
-    int32_t fragments = 0;
-    *corrupt = false;
-
-    while (fragments < fragment_limit && offset < term_length)
-    {
-        const uint8_t *frame = term + offset;
-        const int32_t frame_length = ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET);
-        if (frame_length <= 0)
-        {
-            break;
-        }
-        if (ls_image_check_frame(image, frame, frame_length, offset, term_id) < 0)
-        {
-            *corrupt = true;
-            break;
-        }
-        const int32_t frame_offset = offset;
-        const int32_t next_offset = offset + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT);
-        const int16_t type = ls_frame_type(frame);
-        if (LS_FRAME_TYPE_PAD == type)
-        {
-            offset = next_offset;
-            continue;
-        }
-
-        const uint8_t flags = frame[LS_FRAME_FLAGS_OFFSET];
-        const uint8_t *payload = frame + LS_DATA_HEADER_LENGTH;
-        const size_t payload_length = (size_t)(frame_length - LS_DATA_HEADER_LENGTH);
-        ls_frame_header_t header;
-        header.position = term_begin + next_offset;
-        header.term_id = term_id;
-        header.term_offset = frame_offset;
-        header.session_id = ls_get_plain_i32(frame + LS_FRAME_SESSION_ID_OFFSET);
-        header.stream_id = ls_get_plain_i32(frame + LS_FRAME_STREAM_ID_OFFSET);
-        header.frame_length = frame_length;
-        header.flags = flags;
-        header.type = type;
-        header.reserved_value = ls_get_plain_i64(frame + LS_FRAME_RESERVED_VALUE_OFFSET);
-
-        if (LS_FRAME_FLAGS_UNFRAGMENTED == (flags & LS_FRAME_FLAGS_UNFRAGMENTED))
-        {
-            sink(clientd, payload, payload_length, partition, frame_offset + LS_DATA_HEADER_LENGTH, &header);
-        }
-        else
-        {
-            const int assembled = ls_fragment_assembler_on_fragment(image, payload, payload_length, &header);
-            if (assembled < 0)
-            {
-                *corrupt = true;
-                break;
-            }
-            if (assembled > 0)
-            {
-                sink(clientd, image->assembly, image->assembly_length, partition, -1, &header);
-                fragments++;
-                offset = next_offset;
-                if (stop_after_assembled)
-                {
-                    break;
-                }
-                continue;
-            }
-        }
-
-        fragments++;
-        offset = next_offset;
-    }
-
-    *end_position = term_begin + offset;
+    const int32_t offset = ls_logbuffer_term_offset(log, position);
+    const ls_term_t term = {
+        .buffer = log->terms[partition],
+        .begin_position = position - offset,
+        .term_length = log->term_length,
+        .term_id = ls_logbuffer_term_id(log, position),
+        .mtu_length = log->mtu_length,
+        .recorded = false,
+    };
+    struct ls_image_read_adapter adapter = { sink, clientd, partition };
+    int32_t end_offset = offset;
+    const int32_t fragments = ls_term_read(&term, offset, log->term_length, fragment_limit, stop_after_assembled,
+                                           &image->assembler, ls_image_read_sink, &adapter, &end_offset, corrupt);
+    *end_position = term.begin_position + end_offset;
     return fragments;
 }
 

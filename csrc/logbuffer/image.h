@@ -11,23 +11,9 @@
 #include <stdint.h>
 
 #include "concurrent/counters.h"
+#include "logbuffer/fragment_assembler.h"
+#include "logbuffer/frame_header.h"
 #include "logbuffer/logbuffer.h"
-
-typedef struct ls_frame_header_stct
-{
-    int64_t position;      /* stream position just after this message's last frame */
-    int32_t term_id;       /* of the message's first frame */
-    int32_t term_offset;   /* of the message's first frame */
-    int32_t session_id;
-    int32_t stream_id;
-    int32_t frame_length;  /* of the last frame */
-    uint8_t flags;         /* as a whole message: 0xC0 once reassembled */
-    int16_t type;
-    int64_t reserved_value;
-} ls_frame_header_t;
-
-typedef void (*ls_fragment_handler_t)(
-    const uint8_t *data, size_t length, const ls_frame_header_t *header, void *clientd);
 
 typedef struct ls_image_stct
 {
@@ -46,12 +32,7 @@ typedef struct ls_image_stct
     /* Whether a private position checks for being lapped: a log with tail counters (ours). A media
      * driver's image log is cleaned by the driver behind its own counters, not lapped by writers. */
     bool lap_checked;
-    uint8_t *assembly;      /* reassembly buffer for fragmented messages (malloc'd) */
-    size_t assembly_capacity;
-    size_t assembly_length;
-    int32_t assembly_term_id;
-    int32_t assembly_term_offset;
-    int64_t assembly_reserved_value;
+    ls_fragment_assembler_t assembler; /* fragmented messages, reassembled */
 } ls_image_t;
 
 /* Validates the log and starts at `position`, which is stored into *position_counter. */
@@ -92,7 +73,7 @@ int64_t ls_image_poll(ls_image_t *image, ls_fragment_handler_t handler, void *cl
 /* Batch form for bindings (one call per batch; the position is NOT moved: call
  * ls_image_set_position with end or a message's position when done). Fills, per whole
  * message: where its payload is (data_offsets: offset into the term partition of
- * partitions[i], or -1 when it is in the reassembly buffer `image->assembly`), its payload
+ * partitions[i], or -1 when it is in the reassembly buffer `image->assembler.buffer`), its payload
  * length and its header. Stops after a reassembled message (the buffer is reused by the
  * next scan), at the end of the term, or at fragment_limit. *end_position = position after
  * the last frame looked at (padding included). Returns the message count, -1 (corrupt) or
@@ -139,7 +120,7 @@ int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t
  * whole message), then returns
  * (offset of the payload from the start of the log) << 20 | payload length for a message in
  * the term, 0 when there was none, LS_IMAGE_ASSEMBLED for a reassembled one (see
- * scan->lengths[0] and image->assembly), or -1 for a corrupt frame, or LS_IMAGE_LAPPED /
+ * scan->lengths[0] and image->assembler.buffer), or -1 for a corrupt frame, or LS_IMAGE_LAPPED /
  * LS_IMAGE_NOT_OWNER. */
 #define LS_IMAGE_ASSEMBLED (-2)
 int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan);

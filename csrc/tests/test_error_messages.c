@@ -176,7 +176,7 @@ static void test_publication_and_image(void)
     LS_CHECK(0 == ls_image_init(&image, memory, LENGTH, &position, 0));
     const int32_t bad_length = 7;
     memcpy(memory, &bad_length, sizeof(bad_length));
-    EXPECT_FAILS(-1 == ls_image_poll(&image, NULL, NULL, 10), LS_EFORMAT, "term 0 offset 0", "ls_image_check_frame");
+    EXPECT_FAILS(-1 == ls_image_poll(&image, NULL, NULL, 10), LS_EFORMAT, "term 0 offset 0: length: expected 32..", "ls_term_check_frame");
     ls_image_close(&image);
 }
 

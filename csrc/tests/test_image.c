@@ -223,7 +223,7 @@ static void read_aeron_file(const char *name)
         LS_CHECK(n >= 0);
         for (int32_t i = 0; i < n; i++)
         {
-            const uint8_t *data = offsets[i] < 0 ? image.assembly : log.terms[partitions[i]] + offsets[i];
+            const uint8_t *data = offsets[i] < 0 ? image.assembler.buffer : log.terms[partitions[i]] + offsets[i];
             check_message(&scanned, data, (size_t)lengths[i], &headers[i]);
         }
         ls_image_set_position(&image, end);
@@ -278,7 +278,7 @@ static void test_reassembly(void)
     LS_CHECK(0 == s.count);
     LS_CHECK(2 == ls_image_poll(&image, collect, &s, 2));
     LS_CHECK(1 == s.count && 5000 == s.lengths[0]);
-    LS_CHECK(0 == memcmp(big, image.assembly, 5000));
+    LS_CHECK(0 == memcmp(big, image.assembler.buffer, 5000));
     LS_CHECK(0 == s.headers[0].term_offset && 3 == s.headers[0].term_id && 0xC0 == s.headers[0].flags);
     LS_CHECK(end == s.headers[0].position && 99 == s.headers[0].reserved_value);
 
@@ -302,7 +302,7 @@ static void test_reassembly(void)
     LS_CHECK(at2 + 64 + 5152 == ls_publication_offer(&pub, big, sizeof(big), 0));
     s.count = 0;
     LS_CHECK(5 == ls_image_poll(&image, collect, &s, 10));
-    LS_CHECK(1 == s.count && 5000 == s.lengths[0] && 0 == memcmp(big, image.assembly, 5000));
+    LS_CHECK(1 == s.count && 5000 == s.lengths[0] && 0 == memcmp(big, image.assembler.buffer, 5000));
     ls_image_close(&image);
 }
 
@@ -330,7 +330,7 @@ static void test_scan(void)
     LS_CHECK(0 == partitions[0] && 32 == offsets[0] && 3 == lengths[0] && 64 == headers[0].position);
     LS_CHECK(-1 == offsets[1] && 3000 == lengths[1] && 128 == headers[1].term_offset);
     LS_CHECK(after_big == headers[1].position && after_big == end);
-    LS_CHECK(0 == memcmp(big, image.assembly, 3000));
+    LS_CHECK(0 == memcmp(big, image.assembler.buffer, 3000));
     LS_CHECK(0 == ls_image_position(&image)); /* scan does not move the position */
     ls_image_set_position(&image, end);
     LS_CHECK(1 == ls_image_scan(&image, 8, partitions, offsets, lengths, headers, &end));

@@ -258,7 +258,7 @@ static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *h
         for (int32_t i = 0; i < n; i++)
         {
             const int32_t offset = scan->data_offsets[i];
-            const uint8_t *data = offset >= 0 ? image->log.terms[scan->partitions[i]] + offset : image->assembly;
+            const uint8_t *data = offset >= 0 ? image->log.terms[scan->partitions[i]] + offset : image->assembler.buffer;
             PyObject *view = ls_fast_view(&self->head.refs[POLL_VIEW], data, scan->lengths[i], 0);
             if (NULL == view)
             {

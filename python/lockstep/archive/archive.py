@@ -17,7 +17,6 @@ from ..transport.stream_files import check_stream_id
 from .catalog import Catalog, RecordingDescriptor, now_ns
 from .reader import RecordingReader
 from .segments import (
-    FRAME_HEADER,
     SegmentMaps,
     align,
     frame_problem,
@@ -157,10 +156,9 @@ class Archive:
                 if found is None:
                     break
                 path, view, offset = found
-                h = FRAME_HEADER.unpack_from(view, offset)
-                if frame_problem(desc, position, h):
+                if frame_problem(desc, position, view, offset):
                     break  # unwritten, or a torn/garbled frame: the recording ends here
-                position += align(h[0])
+                position += align(int.from_bytes(view[offset:offset + 4], "little"))
                 last_write_ns = max(last_write_ns, os.stat(path).st_mtime_ns)
         finally:
             maps.close()

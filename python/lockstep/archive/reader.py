@@ -1,6 +1,6 @@
 """`RecordingReader`: a recording read back like a subscription, from any position to any
 position: whole messages (fragments reassembled, padding skipped), every frame header
-validated before its bytes are trusted."""
+validated before its bytes are trusted, by the C term reader that images use too."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .._native import ffi, lib
 from ..errors import FileFormatError, InvalidArgumentError
 from .catalog import Catalog, RecordingDescriptor
-from .segments import (
-    BEGIN,
-    END,
-    FRAME_HEADER,
-    HEADER_LENGTH,
-    PAD,
-    SegmentMaps,
-    frame_problem,
-    term_id_at,
-)
+from .segments import SegmentMaps, align, frame_problem, recorded_term, term_error, term_id_at
 
 __all__ = ["RecordingHeader", "RecordingReader"]
 
@@ -90,8 +82,11 @@ class RecordingReader:
         self._maps = SegmentMaps(self.dir, desc)
         self._header = RecordingHeader()
         self._header.session_id, self._header.stream_id = desc.session_id, desc.stream_id
-        self._assembly: bytearray | None = None
-        self._assembly_first = (0, 0, 0)  # term id, term offset, reserved value of the first fragment
+        # The C term reader's state: the term descriptor, one scan's output, the reassembly.
+        self._term = recorded_term(desc)
+        self._scan = ffi.new("ls_term_scan_t *")
+        self._assembler = ffi.new("ls_fragment_assembler_t *")
+        lib.ls_fragment_assembler_init(self._assembler, max(desc.term_length // 8, desc.mtu))
         self.closed = False
 
     @property
@@ -118,8 +113,7 @@ class RecordingReader:
             return True
         return False
 
-    def _bad(self, path: Path, offset: int, position: int, header: tuple) -> FileFormatError:
-        problem = frame_problem(self.desc, position, header) or "invalid"
+    def _bad(self, path: Path, offset: int, position: int, problem: str) -> FileFormatError:
         return FileFormatError(path, f"frame at offset {offset} (position {position}, recording "
                                      f"{self.recording_id}): {problem}")
 
@@ -127,71 +121,64 @@ class RecordingReader:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. `data`
         is a view valid only during the call. A handler that raises has its message consumed."""
         desc = self.desc
-        term_length = desc.term_length
-        mask = term_length - 1
-        shift = term_length.bit_length() - 1
-        mtu, session_id, stream_id = desc.mtu, desc.session_id, desc.stream_id
-        header = self._header
-        unpack = FRAME_HEADER.unpack_from
-        pos = self.position
+        mask = desc.term_length - 1
+        header, term, scan, assembler = self._header, self._term, self._scan, self._assembler
         count = 0
-        term_index = -1
-        term_id_expected = 0
-        path = self.dir  # the file of the segment mapped as `view` (none yet)
-        view: memoryview | None = None
-        seg_end = 0  # the position where the mapped segment ends
-        seg_off = 0  # file offset = position - seg_off
         while count < limit:
+            pos = self.position
             if pos >= self._limit:
                 if self._live and self._refresh():
                     continue
                 break
-            if pos >= seg_end or view is None:
-                path, view, offset = self._maps.get(pos)
-                seg_off = pos - offset
-                seg_end = seg_off + len(view)
-            offset = pos - seg_off
-            h = unpack(view, offset)
-            length, version, flags, ftype, term_offset, sid, stid, term_id, reserved = h
-            if pos >> shift != term_index:
-                term_index = pos >> shift
-                term_id_expected = term_id_at(desc, pos)
-            aligned = (length + 31) & ~31
-            if (length < HEADER_LENGTH or term_offset != pos & mask or term_offset + aligned > term_length
-                    or version or term_id != term_id_expected or sid != session_id or stid != stream_id
-                    or not (ftype == 1 and length <= mtu or ftype == PAD)):
-                raise self._bad(path, offset, pos, h)
-            end = pos + aligned
-            if end > self._limit:
+            path, view, offset = self._maps.get(pos)
+            term_begin = pos - (pos & mask)
+            term_at = offset - (pos & mask)  # the term's start in the segment file
+            term.begin_position = term_begin
+            term.term_id = term_id_at(desc, pos)
+            with ffi.from_buffer(view) as memory:  # (an export of the map only for the scan: maps may close after)
+                term.buffer = memory + term_at
+                n = lib.ls_term_scan(term, pos & mask, min(mask + 1, self._limit - term_begin), limit - count,
+                                     assembler, scan)
+            term.buffer = ffi.NULL
+            for i in range(scan.count):
+                h = scan.headers[i]
+                header.term_id, header.term_offset, header.reserved_value = h.term_id, h.term_offset, h.reserved_value
+                header.position, header.flags, header.frame_length = h.position, h.flags, h.frame_length
+                self.position = h.position  # consumed, whatever the handler does
+                count += 1
+                at = scan.data_offsets[i]
+                if at >= 0:
+                    handler(view[term_at + at:term_at + at + scan.lengths[i]], header)
+                else:
+                    with memoryview(ffi.buffer(assembler.buffer, scan.lengths[i])) as data:
+                        handler(data, header)
+            end = term_begin + scan.end_offset
+            if n < 0:
+                self.position = end
+                raise self._bad(path, term_at + scan.end_offset, end, term_error())
+            if end == pos:  # the next frame runs past the limit: not there yet
                 if self._live and self._refresh():
                     continue
-                break  # the frame runs past the stop position: not delivered
-            if ftype == PAD:
-                pos = self.position = end
-                continue
-            if flags & 0xC0 == 0xC0:
-                header.term_id, header.term_offset, header.reserved_value = term_id, term_offset, reserved
-                header.position, header.flags, header.frame_length = end, flags, length
-                pos = self.position = end
-                count += 1
-                handler(view[offset + HEADER_LENGTH:offset + length], header)
-                continue
-            pos = self.position = end
-            if flags & BEGIN:
-                self._assembly = bytearray(view[offset + HEADER_LENGTH:offset + length])
-                self._assembly_first = (term_id, term_offset, reserved)
-            elif self._assembly is not None:
-                self._assembly += view[offset + HEADER_LENGTH:offset + length]
-                if flags & END:
-                    data, self._assembly = self._assembly, None
-                    header.term_id, header.term_offset, header.reserved_value = self._assembly_first
-                    header.position, header.flags, header.frame_length = end, 0xC0, length
-                    count += 1
-                    with memoryview(data) as mv:
-                        handler(mv, header)
-            # else: a middle/end fragment of a message begun before `start`: skipped
-        self.position = pos
+                break
+            self.position = end
         return count
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """Every frame (padding included) from the position to the stop, as it lies in the
+        segment: (position, frame bytes up to the 32-byte aligned end). Validated like poll."""
+        desc = self.desc
+        pos = self.position
+        while pos < self._limit:
+            path, view, offset = self._maps.get(pos)
+            problem = frame_problem(desc, pos, view, offset)
+            if problem:
+                raise self._bad(path, offset, pos, problem)
+            end = pos + align(int.from_bytes(view[offset:offset + 4], "little"))
+            if end > self._limit:
+                break
+            yield pos, bytes(view[offset:offset + end - pos])
+            pos = self.position = end
+        lib.ls_fragment_assembler_reset(self._assembler)
 
     def messages(self) -> Iterator[tuple[bytes, dict[str, int]]]:
         """Every message from the position to the stop, copied: (payload, header fields)."""
@@ -205,27 +192,11 @@ class RecordingReader:
             if n == 0 and self.position == before:
                 return
 
-    def frames(self) -> Iterator[tuple[int, bytes]]:
-        """Every frame (padding included) from the position to the stop, as it lies in the
-        segment: (position, frame bytes up to the 32-byte aligned end). Validated like poll."""
-        desc = self.desc
-        pos = self.position
-        while pos < self._limit:
-            path, view, offset = self._maps.get(pos)
-            h = FRAME_HEADER.unpack_from(view, offset)
-            if frame_problem(desc, pos, h):
-                raise self._bad(path, offset, pos, h)
-            end = pos + ((h[0] + 31) & ~31)
-            if end > self._limit:
-                break
-            yield pos, bytes(view[offset:offset + end - pos])
-            pos = self.position = end
-        self._assembly = None
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self._maps.close()
+            lib.ls_fragment_assembler_close(self._assembler)
 
     def __enter__(self) -> RecordingReader:
         return self

@@ -61,7 +61,7 @@ def message_boundary_problem(archive_dir: Path, desc: RecordingDescriptor, posit
         while walk < position:
             path, view, offset = maps.get(walk)
             h = FRAME_HEADER.unpack_from(view, offset)
-            problem = frame_problem(desc, walk, h)
+            problem = frame_problem(desc, walk, view, offset)
             if problem:
                 return f"recording {desc.recording_id}: frame at position {walk}: {problem}"
             previous_flags = 0xC0 if h[3] == PAD else h[2]
@@ -72,7 +72,7 @@ def message_boundary_problem(archive_dir: Path, desc: RecordingDescriptor, posit
         if position < desc.stop_position:
             path, view, offset = maps.get(position)
             h = FRAME_HEADER.unpack_from(view, offset)
-            problem = frame_problem(desc, position, h)
+            problem = frame_problem(desc, position, view, offset)
             if problem:
                 return f"recording {desc.recording_id}: frame at position {position}: {problem}"
             if h[3] != PAD and not h[2] & BEGIN:

@@ -9,9 +9,10 @@ import mmap
 import os
 import re
 import struct
-from typing import Literal, overload
+from typing import Any, Literal, overload
 from pathlib import Path
 
+from .._native import ffi, lib
 from ..errors import FileFormatError
 from ..transport.mapped import open_regular, os_error
 from .catalog import RecordingDescriptor
@@ -23,6 +24,8 @@ __all__ = [
     "SegmentMaps",
     "align",
     "frame_problem",
+    "recorded_term",
+    "term_error",
     "parse_segment_name",
     "segment_base",
     "segment_name",
@@ -62,31 +65,35 @@ def term_id_at(desc: RecordingDescriptor, position: int) -> int:
     return t - (1 << 32) if t >= 1 << 31 else t
 
 
-def frame_problem(desc: RecordingDescriptor, position: int, header: tuple) -> str | None:
-    """What is wrong with the (unpacked) frame header found at `position`, or None. A zero
-    length is reported as "unwritten"."""
-    length, version, flags, ftype, term_offset, session_id, stream_id, term_id, _ = header
-    term_length = desc.term_length
-    expected_offset = position & (term_length - 1)
+def recorded_term(desc: RecordingDescriptor) -> Any:
+    """The C term reader's descriptor (`ls_term_t *`) for the terms of a recording: its term
+    length, mtu, session and stream (one session of one stream); buffer, begin position and
+    term id are set per term read."""
+    term = ffi.new("ls_term_t *")
+    term.term_length, term.mtu_length = desc.term_length, desc.mtu
+    term.recorded = True
+    term.session_id, term.stream_id = desc.session_id, desc.stream_id
+    return term
+
+
+def term_error() -> str:
+    """What the C term reader found wrong (its message less the "frame at term T offset O: "
+    it starts with: the callers name the file offset and position instead)."""
+    return ffi.string(lib.ls_errmsg()).decode("utf-8", "replace").split(": ", 1)[-1]
+
+
+def frame_problem(desc: RecordingDescriptor, position: int, view: memoryview, offset: int) -> str | None:
+    """What is wrong with the frame at `offset` of a segment's `view` (stream `position`) as a
+    frame of this recording (the C term reader's check), or None. A zero length is "unwritten"."""
+    length = int.from_bytes(view[offset:offset + 4], "little", signed=True)
     if length == 0:
         return "unwritten (length 0)"
-    if length < HEADER_LENGTH or expected_offset + align(length) > term_length:
-        return f"length: expected {HEADER_LENGTH}..{term_length - expected_offset}, found {length}"
-    if version != 0:
-        return f"version: expected 0, found {version}"
-    if ftype not in (PAD, DATA):
-        return f"type: expected PAD (0) or DATA (1), found {ftype}"
-    if ftype == DATA and length > desc.mtu:
-        return f"DATA length: expected at most mtu {desc.mtu}, found {length}"
-    if term_offset != expected_offset:
-        return f"term offset field: expected {expected_offset}, found {term_offset}"
-    expected_term = term_id_at(desc, position)
-    if term_id != expected_term:
-        return f"term id field: expected {expected_term}, found {term_id}"
-    if session_id != desc.session_id or stream_id != desc.stream_id:
-        return (f"session/stream: expected {desc.session_id}/{desc.stream_id}, "
-                f"found {session_id}/{stream_id}")
-    return None
+    term = recorded_term(desc)
+    term.term_id = term_id_at(desc, position)
+    with ffi.from_buffer(view[offset:offset + HEADER_LENGTH]) as header:
+        if lib.ls_term_check_frame(term, header, length, position & (desc.term_length - 1)) == 0:
+            return None
+    return term_error()
 
 
 class SegmentMaps:

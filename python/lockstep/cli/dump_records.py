@@ -145,7 +145,7 @@ def _segment_records(path: Path, payload_prefix: int) -> Iterator[dict[str, Any]
             length, version, flags, ftype, term_offset, session_id, stream_id, term_id, reserved = h
             if length == 0 and (desc is None or desc.state == "active"):
                 break  # the end of what was recorded
-            problem = (frame_problem(desc, base + offset, h) if desc is not None else
+            problem = (frame_problem(desc, base + offset, view, offset) if desc is not None else
                        None if HEADER_LENGTH <= length <= size - offset and ftype in FRAME_TYPES and not term_offset % 32
                        else f"frame header: length {length}, type {ftype}, term offset {term_offset}")
             if problem:

@@ -228,7 +228,7 @@ class LogReader(Closing):
                 if offset >= 0:
                     handler(term[offset:offset + lengths[i]], header)
                 else:
-                    handler(memoryview(ffi.buffer(self._image.assembly, lengths[i])), header)
+                    handler(memoryview(ffi.buffer(self._image.assembler.buffer, lengths[i])), header)
         except BaseException:
             self._rewind(i)
             raise
@@ -271,7 +271,7 @@ class LogReader(Closing):
         if r == 0:
             return None
         if r == lib.LS_IMAGE_ASSEMBLED:
-            return memoryview(ffi.buffer(self._image.assembly, self._lengths[0]))
+            return memoryview(ffi.buffer(self._image.assembler.buffer, self._lengths[0]))
         self._failed(r)
         return None
 
@@ -316,7 +316,7 @@ class LogReader(Closing):
                         self._rewind(k - 1)  # the batch counts as consumed, the message after it not
                     raise
             if k < n:
-                buffer = np.frombuffer(ffi.buffer(self._image.assembly, self._lengths[k]), dtype=np.uint8)
+                buffer = np.frombuffer(ffi.buffer(self._image.assembler.buffer, self._lengths[k]), dtype=np.uint8)
                 handler(Batch(buffer, np.zeros(1, np.int32), self._np_lengths[k:n], self._np_positions[k:n],
                               self.session_id, self.stream_id))
         return max(n, 0)
