@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 
+from .._closing import Closing
 from ..errors import LockstepError
 
 __all__ = ["NetnsPair", "netns_unavailable"]
@@ -29,7 +30,7 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True)
 
 
-class NetnsPair:
+class NetnsPair(Closing):
     """Namespaces `a` (at `address_a`) and `b` (at `address_b`) joined by a veth pair; made at
     once, removed by `close()` (deleting a namespace deletes its end of the pair, so both)."""
 
@@ -70,15 +71,9 @@ class NetnsPair:
             if result.returncode != 0:
                 raise LockstepError(f"ip -n {ns} link set {dev} {state}: {result.stderr.strip()}")
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         for ns in self.created:
             _ip("netns", "del", ns)
         self.created.clear()
 
-    cleanup = close
-
-    def __enter__(self) -> "NetnsPair":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    cleanup = Closing.close

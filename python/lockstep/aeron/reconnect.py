@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .._closing import Closing
 from ..errors import LockstepError
 from .client import Aeron
 from .cnc import CNC_FILE, driver_timeout_ms as env_driver_timeout_ms, read_cnc_header
@@ -18,7 +19,7 @@ from .cnc import CNC_FILE, driver_timeout_ms as env_driver_timeout_ms, read_cnc_
 __all__ = ["DriverConnection"]
 
 
-class DriverConnection:
+class DriverConnection(Closing):
     """The client of the driver in `dir` (or `aeron`, an open one). `check()` is None while it
     is fine, and after it closed (the driver died or timed it out) looks at most every
     `retry_ms` for a live driver (its cnc.dat's heartbeat fresh: no waiting), then attaches a
@@ -77,7 +78,7 @@ class DriverConnection:
     def connected(self) -> bool:
         return not self.aeron.is_closed
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         for client in self._owned:
             client.close()
         self._owned = []

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._closing import Closing
 from .. import codec
 from ..errors import CodecError, ImageLostError, LockstepError
 from ..transport.idle import BackoffIdleStrategy
@@ -104,7 +105,7 @@ def _clip(text: str, limit: int = MAX_TEXT_LENGTH) -> bytes:
 
 # -- the client ---------------------------------------------------------------------------------
 
-class ReplayClient:
+class ReplayClient(Closing):
     """Asks the `ReplayServer` listening on `control_channel` / `control_stream_id` for replays,
     which it receives on `response_channel` (an endpoint of this host's driver, e.g.
     `aeron:udp?endpoint=10.42.0.2:40103`): answers on `response_stream_id`, each replay on a
@@ -126,7 +127,6 @@ class ReplayClient:
         self._next_correlation_id = int.from_bytes(os.urandom(6), "little") << 8
         self._responses: dict[int, Any] = {}
         self._waiting: set[int] = set()
-        self._closed = False
         self._responses_sub = aeron.add_subscription(response_channel, response_stream_id)
         try:
             self._control = aeron.add_publication(control_channel, control_stream_id)
@@ -203,18 +203,9 @@ class ReplayClient:
             return f"{_text(answer.text)} ({ERROR_CODES.get(int(answer.code), 'error')} {int(answer.code)})"
         return None
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _teardown(self) -> None:  # (close())
         self._control.close()
         self._responses_sub.close()
-
-    def __enter__(self) -> ReplayClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class PendingReplay:
@@ -287,6 +278,11 @@ class PendingReplay:
     def is_done(self) -> bool:
         return self.replay is not None and self.replay.is_done
 
+    @property
+    def closed(self) -> bool:
+        """Closed, or failed (the error was raised): nothing more comes."""
+        return self._closed or (self.replay is not None and self.replay.closed)
+
     def close(self) -> None:
         if self.replay is not None:
             self.replay.close()
@@ -297,7 +293,7 @@ class PendingReplay:
                 self.client._control.offer(StopReplay.encode(correlation_id=self.correlation_id, replay_session_id=-1))
 
 
-class Replay:
+class Replay(Closing):
     """One replay being received: `poll(handler, limit)` hands over messages with `header.position`
     their position in the recording; `is_done` once the stop position (end of stream) is
     reached; `close()` tells the server to stop and unsubscribes."""
@@ -316,7 +312,6 @@ class Replay:
         self._lost: tuple[int, int] | None = None
         self._ended = False
         self._ended_early_at: float | None = None
-        self._closed = False
         subscription.on_unavailable_image = self._on_unavailable
 
     def _on_unavailable(self, image: Any) -> None:
@@ -382,9 +377,9 @@ class Replay:
 
     def close(self) -> None:
         """Tell the server to stop (when not done) and unsubscribe."""
-        if self._closed:
-            return
-        self._closed = True
+        super().close()
+
+    def _teardown(self) -> None:  # (close())
         try:
             if not self.is_done:
                 self.client._stop(self)
@@ -393,12 +388,6 @@ class Replay:
                 self.client._responses.pop(self.correlation_id, None)
         finally:
             self.subscription.close()
-
-    def __enter__(self) -> Replay:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"Replay(session={self.replay_session_id}, recording={self.recording_id}, position={self.position}, "

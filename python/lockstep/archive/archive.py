@@ -14,7 +14,7 @@ from ..errors import LockstepError
 from ..transport.idle import BackoffIdleStrategy, IdleStrategy
 from ..transport.mapped import open_regular, resolve_dir, try_lock
 from ..transport.stream_files import check_stream_id
-from .catalog import Catalog, RecordingDescriptor, now_ns
+from .catalog import Catalog, RecordingDescriptor, RecordingState, now_ns
 from .reader import RecordingReader
 from .segments import (
     SegmentMaps,
@@ -145,7 +145,7 @@ class Archive:
                 os.close(lock)
         return repaired
 
-    def repair(self, desc: RecordingDescriptor, *, state: str = "stopped") -> RecordingDescriptor:
+    def repair(self, desc: RecordingDescriptor, *, state: RecordingState = "stopped") -> RecordingDescriptor:
         """Scan forward from the catalog's stop position (the caller holds the recorder lock)."""
         maps = SegmentMaps(self.dir, desc)
         position = desc.stop_position

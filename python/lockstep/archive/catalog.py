@@ -32,8 +32,9 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from .._closing import Closing
 from ..errors import FileAccessError, FileFormatError, LockstepError
 from ..transport.mapped import os_error
 
@@ -49,7 +50,8 @@ _DESCRIPTOR_LENGTH = 128
 assert _HEADER.size == _HEADER_LENGTH and _DESCRIPTOR.size == _DESCRIPTOR_LENGTH
 
 ACTIVE, STOPPED, INVALID = 1, 2, 3
-_STATE_NAMES = {ACTIVE: "active", STOPPED: "stopped", INVALID: "invalid"}
+RecordingState = Literal["active", "stopped", "invalid"]  # a recording's state, by name
+_STATE_NAMES: dict[int, RecordingState] = {ACTIVE: "active", STOPPED: "stopped", INVALID: "invalid"}
 _STATE_CODES = {v: k for k, v in _STATE_NAMES.items()}
 _MIN_TERM, _MAX_TERM = 1 << 16, 1 << 30
 # What a NoSpaceError in the archive (catalog or segments) suggests.
@@ -71,7 +73,7 @@ if TYPE_CHECKING:
         segment_length: int
         mtu: int
         initial_term_id: int
-        state: str
+        state: RecordingState
         channel: NotRequired[str]
 
 
@@ -93,7 +95,7 @@ class RecordingDescriptor:
     segment_length: int
     mtu: int
     initial_term_id: int
-    state: str
+    state: RecordingState
     channel: str = ""
 
     def as_dict(self) -> dict:
@@ -133,7 +135,7 @@ def _unpack(path: Path, raw: bytes, offset: int, index: int) -> RecordingDescrip
                                channel.rstrip(b"\0").decode(errors="replace"))
 
 
-class Catalog:
+class Catalog(Closing):
     """The catalog file of an archive directory (read, validated; append and update)."""
 
     def __init__(self, dir: Path) -> None:
@@ -251,7 +253,7 @@ class Catalog:
         fd = self._open_for_write()
         self._pwrite(fd, desc._pack(), _HEADER_LENGTH + desc.recording_id * _DESCRIPTOR_LENGTH, sync=sync)
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

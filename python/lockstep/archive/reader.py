@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .._closing import Closing
 from .._native import ffi, lib
 from ..errors import FileFormatError, InvalidArgumentError
 from .catalog import Catalog, RecordingDescriptor
@@ -47,7 +48,7 @@ class RecordingHeader:
                 f"flags=0x{self.flags:02x})")
 
 
-class RecordingReader:
+class RecordingReader(Closing):
     """Messages of one recording from `start` (default: its start) up to `stop` (default:
     its stop position; for an active recording, wherever the recorder has got to, re-read
     as the reader catches up). A message is delivered only when all its frames lie before
@@ -87,7 +88,6 @@ class RecordingReader:
         self._scan = ffi.new("ls_term_scan_t *")
         self._assembler = ffi.new("ls_fragment_assembler_t *")
         lib.ls_fragment_assembler_init(self._assembler, max(desc.term_length // 8, desc.mtu))
-        self.closed = False
 
     @property
     def limit(self) -> int:
@@ -192,17 +192,9 @@ class RecordingReader:
             if n == 0 and self.position == before:
                 return
 
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._maps.close()
-            lib.ls_fragment_assembler_close(self._assembler)
-
-    def __enter__(self) -> RecordingReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _teardown(self) -> None:  # (close())
+        self._maps.close()
+        lib.ls_fragment_assembler_close(self._assembler)
 
     def __repr__(self) -> str:
         return (f"RecordingReader(recording_id={self.recording_id}, position={self.position}, "

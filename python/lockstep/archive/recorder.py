@@ -24,8 +24,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 from pathlib import Path
 
+from .._closing import Closing
 from ..errors import InvalidArgumentError, LockstepError
 from ..transport.idle import IdleStrategy, run_agent
 from ..transport.logbuffer import LogBuffer
@@ -33,12 +35,13 @@ from ..transport.mapped import MappedFile, open_regular, os_error, reserve, reso
 from ..cluster.sequencer import DEFAULT_LOG_STREAM
 from ..transport.subscription import Image, Start, Subscription
 from .archive import Archive, default_archive_dir, recorder_lock_path
-from .catalog import SPACE_HINT, RecordingDescriptor, now_ns
+from .catalog import SPACE_HINT, RecordingDescriptor, RecordingState, now_ns
 from .segments import segment_base, segment_name
 
 __all__ = ["DEFAULT_SEGMENT_LENGTH", "DURABILITY", "Recorder"]
 
-DURABILITY = ("none", "segment", "interval")
+Durability = Literal["none", "segment", "interval"]  # when recorded bytes are synced to disk
+DURABILITY: tuple[Durability, ...] = ("none", "segment", "interval")
 DEFAULT_SEGMENT_LENGTH = 128 << 20
 _CHECKPOINT_NS = 100_000_000  # durability "none": catalog stop position at most this stale
 _SCAN_LIMIT = 1024
@@ -79,7 +82,7 @@ class _RecorderSubscription(Subscription[Image]):
         return self._recorder._open_image(self, path)
 
 
-class Recorder:
+class Recorder(Closing):
     """Records stream `stream_id` of lockstep directory `dir` into `archive_dir` (default
     `default_archive_dir()`: `$LOCKSTEP_ARCHIVE_DIR`, else `$XDG_DATA_HOME/lockstep/archive`; 0700).
 
@@ -94,7 +97,7 @@ class Recorder:
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, *, stream_id: int = DEFAULT_LOG_STREAM,
                  archive_dir: str | os.PathLike[str] | None = None, segment_length: int | None = None,
-                 durability: str = "none", fsync_interval_ms: int = 1000) -> None:
+                 durability: Durability = "none", fsync_interval_ms: int = 1000) -> None:
         if durability not in DURABILITY:
             raise InvalidArgumentError(f"durability: expected one of {', '.join(DURABILITY)}, found {durability!r}")
         if segment_length is not None and not (1 << 16 <= segment_length <= 1 << 30
@@ -113,7 +116,6 @@ class Recorder:
         self._lock = try_lock(lock_path)
         if self._lock is None:
             raise LockstepError(f"{lock_path}: another recorder is recording stream {stream_id} into this archive")
-        self._closed = False
         self._recordings: list[_Recording] = []
         self._extends: dict[Path, RecordingDescriptor] = {}  # image path -> the recording it continues
         self.repaired: list[RecordingDescriptor] = []
@@ -236,7 +238,7 @@ class Recorder:
             raise LockstepError(f"{path}: length: expected {rec.desc.segment_length} bytes, found {size}")
         rec.fd, rec.seg_base = fd, base
 
-    def _checkpoint(self, rec: _Recording, state: str = "active") -> None:
+    def _checkpoint(self, rec: _Recording, state: RecordingState = "active") -> None:
         """Write the recording's stop position into the catalog: with fsync durability, only
         what has been synced."""
         stop = rec.position if self.durability == "none" else rec.synced_position
@@ -313,9 +315,9 @@ class Recorder:
     def close(self) -> None:
         """Stop recording: everything read is written (and synced unless durability is
         "none"); recordings are marked stopped; the stream's subscriber position goes."""
-        if self._closed:
-            return
-        self._closed = True
+        super().close()
+
+    def _teardown(self) -> None:  # (close())
         try:
             for rec in self._recordings:
                 if rec.image is not None:
@@ -329,12 +331,6 @@ class Recorder:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
-
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Recorder(stream_id={self.stream_id}, recordings={self.recording_ids}, archive={str(self.archive.dir)!r})"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._closing import Closing
 from .. import codec
 from ..cluster.replica import (
     Snapshot,
@@ -145,7 +146,7 @@ class _Checkpoint:
 _MAX_CHECKPOINTS = 64
 
 
-class ReplaySession:
+class ReplaySession(Closing):
     """One recording fed into one machine, a message at a time (with one message of
     look-ahead, so "continue to position P" stops exactly after the message at P).
 
@@ -367,14 +368,8 @@ class ReplaySession:
             snapshot_written=str(snapshot_written) if snapshot_written else None,
             compared=self.compared, divergence=self.divergence, ended=self.peek() is None)
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         self.reader.close()
-
-    def __enter__(self) -> ReplaySession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._closing import Closing
 from ..aeron.channel import position_params, with_params
 from ..aeron.replay_client import (BAD_POSITION, CONTROL_STREAM_ID, MALFORMED, NO_RECORDING, REPLAY_FAILED, SCHEMA,
                                    TOO_MANY_SESSIONS, ReplayError, ReplayOk, StartReplay, StopReplay, _clip, _text)
@@ -127,7 +128,7 @@ class _Session:
     request: Any = None          # a StartReplay waiting for the recording to reach its start
 
 
-class ReplayServer:
+class ReplayServer(Closing):
     """Serves replays of the recordings in `archive_dir` (an `Archive` directory; default
     `default_archive_dir()`) to clients that send StartReplay/StopReplay on `control_channel`
     / `control_stream_id`, through `aeron` (a `lockstep.aeron.Aeron` client).
@@ -165,7 +166,6 @@ class ReplayServer:
         self.stats = collections.Counter[str]()
         self._next_session_id = int.from_bytes(os.urandom(3), "little") + 1
         self._order: collections.deque[int] = collections.deque()
-        self._closed = False
         self._control = aeron.add_subscription(control_channel, control_stream_id)
 
     # -- the duty cycle ------------------------------------------------------------------------
@@ -482,19 +482,13 @@ class ReplayServer:
 
     def close(self) -> None:
         """End every session (their publications close: end of stream) and unsubscribe."""
-        if self._closed:
-            return
-        self._closed = True
+        super().close()
+
+    def _teardown(self) -> None:  # (close())
         for session in list(self.sessions.values()):
             session.reason = session.reason or "server closed"
             self._end(session)
         self._control.close()
-
-    def __enter__(self) -> ReplayServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"ReplayServer({str(self.archive.dir)!r}, control_channel={self.control_channel!r}, "

@@ -16,6 +16,7 @@ from .group import main
 
 if TYPE_CHECKING:  # (imported where used: `lockstep --help` stays quick)
     from ..archive import Archive
+    from ..archive.recorder import Durability
     from ..archive.replay import ReplaySession
     from ..cluster.replica import StateMachine
 
@@ -55,7 +56,7 @@ _archive_dir_option = click.option("--dir", "dir", type=click.Path(file_okay=Fal
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until "
               "Ctrl-C / SIGTERM).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def record(stream_id: int, dir: str | None, archive_dir: str | None, segment_length: int | None, durability: str,
+def record(stream_id: int, dir: str | None, archive_dir: str | None, segment_length: int | None, durability: Durability,
            fsync_interval_ms: int, duration: float | None, as_json: bool) -> None:
     """Record a stream into the archive until Ctrl-C / SIGTERM (or --duration). A recorder
     restarted on the same stream extends its recording where it stopped."""

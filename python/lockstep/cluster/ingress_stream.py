@@ -9,13 +9,14 @@ import os
 from collections import deque
 from typing import Any
 
+from .._closing import Closing
 from ..errors import InvalidArgumentError
 from .sequencer_client import DEFAULT_INGRESS_STREAM, REMOTE_INGRESS_HEADER as _REMOTE, SequencerClient
 
 __all__ = ["IngressReceiver"]
 
 
-class IngressReceiver:
+class IngressReceiver(Closing):
     """The sequencer host's end: polls the remote ingress stream (through `aeron`) and writes
     each command into the directory's ingress ring. A full ring stops the polling (Aeron's
     flow control then holds the senders back) until the queued commands are in."""
@@ -70,6 +71,6 @@ class IngressReceiver:
         """Commands received, waiting for room in the ingress ring."""
         return len(self._pending)
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         self.subscription.close()
         self._ring.close()

@@ -10,7 +10,7 @@ over the network, positions kept), then the live stream goes on — Aeron Archiv
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from .._closing import Closing
 from ..errors import LockstepError
@@ -18,7 +18,10 @@ from ..transport.client import client_for
 
 __all__ = ["LogFollower", "WAITING", "CATCHING_UP", "LIVE"]
 
-WAITING, CATCHING_UP, LIVE = "waiting for the log", "catching up from the archive", "live"
+FollowerState = Literal["waiting for the log", "catching up from the archive", "live"]
+WAITING: FollowerState = "waiting for the log"
+CATCHING_UP: FollowerState = "catching up from the archive"
+LIVE: FollowerState = "live"
 _STATES = (WAITING, CATCHING_UP, LIVE)  # the "state" counter: 0, 1, 2
 RETRY_REPLAY_NS = 1_000_000_000  # after a failed replay
 TYPE_LOG_FOLLOWER = 1031  # counters: position, state, catch-ups, replayed
@@ -54,7 +57,7 @@ class LogFollower(Closing):
         self._retry_ns = 0
         self.last_error: str | None = None  # why the last replay failed
         self._delivered_handler: Callable[..., Any] | None = None
-        self.state = WAITING
+        self.state: FollowerState = WAITING
         self.catch_ups = 0   # gaps filled from the archive
         self.replayed = 0    # messages that came from the archive
         self.skipped = 0     # live messages at or before `position` (already had them)

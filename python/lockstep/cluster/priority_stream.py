@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .._closing import Closing
 from ..errors import FileFormatError
 from ..transport.mapped import open_regular, resolve_dir
 
@@ -29,7 +30,7 @@ _PRIORITY = struct.Struct("<32si4x")  # target gateway ("" = all), message type
 _MAX_DEPLOYMENT_BYTES = 1 << 20
 
 
-class PriorityReceiver:
+class PriorityReceiver(Closing):
     """A gateway's end of its host's priority stream: `read(handler, limit)` calls
     `handler(msg_type, data)` for each message addressed to `gateway` or to all."""
 
@@ -62,7 +63,7 @@ class PriorityReceiver:
         assert self._handler is not None
         self._handler(msg_type, data[_PRIORITY.size:])
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         self.subscription.close()
 
 
@@ -114,7 +115,7 @@ def read_deployment(dir: str | os.PathLike[str] | None) -> Deployment | None:
                                     f"{type(e).__name__}: {e}") from None
 
 
-class PrioritySender:
+class PrioritySender(Closing):
     """Publications to every remote host's priority stream, made once and kept (a risk monitor
     keeps one, so its halt does not wait for connections): `send(gateway, msg_type, payload)`."""
 
@@ -160,17 +161,11 @@ class PrioritySender:
                             "connected": bool(pub.is_connected)})
         return results  # (closing right after loses nothing: the driver lingers, sending what it holds)
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         for pub in getattr(self, "_pubs", ()):
             pub.close()
         if self._own_aeron:
             self._aeron.close()
-
-    def __enter__(self) -> "PrioritySender":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def send_priority(deployment: Deployment, gateway: str | None, msg_type: int, payload_for: Callable[[], bytes], *,

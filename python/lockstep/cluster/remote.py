@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any
 
+from .._closing import Closing
 from ..aeron.channel import channel_param
 from ..aeron.reconnect import DriverConnection
 from ..errors import InvalidArgumentError
@@ -34,7 +35,7 @@ def _response_channel(log_channel: str, given: str | None) -> str:
     return log_channel
 
 
-class RemoteLink:
+class RemoteLink(Closing):
     """`channel`: where the sequenced log arrives on this host; `ingress_channel`: where
     commands go (the sequencer host's endpoint); `replay_channel`: the archive replay
     service's control channel on the recording host (replays come back on `channel`'s
@@ -121,7 +122,7 @@ class RemoteLink:
             _, _, origin_sequence, origin_id, _ = SEQUENCED_HEADER.unpack_from(data)
             client.acknowledge(origin_id, origin_sequence)
 
-    def close(self) -> None:
+    def _teardown(self) -> None:  # (close())
         for part in (self.client, self.follower, self._replays):
             if part is not None:
                 part.close()

@@ -7,7 +7,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, NoReturn
+from typing import Any, Iterator, Literal, NoReturn
 
 import numpy as np
 
@@ -40,7 +40,8 @@ _VALUES_DTYPE = np.dtype({
     "itemsize": _VALUE_LENGTH,
 })
 
-STATE_NAMES = {0: "unused", 1: "allocated", -1: "reclaimed", 2: "reserving"}
+CounterState = Literal["unused", "allocated", "reclaimed", "reserving", "invalid"]  # a record's state, by name
+STATE_NAMES: dict[int, CounterState] = {0: "unused", 1: "allocated", -1: "reclaimed", 2: "reserving"}
 
 
 def pid_alive(pid: int) -> bool:
@@ -69,7 +70,7 @@ class CounterInfo:
     """One counter record as read from the file (a snapshot)."""
 
     id: int
-    state: str
+    state: CounterState
     type_id: int
     label: str
     key: bytes
