@@ -77,6 +77,10 @@ void ls_fast_view_release(PyObject *view); /* the same, keeping the reference */
 #define LS_FAST_DETACH_METHOD \
     { "detach", (PyCFunction)ls_fast_detach, METH_NOARGS, "Forget the C struct: later calls go to the fallback." }
 
+/* An "any" type's set_images: `images` must be a tuple of `type`; it goes into refs[slot] and
+ * the round-robin restarts (*next = 0). None, or NULL with TypeError. */
+PyObject *ls_fast_set_images(LsFastHead *head, int slot, Py_ssize_t *next, PyObject *images, PyTypeObject *type);
+
 /* Registration of each file's types into the module (called from _fastpath.c's init). */
 int ls_fast_register(PyObject *module);
 int ls_fast_register_offer(PyObject *module);

@@ -1,6 +1,8 @@
-/* What the fast types of poll.c, ring_fast.c and claim.c share (see fastpath.h), and
+/* What the fast types (offer.c, receive.c, send.c, poll.c, ring_fast.c, claim.c) share (see fastpath.h), and
  * FastMethod: the class-level descriptor that makes a fast object the documented method. */
 #include "fastpath.h"
+
+#include <string.h>
 
 #include <structmember.h>
 
@@ -161,6 +163,23 @@ void ls_fast_view_done(PyObject *view)
 {
     ls_fast_view_release(view);
     Py_DECREF(view);
+}
+
+PyObject *ls_fast_set_images(LsFastHead *head, int slot, Py_ssize_t *next, PyObject *images, PyTypeObject *type)
+{
+    int ok = PyTuple_Check(images);
+    for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(images); i++)
+    {
+        ok = PyObject_TypeCheck(PyTuple_GET_ITEM(images, i), type);
+    }
+    if (!ok)
+    {
+        const char *name = strrchr(type->tp_name, '.');
+        return PyErr_Format(PyExc_TypeError, "images: expected a tuple of %s", NULL == name ? type->tp_name : name + 1);
+    }
+    Py_SETREF(head->refs[slot], Py_NewRef(images));
+    *next = 0;
+    Py_RETURN_NONE;
 }
 
 int ls_fast_add_type(PyObject *module, PyTypeObject *type, const char *name)

@@ -513,22 +513,7 @@ static PyObject *poll_any_new(PyTypeObject *type, PyObject *args, PyObject *kwar
 
 static PyObject *poll_any_set_images(PollAnyObject *self, PyObject *images)
 {
-    if (!PyTuple_Check(images))
-    {
-        PyErr_SetString(PyExc_TypeError, "images: expected a tuple of Poll");
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(images); i++)
-    {
-        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(images, i), &PollType))
-        {
-            PyErr_SetString(PyExc_TypeError, "images: expected a tuple of Poll");
-            return NULL;
-        }
-    }
-    Py_SETREF(self->head.refs[ANY_IMAGES], Py_NewRef(images));
-    self->next = 0;
-    Py_RETURN_NONE;
+    return ls_fast_set_images(&self->head, ANY_IMAGES, &self->next, images, &PollType);
 }
 
 static PyMethodDef poll_any_methods[] = {

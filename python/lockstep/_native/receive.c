@@ -226,22 +226,7 @@ static PyObject *receive_any_new(PyTypeObject *type, PyObject *args, PyObject *k
 
 static PyObject *receive_any_set_images(ReceiveAnyObject *self, PyObject *images)
 {
-    if (!PyTuple_Check(images))
-    {
-        PyErr_SetString(PyExc_TypeError, "images: expected a tuple of Receive");
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(images); i++)
-    {
-        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(images, i), &ReceiveType))
-        {
-            PyErr_SetString(PyExc_TypeError, "images: expected a tuple of Receive");
-            return NULL;
-        }
-    }
-    Py_SETREF(self->head.refs[ANY_IMAGES], Py_NewRef(images));
-    self->next = 0;
-    Py_RETURN_NONE;
+    return ls_fast_set_images(&self->head, ANY_IMAGES, &self->next, images, &ReceiveType);
 }
 
 static PyObject *receive_any_detach(ReceiveAnyObject *self, PyObject *Py_UNUSED(ignored))
