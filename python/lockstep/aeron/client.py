@@ -11,13 +11,14 @@ import struct
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from .._closing import Closing
 from .._native import c_error, lib
 from ..errors import ClosedError, DriverError, LockstepError
+from ..transport.counters import pid_alive
 from . import protocol as p
 from .broadcast import BroadcastReceiver, Lapped
 from .cnc import Cnc, default_aeron_dir, driver_timeout_ms as env_driver_timeout_ms
@@ -46,18 +47,6 @@ class _Pending:
     done: bool = False
     result: Any = None
     error: BaseException | None = None
-
-
-def _pid_exists(pid: int) -> bool:
-    if pid <= 0:
-        return True  # unknown: do not conclude anything
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Aeron(Closing):
@@ -329,7 +318,7 @@ class Aeron(Closing):
 
     def _keepalive(self, now_ms: int) -> None:
         why = self._cnc.driver_alive(self.driver_timeout_ms)
-        if why is None and not _pid_exists(self._cnc.header.pid):
+        if why is None and 0 < self._cnc.header.pid and not pid_alive(self._cnc.header.pid):
             age = now_ms - self._cnc.consumer_heartbeat_ms()
             if age > _DEAD_PID_GRACE_MS:
                 why = f"MediaDriver pid {self._cnc.header.pid} is gone (heartbeat {age} ms old)"

@@ -268,21 +268,9 @@ class MappedFile:
     def open(cls, path: str | os.PathLike[str], *, writable: bool = True) -> "MappedFile":
         """Map an existing file. A writable open refuses symlinks and other users' files."""
         path = Path(path)
-        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            fd = os.open(path, flags)
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            if os.path.islink(path):
-                raise FileAccessError(f"{path}: is a symlink; lockstep refuses linked files") from e
-            raise os_error(path, e, "open") from e
+        fd = open_regular(path, os.O_RDWR if writable else os.O_RDONLY)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileAccessError(f"{path}: not a regular file")
-            if writable and st.st_uid != os.geteuid():
-                raise FileAccessError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
             if st.st_size == 0:
                 raise FileFormatError(path, "length: expected a mapped structure, found an empty file")
             # Shared when writable, private copy-on-write otherwise (a reader never changes the
