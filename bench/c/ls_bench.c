@@ -228,27 +228,18 @@ static int64_t read_one(bench_reader_t *r, uint8_t *out, size_t capacity)
         return READ_NONE;
     }
     /* Padding at the end of a term or a fragmented message: the scan path. */
-    const int64_t result = ls_image_poll_one(&r->image, r->scan);
+    const int32_t result = ls_image_poll_one(&r->image, r->scan);
     if (0 == result)
     {
         return READ_NONE;
     }
-    if (result < 0 && LS_IMAGE_ASSEMBLED != result)
+    if (result < 0)
     {
         return READ_ERROR;
     }
-    size_t n;
-    const uint8_t *from;
-    if (LS_IMAGE_ASSEMBLED == result)
-    {
-        n = (size_t)r->scan->lengths[0];
-        from = r->image.assembler.buffer;
-    }
-    else
-    {
-        n = (size_t)(result & ((1 << 20) - 1));
-        from = r->log + (result >> 20);
-    }
+    const size_t n = (size_t)r->scan->lengths[0];
+    const uint8_t *from = r->scan->data_offsets[0] < 0 ? r->image.assembler.buffer :
+        r->image.log.terms[r->scan->partitions[0]] + r->scan->data_offsets[0];
     memcpy(out, from, n < capacity ? n : capacity);
     return (int64_t)n;
 }

@@ -344,7 +344,7 @@ int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t
     return ls_image_scan_into(image, scan, fragment_limit, false);
 }
 
-static int64_t ls_image_poll_one_with(ls_image_t *image, ls_image_scan_t *scan, bool deferred)
+static int32_t ls_image_poll_one_with(ls_image_t *image, ls_image_scan_t *scan, bool deferred)
 {
     /* Read on past padding and the first fragments of a long message, to one whole message
      * or to where nothing more is written. */
@@ -356,24 +356,15 @@ static int64_t ls_image_poll_one_with(ls_image_t *image, ls_image_scan_t *scan, 
         count = deferred ? ls_image_scan_deferred(image, scan, 1) : ls_image_scan_commit(image, scan, 1);
     }
     while (0 == count && scan->end_position != before);
-    if (count <= 0)
-    {
-        return count;
-    }
-    if (scan->data_offsets[0] < 0)
-    {
-        return LS_IMAGE_ASSEMBLED;
-    }
-    const int64_t offset = (int64_t)scan->partitions[0] * image->log.term_length + scan->data_offsets[0];
-    return (offset << 20) | scan->lengths[0];
+    return count;
 }
 
-int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
+int32_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan)
 {
     return ls_image_poll_one_with(image, scan, false);
 }
 
-int64_t ls_image_poll_one_deferred(ls_image_t *image, ls_image_scan_t *scan)
+int32_t ls_image_poll_one_deferred(ls_image_t *image, ls_image_scan_t *scan)
 {
     return ls_image_poll_one_with(image, scan, true);
 }

@@ -115,18 +115,15 @@ int32_t ls_image_scan_commit(ls_image_t *image, ls_image_scan_t *scan, int32_t f
  * first fragments alone (count 0: nothing handed out, fragments already copied) are committed. */
 int32_t ls_image_scan_deferred(ls_image_t *image, ls_image_scan_t *scan, int32_t fragment_limit);
 
-/* One message, for a binding's single-message poll (one call, no arrays to read back):
- * scans and commits like ls_image_scan_commit (reading on past padding and fragments to one
- * whole message), then returns
- * (offset of the payload from the start of the log) << 20 | payload length for a message in
- * the term, 0 when there was none, LS_IMAGE_ASSEMBLED for a reassembled one (see
- * scan->lengths[0] and image->assembler.buffer), or -1 for a corrupt frame, or LS_IMAGE_LAPPED /
- * LS_IMAGE_NOT_OWNER. */
-#define LS_IMAGE_ASSEMBLED (-2)
-int64_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan);
+/* One message, for a binding's single-message poll: scans and commits like ls_image_scan_commit
+ * with a limit of one, reading on past padding and the first fragments to one whole message.
+ * Returns the count as a scan does: 1 (the message is scan's entry 0: partitions[0],
+ * data_offsets[0] or -1 for image->assembler.buffer, lengths[0]), 0 when there was none, or
+ * -1 for a corrupt frame, LS_IMAGE_LAPPED, LS_IMAGE_NOT_OWNER. */
+int32_t ls_image_poll_one(ls_image_t *image, ls_image_scan_t *scan);
 /* ls_image_poll_one with ls_image_scan_deferred: the position stays before the message until
  * the binding stores scan->end_position (ls_image_set_position) after handling it. */
-int64_t ls_image_poll_one_deferred(ls_image_t *image, ls_image_scan_t *scan);
+int32_t ls_image_poll_one_deferred(ls_image_t *image, ls_image_scan_t *scan);
 
 /* For bindings that read one message at a time without a scan: the payload of the frame at
  * the position when it is one whole unfragmented data frame that fits the term (the common

@@ -83,7 +83,7 @@ class AeronImage(LogReader):
         scan = self._scan_out
         r = lib.ls_image_poll_one_deferred(self._image, scan)
         self._rx.peek = scan.end_length_index
-        if r > 0 or r == lib.LS_IMAGE_ASSEMBLED:
+        if r > 0:
             self._pending = scan.end_position
         return self._found_view(r)
 

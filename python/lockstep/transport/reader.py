@@ -253,12 +253,12 @@ class LogReader(Closing):
         a reader whose log is reclaimed behind the position (AeronImage) defers it to here."""
 
     def _next_view(self) -> memoryview | None:
-        """The next whole message via C (padding, fragments, any platform): one call, the
-        payload's place packed in its result; moves the position past it."""
+        """The next whole message via C (padding, fragments, any platform): one call; moves
+        the position past it."""
         scan = self._scan_out
         r = lib.ls_image_poll_one(self._image, scan)
         self._rx.peek = scan.end_length_index
-        if r > 0 or r == lib.LS_IMAGE_ASSEMBLED:
+        if r > 0:
             self._unchecked = True
         return self._found_view(r)
 
@@ -266,13 +266,12 @@ class LogReader(Closing):
         """The message ls_image_poll_one (or _deferred) found, from its result `r`: a view of
         the term or of the reassembly buffer; None for none (or a loss, told by `_failed`)."""
         if r > 0:
-            offset = r >> 20
-            return self._view[offset:offset + (r & 0xFFFFF)]
-        if r == 0:
-            return None
-        if r == lib.LS_IMAGE_ASSEMBLED:
-            return memoryview(ffi.buffer(self._image.assembler.buffer, self._lengths[0]))
-        self._failed(r)
+            at, length = self._offsets[0], self._lengths[0]
+            if at < 0:  # reassembled
+                return memoryview(ffi.buffer(self._image.assembler.buffer, length))
+            return self._terms[self._parts[0]][at:at + length]
+        if r < 0:
+            self._failed(r)
         return None
 
     def receive(self) -> bytes | None:
