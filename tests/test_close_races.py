@@ -118,11 +118,16 @@ def _setup(kind: str, dir: Path, shared: dict):
         sub = Subscription(STREAM, dir)
         assert sub.discover() == 1
         return sub, lambda: sub.receive(timeout=None)
-    if kind in ("poll", "poll_batch", "receive"):
+    if kind in ("poll", "poll_batch", "receive", "block_poll"):
         if "pub" not in shared:
             shared["pub"], shared["keeper"] = _connected(dir, term_length=1 << 22)
             _fill(shared["pub"], 10_000)
         sub = Subscription(STREAM, dir, start="earliest")
+        if kind == "block_poll":  # raw frames handed to Python code while the close comes
+            assert sub.discover() == 1
+            image = sub.images[0]
+            copied = bytearray()
+            return sub, lambda: image.block_poll(lambda block, position: copied.extend(block), 8)
         if kind == "poll":
             return sub, lambda: sub.poll(_slow_poll_handler, 50)
         if kind == "poll_batch":
@@ -144,6 +149,10 @@ def _setup(kind: str, dir: Path, shared: dict):
                 c.commit()
             return c is not None
         return ring, claim_ring
+    if kind == "send_batch":
+        client = SequencerClient(dir, ingress_capacity=1 << 16)
+        batch = [b"s" * 40] * 32
+        return client, lambda: client.send_batch(batch)
     if kind == "counters":
         counters = Counters(dir)
         return counters, lambda: (counters.find_stream(4, 0, STREAM), list(counters))
@@ -202,7 +211,7 @@ print("ok")
 
 KINDS = {"offer": 60, "offer_view": 20, "offer_batch": 12, "try_claim": 60, "poll": 40, "poll_batch": 40,
          "receive": 40, "receive_blocking": 10, "ring_write": 60, "ring_read": 60, "ring_try_claim": 60,
-         "counters": 40}
+         "counters": 40, "block_poll": 40, "send_batch": 40}
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -74,9 +74,9 @@ class AeronImage(LogReader):
             lib.ls_image_set_position(self._image, self._pending)
             self._pending = None
 
-    def _rewind(self, i: int) -> None:
+    def _rewind_to(self, position: int) -> None:
         self._pending = None
-        super()._rewind(i)
+        super()._rewind_to(position)
 
     def _next_view(self) -> memoryview | None:
         """As LogReader's (poll(handler, 1)), the position stored by `_commit` after the handler."""

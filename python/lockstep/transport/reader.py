@@ -108,6 +108,7 @@ class LogReader(Closing):
         padded. The log must be mapped writable (a sequencer taking over its predecessor's)."""
         return bool(lib.ls_image_unblock(self._image))
 
+    @guarded
     def block_poll(self, handler: Callable[[memoryview, int], Any], message_limit: int = 1024) -> int:
         """Aeron's blockPoll: move past up to `message_limit` whole messages and hand the bytes
         they span to `handler(block, position)`, frames exactly as they lie in the term (padding
@@ -119,7 +120,7 @@ class LogReader(Closing):
         start = position = self.position
         if self._scan(message_limit) < 0:
             return 0  # lost (told, as by poll)
-        end = self.position
+        end = self._scan_out.end_position  # (a driver's image stores it only after the handlers)
         mask = self.log.term_length - 1
         shift = mask.bit_length()
         while position < end:
@@ -129,11 +130,12 @@ class LogReader(Closing):
             try:
                 handler(block, position)
             except BaseException:
-                self._set_position(position)
+                self._rewind_to(position)
                 raise
             finally:
                 block.release()
             position = chunk_end
+        self._commit()
         return end - start
 
     def _scan(self, limit: int) -> int:
@@ -179,11 +181,11 @@ class LogReader(Closing):
 
     def _rewind(self, i: int) -> None:
         """A handler failed on message i: it counts as consumed, the rest do not."""
-        self._set_position(self._headers[i].position)
+        self._rewind_to(self._headers[i].position)
 
-    def _set_position(self, position: int) -> None:
+    def _rewind_to(self, position: int) -> None:
         """Move back to `position`, just scanned past (its bytes still intact: rotation cleans
-        two terms ahead of the window)."""
+        two terms ahead of the window): what a failed handler leaves unconsumed."""
         lib.ls_image_set_position(self._image, position)
         self._rx.peek = lib.ls_image_length_index(self._image, position)
 
