@@ -1,12 +1,16 @@
 """Codec micro benchmarks: encoding a 5-field message into a buffer and decoding it back
-(header lookup + zero-copy view), next to the floor (an empty cffi call) measured in the
-same run. Each timed call loops over 100 messages (reported per message), so the timer's
-own cost does not swamp sub-microsecond figures.
+(header lookup + zero-copy view), next to the references measured in the same run: the same
+fields read with one `struct.unpack_from` and written with one `struct.pack_into` (header
+included) of the same buffer. Each timed call loops over 100 messages (reported per message),
+so the timer's own cost does not swamp sub-microsecond figures. Targets (issue 15): decode +
+two field reads <= 2x the unpack_from row; encode_into no slower than encode.
 
 Run: pytest bench/test_bench_codec.py --benchmark-only   (see bench/README.md)
 """
 
 from __future__ import annotations
+
+import struct
 
 import numpy as np
 import pytest
@@ -20,6 +24,9 @@ NewOrder = SCHEMA.message("NewOrder", 1, [("order_id", "u8"), ("price", "i8"), (
 FIELDS = dict(order_id=123456789, price=-1050, qty=300, side=1, symbol=b"AAPL")
 LOOP = 100
 BATCH = 256
+PRICE_QTY = struct.Struct("<qi")  # price and qty: adjacent in the block, 8 bytes after the header
+PRICE_AT = codec.HEADER_LENGTH + 8
+WHOLE = struct.Struct("<HHHHQqiB8s")  # header + the five fields, as NewOrder lays them out
 
 
 def _per_message(benchmark, fn, count=LOOP):
@@ -36,6 +43,22 @@ def test_codec_encode_into(benchmark):
     def run():
         for _ in range(LOOP):
             encode_into(buffer, 64, order_id=123456789, price=-1050, qty=300, side=1, symbol=b"AAPL")
+
+    _per_message(benchmark, run)
+    assert codec.decode(buffer, 64, registry=REGISTRY).to_dict() == FIELDS
+
+
+@pytest.mark.benchmark(group="codec encode")
+def test_codec_encode_reference_struct_pack_into(benchmark):
+    """Reference: one struct.pack_into of the header and the same five values, same buffer."""
+    buffer = memoryview(bytearray(1024))
+    pack_into = WHOLE.pack_into
+    header = (NewOrder.block_length, NewOrder.template_id, NewOrder.schema_id, NewOrder.version)
+    b, t, s, v = header
+
+    def run():
+        for _ in range(LOOP):
+            pack_into(buffer, 64, b, t, s, v, 123456789, -1050, 300, 1, b"AAPL")
 
     _per_message(benchmark, run)
     assert codec.decode(buffer, 64, registry=REGISTRY).to_dict() == FIELDS
@@ -92,6 +115,21 @@ def test_codec_decode_and_read_two_fields(benchmark):
             msg.price * msg.qty
 
     _per_message(benchmark, run)
+
+
+@pytest.mark.benchmark(group="codec decode")
+def test_codec_decode_reference_struct_unpack_from(benchmark):
+    """Reference: the same two fields of the same buffer read with one struct.unpack_from."""
+    buffer = memoryview(bytearray(NewOrder.encode(**FIELDS)))
+    unpack_from = PRICE_QTY.unpack_from
+
+    def run():
+        for _ in range(LOOP):
+            price, qty = unpack_from(buffer, PRICE_AT)
+            price * qty
+
+    _per_message(benchmark, run)
+    assert unpack_from(buffer, PRICE_AT) == (FIELDS["price"], FIELDS["qty"])
 
 
 @pytest.mark.benchmark(group="codec decode")

@@ -82,6 +82,7 @@ int ls_fast_register(PyObject *module);
 int ls_fast_register_poll(PyObject *module);
 int ls_fast_register_ring(PyObject *module);
 int ls_fast_register_claim(PyObject *module);
+int ls_fast_register_codec(PyObject *module); /* codec_fast.c */
 int ls_fast_add_type(PyObject *module, PyTypeObject *type, const char *name);
 
 #endif
