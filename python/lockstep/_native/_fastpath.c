@@ -647,7 +647,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
             return NULL;
         }
     }
-    if (ls_fast_register(module) < 0 || ls_fast_register_codec(module) < 0)
+    if (ls_fast_register(module) < 0 || ls_fast_register_codec(module) < 0 || ls_fast_register_apply(module) < 0)
     {
         Py_DECREF(module);
         return NULL;

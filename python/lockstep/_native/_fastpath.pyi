@@ -128,3 +128,26 @@ class Encoder:
     def __init__(self, names: tuple[str, ...], kinds: tuple[int, ...], sizes: tuple[int, ...], ats: tuple[int, ...],
                  header: bytes, into: bool, fallback: Callable[..., Any]) -> None: ...
     def __call__(self, *args: Any, **fields: Any) -> Any: ...
+
+# apply_fast.c: a replica's apply loop.
+
+class SequencedApply:
+    def __init__(self, machine: Any, ctx: Any, origin_id: int, after: Callable[[bool], None],
+                 fallback: Callable[[Any, int], None]) -> None: ...
+    # (payload, position) as Replica.apply, or (data, header) as a poll's handler
+    def __call__(self, payload: Any, position: Any, /) -> None: ...
+    machine: Any
+    last_sequence: int
+    last_position: int
+    applied: int
+    own_sequenced: int
+    hash_every: int
+    snapshot_every: int
+    snapshot_due: int
+
+class ContextBase:
+    sequence: int
+    position: int
+    timestamp_ns: int
+    origin_id: int
+    origin_sequence: int
