@@ -130,6 +130,16 @@ static int64_t load_i64(const uint8_t *p)
     return (int64_t)v;
 }
 
+/* The Python apply(payload, position), the position an int (a header's, when a poll called us);
+ * takes the reference to `position`. */
+static PyObject *apply_fallback(ApplyObject *self, PyObject *payload, PyObject *position)
+{
+    PyObject *args[2] = { payload, position };
+    PyObject *result = PyObject_Vectorcall(self->fallback, args, 2, NULL);
+    Py_DECREF(position);
+    return result;
+}
+
 static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     ApplyObject *self = (ApplyObject *)callable;
@@ -144,12 +154,11 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
         return NULL;
     }
     const long long at = PyLong_AsLongLong(position);
-    Py_DECREF(position);
     Py_buffer view;
     if (-1 == at && PyErr_Occurred())
     {
         PyErr_Clear();
-        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        return apply_fallback(self, args[0], position);
     }
     if (Py_IS_TYPE(args[0], &PyMemoryView_Type) && !(((PyMemoryViewObject *)args[0])->flags & _Py_MEMORYVIEW_RELEASED) &&
         !(((PyMemoryViewObject *)args[0])->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED) &&
@@ -161,7 +170,7 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
     else if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
     {
         PyErr_Clear();
-        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        return apply_fallback(self, args[0], position);
     }
     const uint8_t *data = (const uint8_t *)view.buf;
     const long long sequence = view.len < SEQUENCED_HEADER_LENGTH ? 0 : load_i64(data);
@@ -169,8 +178,9 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
                                                sequence != self->last_sequence + 1))
     {
         PyBuffer_Release(&view);
-        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames); /* too short, or a gap: it raises */
+        return apply_fallback(self, args[0], position); /* too short, or a gap: it raises */
     }
+    Py_DECREF(position);
     if (sequence <= self->last_sequence)
     {
         PyBuffer_Release(&view);

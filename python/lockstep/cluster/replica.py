@@ -338,6 +338,9 @@ class Replica(Closing):
         """Apply one sequenced-log payload (used by the live loop and by replays).
 
         One C call (`SequencedApply`); this is its fallback, for a gap (raised here) and odd input."""
+        if len(payload) < SEQUENCED_HEADER_LENGTH:
+            raise LockstepError(f"{self.name}: sequenced message at position {position}: expected at least "
+                                f"{SEQUENCED_HEADER_LENGTH} bytes (the sequencer's header), found {len(payload)}")
         sequence, timestamp, origin_sequence, origin_id, _ = SEQUENCED_HEADER.unpack_from(payload)
         if sequence <= self.last_sequence:
             return  # already in the restored state
