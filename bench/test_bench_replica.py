@@ -139,3 +139,33 @@ def test_replica_apply_python_loop(benchmark, log):
         return replica.last_sequence
 
     assert _rounds(benchmark, _replica, run) == N
+
+
+@pytest.mark.benchmark(group="replica apply ratio")
+def test_replica_apply_rate_vs_poll(benchmark, log, capsys):
+    """Issue 15's figure, robust to a shared machine: rounds of the bare poll and of the Replica
+    alternate (same log, same run); the rate ratio is best poll time / best replica time."""
+    times: dict[str, list[float]] = {"poll": [], "replica": []}
+    made: list = []
+
+    def both() -> None:
+        reader = LogReader(log)
+        start = time.perf_counter()
+        _read_all(reader.poll, _noop)
+        times["poll"].append(time.perf_counter() - start)
+        reader.close()
+        replica = _replica(len(made))
+        made.append(replica)
+        start = time.perf_counter()
+        _apply_all(replica)
+        times["replica"].append(time.perf_counter() - start)
+        replica.close()
+
+    benchmark.extra_info["messages_per_call"] = 2 * N
+    benchmark.pedantic(both, rounds=2 * ROUNDS, iterations=1)
+    poll_ns, replica_ns = (min(times[k]) / N * 1e9 for k in ("poll", "replica"))
+    ratio = poll_ns / replica_ns
+    benchmark.extra_info.update(poll_ns_per_msg=poll_ns, replica_ns_per_msg=replica_ns, rate_vs_poll=ratio)
+    with capsys.disabled():
+        print(f"\nreplica apply vs bare poll(handler), same log, alternating rounds: poll {poll_ns:.0f} ns/msg, "
+              f"replica {replica_ns:.0f} ns/msg: replica rate = {ratio:.2f}x the poll's (target >= 0.5x)")

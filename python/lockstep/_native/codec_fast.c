@@ -37,28 +37,51 @@ static void store_le(uint8_t *p, uint64_t v, int size)
     }
 }
 
-/* The readable bytes of a message's buffer: bytes directly, anything else through the buffer
- * protocol (a released memoryview raises here, as it did for struct). *view is filled (and must
- * be released) unless the result is bytes; -1 with an exception set on failure. */
-static int buffer_span(PyObject *buffer, Py_buffer *view, const uint8_t **data, Py_ssize_t *size)
+/* The bytes of a buffer, read (or written) in place while no Python code runs: bytes, bytearray
+ * and a live C-contiguous memoryview directly, anything else through the buffer protocol (a
+ * released memoryview raises there, as it did for struct). *view must be released after (it is
+ * empty unless the buffer protocol was used); -1 with an exception set on failure. */
+static int buffer_span_flags(PyObject *buffer, Py_buffer *view, uint8_t **data, Py_ssize_t *size, int flags)
 {
-    if (PyBytes_CheckExact(buffer))
+    view->obj = NULL;
+    if (PyBytes_CheckExact(buffer) && !(flags & PyBUF_WRITABLE))
     {
-        view->obj = NULL;
-        *data = (const uint8_t *)PyBytes_AS_STRING(buffer);
+        *data = (uint8_t *)PyBytes_AS_STRING(buffer);
         *size = PyBytes_GET_SIZE(buffer);
         return 0;
     }
-    if (PyObject_GetBuffer(buffer, view, PyBUF_SIMPLE) < 0)
+    if (PyByteArray_CheckExact(buffer))
+    {
+        *data = (uint8_t *)PyByteArray_AS_STRING(buffer);
+        *size = PyByteArray_GET_SIZE(buffer);
+        return 0;
+    }
+    if (Py_IS_TYPE(buffer, &PyMemoryView_Type))
+    {
+        PyMemoryViewObject *mv = (PyMemoryViewObject *)buffer;
+        if (!(mv->flags & _Py_MEMORYVIEW_RELEASED) && !(mv->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED) &&
+            (mv->flags & _Py_MEMORYVIEW_C) && !((flags & PyBUF_WRITABLE) && mv->view.readonly))
+        {
+            *data = (uint8_t *)mv->view.buf;
+            *size = mv->view.len;
+            return 0;
+        }
+    }
+    if (PyObject_GetBuffer(buffer, view, flags) < 0)
     {
         return -1;
     }
-    *data = (const uint8_t *)view->buf;
+    *data = (uint8_t *)view->buf;
     *size = view->len;
     return 0;
 }
 
-static void span_release(Py_buffer *view)
+static int buffer_span(PyObject *buffer, Py_buffer *view, const uint8_t **data, Py_ssize_t *size)
+{
+    return buffer_span_flags(buffer, view, (uint8_t **)data, size, PyBUF_SIMPLE);
+}
+
+static inline void span_release(Py_buffer *view)
 {
     if (NULL != view->obj)
     {
@@ -333,7 +356,52 @@ typedef struct
     vectorcallfunc vectorcall;
     PyObject *types;    /* dict: (schema_id << 16 | template_id) -> (message class, MessageType, block length) */
     PyObject *fallback; /* codec.py's decode: every error and odd argument */
+    /* The last type found, kept while the dict is unchanged (its version tag): most streams carry
+     * one or a few types, and the lookup (an int key made, a dict probe) is a third of a decode. */
+    long cached_key;      /* -1: none */
+    uint64_t cached_version;
+    PyTypeObject *cached_class;
+    PyObject *cached_type;
+    long cached_block_length;
 } DecoderObject;
+
+/* The entry of `key`: from the one-entry cache, else the dict (then cached); 0, or -1 when
+ * there is none usable (the fallback says why). */
+static int decoder_find(DecoderObject *self, long key)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    const uint64_t version = ((PyDictObject *)self->types)->ma_version_tag;
+#else
+    const uint64_t version = 0; /* (3.12 deprecates the tag: no cache there) */
+    self->cached_key = -1;
+#endif
+    if (key == self->cached_key && version == self->cached_version)
+    {
+        return 0;
+    }
+    PyObject *k = PyLong_FromLong(key);
+    PyObject *entry = NULL == k ? NULL : PyDict_GetItemWithError(self->types, k); /* borrowed */
+    Py_XDECREF(k);
+    if (NULL == entry || !PyTuple_CheckExact(entry) || 3 != PyTuple_GET_SIZE(entry) ||
+        !PyType_Check(PyTuple_GET_ITEM(entry, 0)) ||
+        !PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(entry, 0), &MessageBaseType))
+    {
+        PyErr_Clear();
+        return -1;
+    }
+    const long block_length = PyLong_AsLong(PyTuple_GET_ITEM(entry, 2));
+    if (block_length < 0)
+    {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_XSETREF(self->cached_class, (PyTypeObject *)Py_NewRef(PyTuple_GET_ITEM(entry, 0)));
+    Py_XSETREF(self->cached_type, Py_NewRef(PyTuple_GET_ITEM(entry, 1)));
+    self->cached_block_length = block_length;
+    self->cached_key = key;
+    self->cached_version = version;
+    return 0;
+}
 
 /* A buffer the flyweight may keep (bytes, bytearray, a C-contiguous memoryview: what codec.py
  * keeps) as a new reference, or NULL (no exception) for the fallback to handle. */
@@ -390,33 +458,24 @@ static PyObject *decoder_vectorcall(PyObject *callable, PyObject *const *args, s
         const long block_length = (long)load_le(h, 2);
         const long key = ((long)load_le(h + 4, 2) << 16) | (long)load_le(h + 2, 2);
         const int version = (int)load_le(h + 6, 2);
-        PyObject *k = PyLong_FromLong(key);
-        PyObject *entry = NULL == k ? NULL : PyDict_GetItemWithError(self->types, k); /* borrowed */
-        Py_XDECREF(k);
-        if (NULL != entry && PyTuple_CheckExact(entry) && 3 == PyTuple_GET_SIZE(entry) &&
-            PyType_Check(PyTuple_GET_ITEM(entry, 0)) &&
-            PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(entry, 0), &MessageBaseType))
+        if (0 == decoder_find(self, key) && block_length >= self->cached_block_length &&
+            block_length <= size - 8 - offset)
         {
-            const long known = PyLong_AsLong(PyTuple_GET_ITEM(entry, 2));
-            if (known >= 0 && block_length >= known && block_length <= size - 8 - offset)
+            PyTypeObject *cls = self->cached_class;
+            MessageObject *msg = (MessageObject *)cls->tp_alloc(cls, 0);
+            if (NULL == msg)
             {
-                PyTypeObject *cls = (PyTypeObject *)PyTuple_GET_ITEM(entry, 0);
-                MessageObject *msg = (MessageObject *)cls->tp_alloc(cls, 0);
-                if (NULL == msg)
-                {
-                    span_release(&view);
-                    Py_DECREF(buffer);
-                    return NULL;
-                }
-                msg->type = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
-                msg->buffer = Py_NewRef(buffer);
-                msg->offset = offset;
-                msg->version = version;
-                msg->block_length = (int)block_length;
-                result = (PyObject *)msg;
+                span_release(&view);
+                Py_DECREF(buffer);
+                return NULL;
             }
+            msg->type = Py_NewRef(self->cached_type);
+            msg->buffer = Py_NewRef(buffer);
+            msg->offset = offset;
+            msg->version = version;
+            msg->block_length = (int)block_length;
+            result = (PyObject *)msg;
         }
-        PyErr_Clear(); /* (a failed lookup or conversion: the fallback says what is wrong) */
     }
     span_release(&view);
     Py_DECREF(buffer);
@@ -435,6 +494,7 @@ static PyObject *decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     if (NULL != self)
     {
         self->vectorcall = decoder_vectorcall;
+        self->cached_key = -1;
         self->types = Py_NewRef(types);
         self->fallback = Py_NewRef(fallback);
     }
@@ -445,11 +505,16 @@ static int decoder_traverse(DecoderObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->types);
     Py_VISIT(self->fallback);
+    Py_VISIT(self->cached_class);
+    Py_VISIT(self->cached_type);
     return 0;
 }
 
 static int decoder_clear(DecoderObject *self)
 {
+    self->cached_key = -1;
+    Py_CLEAR(self->cached_class);
+    Py_CLEAR(self->cached_type);
     Py_CLEAR(self->types);
     Py_CLEAR(self->fallback);
     return 0;
@@ -487,6 +552,7 @@ typedef struct
     int into;           /* encode_into (else encode) */
     int count;          /* fields */
     Py_ssize_t length;  /* header + block */
+    PyObject *length_object; /* what encode_into returns */
     uint8_t header[8];
     int kinds[LS_CODEC_MAX_FIELDS];
     int sizes[LS_CODEC_MAX_FIELDS];
@@ -669,27 +735,30 @@ static PyObject *encoder_vectorcall(PyObject *callable, PyObject *const *args, s
         return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
     }
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
+    uint8_t *data;
+    Py_ssize_t size;
+    if (buffer_span_flags(args[0], &view, &data, &size, PyBUF_WRITABLE) < 0)
     {
         PyErr_Clear();
         return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
     }
     int rc = 1;
-    if (offset >= 0 && offset <= view.len - self->length)
+    if (offset >= 0 && offset <= size - self->length)
     {
         /* Values are checked as they are packed: a region left part written by one the C path
-         * refuses is cleared (no message there) before the fallback writes it whole or refuses. */
-        uint8_t *out = (uint8_t *)view.buf + offset;
+         * refuses is cleared (no message there) before the fallback writes it whole or refuses.
+         * (Packing runs no Python code: the buffer cannot change size or go away meanwhile.) */
+        uint8_t *out = data + offset;
         rc = pack_message(self, args + nargs, kwnames, out);
         if (0 != rc)
         {
             memset(out, 0, (size_t)self->length);
         }
     }
-    PyBuffer_Release(&view);
+    span_release(&view);
     if (0 == rc)
     {
-        return PyLong_FromSsize_t(self->length);
+        return Py_NewRef(self->length_object);
     }
     return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
 }
@@ -761,6 +830,12 @@ static PyObject *encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
             self->length = at + size;
         }
     }
+    self->length_object = PyLong_FromSsize_t(self->length);
+    if (NULL == self->length_object)
+    {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -773,6 +848,7 @@ static int encoder_traverse(EncoderObject *self, visitproc visit, void *arg)
 
 static int encoder_clear(EncoderObject *self)
 {
+    Py_CLEAR(self->length_object);
     Py_CLEAR(self->names);
     Py_CLEAR(self->fallback);
     return 0;
