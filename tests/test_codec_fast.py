@@ -126,3 +126,16 @@ def test_the_flyweight_reads_the_buffer_on_each_access_and_is_read_only():
     kept = msg.copy()
     data[:] = bytes(len(data))
     assert kept.price == 99 and kept.to_dict()["symbol"] == b"IBM" and isinstance(kept, codec.Message)
+
+
+def test_decode_follows_the_registry_when_a_type_is_declared_again():
+    registry = codec.Registry()
+    first = codec.Schema(5, 0, name="again", registry=registry).message("Ping", 1, [("n", "u4")])
+    data = first.encode(n=1)
+    assert registry.decode(data).type is first  # (found, and kept for the next decode)
+    second = codec.Schema(5, 0, name="again", registry=registry).message("Ping", 1, [("n", "u4")])
+    assert registry.decode(data).type is second and registry.decode(data).n == 1  # the registry's type now
+    other = codec.Schema(5, 0, name="again", registry=registry).message("Pong", 2, [("m", "i2")])
+    assert registry.decode(other.encode(m=-2)).m == -2 and registry.decode(data).type is second
+    with pytest.raises(CodecError, match="unknown template id 3"):
+        registry.decode(struct.pack("<4H", 0, 3, 5, 0))
