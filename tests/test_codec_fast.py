@@ -18,7 +18,7 @@ from lockstep.codec import CodecError
 REG = codec.Registry()
 SCHEMA = codec.Schema(91, 2, name="fast", registry=REG)
 SCALARS = [("u1", "B"), ("u2", "H"), ("u4", "I"), ("u8", "Q"), ("i1", "b"), ("i2", "h"), ("i4", "i"),
-           ("i8", "q"), ("f8", "d"), ("b", "?"), ("s", "5s")]
+           ("i8", "q"), ("f8", "d"), ("b", "?"), ("s", "5s"), ("f4", "f")]
 Scalars = SCHEMA.message("Scalars", 1, [(name, "?" if name == "b" else "S5" if name == "s" else name)
                                         for name, _ in SCALARS])
 LAYOUT = struct.Struct("<" + "".join(code for _, code in SCALARS))
@@ -42,8 +42,12 @@ def test_field_reads_equal_struct_of_the_same_bytes(block, prefix):
             for (name, _), want in zip(SCALARS, expected):
                 got = msg[name]
                 want = want.rstrip(b"\0") if name == "s" else want
+                if name == "f4":  # an exact numpy.float32 (to_dict: a float)
+                    assert type(got) is np.float32 and got.tobytes() == block[-4:]  # (the last field)
+                    continue
                 assert type(got) is type(want) and (got == want or (got != got and want != want)), name
                 assert struct.pack("<d", got) == struct.pack("<d", want) if name == "f8" else True
+            assert repr(msg.to_dict()) == repr(Scalars._to_dict(buffer, prefix))  # C to_dict == the struct one
 
 
 @given(values=st.fixed_dictionaries({
@@ -51,7 +55,7 @@ def test_field_reads_equal_struct_of_the_same_bytes(block, prefix):
     "u8": st.integers(0, 2**64 - 1), "i1": st.integers(-128, 127), "i2": st.integers(-2**15, 2**15 - 1),
     "i4": st.integers(-2**31, 2**31 - 1), "i8": st.integers(-2**63, 2**63 - 1),
     "f8": st.floats(allow_nan=False) | st.integers(-2**53, 2**53), "b": st.booleans(),
-    "s": st.binary(max_size=5)}), offset=st.integers(0, 12))
+    "s": st.binary(max_size=5), "f4": st.floats(width=32)}), offset=st.integers(0, 12))
 @settings(max_examples=200)
 def test_encoders_write_what_struct_writes(values, offset):
     expected = struct.pack("<4H", Scalars.block_length, 1, 91, 2) + LAYOUT.pack(*[values[n] for n, _ in SCALARS])

@@ -154,9 +154,7 @@ class Message(MessageBase):
             raise KeyError(f"{self.type.name} has no field {name!r}")
         return getattr(self, name)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as plain Python values (int, float, bool, bytes, nested lists), in order."""
-        return self.type._to_dict(self._buffer, self._offset)
+    # to_dict(): MessageBase's, in C (its class's `_readers`), else the type's generated one.
 
     def tobytes(self) -> bytes:
         """The message as it is in the buffer: header + the header's block (unknown fields too)."""
@@ -842,13 +840,16 @@ def _compile_message_class(mtype: MessageType) -> type[Message]:
     ns = _compile("\n".join(lines), namespace, f"<lockstep.codec readers of {mtype.name}>")
     attrs: dict[str, Any] = {"__slots__": (), "__module__": __name__,
                              "__doc__": f"A decoded {mtype.name} message (see `Message`)."}
+    readers = []
     for f in mtype.fields:
         doc = f"{f.name}: {f.describe_type()}"
         kind = _fast_kind(f)
-        if kind is None or kind == _FAST_KINDS[("f", 4)]:
-            attrs[f.name] = property(ns[f.name], doc=doc)
-        else:
-            attrs[f.name] = FieldReader(kind, f.size, HEADER_LENGTH + f.offset, ns[f.name], doc)
+        reader = None if kind is None else FieldReader(kind, f.size, HEADER_LENGTH + f.offset, ns[f.name], doc)
+        # float32 reads as an exact numpy.float32 (to_dict's C reader gives a float, as struct does)
+        attrs[f.name] = property(ns[f.name], doc=doc) if kind in (None, _FAST_KINDS[("f", 4)]) else reader
+        readers.append((f.name, reader))
+    if all(reader is not None for _, reader in readers):  # arrays: the type's generated to_dict
+        attrs["_readers"] = tuple(readers)
     return type(f"{mtype.name}Message", (Message,), attrs)
 
 

@@ -103,6 +103,8 @@ typedef struct
 } MessageObject;
 
 static PyTypeObject MessageBaseType;
+static PyTypeObject FieldReaderType;
+static PyObject *message_to_dict(PyObject *self, PyObject *ignored);
 
 static PyObject *message_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -171,6 +173,12 @@ static PyObject *message_getattro(PyObject *self, PyObject *name)
     return NULL;
 }
 
+static PyMethodDef message_methods[] = {
+    { "to_dict", (PyCFunction)message_to_dict, METH_NOARGS,
+      "The fields as plain Python values (int, float, bool, bytes, nested lists), in order." },
+    { NULL, NULL, 0, NULL },
+};
+
 static PyMemberDef message_members[] = {
     { "type", T_OBJECT, offsetof(MessageObject, type), READONLY, "the MessageType it was decoded as" },
     { "version", T_INT, offsetof(MessageObject, version), READONLY, "from the header: the encoder's version" },
@@ -194,6 +202,7 @@ static PyTypeObject MessageBaseType = {
     .tp_dealloc = (destructor)message_dealloc,
     .tp_getattro = message_getattro,
     .tp_members = message_members,
+    .tp_methods = message_methods,
 };
 
 /* -- FieldReader: msg.<field> for a scalar field (ints, float64, bool, bytes) --------------- */
@@ -221,6 +230,13 @@ static PyObject *read_value(int kind, int size, const uint8_t *p)
         case K_I2: return PyLong_FromLong((int16_t)raw);
         case K_I4: return PyLong_FromLong((int32_t)raw);
         case K_I8: return PyLong_FromLongLong((long long)(int64_t)raw);
+        case K_F4:
+        {
+            const uint32_t bits = (uint32_t)raw;
+            float f;
+            memcpy(&f, &bits, sizeof f);
+            return PyFloat_FromDouble(f); /* as struct's 'f' reads it (to_dict: a Python float) */
+        }
         case K_F8:
         {
             double d;
@@ -290,8 +306,8 @@ static PyObject *field_reader_new(PyTypeObject *type, PyObject *args, PyObject *
     {
         return NULL;
     }
-    const int fixed = K_BYTES != kind && K_F4 != kind;
-    if (kind < 0 || kind >= K_COUNT || K_F4 == kind || size < 1 || at < 0 || (fixed && size > 8))
+    const int fixed = K_BYTES != kind;
+    if (kind < 0 || kind >= K_COUNT || size < 1 || at < 0 || (fixed && size > 8) || (K_F4 == kind && 4 != size))
     {
         PyErr_Format(PyExc_ValueError, "FieldReader: unsupported kind %d of %d bytes", kind, size);
         return NULL;
@@ -347,6 +363,75 @@ static PyTypeObject FieldReaderType = {
     .tp_descr_set = field_reader_set,
     .tp_members = field_reader_members,
 };
+
+/* msg.to_dict(): every field read by its class's `_readers` ((name, FieldReader) per field, in
+ * order); a class without them (array fields), or a buffer that no longer holds the message,
+ * goes to codec.py's generated to_dict (msg.type._to_dict(buffer, offset)). */
+static PyObject *message_to_dict(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    MessageObject *msg = (MessageObject *)self;
+    static PyObject *readers_name;
+    if (NULL == readers_name && NULL == (readers_name = PyUnicode_InternFromString("_readers")))
+    {
+        return NULL;
+    }
+    PyObject *readers = _PyType_Lookup(Py_TYPE(self), readers_name); /* borrowed */
+    PyObject *dict = NULL;
+    Py_buffer view;
+    const uint8_t *data;
+    Py_ssize_t size;
+    if (NULL != readers && PyTuple_CheckExact(readers) && NULL != (dict = PyDict_New()) &&
+        0 == buffer_span(msg->buffer, &view, &data, &size))
+    {
+        const Py_ssize_t n = PyTuple_GET_SIZE(readers);
+        Py_ssize_t i = 0;
+        for (; i < n; i++) /* (no Python code runs in the loop: the span stays valid) */
+        {
+            PyObject *item = PyTuple_GET_ITEM(readers, i);
+            if (!PyTuple_CheckExact(item) || 2 != PyTuple_GET_SIZE(item) ||
+                !Py_IS_TYPE(PyTuple_GET_ITEM(item, 1), &FieldReaderType))
+            {
+                break;
+            }
+            const FieldReaderObject *reader = (const FieldReaderObject *)PyTuple_GET_ITEM(item, 1);
+            const Py_ssize_t at = msg->offset + reader->at;
+            if (msg->offset < 0 || at + reader->size > size)
+            {
+                break;
+            }
+            PyObject *value = read_value(reader->kind, reader->size, data + at);
+            if (NULL == value || PyDict_SetItem(dict, PyTuple_GET_ITEM(item, 0), value) < 0)
+            {
+                Py_XDECREF(value);
+                span_release(&view);
+                Py_DECREF(dict);
+                return NULL;
+            }
+            Py_DECREF(value);
+        }
+        span_release(&view);
+        if (i == n)
+        {
+            return dict;
+        }
+    }
+    if (PyErr_Occurred())
+    {
+        Py_XDECREF(dict);
+        return NULL; /* (a released view: the error reading it, as before) */
+    }
+    Py_XDECREF(dict);
+    PyObject *fallback = PyObject_GetAttrString(msg->type, "_to_dict");
+    if (NULL == fallback)
+    {
+        return NULL;
+    }
+    PyObject *offset = PyLong_FromSsize_t(msg->offset);
+    PyObject *result = NULL == offset ? NULL : PyObject_CallFunctionObjArgs(fallback, msg->buffer, offset, NULL);
+    Py_XDECREF(offset);
+    Py_DECREF(fallback);
+    return result;
+}
 
 /* -- Decoder: decode(buffer, offset=0) -> the flyweight of the type its header names -------- */
 
