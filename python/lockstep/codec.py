@@ -123,7 +123,6 @@ class Message(MessageBase):
     __slots__ = ()
     type: MessageType
 
-
     @property
     def template_id(self) -> int:
         return self.type.template_id
@@ -222,7 +221,7 @@ class MessageType:
         self._to_dict = _compile_to_dict(self)
         self._decode_fast = Decoder({_fast_key(self): _fast_entry(self)}, MethodType(MessageType.decode, self))
 
-    # -- encode (the API; each type's own subclass holds the generated ones) ----------------
+    # -- encode (the API; each instance's C Encoder runs, the generated ones its fallback) ----
 
     def encode(self, **fields: Any) -> bytes:
         """The message (header + block) as bytes; every field must be given, in range."""
