@@ -488,23 +488,28 @@ static int decoder_find(DecoderObject *self, long key)
     return 0;
 }
 
-/* A buffer the flyweight may keep (bytes, bytearray, a C-contiguous memoryview: what codec.py
- * keeps) as a new reference, or NULL (no exception) for the fallback to handle. */
+/* A buffer the flyweight may keep (bytes, bytearray, a C-contiguous memoryview; any other
+ * buffer as a memoryview of it: what codec.py keeps) as a new reference, or NULL (no exception)
+ * for the fallback to handle. */
 static PyObject *keepable(PyObject *buffer)
 {
     if (PyBytes_CheckExact(buffer) || PyByteArray_CheckExact(buffer))
     {
         return Py_NewRef(buffer);
     }
-    if (PyMemoryView_Check(buffer))
+    PyObject *view = PyMemoryView_Check(buffer) ? Py_NewRef(buffer) : PyMemoryView_FromObject(buffer);
+    if (NULL == view)
     {
-        PyMemoryViewObject *mv = (PyMemoryViewObject *)buffer;
-        if (!(mv->flags & _Py_MEMORYVIEW_RELEASED) && !(mv->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED) &&
-            PyBuffer_IsContiguous(&mv->view, 'C'))
-        {
-            return Py_NewRef(buffer);
-        }
+        PyErr_Clear(); /* not a buffer: the fallback says so */
+        return NULL;
     }
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)view;
+    if (!(mv->flags & _Py_MEMORYVIEW_RELEASED) && !(mv->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED) &&
+        PyBuffer_IsContiguous(&mv->view, 'C'))
+    {
+        return view;
+    }
+    Py_DECREF(view);
     return NULL;
 }
 
