@@ -37,7 +37,8 @@ def test_field_reads_equal_struct_of_the_same_bytes(block, prefix):
     data = bytes(prefix) + struct.pack("<4H", Scalars.block_length, 1, 91, 2) + block
     expected = LAYOUT.unpack(block)
     for buffer in buffers(data):
-        for decode in (lambda: codec.decode(buffer, prefix, registry=REG), lambda: Scalars.decode(buffer, prefix)):
+        for decode in (lambda: codec.decode(buffer, prefix, registry=REG), lambda: Scalars.decode(buffer, prefix),
+                       lambda: SCHEMA.decode(buffer, prefix)):
             msg = decode()
             for (name, _), want in zip(SCALARS, expected):
                 got = msg[name]

@@ -458,6 +458,8 @@ class Schema:
         self.name = name if name is not None else f"schema{schema_id}"
         self.registry = registry
         self._types: dict[int, MessageType] = {}
+        self._fast: dict[int, tuple[type[Message], MessageType, int]] = {}  # the C Decoder's view of _types
+        self._decode_fast = Decoder(self._fast, MethodType(Schema.decode, self))
         if registry is not None:
             registry._add_schema(self)
 
@@ -475,6 +477,7 @@ class Schema:
         if self.registry is not None:
             self.registry._add(mtype)
         self._types[mtype.template_id] = mtype
+        self._fast[_fast_key(mtype)] = _fast_entry(mtype)
         return mtype
 
     @property
@@ -501,6 +504,8 @@ class Schema:
             raise CodecError(f"unknown template id {template_id} in schema {self.schema_id} {self.name!r} at "
                              f"offset {offset}; known templates: {known or 'none'}")
         return mtype._view(view, size, offset, block_length, version)
+
+    decode = fast_method("_decode_fast", decode)  # the C Decoder; this for errors and odd buffers
 
     def __repr__(self) -> str:
         return f"Schema({self.schema_id}, version={self.version}, name={self.name!r})"
