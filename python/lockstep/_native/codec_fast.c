@@ -162,6 +162,10 @@ static PyObject *message_getattro(PyObject *self, PyObject *name)
     {
         return found; /* (_record unset: the plain AttributeError codec.py's `record` expects) */
     }
+    if (NULL == ((MessageObject *)self)->type)
+    {
+        return NULL; /* (cleared by the garbage collector: the plain error) */
+    }
     PyErr_Clear();
     PyObject *type_name = PyObject_GetAttrString(((MessageObject *)self)->type, "name");
     if (NULL == type_name)
@@ -264,9 +268,9 @@ static PyObject *field_reader_get(PyObject *descr, PyObject *obj, PyObject *type
     {
         return Py_NewRef(descr);
     }
-    if (!PyObject_TypeCheck(obj, &MessageBaseType))
+    if (!PyObject_TypeCheck(obj, &MessageBaseType) || NULL == ((MessageObject *)obj)->buffer)
     {
-        return PyObject_CallOneArg(self->fallback, obj);
+        return PyObject_CallOneArg(self->fallback, obj); /* (not a flyweight, or one the GC cleared) */
     }
     MessageObject *msg = (MessageObject *)obj;
     Py_buffer view;
@@ -370,6 +374,11 @@ static PyTypeObject FieldReaderType = {
 static PyObject *message_to_dict(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     MessageObject *msg = (MessageObject *)self;
+    if (NULL == msg->type || NULL == msg->buffer)
+    {
+        PyErr_SetString(PyExc_ValueError, "to_dict(): a message the garbage collector cleared");
+        return NULL;
+    }
     static PyObject *readers_name;
     if (NULL == readers_name && NULL == (readers_name = PyUnicode_InternFromString("_readers")))
     {
