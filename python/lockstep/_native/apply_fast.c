@@ -143,6 +143,11 @@ static PyObject *apply_fallback(ApplyObject *self, PyObject *payload, PyObject *
 static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     ApplyObject *self = (ApplyObject *)callable;
+    if (NULL == self->machine || NULL == self->ctx || NULL == self->after || NULL == self->fallback)
+    {
+        PyErr_SetString(PyExc_ValueError, "SequencedApply: no machine (deleted, or cleared by the garbage collector)");
+        return NULL;
+    }
     if (NULL != kwnames || 2 != PyVectorcall_NARGS(nargsf))
     {
         return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
