@@ -525,6 +525,11 @@ static PyObject *keepable(PyObject *buffer)
 static PyObject *decoder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     DecoderObject *self = (DecoderObject *)callable;
+    if (NULL == self->types || NULL == self->fallback)
+    {
+        PyErr_SetString(PyExc_ValueError, "Decoder: cleared by the garbage collector");
+        return NULL;
+    }
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (NULL != kwnames || nargs < 1 || nargs > 2 || (2 == nargs && !PyLong_CheckExact(args[1])))
     {
@@ -805,6 +810,11 @@ static int pack_message(EncoderObject *self, PyObject *const *values, PyObject *
 static PyObject *encoder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     EncoderObject *self = (EncoderObject *)callable;
+    if (NULL == self->names || NULL == self->fallback || NULL == self->length_object)
+    {
+        PyErr_SetString(PyExc_ValueError, "Encoder: cleared by the garbage collector");
+        return NULL;
+    }
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (!self->into)
     {
