@@ -13,8 +13,8 @@ PACKAGE = _SOURCE if _SOURCE.is_dir() else Path(lockstep.__file__).resolve().par
 
 # Lowest first. A module may import its own layer or any below, never one above.
 LAYERS = [
-    ["lockstep.errors", "lockstep._closing", "lockstep.codec"],
-    ["lockstep._native"],
+    ["lockstep.errors", "lockstep._closing"],
+    ["lockstep._native", "lockstep.codec"],  # codec's flyweight readers and encoders are C (codec_fast.c)
     ["lockstep.transport"],
     ["lockstep.aeron"],
     ["lockstep.cluster"],

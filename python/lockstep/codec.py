@@ -34,10 +34,13 @@ import keyword
 import operator
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Union
+from types import MethodType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Union
 
 import numpy as np
 
+from ._native import fast_method
+from ._native._fastpath import Decoder, Encoder, FieldReader, MessageBase
 from .errors import CodecError
 
 __all__ = [
@@ -60,6 +63,11 @@ _RESERVED = frozenset({
 
 _INT_CODES = {("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
               ("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q"}
+
+# The C readers' and encoders' field kinds (codec_fast.c's enum codec_kind), by (dtype kind, size).
+_FAST_KINDS = {("u", 1): 0, ("u", 2): 1, ("u", 4): 2, ("u", 8): 3, ("i", 1): 4, ("i", 2): 5, ("i", 4): 6,
+               ("i", 8): 7, ("f", 4): 8, ("f", 8): 9, ("b", 1): 10}
+_FAST_BYTES = 11
 
 FieldSpec = Union[tuple[str, Any], tuple[str, Any, Union[int, Sequence[int]]]]
 
@@ -100,24 +108,20 @@ class Field:
         return base if not self.shape else f"array of shape {self.shape} of {base}"
 
 
-class Message:
+class Message(MessageBase):
     """A decoded message: reads its fields straight from the buffer it was decoded from.
 
     Fields read as attributes (``msg.price``) or items (``msg["price"]``): ints, floats,
     bools and bytes (trailing NULs stripped, as SBE pads fixed char arrays) as Python
     values; float32 fields as exact ``numpy.float32``; array fields as numpy views. Nothing
     is copied, so a message is only valid while its buffer is (a handler's buffer: only
-    inside the call); keep `copy()` or `to_dict()` beyond that."""
+    inside the call); keep `copy()` or `to_dict()` beyond that.
 
-    __slots__ = ("type", "version", "block_length", "_buffer", "_offset", "_record")
-    _record: np.void
+    A flyweight (`_fastpath.MessageBase`: type, buffer, offset, version, block_length): each
+    scalar field of a type's class is a C descriptor reading its bytes at a fixed offset."""
 
-    def __init__(self, type: MessageType, buffer: Any, offset: int, version: int, block_length: int) -> None:
-        self.type = type  # the MessageType it was decoded as
-        self.version = version  # from the header: the encoder's version
-        self.block_length = block_length  # from the header: may exceed the type's (newer version)
-        self._buffer = buffer
-        self._offset = offset
+    __slots__ = ()
+    type: MessageType
 
     @property
     def template_id(self) -> int:
@@ -141,17 +145,15 @@ class Message:
             self._record = np.ndarray((), self.type.dtype, self._buffer, self._offset + HEADER_LENGTH)[()]
             return self._record
 
-    def __getattr__(self, name: str) -> Any:  # only called for names that are not fields
-        raise AttributeError(f"{self.type.name} has no field {name!r}" if name not in _MESSAGE_SLOTS else name)
+    if TYPE_CHECKING:  # fields are the type's own (MessageBase says which are not there)
+        def __getattr__(self, name: str) -> Any: ...
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.type._field_set:
             raise KeyError(f"{self.type.name} has no field {name!r}")
         return getattr(self, name)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as plain Python values (int, float, bool, bytes, nested lists), in order."""
-        return self.type._to_dict(self._buffer, self._offset)
+    # to_dict(): MessageBase's, in C (its class's `_readers`), else the type's generated one.
 
     def tobytes(self) -> bytes:
         """The message as it is in the buffer: header + the header's block (unknown fields too)."""
@@ -168,7 +170,6 @@ class Message:
         return self.type.name + "{" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + "}"
 
 
-_MESSAGE_SLOTS = frozenset(Message.__slots__)
 _PACK_ERRORS = (struct.error, OverflowError, TypeError, ValueError, BufferError)
 
 
@@ -176,6 +177,9 @@ class MessageType:
     """One message type of a schema: a name, template id, version and packed block layout.
 
     Made by `Schema.message` (or `message`); encodes keyword fields and decodes views."""
+
+    # The C entries of encode, encode_into and decode (see `fast_method`), set in __init__.
+    __slots__ = ("_encode_fast", "_encode_into_fast", "_decode_fast", "__dict__", "__weakref__")
 
     def __init__(self, name: str, template_id: int, fields: Iterable[FieldSpec], schema: Schema,
                  version: int) -> None:
@@ -207,27 +211,29 @@ class MessageType:
         # per field without a fixup: a Struct packing it alone, to say which value struct refused
         self._checks = [None if fix is not None else struct.Struct("<" + code) for code, fix in zip(codes, fixups)]
         # Encoders and field readers are generated per type (as dataclasses and attrs do):
-        # one struct call per message, no per-field Python loop.
+        # one struct call per message, no per-field Python loop. The C encoders pack the
+        # keyword fields straight into the buffer and hand anything else to these.
         encode, encode_into = _compile_encoders(self, fixups)
-        encode.__doc__, encode_into.__doc__ = MessageType.encode.__doc__, MessageType.encode_into.__doc__
-        # The generated encoders become the methods of a class of this type's own (as
-        # `_compile_message_class` does for readers): `help()` and type checkers see what runs.
         self.__class__ = type(f"{name}Type", (MessageType,), {
-            "__module__": __name__, "__slots__": (), "__doc__": MessageType.__doc__,
-            "encode": staticmethod(encode), "encode_into": staticmethod(encode_into)})
+            "__module__": __name__, "__slots__": (), "__doc__": MessageType.__doc__})
+        self._encode_fast, self._encode_into_fast = _fast_encoders(self, encode, encode_into)
         self._message_class = _compile_message_class(self)
         self._to_dict = _compile_to_dict(self)
+        self._decode_fast = Decoder({_fast_key(self): _fast_entry(self)}, MethodType(MessageType.decode, self))
 
-    # -- encode (the API; each type's own subclass holds the generated ones) ----------------
+    # -- encode (the API; each instance's C Encoder runs, the generated ones its fallback) ----
 
     def encode(self, **fields: Any) -> bytes:
         """The message (header + block) as bytes; every field must be given, in range."""
-        raise NotImplementedError  # pragma: no cover - replaced in __init__
+        raise NotImplementedError  # pragma: no cover - each instance's _encode_fast runs
 
     def encode_into(self, buffer: Any, offset: int = 0, **fields: Any) -> int:
         """Write the message (header + block) into writable `buffer` at `offset`, zero copy;
         returns the bytes written (`encoded_length`). On error the region holds no message."""
-        raise NotImplementedError  # pragma: no cover - replaced in __init__
+        raise NotImplementedError  # pragma: no cover - each instance's _encode_into_fast runs
+
+    encode = fast_method("_encode_fast", encode)
+    encode_into = fast_method("_encode_into_fast", encode_into)
 
     def _fields_error(self, fields: dict[str, Any]) -> CodecError:
         unknown = sorted(fields.keys() - self._field_set)
@@ -290,6 +296,8 @@ class MessageType:
         if block_length < self.block_length or offset + HEADER_LENGTH + block_length > size:
             self._view(view, size, offset, block_length, version)  # raises
         return self._message_class(self, view, offset, version, block_length)
+
+    decode = fast_method("_decode_fast", decode)  # the C Decoder; this for errors and odd buffers
 
     def _view(self, view: Any, size: int, offset: int, block_length: int, version: int) -> Message:
         if block_length < self.block_length:
@@ -354,9 +362,13 @@ class Registry:
     """Maps (schema_id, template_id) to a `MessageType`, so any registered message can be
     decoded and printed from its header alone."""
 
+    __slots__ = ("_types", "_schemas", "_fast", "_decode_fast")
+
     def __init__(self) -> None:
         self._types: dict[tuple[int, int], MessageType] = {}
         self._schemas: dict[int, Schema] = {}
+        self._fast: dict[int, tuple[type[Message], MessageType, int]] = {}  # the C Decoder's view of _types
+        self._decode_fast = Decoder(self._fast, MethodType(Registry.decode, self))
 
     def _add_schema(self, schema: Schema) -> None:
         known = self._schemas.get(schema.schema_id)
@@ -372,6 +384,7 @@ class Registry:
             raise CodecError(f"template {mtype.template_id} of schema {mtype.schema_id} is already "
                              f"{known!r}, cannot register {mtype!r}")
         self._types[key] = mtype
+        self._fast[_fast_key(mtype)] = _fast_entry(mtype)
 
     def lookup(self, schema_id: int, template_id: int) -> MessageType:
         """The type registered for (schema_id, template_id); CodecError when there is none."""
@@ -408,6 +421,8 @@ class Registry:
             mtype._view(view, size, offset, block_length, version)  # raises
         return mtype._message_class(mtype, view, offset, version, block_length)
 
+    decode = fast_method("_decode_fast", decode)  # the C Decoder; this for errors and odd buffers
+
     def describe(self, buffer: Any, offset: int = 0) -> str:
         """The message at `offset` as ``Name{field=value, ...}``."""
         return repr(self.decode(buffer, offset))
@@ -443,6 +458,8 @@ class Schema:
         self.name = name if name is not None else f"schema{schema_id}"
         self.registry = registry
         self._types: dict[int, MessageType] = {}
+        self._fast: dict[int, tuple[type[Message], MessageType, int]] = {}  # the C Decoder's view of _types
+        self._decode_fast = Decoder(self._fast, MethodType(Schema.decode, self))
         if registry is not None:
             registry._add_schema(self)
 
@@ -460,6 +477,7 @@ class Schema:
         if self.registry is not None:
             self.registry._add(mtype)
         self._types[mtype.template_id] = mtype
+        self._fast[_fast_key(mtype)] = _fast_entry(mtype)
         return mtype
 
     @property
@@ -486,6 +504,8 @@ class Schema:
             raise CodecError(f"unknown template id {template_id} in schema {self.schema_id} {self.name!r} at "
                              f"offset {offset}; known templates: {known or 'none'}")
         return mtype._view(view, size, offset, block_length, version)
+
+    decode = fast_method("_decode_fast", decode)  # the C Decoder; this for errors and odd buffers
 
     def __repr__(self) -> str:
         return f"Schema({self.schema_id}, version={self.version}, name={self.name!r})"
@@ -764,6 +784,39 @@ def _compile_encoders(mtype: MessageType, fixups: Sequence[Callable[[Any], Any] 
     return encode, encode_into
 
 
+def _fast_key(mtype: MessageType) -> int:
+    """The C Decoder's key of a type: (schema_id, template_id) as one int."""
+    return mtype.schema_id << 16 | mtype.template_id
+
+
+def _fast_entry(mtype: MessageType) -> tuple[type[Message], MessageType, int]:
+    """What the C Decoder needs of a type: the class to make, the type, its block length."""
+    return mtype._message_class, mtype, mtype.block_length
+
+
+def _fast_kind(field: Field) -> int | None:
+    """The C kind of a scalar field (codec_fast.c), or None when it stays in Python (arrays)."""
+    if field.shape:
+        return None
+    if field.dtype.kind == "S":
+        return _FAST_BYTES
+    return _FAST_KINDS[(field.dtype.kind, field.dtype.itemsize)]
+
+
+def _fast_encoders(mtype: MessageType, encode: Callable[..., bytes],
+                   encode_into: Callable[..., int]) -> tuple[Callable[..., bytes], Callable[..., int]]:
+    """The C encoders of `mtype` (falling back to the generated `encode` / `encode_into`), or
+    those two themselves when a field is an array."""
+    found = [_fast_kind(f) for f in mtype.fields]
+    kinds = tuple(k for k in found if k is not None)
+    if len(kinds) != len(found):
+        return encode, encode_into
+    header = _HEADER.pack(mtype.block_length, mtype.template_id, mtype.schema_id, mtype.version)
+    sizes, ats = tuple(f.size for f in mtype.fields), tuple(HEADER_LENGTH + f.offset for f in mtype.fields)
+    return (Encoder(mtype.names, kinds, sizes, ats, header, False, encode),
+            Encoder(mtype.names, kinds, sizes, ats, header, True, encode_into))
+
+
 def _read_code(field: Field) -> str:
     """The struct code that reads `field` into a Python value (arrays: raw bytes)."""
     if field.shape or field.dtype.kind == "S":
@@ -776,8 +829,8 @@ def _read_code(field: Field) -> str:
 
 
 def _compile_message_class(mtype: MessageType) -> type[Message]:
-    """A `Message` subclass with one property per field, each reading the buffer with one
-    struct call (float32 and array fields: through the numpy record, exact)."""
+    """A `Message` subclass with one C `FieldReader` per scalar field (its struct reader the
+    fallback), float32 and array fields a property reading the numpy record (exact)."""
     namespace: dict[str, Any] = {}
     lines = []
     for i, f in enumerate(mtype.fields):
@@ -791,8 +844,16 @@ def _compile_message_class(mtype: MessageType) -> type[Message]:
     ns = _compile("\n".join(lines), namespace, f"<lockstep.codec readers of {mtype.name}>")
     attrs: dict[str, Any] = {"__slots__": (), "__module__": __name__,
                              "__doc__": f"A decoded {mtype.name} message (see `Message`)."}
+    readers = []
     for f in mtype.fields:
-        attrs[f.name] = property(ns[f.name], doc=f"{f.name}: {f.describe_type()}")
+        doc = f"{f.name}: {f.describe_type()}"
+        kind = _fast_kind(f)
+        reader = None if kind is None else FieldReader(kind, f.size, HEADER_LENGTH + f.offset, ns[f.name], doc)
+        # float32 reads as an exact numpy.float32 (to_dict's C reader gives a float, as struct does)
+        attrs[f.name] = property(ns[f.name], doc=doc) if kind in (None, _FAST_KINDS[("f", 4)]) else reader
+        readers.append((f.name, reader))
+    if all(reader is not None for _, reader in readers):  # arrays: the type's generated to_dict
+        attrs["_readers"] = tuple(readers)
     return type(f"{mtype.name}Message", (Message,), attrs)
 
 

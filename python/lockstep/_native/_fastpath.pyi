@@ -101,3 +101,56 @@ class TryClaim:
     def __call__(self, *args: int) -> Any: ...
     def attempt(self, length: int, /) -> Any: ...  # a granted Claim (of claim_type), or the status
     def detach(self) -> None: ...
+
+# codec_fast.c: lockstep.codec's flyweight, field readers, decoder and encoders.
+
+class MessageBase:
+    def __init__(self, type: Any, buffer: Any, offset: int, version: int, block_length: int) -> None: ...
+    @property
+    def type(self) -> Any: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def block_length(self) -> int: ...
+    @property
+    def _buffer(self) -> Any: ...
+    @property
+    def _offset(self) -> int: ...
+    _record: Any  # the numpy view, once made (AttributeError before)
+    def to_dict(self) -> dict[str, Any]: ...
+
+class FieldReader:
+    def __init__(self, kind: int, size: int, at: int, fallback: Callable[[Any], Any], doc: str | None = None) -> None: ...
+    def __get__(self, obj: Any, cls: type | None = None) -> Any: ...
+
+class Decoder:
+    def __init__(self, types: dict[int, tuple[type, Any, int]], fallback: Callable[..., Any]) -> None: ...
+    def __call__(self, buffer: Any, offset: int = 0) -> Any: ...
+
+class Encoder:
+    def __init__(self, names: tuple[str, ...], kinds: tuple[int, ...], sizes: tuple[int, ...], ats: tuple[int, ...],
+                 header: bytes, into: bool, fallback: Callable[..., Any]) -> None: ...
+    def __call__(self, *args: Any, **fields: Any) -> Any: ...
+
+# apply_fast.c: a replica's apply loop.
+
+class SequencedApply:
+    def __init__(self, machine: Any, ctx: Any, origin_id: int, after: Callable[[bool], None],
+                 fallback: Callable[[Any, int], None]) -> None: ...
+    # (payload, position) as Replica.apply, or (data, header) as a poll's handler
+    def __call__(self, payload: Any, position: Any, /) -> None: ...
+    machine: Any
+    last_sequence: int
+    last_position: int
+    applied: int
+    own_sequenced: int
+    hash_every: int
+    snapshot_every: int
+    snapshot_due: int
+
+class ContextBase:
+    sequence: int
+    position: int
+    timestamp_ns: int
+    origin_id: int
+    origin_sequence: int

@@ -89,6 +89,8 @@ int ls_fast_register_send(PyObject *module);
 int ls_fast_register_poll(PyObject *module);
 int ls_fast_register_ring(PyObject *module);
 int ls_fast_register_claim(PyObject *module);
+int ls_fast_register_codec(PyObject *module); /* codec_fast.c */
+int ls_fast_register_apply(PyObject *module); /* apply_fast.c */
 int ls_fast_add_type(PyObject *module, PyTypeObject *type, const char *name);
 
 #endif

@@ -15,9 +15,12 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from types import MethodType
 from typing import Any, Callable, Iterable, Iterator
 
 from .._closing import Closing
+from .._native import fast_method
+from .._native._fastpath import ContextBase, SequencedApply
 from ..errors import FileFormatError, LockstepError
 from ..transport.idle import BACK_PRESSURE_RETRY_NS, REMOTE_POLL_NS, IdleStrategy, run_agent
 from ..transport.mapped import check_name, open_private, open_regular, resolve_dir
@@ -59,15 +62,17 @@ class StateMachine:
         return hashlib.blake2b(self.snapshot(), digest_size=16).digest()
 
 
-class Context:
-    """What a machine may know about the message being applied, and its way to send."""
+class Context(ContextBase):
+    """What a machine may know about the message being applied, and its way to send.
 
-    __slots__ = ("sequence", "position", "timestamp_ns", "origin_id", "origin_sequence", "_outputs", "_origin_id")
+    `sequence`, `position`, `timestamp_ns`, `origin_id`, `origin_sequence`: the message's
+    sequenced header, kept as C integers by `ContextBase` (the C apply loop sets them)."""
+
+    __slots__ = ("_outputs", "_origin_id")
 
     def __init__(self, origin_id: int) -> None:
         self._origin_id = origin_id
         self._outputs: list[tuple[int, bytes]] = []
-        self.sequence = self.position = self.timestamp_ns = self.origin_id = self.origin_sequence = 0
 
     def send(self, command: Any) -> None:
         """Send a command back to the sequencer. Its origin is the machine (same on every
@@ -223,6 +228,12 @@ def first_divergence(*hash_files: str | os.PathLike[str]) -> Divergence | None:
 
 # -- the runner --------------------------------------------------------------------------
 
+def _apply_state(name: str, doc: str) -> Any:
+    """A Replica attribute kept by its C apply loop (`SequencedApply`), read and set through it."""
+    return property(lambda self: getattr(self._apply_fast, name),
+                    lambda self, value: setattr(self._apply_fast, name, value), doc=doc)
+
+
 def _default_origin(machine: StateMachine) -> int:
     """A machine's origin id: the same on every replica of the same class."""
     name = f"{type(machine).__module__}.{type(machine).__qualname__}".encode()
@@ -250,19 +261,11 @@ class Replica(Closing):
         go, `replay_channel` the archive replay service that fills a gap (a late start; replays
         come back on `channel`'s endpoint, or `replay_response_channel` with an MDC `channel`).
         `dir` keeps this replica's files (hashes, snapshots, counters) either way."""
-        self.machine = machine
+        self._init_apply(machine, _default_origin(machine) if origin_id is None else origin_id, hash_every,
+                         snapshot_every)
         self.name = check_name(name)
         self.dir = resolve_dir(dir)
         self.snapshot_dir = resolve_dir(snapshot_dir) if snapshot_dir is not None else self.dir
-        self.hash_every = hash_every
-        self.snapshot_every = snapshot_every
-        self.ctx = Context(_default_origin(machine) if origin_id is None else origin_id)
-        self.applied = 0
-        self.last_sequence = 0
-        self.last_position = 0
-        self._pending: deque[tuple[int, bytes]] = deque()
-        self._own_sequenced = 0  # highest origin sequence of our own outputs seen in the log
-        self._snapshot_due = False
         snapshot = latest_snapshot(self.snapshot_dir, self.name) if restore else None
         start: Any = "earliest"
         if snapshot is not None:
@@ -291,8 +294,53 @@ class Replica(Closing):
         if torn:  # a record torn by a crash: drop it, or every later record would be misread
             self._hashes.truncate(self._hashes.tell() - torn)
 
+    def _init_apply(self, machine: StateMachine, origin_id: int, hash_every: int, snapshot_every: int | None) -> None:
+        """The apply loop and its state (last sequence and position, applied, ...), kept in C."""
+        self.ctx = Context(origin_id)
+        self._pending: deque[tuple[int, bytes]] = deque()
+        self._apply_fast = SequencedApply(machine, self.ctx, origin_id, self._after_apply,
+                                          MethodType(Replica.apply, self))
+        self.hash_every, self.snapshot_every = hash_every, snapshot_every
+
+    machine = _apply_state("machine", "the hosted StateMachine")
+    last_sequence = _apply_state("last_sequence", "sequence of the last message applied (0: none yet)")
+    last_position = _apply_state("last_position", "log position of the last message applied")
+    applied = _apply_state("applied", "messages applied by this runner")
+    _own_sequenced = _apply_state("own_sequenced", "highest origin sequence of our own outputs seen in the log")
+
+    @property
+    def hash_every(self) -> int:
+        """A state hash every this many sequences (0: none)."""
+        return int(self._apply_fast.hash_every)
+
+    @hash_every.setter
+    def hash_every(self, value: int | None) -> None:
+        self._apply_fast.hash_every = value or 0
+
+    @property
+    def snapshot_every(self) -> int | None:
+        """A snapshot every this many sequences (None: none)."""
+        return int(self._apply_fast.snapshot_every) or None
+
+    @snapshot_every.setter
+    def snapshot_every(self, value: int | None) -> None:
+        self._apply_fast.snapshot_every = value or 0
+
+    @property
+    def _snapshot_due(self) -> bool:
+        return bool(self._apply_fast.snapshot_due)
+
+    @_snapshot_due.setter
+    def _snapshot_due(self, value: bool) -> None:
+        self._apply_fast.snapshot_due = int(value)
+
     def apply(self, payload: Any, position: int) -> None:
-        """Apply one sequenced-log payload (used by the live loop and by replays)."""
+        """Apply one sequenced-log payload (used by the live loop and by replays).
+
+        One C call (`SequencedApply`); this is its fallback, for a gap (raised here) and odd input."""
+        if len(payload) < SEQUENCED_HEADER_LENGTH:
+            raise LockstepError(f"{self.name}: sequenced message at position {position}: expected at least "
+                                f"{SEQUENCED_HEADER_LENGTH} bytes (the sequencer's header), found {len(payload)}")
         sequence, timestamp, origin_sequence, origin_id, _ = SEQUENCED_HEADER.unpack_from(payload)
         if sequence <= self.last_sequence:
             return  # already in the restored state
@@ -305,28 +353,37 @@ class Replica(Closing):
         ctx.sequence, ctx.position, ctx.timestamp_ns = sequence, position, timestamp
         ctx.origin_id, ctx.origin_sequence = origin_id, origin_sequence
         self.machine.on_message(ctx, bytes(payload[SEQUENCED_HEADER_LENGTH:]))
+        self.last_sequence, self.last_position = sequence, position
+        self.applied += 1
+        if self.snapshot_every and sequence % self.snapshot_every == 0:
+            self._snapshot_due = True
+        self._after_apply(bool(self.hash_every and sequence % self.hash_every == 0))
+
+    apply = fast_method("_apply_fast", apply)
+
+    def _after_apply(self, hash_due: bool) -> None:
+        """The end of applying a message, when there is any (the C loop asks): queue the
+        machine's outputs, record the state hash, take a snapshot that is due and ready."""
+        ctx = self.ctx
         if ctx._outputs:
             if self._client is not None:
                 self._pending.extend(ctx._outputs)
             ctx._outputs.clear()
-        self.last_sequence, self.last_position = sequence, position
-        self.applied += 1
-        if self.hash_every and sequence % self.hash_every == 0:
+        if hash_due:
             self.record_hash()
-        if self.snapshot_every and sequence % self.snapshot_every == 0:
-            self._snapshot_due = True
         if self._snapshot_due and self._snapshot_ready():
             self.take_snapshot()
 
     def _on_fragment(self, data: memoryview, header: Any) -> None:
-        self.apply(data, header.position)
+        self._apply_fast(data, header)  # (the C apply reads header.position)
 
     def do_work(self, limit: int = 256) -> int:
-        """One duty cycle: flush queued outputs, apply up to `limit` log messages."""
+        """One duty cycle: flush queued outputs, apply up to `limit` log messages (the poll
+        hands each straight to the C apply: no Python frame per message for the framework)."""
         work = self.flush()
         if self._snapshot_due and self._snapshot_ready():
             self.take_snapshot()
-        return work + self.subscription.poll(self._on_fragment, limit)
+        return work + self.subscription.poll(self._apply_fast, limit)
 
     def _snapshot_ready(self) -> bool:
         """No output of the messages a snapshot covers is still only in memory. Queued copies
@@ -416,17 +473,8 @@ class OfflineReplica(Replica):
     archive's replays and step debugger, the determinism check, the benchmarks)."""
 
     def __init__(self, machine: StateMachine) -> None:  # noqa: D107 - no log, no files
-        self.machine = machine
+        self._init_apply(machine, _default_origin(machine), 0, None)
         self.name = "offline"
-        self.hash_every = 0
-        self.snapshot_every = None
-        self.ctx = Context(_default_origin(machine))
-        self.applied = 0
-        self.last_sequence = 0
-        self.last_position = 0
-        self._pending = deque()
-        self._own_sequenced = 0
-        self._snapshot_due = False
         self._client = None
         self._link = None
 
