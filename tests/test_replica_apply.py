@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from lockstep import LockstepError, Replica, StateMachine
-from lockstep.cluster.replica import Context, _OfflineRunner, _default_origin, latest_snapshot, read_hashes
+from lockstep.cluster.replica import Context, OfflineReplica, _default_origin, latest_snapshot, read_hashes
 from lockstep.cluster.sequenced import SEQUENCED_HEADER
 
 I64 = st.integers(-2**63, 2**63 - 1)
@@ -46,13 +46,13 @@ class Header:
         self.position = position
 
 
-def _runner() -> _OfflineRunner:
-    runner = _OfflineRunner(Recorder())
+def _runner() -> OfflineReplica:
+    runner = OfflineReplica(Recorder())
     runner._client = object()  # (only compared with None: outputs are queued, nothing sends them)
     return runner
 
 
-def _state(runner: _OfflineRunner) -> tuple:
+def _state(runner: OfflineReplica) -> tuple:
     return (runner.machine.seen, runner.last_sequence, runner.last_position, runner.applied, runner._own_sequenced,
             list(runner._pending))
 

@@ -338,7 +338,8 @@ int ls_fast_register(PyObject *module)
 {
     if (ls_fast_add_type(module, &FastMethodType, "FastMethod") < 0 || ls_fast_register_offer(module) < 0 ||
         ls_fast_register_receive(module) < 0 || ls_fast_register_send(module) < 0 ||
-        ls_fast_register_poll(module) < 0 || ls_fast_register_ring(module) < 0 || ls_fast_register_claim(module) < 0)
+        ls_fast_register_poll(module) < 0 || ls_fast_register_ring(module) < 0 || ls_fast_register_claim(module) < 0 ||
+        ls_fast_register_codec(module) < 0 || ls_fast_register_apply(module) < 0)
     {
         return -1;
     }
