@@ -226,8 +226,8 @@ class LogCollector:
     any other (it holds the sequencer back if it falls a window behind)."""
 
     def __init__(self, dir, stream_id: int = 100) -> None:
-        from lockstep.cluster.sequencer import _SEQUENCED
-        self._unpack = _SEQUENCED.unpack_from
+        from lockstep.cluster.sequencer import SEQUENCED_HEADER
+        self._unpack = SEQUENCED_HEADER.unpack_from
         self.sub = lockstep.Subscription(stream_id, dir, start="earliest", join="earliest")
         self.sequences: list[int] = []
         self.timestamps: list[int] = []

@@ -21,7 +21,7 @@ from lockstep.cluster.replica import (Context, Snapshot, _default_origin, latest
 from lockstep.examples.orderbook import (BUY, SELL, Cancel, Fill, NewOrder, OrderBook, SCHEMA, cancel,
                                          new_order)
 from lockstep.transport.reader import LogReader
-from lockstep.cluster.sequencer import _SEQUENCED
+from lockstep.cluster.sequencer import SEQUENCED_HEADER
 from lockstep.transport.stream_files import stream_logs
 
 STREAM = 100
@@ -31,7 +31,7 @@ BOOK_ORIGIN = _default_origin(OrderBook())
 def _sequenced(sequence: int, command: bytes, *, timestamp_ns: int | None = None, origin_id: int = 1,
                origin_sequence: int | None = None) -> bytes:
     """A sequenced-log payload as the sequencer writes it."""
-    return _SEQUENCED.pack(sequence, 1_700_000_000_000_000_000 + sequence * 1000 if timestamp_ns is None
+    return SEQUENCED_HEADER.pack(sequence, 1_700_000_000_000_000_000 + sequence * 1000 if timestamp_ns is None
                            else timestamp_ns, sequence if origin_sequence is None else origin_sequence,
                            origin_id, 0) + command
 
@@ -311,7 +311,7 @@ def test_check_determinism_catches_a_wall_clock_reader_at_its_first_clock_read(l
     messages = _small_log(lsdir)
     assert check_determinism(OrderBook, messages) is None
     first_cancel = next((seq, pos) for payload, pos in messages
-                        for seq in [_SEQUENCED.unpack_from(payload)[0]]
+                        for seq in [SEQUENCED_HEADER.unpack_from(payload)[0]]
                         if SCHEMA.decode(payload[32:]).type is Cancel)
     found = check_determinism(WallClockBook, messages)
     assert found is not None, "a machine that reads the wall clock must be caught"

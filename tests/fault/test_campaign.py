@@ -29,7 +29,7 @@ from lockstep import BackoffIdleStrategy, ManyToOneRing, Subscription, first_div
 from lockstep.archive import Archive
 from lockstep.cluster.replica import _default_origin, read_hashes, replay
 from lockstep.examples.orderbook import Fill, OrderBook
-from lockstep.cluster.sequencer import _SEQUENCED, INGRESS_FILE
+from lockstep.cluster.sequencer import INGRESS_FILE, SEQUENCED_HEADER
 
 from . import fault_workers as fw
 
@@ -67,7 +67,7 @@ class Collector:
 
     @property
     def last_sequence(self) -> int:
-        return _SEQUENCED.unpack_from(self.payloads[-1])[0] if self.payloads else 0
+        return SEQUENCED_HEADER.unpack_from(self.payloads[-1])[0] if self.payloads else 0
 
     def close(self) -> None:
         self.sub.close()
@@ -226,7 +226,7 @@ def _campaign(lsdir, procs, mp, rounds: int, seed: int) -> None:
 
     # -- the log: gap-free, nothing lost, nothing twice --------------------------------------
     payloads, positions = c.log.payloads, c.log.positions
-    decoded = [_SEQUENCED.unpack_from(p) for p in payloads]  # sequence, timestamp, origin seq, origin id
+    decoded = [SEQUENCED_HEADER.unpack_from(p) for p in payloads]  # sequence, timestamp, origin seq, origin id
     n = len(decoded)
     assert [d[0] for d in decoded] == list(range(1, n + 1)), "log sequences are not 1..n without gap or repeat"
     assert seq_report["last_sequence"] == n

@@ -10,13 +10,13 @@ from __future__ import annotations
 from lockstep import ManyToOneRing, Replica
 from lockstep.cluster.replica import _default_origin, latest_snapshot
 from lockstep.examples.orderbook import BUY, SELL, Fill, OrderBook, new_order
-from lockstep.cluster.sequencer import _SEQUENCED, INGRESS_FILE
+from lockstep.cluster.sequencer import INGRESS_FILE, SEQUENCED_HEADER
 
 BOOK_ORIGIN = _default_origin(OrderBook())
 
 
 def _sequenced(sequence: int, command: bytes, origin_id: int, origin_sequence: int) -> bytes:
-    return _SEQUENCED.pack(sequence, 1_700_000_000_000_000_000 + sequence, origin_sequence, origin_id, 0) + command
+    return SEQUENCED_HEADER.pack(sequence, 1_700_000_000_000_000_000 + sequence, origin_sequence, origin_id, 0) + command
 
 
 def test_outputs_already_in_the_log_do_not_hold_a_snapshot_back(lsdir):

@@ -37,7 +37,6 @@ TYPE_SEQUENCER = 1010  # counters: last sequence, sequenced, duplicates, rejecte
 _HOUSEKEEPING_NS = 100_000_000
 _UNBLOCK_AFTER_NS = 5_000_000_000
 
-_SEQUENCED = SEQUENCED_HEADER  # (the older name, for tests)
 
 
 class Sequencer(Closing):
