@@ -550,3 +550,23 @@ def test_fsync_durability_never_claims_more_than_was_synced(lsdir, durability):
     with arch.reader(0) as reader:
         assert [struct.unpack_from("<q", p)[0] for p, _ in reader.messages()] == list(range(6_000))
     pub.close()
+
+
+def test_a_bad_file_beside_the_stream_does_not_stop_the_recorder(lsdir):
+    """A garbage file named like one of the stream's logs (planted, or another program's) is
+    skipped as a subscription skips it: the recorder goes on recording the real publisher
+    and its messages read back intact (it used to raise out of its own discovery)."""
+    (lsdir / "9-12345.logbuffer").write_bytes(b"\x07" * 100_000)
+    rec = Recorder(lsdir, stream_id=9, segment_length=1 << 17)
+    pub = Publication(9, lsdir, exclusive=True, term_length=1 << 16)
+    rec.discover()
+    (lsdir / "9-54321.logbuffer").write_bytes(b"garbage")  # one found later, by housekeeping
+    for i in range(500):
+        while pub.offer(aw.numbered(i, 16)) < 0:
+            rec.do_work()
+    _drive(lambda: rec.position == pub.position, rec.do_work, what="recording")
+    rec.close()
+    pub.close()
+    [desc] = Archive.for_dir(lsdir).recordings()
+    with Archive.for_dir(lsdir).reader(desc.recording_id) as reader:
+        assert [payload for payload, _ in reader.messages()] == [aw.numbered(i, 16) for i in range(500)]
