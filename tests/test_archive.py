@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 import struct
 import subprocess
 import sys
@@ -570,3 +571,40 @@ def test_a_bad_file_beside_the_stream_does_not_stop_the_recorder(lsdir):
     [desc] = Archive.for_dir(lsdir).recordings()
     with Archive.for_dir(lsdir).reader(desc.recording_id) as reader:
         assert [payload for payload, _ in reader.messages()] == [aw.numbered(i, 16) for i in range(500)]
+
+
+def test_a_publisher_that_dies_and_resumes_its_session_stays_in_one_recording(lsdir):
+    """A restarted sequencer resumes its log (same session): the recorder's image goes idle
+    (no live publisher: parked) and is announced again when it has more. The recording goes
+    on, one recording, every message once and intact (the image announced again was
+    recorded a second time, into a second recording: each took alternate blocks, both had
+    holes — what the fault campaign found)."""
+    rec = Recorder(lsdir, stream_id=9, segment_length=1 << 17)
+    pub = Publication(9, lsdir, exclusive=True, term_length=1 << 16)
+    session = pub.session_id
+    rec.discover()
+    sent = 0
+
+    def offer(count: int) -> None:
+        nonlocal sent
+        for _ in range(count):
+            while pub.offer(aw.numbered(sent, 16)) < 0:
+                rec.do_work()
+            sent += 1
+
+    for _round in range(3):
+        offer(300)
+        _drive(lambda: rec.position == pub.position, rec.do_work, what="recording")
+        pub.close(end_of_stream=False)  # the publisher goes: the image idles, parked
+        _drive(lambda: not rec._sub.images, rec.do_work, what="the image to be parked")
+        pub = Publication(9, lsdir, exclusive=True, term_length=1 << 16, session_id=session)
+        offer(100)  # unread when the next housekeeping looks: the parked image is announced again
+        time.sleep(0.15)  # (housekeeping runs every 100 ms)
+        rec._sub.maintain()
+    offer(300)
+    _drive(lambda: rec.position == pub.position, rec.do_work, what="recording")
+    rec.close()
+    pub.close()
+    [desc] = Archive.for_dir(lsdir).recordings()
+    with Archive.for_dir(lsdir).reader(desc.recording_id) as reader:
+        assert [payload for payload, _ in reader.messages()] == [aw.numbered(i, 16) for i in range(sent)]

@@ -154,7 +154,10 @@ class Recorder(Closing):
         return Image(sub, path, "earliest")
 
     def _attach(self, image: Image) -> None:
-        """A new image (on_available_image): its recording, continued or new."""
+        """A new image (on_available_image): its recording, continued or new. An image told
+        again (its publisher was gone and has resumed the log) is recorded as it was."""
+        if any(rec.image is image for rec in self._recordings):
+            return
         now = now_ns()
         previous = self._extends.pop(image.path, None)
         if previous is not None:
