@@ -51,6 +51,9 @@ PYAERON_SCRIPT = HERE / "compare_pyaeron.py"
 PERCENTILES = {"p50_ns": 50, "p90_ns": 90, "p99_ns": 99, "p999_ns": 99.9}
 RUN_TIMEOUT_S = 180  # per peer and benchmark: a hung peer becomes an "error" row
 REFERENCE = "lockstep-spin"
+# What each row calls per message; rows are compared with lockstep's row of the same API.
+SEND_RECV, POLL = "send/recv", "poll(handler)"
+REFERENCES = {SEND_RECV: REFERENCE, POLL: "lockstep-poll"}
 
 
 @dataclass
@@ -748,6 +751,107 @@ def lockstep_native(size: int, messages: int, warmup: int, tput_messages: int) -
     return native, batch_row, floor
 
 
+# poll(handler): the harness functions of compare_pyaeron.py (stdlib only), run here over
+# lockstep and there over pyaeron, so both rows are the same code around the same API.
+_POLL_PING, _POLL_PONG, _POLL_DATA = 2101, 2102, 2103
+
+
+def _poll_harness():
+    """bench/compare_pyaeron.py as a module (its poll(handler) harness)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_pyaeron", PYAERON_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lockstep_ends(dir: str, out_stream: int, in_stream: int | None):
+    """An exclusive publication (the defaults a user gets) with send(data) offering until
+    accepted, and a subscription (or None) whose poll the harness calls."""
+    from lockstep import Publication, Subscription
+
+    sub = None if in_stream is None else Subscription(in_stream, dir)
+    pub = Publication(out_stream, dir, exclusive=True)
+    offer = pub.offer
+
+    def send(data) -> None:
+        while offer(data) < 0:
+            pass
+    return pub, sub, send
+
+
+def _lockstep_poll_echo(dir: str, total: int, ready, done) -> None:
+    """The second process of the poll(handler) ping: poll_echo over lockstep."""
+    pub, sub, send = _lockstep_ends(dir, _POLL_PONG, _POLL_PING)
+    while not sub.discover():  # (our publication connects once the parent has found it)
+        time.sleep(0.001)
+    ready.set()
+    _poll_harness().poll_echo(send, sub.poll, total)
+    done.wait(RUN_TIMEOUT_S)
+    pub.close()
+    sub.close()
+
+
+def _lockstep_poll_produce(dir: str, size: int, total: int, ready, done) -> None:
+    """The second process of the poll(handler) throughput: one offer per message."""
+    from lockstep.bench import _wait_connected
+
+    pub, _, send = _lockstep_ends(dir, _POLL_DATA, None)
+    ready.set()  # (the parent looks for the publication once we are ready)
+    _wait_connected(pub)
+    _poll_harness().produce(send, _payload(size), total)
+    done.wait(RUN_TIMEOUT_S)
+    pub.close()
+
+
+def _in_child(target: Callable, args: tuple, body: Callable[[], Any]) -> Any:
+    """Run `body` here while `target(*args, ready, done)` runs in a spawned process."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=target, args=(*args, ready, done), daemon=True)
+    child.start()
+    try:
+        while not ready.wait(0.1):
+            if not child.is_alive():
+                raise RuntimeError(f"{target.__name__} exited with {child.exitcode}")
+        return body()
+    finally:
+        done.set()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def lockstep_poll(size: int, messages: int, warmup: int, tput_messages: int) -> tuple[dict, np.ndarray]:
+    """The poll(handler) rows' lockstep side: poll_ping against poll_echo (poll(handler, 10)
+    both sides), then one offer per message into poll_consume (poll(handler, 256))."""
+    from lockstep.bench import _bench_dir, _wait_connected
+
+    harness = _poll_harness()
+    with _bench_dir() as dir:
+        pub, sub, send = _lockstep_ends(dir, _POLL_PING, _POLL_PONG)
+        try:
+            def ping() -> list[int]:
+                _wait_connected(pub, sub)
+                return harness.poll_ping(send, sub.poll, _payload(size), warmup + messages)[warmup:]
+            samples = np.asarray(_in_child(_lockstep_poll_echo, (dir, warmup + messages), ping), dtype=np.int64)
+        finally:
+            pub.close()
+            sub.close()
+        from lockstep import Subscription
+
+        warm = tput_messages // 10
+        with Subscription(_POLL_DATA, dir) as data:
+            def consume() -> tuple[float, int]:
+                while not data.discover():
+                    time.sleep(0.001)
+                return harness.poll_consume(data.poll, warm, tput_messages)
+            seconds, timed = _in_child(_lockstep_poll_produce, (dir, size, warm + tput_messages), consume)
+    return {"ping": ping_stats(samples, len(samples)), "throughput": tput_stats(seconds, timed, size)}, samples
+
+
 def _from_native(result: dict, size: int) -> dict:
     return {"msgs_per_sec": result["msgs_per_sec"], "mb_per_sec": result["mb_per_sec"],
             "ns_per_msg": result["ns_per_msg"], "messages": result["messages"], "seconds": result["seconds"]}
@@ -765,9 +869,16 @@ def run_pyaeron(python: str, script: str, size: int, messages: int, warmup: int,
         raise RuntimeError(f"{Path(python).name} {Path(script).name} exited {proc.returncode}: {tail}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     samples = np.asarray(data["ping_samples_ns"], dtype=np.int64)
-    return {"ping": ping_stats(samples, len(samples)),
-            "throughput": tput_stats(data["throughput_seconds"], data["throughput_messages"], size),
-            "samples": samples, "version": data.get("version")}
+    result = {"ping": ping_stats(samples, len(samples)),
+              "throughput": tput_stats(data["throughput_seconds"], data["throughput_messages"], size),
+              "samples": samples, "version": data.get("version"), "poll": None}
+    if "poll_ping_samples_ns" in data:  # (a --pyaeron-script of the older contract has none)
+        poll_samples = np.asarray(data["poll_ping_samples_ns"], dtype=np.int64)
+        result["poll"] = {"ping": ping_stats(poll_samples, len(poll_samples)),
+                          "throughput": tput_stats(data["poll_throughput_seconds"], data["poll_throughput_messages"],
+                                                   size),
+                          "samples": poll_samples, "version": data.get("version")}
+    return result
 
 
 # -- report -----------------------------------------------------------------------------
@@ -793,8 +904,8 @@ def machine() -> dict:
             "loadavg_at_start": [round(x, 2) for x in load] if load else None}
 
 
-def _row(key: str, label: str, mode: str, family: str, status: str = "ok", **extra) -> dict:
-    row = {"key": key, "label": label, "mode": mode, "family": family, "status": status,
+def _row(key: str, label: str, mode: str, family: str, status: str = "ok", api: str = SEND_RECV, **extra) -> dict:
+    row = {"key": key, "label": label, "mode": mode, "family": family, "api": api, "status": status,
            "reason": None, "version": None, "ping": None, "throughput": None,
            "vs_lockstep": {"p50": None, "p99": None, "throughput": None}}
     row.update(extra)
@@ -802,11 +913,12 @@ def _row(key: str, label: str, mode: str, family: str, status: str = "ok", **ext
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """vs_lockstep: how many times lockstep (spin, same harness) is ahead: peer p50 /
-    lockstep p50, peer p99 / lockstep p99, lockstep msgs/s / peer msgs/s. Above 1:
-    lockstep is faster; below 1: the peer is."""
-    ref = next((r for r in rows if r["key"] == REFERENCE and r["status"] == "ok"), None)
+    """vs_lockstep: how many times lockstep (spin, same harness, same API: its row of the
+    row's `api`, else lockstep-spin) is ahead: peer p50 / lockstep p50, peer p99 / lockstep
+    p99, lockstep msgs/s / peer msgs/s. Above 1: lockstep is faster; below 1: the peer is."""
+    ok = {r["key"]: r for r in rows if r["status"] == "ok"}
     for r in rows:
+        ref = ok.get(REFERENCES.get(r.get("api", SEND_RECV), REFERENCE)) or ok.get(REFERENCE)
         if ref is None or r["status"] != "ok":
             continue
         ratios = r["vs_lockstep"]
@@ -834,24 +946,28 @@ def table(report: dict) -> str:
         f"{c['size']}-byte messages; ping: {c['messages']:,} round trips after {c['warmup']:,} warm-up; "
         f"throughput: {c['tput_messages']:,} one-way messages after {c['tput_warmup']:,} warm-up, one per call",
         "",
-        f"{'peer':<31}{'mode':<24}{'p50 us':>8}{'p90':>8}{'p99':>8}{'p99.9':>9}{'max':>10}{'msgs/s':>13}"
+        f"{'peer':<31}{'api':<15}{'mode':<24}{'p50 us':>8}{'p90':>8}{'p99':>8}{'p99.9':>9}{'max':>10}{'msgs/s':>13}"
         f"{'p50 vs ls':>11}{'p99 vs ls':>11}{'tput vs ls':>12}",
     ]
     for r in report["results"]:
         name = r["label"]
         if r["status"] != "ok":
-            lines.append(f"{name:<31}{r['mode']:<24}{r['status']}: {r['reason']}")
+            lines.append(f"{name:<31}{r['api']:<15}{r['mode']:<24}{r['status']}: {r['reason']}")
             continue
         p, t, v = r["ping"] or {}, r["throughput"] or {}, r["vs_lockstep"]
         rate = f"{t['msgs_per_sec']:,.0f}" if t else "-"
-        lines.append(f"{name:<31}{r['mode']:<24}{_us(p.get('p50_ns')):>8}{_us(p.get('p90_ns')):>8}"
+        lines.append(f"{name:<31}{r['api']:<15}{r['mode']:<24}{_us(p.get('p50_ns')):>8}{_us(p.get('p90_ns')):>8}"
                      f"{_us(p.get('p99_ns')):>8}{_us(p.get('p999_ns')):>9}{_us(p.get('max_ns')):>10}{rate:>13}"
                      f"{_x(v['p50']):>11}{_x(v['p99']):>11}{_x(v['throughput']):>12}")
     lines += [
         "",
         "round trips in microseconds (exact percentiles over all samples); msgs/s one-way, one message per call.",
-        "'vs ls' = how many times lockstep (spin, same harness) is ahead: peer latency / lockstep latency and",
-        "lockstep msgs/s / peer msgs/s; above 1x lockstep is faster, below 1x the peer is.",
+        "api send/recv: the common harness, send(bytes) / recv() -> bytes (lockstep: offer / receive(); pyaeron:",
+        "offer / poll(handler, 1) + a copy); poll(handler): poll(handler, 10) on both sides of the ping, the echo",
+        "offering from its handler, and one offer per message into poll(handler, 256) (bench/compare_pyaeron.py's",
+        "poll harness, the same code over both); lockstep (own harness): `lockstep bench ping|throughput --api poll`.",
+        "'vs ls' = how many times lockstep (spin, same harness, same api) is ahead: peer latency / lockstep latency",
+        "and lockstep msgs/s / peer msgs/s; above 1x lockstep is faster, below 1x the peer is.",
     ]
     if report.get("noop_call_ns"):
         lines.append(f"an empty cffi call costs {report['noop_call_ns']:.0f} ns here (the floor of any per-message C call).")
@@ -869,7 +985,7 @@ def plot(report: dict, samples: dict[str, np.ndarray], path: str) -> str:
     from lockstep.bench import percentile_axes, plot_percentiles
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
-    labels = {r["key"]: f"{r['label']} ({r['mode']})" for r in report["results"]}
+    labels = {r["key"]: f"{r['label']} ({r['api']}, {r['mode']})" for r in report["results"]}
     percentile_axes(left, f"round trip, {report['config']['size']} B")
     for i, (key, s) in enumerate(samples.items()):  # past the 10 colours, dashed
         plot_percentiles(left, s, labels.get(key, key), "-" if i < 10 else "--")
@@ -905,7 +1021,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=32, help="payload bytes per message (default 32)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ap.add_argument("--plot", metavar="FILE", help="write a percentile + throughput chart (needs matplotlib)")
-    ap.add_argument("--only", help="comma-separated peers: lockstep, lockstep-native, baseline, pipe, queue, "
+    ap.add_argument("--only", help="comma-separated peers: lockstep, lockstep-native, lockstep-poll, baseline, pipe, queue, "
                     "simplequeue, pyzmq, faster-fifo, posix_ipc, iceoryx2, pyaeron (or a row key such as "
                     "lockstep-spin)")
     ap.add_argument("--pyaeron-python", metavar="PATH", help="a CPython >= 3.12 with pyaeron installed")
@@ -918,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
     tput = args.tput_messages or 10 * args.messages
     tput_warmup = tput // 10
     only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
-    known = {n for p in PEERS.values() for n in (p.key, p.family)} | {"lockstep-native", "pyaeron"}
+    known = {n for p in PEERS.values() for n in (p.key, p.family)} | {"lockstep-native", "lockstep-poll", "pyaeron"}
     if only and only - known:
         ap.error(f"--only: unknown {', '.join(sorted(only - known))}; expected some of {', '.join(sorted(known))}")
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.json else (lambda *a: None)
@@ -957,7 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if _selected(only, "lockstep", "lockstep-native") and PEERS[REFERENCE].missing() is None:
         say("lockstep-native: lockstep.bench ping/throughput/batch + C floors ...")
-        native = _row("lockstep-native", "lockstep (own harness)", "busy spin", "lockstep")
+        native = _row("lockstep-native", "lockstep (own harness)", "busy spin", "lockstep", api=POLL)
         batch = _row("lockstep-batch", "lockstep batch (numpy)", "busy spin", "lockstep")
         floor = _row("c-floor", "C floor (csrc, 2 threads)", "busy spin", "lockstep")
         try:
@@ -972,20 +1088,39 @@ def main(argv: list[str] | None = None) -> int:
                 r.update(status="error", reason=f"{type(e).__name__}: {e}")
         rows += [native, batch, floor]
 
+    if _selected(only, "lockstep", "lockstep-poll") and PEERS[REFERENCE].missing() is None:
+        say("lockstep-poll: poll(handler) ping + throughput ...")
+        row = _row("lockstep-poll", "lockstep", "busy spin", "lockstep", api=POLL)
+        rows.append(row)
+        try:
+            result, samples["lockstep-poll"] = lockstep_poll(args.size, args.messages, warmup, tput)
+            row.update(result)
+        except Exception as e:
+            row.update(status="error", reason=f"{type(e).__name__}: {e}")
+
     if _selected(only, "pyaeron"):
         row = _row("pyaeron", "pyaeron (Aeron C client)", "busy spin", "pyaeron")
+        poll_row = _row("pyaeron-poll", "pyaeron (Aeron C client)", "busy spin", "pyaeron", api=POLL)
         rows.append(row)
         if not args.pyaeron_python:
             row.update(status="skipped", reason="no --pyaeron-python (pyaeron needs CPython >= 3.12; "
                                                        "bench/pyaeron_chroot.sh makes one)")
         else:
-            say("pyaeron: ping + throughput under", args.pyaeron_python, "...")
+            say("pyaeron: ping + throughput (send/recv, then poll(handler)) under", args.pyaeron_python, "...")
+            rows.append(poll_row)
             try:
                 result = run_pyaeron(args.pyaeron_python, args.pyaeron_script, args.size, args.messages, warmup, tput)
                 samples["pyaeron"] = result.pop("samples")
+                poll = result.pop("poll")
                 row.update(result)
+                if poll is None:
+                    poll_row.update(status="skipped", reason=f"{args.pyaeron_script} gives no poll_ results")
+                else:
+                    samples["pyaeron-poll"] = poll.pop("samples")
+                    poll_row.update(poll)
             except Exception as e:
-                row.update(status="error", reason=f"{type(e).__name__}: {e}")
+                for r in (row, poll_row):
+                    r.update(status="error", reason=f"{type(e).__name__}: {e}")
 
     add_ratios(rows)
     if args.json:
