@@ -293,20 +293,26 @@ static int poll_commit(PollObject *self, ls_image_t *image, int64_t position)
  * checks it before its bytes are trusted, handed to handler as they are met; the position is
  * stored once after them. What it does not take (a fragment, a frame to reject or of another term:
  * lapped) stops it with *other set: the scan path (poll_scanned) reads it and says what it is. The
- * views the previous poll handed out are confirmed intact first (ls_image_check), and these by the
- * commit (ls_image_set_position checks the counter is still ours, or for a private reader that
- * the writers have not lapped the first of them): a failure there is told by the next poll, from
- * the first of them on. Messages handled, or -1 with an exception. */
+ * views handed out since the last check are confirmed intact first (ls_image_check: once after
+ * views went out, so in a busy spin the empty polls before a message have done it; always for a
+ * private reader), and these by the commit (ls_image_set_position checks the counter is still
+ * ours, or for a private reader that the writers have not lapped the first of them): a failure
+ * there is told by the next poll, from at or before the first of them. Messages handled, or -1
+ * with an exception. */
 static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *handler, long limit, int *other)
 {
     const ls_logbuffer_t *log = &image->log;
     const int32_t term_length = log->term_length;
     const int32_t shift = log->position_bits_to_shift;
     const int64_t start = ls_image_position(image);
-    const int status = ls_image_check(image);
-    if (status < 0)
+    if (self->unchecked || (NULL == image->owner_counters && image->lap_checked))
     {
-        return poll_failed(self, status);
+        self->unchecked = 0;
+        const int status = ls_image_check(image);
+        if (status < 0)
+        {
+            return poll_failed(self, status);
+        }
     }
     ls_frame_header_t *header = &self->scan->headers[0];
     self->header->i = 0;
@@ -337,7 +343,10 @@ static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *han
             poll_fill_header(header, frame, next, term_id, offset, frame_length);
             PyObject *view = ls_fast_view(&self->head.refs[POLL_VIEW], frame + LS_DATA_HEADER_LENGTH,
                                           frame_length - LS_DATA_HEADER_LENGTH, 0);
-            PyObject *result = NULL == view ? NULL : PyObject_Vectorcall(handler, (PyObject *[]){ view, (PyObject *)self->header }, 2, NULL);
+            /* (args[-1] free for a bound-method handler to put its self in: no new argument array) */
+            PyObject *args[3] = { NULL, view, (PyObject *)self->header };
+            PyObject *result = NULL == view ? NULL :
+                PyObject_Vectorcall(handler, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             if (NULL != view)
             {
                 ls_fast_view_done(view);
@@ -395,8 +404,8 @@ static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *ha
                 return -1;
             }
             self->header->i = i;
-            PyObject *args[2] = { view, (PyObject *)self->header };
-            PyObject *result = PyObject_Vectorcall(handler, args, 2, NULL);
+            PyObject *args[3] = { NULL, view, (PyObject *)self->header };
+            PyObject *result = PyObject_Vectorcall(handler, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             ls_fast_view_done(view);
             if (NULL == result)
             {
