@@ -192,6 +192,8 @@ typedef struct
     int *peek;           /* the Receive object's peek hint (int32 index of the frame length) */
     HeaderObject *header;
     int unchecked;       /* views were handed out since the last check that they were intact */
+    int deferred;        /* a log reclaimed behind the position (a media driver's): the scan path
+                          * stores it after the handlers too (ls_image_scan_deferred) */
 } PollObject;
 
 static PyTypeObject PollType;
@@ -371,8 +373,9 @@ static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *han
     return count;
 }
 
-/* The scan path: ls_image_scan_commit, the loop across padding, fragments and term ends, handler
- * calls over the scan's arrays. Messages handled, or -1 with an exception. */
+/* The scan path: ls_image_scan_commit (deferred: ls_image_scan_deferred, the position stored after
+ * the handlers), the loop across padding, fragments and term ends, handler calls over the scan's
+ * arrays. Messages handled, or -1 with an exception. */
 static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *handler, long limit)
 {
     ls_image_scan_t *scan = self->scan;
@@ -380,7 +383,8 @@ static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *ha
     while (total < limit && NULL != self->head.target)
     {
         const int64_t before = ls_image_position(image);
-        const int32_t n = ls_image_scan_commit(image, scan, (int32_t)(limit - total > INT32_MAX ? INT32_MAX : limit - total));
+        const int32_t want = (int32_t)(limit - total > INT32_MAX ? INT32_MAX : limit - total);
+        const int32_t n = self->deferred ? ls_image_scan_deferred(image, scan, want) : ls_image_scan_commit(image, scan, want);
         *self->peek = scan->end_length_index;
         if (n < 0)
         {
@@ -416,6 +420,10 @@ static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *ha
                 return -1;
             }
             Py_DECREF(result);
+        }
+        if (self->deferred && n > 0 && ls_image_set_position(image, scan->end_position) < 0)
+        {
+            return total + n; /* (the next poll's check says why) */
         }
         total += n;
         if (scan->end_position == before)
@@ -517,9 +525,10 @@ static int *int_member(PyObject *obj, const char *name)
 static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *image_buffer, *scan_buffer, *receive, *fallback, *failed = NULL, *finish = NULL;
-    static char *names[] = { "image", "scan", "receive", "fallback", "failed", "finish", NULL };
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO:Poll", names, &image_buffer, &scan_buffer, &receive,
-                                     &fallback, &failed, &finish))
+    int deferred = 0;
+    static char *names[] = { "image", "scan", "receive", "fallback", "failed", "finish", "deferred", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OOp:Poll", names, &image_buffer, &scan_buffer, &receive,
+                                     &fallback, &failed, &finish, &deferred))
     {
         return NULL;
     }
@@ -555,6 +564,7 @@ static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     {
         self->scan = scan;
         self->peek = peek;
+        self->deferred = deferred;
         self->header = (HeaderObject *)header; /* owned through refs */
     }
     return (PyObject *)self;
@@ -588,7 +598,7 @@ static PyTypeObject PollType = {
 
 /* -- PollAny: subscription.poll(handler, fragment_limit=10), images in turn ------------- */
 
-enum { ANY_IMAGES, ANY_HOUSEKEEPING, ANY_FALLBACK };
+enum { ANY_IMAGES, ANY_HOUSEKEEPING, ANY_FALLBACK, ANY_EVENTS };
 
 typedef struct
 {
@@ -604,6 +614,22 @@ static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, 
     if (NULL == self->head.target || !parse_poll_args(args, PyVectorcall_NARGS(nargsf), kwnames, &limit))
     {
         return PyObject_Vectorcall(self->head.refs[ANY_FALLBACK], args, nargsf, kwnames);
+    }
+    PyObject *events = self->head.refs[ANY_EVENTS];
+    if (NULL != events)
+    {
+        /* Announced image changes join first (a media driver's subscription): housekeeping now. */
+        const Py_ssize_t pending = PyObject_Length(events);
+        PyObject *result = pending > 0 ? PyObject_CallNoArgs(self->head.refs[ANY_HOUSEKEEPING]) : NULL;
+        if (pending < 0 || (pending > 0 && NULL == result))
+        {
+            return NULL;
+        }
+        Py_XDECREF(result);
+        if (NULL == self->head.target)
+        {
+            return PyObject_Vectorcall(self->head.refs[ANY_FALLBACK], args, nargsf, kwnames); /* closed by it */
+        }
     }
     PyObject *images = Py_NewRef(self->head.refs[ANY_IMAGES]); /* housekeeping may replace the tuple */
     const Py_ssize_t count = PyTuple_GET_SIZE(images);
@@ -642,19 +668,23 @@ static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, 
 
 static PyObject *poll_any_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *housekeeping, *fallback;
-    static char *names[] = { "housekeeping", "fallback", NULL };
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:PollAny", names, &housekeeping, &fallback))
+    PyObject *housekeeping, *fallback, *events = NULL;
+    static char *names[] = { "housekeeping", "fallback", "events", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:PollAny", names, &housekeeping, &fallback, &events))
     {
         return NULL;
+    }
+    if (Py_None == events)
+    {
+        events = NULL;
     }
     PyObject *images = PyTuple_New(0);
     if (NULL == images)
     {
         return NULL;
     }
-    PyObject *refs[] = { images, housekeeping, fallback };
-    PyObject *self = ls_fast_alloc(type, poll_any_vectorcall, NULL, refs, 3);
+    PyObject *refs[] = { images, housekeeping, fallback, events };
+    PyObject *self = ls_fast_alloc(type, poll_any_vectorcall, NULL, refs, 4);
     Py_DECREF(images);
     if (NULL != self)
     {
@@ -692,7 +722,9 @@ static PyMethodDef poll_any_methods[] = {
 static PyTypeObject PollAnyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "lockstep._native._fastpath.PollAny",
-    .tp_doc = "poll(handler, fragment_limit=10) -> messages of every image (in turn) handed to handler.",
+    .tp_doc = "poll(handler, fragment_limit=10) -> messages of every image (in turn) handed to handler. "
+              "PollAny(housekeeping, fallback, events=None): housekeeping() every 64 empty / 1024 busy polls, "
+              "and first whenever the sized `events` is not empty.",
     LS_FAST_TYPE_COMMON(PollAnyObject),
     .tp_new = poll_any_new,
     .tp_methods = poll_any_methods,
