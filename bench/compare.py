@@ -766,43 +766,59 @@ def _poll_harness():
     return module
 
 
-def _lockstep_ends(dir: str, out_stream: int, in_stream: int | None):
-    """An exclusive publication (the defaults a user gets) with send(data) offering until
-    accepted, and a subscription (or None) whose poll the harness calls."""
-    from lockstep import Publication, Subscription
+class _Ends:
+    """One process's side of the poll(handler) harness over lockstep: an exclusive publication
+    (the defaults a user gets; or None) with send(data) offering until accepted, and a
+    subscription (or None) whose poll the harness calls; driverless in `dir`, or through the
+    media driver whose directory `aeron_dir` is (lockstep.aeron, aeron:ipc)."""
 
-    sub = None if in_stream is None else Subscription(in_stream, dir)
-    pub = Publication(out_stream, dir, exclusive=True)
-    offer = pub.offer
+    def __init__(self, dir: str, out_stream: int | None, in_stream: int | None, aeron_dir: str | None = None) -> None:
+        from lockstep import Publication, Subscription
 
-    def send(data) -> None:
-        while offer(data) < 0:
-            pass
-    return pub, sub, send
+        self.aeron = self.pub = self.sub = None
+        if aeron_dir is None:
+            self.sub = None if in_stream is None else Subscription(in_stream, dir)
+            self.pub = None if out_stream is None else Publication(out_stream, dir, exclusive=True)
+        else:
+            from lockstep.aeron import Aeron
+
+            self.aeron = aeron = Aeron(aeron_dir)
+            self.sub = None if in_stream is None else aeron.add_subscription("aeron:ipc", in_stream)
+            self.pub = None if out_stream is None else aeron.add_exclusive_publication("aeron:ipc", out_stream)
+        offer = None if self.pub is None else self.pub.offer
+
+        def send(data) -> None:
+            while offer(data) < 0:
+                pass
+        self.send = send
+
+    def close(self) -> None:
+        for c in (self.pub, self.sub, self.aeron):
+            if c is not None:
+                c.close()
 
 
-def _lockstep_poll_echo(dir: str, total: int, ready, done) -> None:
+def _lockstep_poll_echo(dir: str, aeron_dir: str | None, total: int, ready, done) -> None:
     """The second process of the poll(handler) ping: poll_echo over lockstep."""
-    pub, sub, send = _lockstep_ends(dir, _POLL_PONG, _POLL_PING)
-    while not sub.discover():  # (our publication connects once the parent has found it)
+    ends = _Ends(dir, _POLL_PONG, _POLL_PING, aeron_dir)
+    while not ends.sub.discover():  # (our publication connects once the parent has found it)
         time.sleep(0.001)
     ready.set()
-    _poll_harness().poll_echo(send, sub.poll, total)
+    _poll_harness().poll_echo(ends.send, ends.sub.poll, total)
     done.wait(RUN_TIMEOUT_S)
-    pub.close()
-    sub.close()
+    ends.close()
 
 
-def _lockstep_poll_produce(dir: str, size: int, total: int, ready, done) -> None:
+def _lockstep_poll_produce(dir: str, aeron_dir: str | None, size: int, total: int, ready, done) -> None:
     """The second process of the poll(handler) throughput: one offer per message."""
     from lockstep.bench import _wait_connected
 
-    pub, _, send = _lockstep_ends(dir, _POLL_DATA, None)
+    ends = _Ends(dir, _POLL_DATA, None, aeron_dir)
     ready.set()  # (the parent looks for the publication once we are ready)
-    _wait_connected(pub)
-    _poll_harness().produce(send, _payload(size), total)
+    _wait_connected(ends.pub)
+    _poll_harness().produce(ends.send, _payload(size), total)
     done.wait(RUN_TIMEOUT_S)
-    pub.close()
+    ends.close()
 
 
 def _in_child(target: Callable, args: tuple, body: Callable[[], Any]) -> Any:
@@ -824,31 +840,34 @@ def _in_child(target: Callable, args: tuple, body: Callable[[], Any]) -> Any:
             child.join()
 
 
-def lockstep_poll(size: int, messages: int, warmup: int, tput_messages: int) -> tuple[dict, np.ndarray]:
+def lockstep_poll(size: int, messages: int, warmup: int, tput_messages: int,
+                  aeron_dir: str | None = None) -> tuple[dict, np.ndarray]:
     """The poll(handler) rows' lockstep side: poll_ping against poll_echo (poll(handler, 10)
-    both sides), then one offer per message into poll_consume (poll(handler, 256))."""
+    both sides), then one offer per message into poll_consume (poll(handler, 256));
+    driverless, or through the media driver in `aeron_dir`."""
     from lockstep.bench import _bench_dir, _wait_connected
 
     harness = _poll_harness()
     with _bench_dir() as dir:
-        pub, sub, send = _lockstep_ends(dir, _POLL_PING, _POLL_PONG)
+        ends = _Ends(dir, _POLL_PING, _POLL_PONG, aeron_dir)
         try:
             def ping() -> list[int]:
-                _wait_connected(pub, sub)
-                return harness.poll_ping(send, sub.poll, _payload(size), warmup + messages)[warmup:]
-            samples = np.asarray(_in_child(_lockstep_poll_echo, (dir, warmup + messages), ping), dtype=np.int64)
+                _wait_connected(ends.pub, ends.sub)
+                return harness.poll_ping(ends.send, ends.sub.poll, _payload(size), warmup + messages)[warmup:]
+            samples = np.asarray(_in_child(_lockstep_poll_echo, (dir, aeron_dir, warmup + messages), ping),
+                                 dtype=np.int64)
         finally:
-            pub.close()
-            sub.close()
-        from lockstep import Subscription
-
+            ends.close()
         warm = tput_messages // 10
-        with Subscription(_POLL_DATA, dir) as data:
+        data = _Ends(dir, None, _POLL_DATA, aeron_dir)
+        try:
             def consume() -> tuple[float, int]:
-                while not data.discover():
+                while not data.sub.discover():
                     time.sleep(0.001)
-                return harness.poll_consume(data.poll, warm, tput_messages)
-            seconds, timed = _in_child(_lockstep_poll_produce, (dir, size, warm + tput_messages), consume)
+                return harness.poll_consume(data.sub.poll, warm, tput_messages)
+            seconds, timed = _in_child(_lockstep_poll_produce, (dir, aeron_dir, size, warm + tput_messages), consume)
+        finally:
+            data.close()
     return {"ping": ping_stats(samples, len(samples)), "throughput": tput_stats(seconds, timed, size)}, samples
 
 
@@ -857,20 +876,22 @@ def _from_native(result: dict, size: int) -> dict:
             "ns_per_msg": result["ns_per_msg"], "messages": result["messages"], "seconds": result["seconds"]}
 
 
-def run_pyaeron(python: str, script: str, size: int, messages: int, warmup: int, tput_messages: int) -> dict:
+def run_pyaeron(python: str, script: str, size: int, messages: int, warmup: int, tput_messages: int,
+                *extra: str) -> dict:
     """Run the pyaeron ping/throughput script under another interpreter (pyaeron needs
     CPython >= 3.12) and read its JSON: {"version", "ping_samples_ns": [...],
-    "throughput_seconds", "throughput_messages"}."""
+    "throughput_seconds", "throughput_messages"} and the poll_ ones of its poll(handler)
+    harness (alone with `--poll-only` among `extra`)."""
     cmd = [python, script, "--size", str(size), "--messages", str(messages), "--warmup", str(warmup),
-           "--tput-messages", str(tput_messages)]
+           "--tput-messages", str(tput_messages), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2 * RUN_TIMEOUT_S)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         raise RuntimeError(f"{Path(python).name} {Path(script).name} exited {proc.returncode}: {tail}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    samples = np.asarray(data["ping_samples_ns"], dtype=np.int64)
+    samples = np.asarray(data.get("ping_samples_ns", [0]), dtype=np.int64)
     result = {"ping": ping_stats(samples, len(samples)),
-              "throughput": tput_stats(data["throughput_seconds"], data["throughput_messages"], size),
+              "throughput": tput_stats(data.get("throughput_seconds", 1.0), data.get("throughput_messages", 1), size),
               "samples": samples, "version": data.get("version"), "poll": None}
     if "poll_ping_samples_ns" in data:  # (a --pyaeron-script of the older contract has none)
         poll_samples = np.asarray(data["poll_ping_samples_ns"], dtype=np.int64)
@@ -879,6 +900,49 @@ def run_pyaeron(python: str, script: str, size: int, messages: int, warmup: int,
                                                    size),
                           "samples": poll_samples, "version": data.get("version")}
     return result
+
+
+def driver_rows(args, warmup: int, tput: int, samples: dict, say: Callable) -> list[dict]:
+    """--aeron-driver: the poll(handler) harness through one aeronmd (the small-machine settings
+    of `lockstep driver`: 1 MiB terms, one backoff-idle thread), lockstep.aeron then pyaeron."""
+    ls = _row("lockstep-aeronmd", "lockstep.aeron via aeronmd", "busy spin", "lockstep", api=POLL,
+              reference="lockstep-aeronmd")
+    pa = _row("pyaeron-aeronmd", "pyaeron via aeronmd", "busy spin", "pyaeron", api=POLL, reference="lockstep-aeronmd")
+    if not args.pyaeron_python:
+        pa.update(status="skipped", reason="no --pyaeron-python")
+    tmp = tempfile.mkdtemp(prefix="lockstep-compare-driver-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    driver = None
+    try:
+        from lockstep.aeron import MediaDriver
+        from lockstep.aeron.driver import SMALL_MACHINE_DEFAULTS
+
+        say("aeronmd: starting (lockstep driver's build) ...")
+        driver = MediaDriver(Path(tmp) / "aeron", defaults=SMALL_MACHINE_DEFAULTS)
+        say("lockstep-aeronmd: poll(handler) ping + throughput through aeronmd ...")
+        try:
+            result, samples["lockstep-aeronmd"] = lockstep_poll(args.size, args.messages, warmup, tput,
+                                                                aeron_dir=str(driver.dir))
+            ls.update(result)
+        except Exception as e:
+            ls.update(status="error", reason=f"{type(e).__name__}: {e}")
+        if args.pyaeron_python:
+            say("pyaeron-aeronmd: poll(handler) ping + throughput through the same aeronmd ...")
+            try:
+                poll = run_pyaeron(args.pyaeron_python, args.pyaeron_script, args.size, args.messages, warmup, tput,
+                                   "--aeron-dir", str(driver.dir), "--poll-only")["poll"]
+                samples["pyaeron-aeronmd"] = poll.pop("samples")
+                pa.update(poll)
+            except Exception as e:
+                pa.update(status="error", reason=f"{type(e).__name__}: {e}")
+    except Exception as e:  # no driver (not built, no cmake...): both rows say why
+        for r in (ls, pa):
+            if r["status"] == "ok":
+                r.update(status="error", reason=f"{type(e).__name__}: {e}")
+    finally:
+        if driver is not None:
+            driver.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [ls, pa]
 
 
 # -- report -----------------------------------------------------------------------------
@@ -904,7 +968,8 @@ def machine() -> dict:
             "loadavg_at_start": [round(x, 2) for x in load] if load else None}
 
 
-def _row(key: str, label: str, mode: str, family: str, status: str = "ok", api: str = SEND_RECV, **extra) -> dict:
+def _row(key: str, label: str, mode: str, family: str, status: str = "ok", api: str = SEND_RECV,
+         **extra) -> dict:
     row = {"key": key, "label": label, "mode": mode, "family": family, "api": api, "status": status,
            "reason": None, "version": None, "ping": None, "throughput": None,
            "vs_lockstep": {"p50": None, "p99": None, "throughput": None}}
@@ -918,7 +983,7 @@ def add_ratios(rows: list[dict]) -> None:
     p99, lockstep msgs/s / peer msgs/s. Above 1: lockstep is faster; below 1: the peer is."""
     ok = {r["key"]: r for r in rows if r["status"] == "ok"}
     for r in rows:
-        ref = ok.get(REFERENCES.get(r.get("api", SEND_RECV), REFERENCE)) or ok.get(REFERENCE)
+        ref = ok.get(r.get("reference") or REFERENCES.get(r.get("api", SEND_RECV), REFERENCE)) or ok.get(REFERENCE)
         if ref is None or r["status"] != "ok":
             continue
         ratios = r["vs_lockstep"]
@@ -1025,6 +1090,9 @@ def main(argv: list[str] | None = None) -> int:
                     "simplequeue, pyzmq, faster-fifo, posix_ipc, iceoryx2, pyaeron (or a row key such as "
                     "lockstep-spin)")
     ap.add_argument("--pyaeron-python", metavar="PATH", help="a CPython >= 3.12 with pyaeron installed")
+    ap.add_argument("--aeron-driver", action="store_true",
+                    help="add the poll(handler) rows through one media driver (aeronmd, `lockstep driver`'s build, "
+                    "aeron:ipc): lockstep.aeron, and pyaeron over the same driver with --pyaeron-python")
     ap.add_argument("--pyaeron-script", metavar="FILE", default=str(PYAERON_SCRIPT),
                     help="the script run under --pyaeron-python (default bench/compare_pyaeron.py)")
     args = ap.parse_args(argv)
@@ -1121,6 +1189,9 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:
                 for r in (row, poll_row):
                     r.update(status="error", reason=f"{type(e).__name__}: {e}")
+
+    if args.aeron_driver:
+        rows += driver_rows(args, warmup, tput, samples, say)
 
     add_ratios(rows)
     if args.json:

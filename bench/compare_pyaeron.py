@@ -235,12 +235,17 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--warmup", type=int, default=2_000)
     ap.add_argument("--tput-messages", type=int, default=200_000)
+    ap.add_argument("--aeron-dir", help="a running media driver's directory to go through (else the embedded one)")
+    ap.add_argument("--poll-only", action="store_true", help="only the poll(handler) harness (the poll_ keys)")
     args = ap.parse_args()
+    if args.poll_only:
+        _poll_only(args)
+        return
     ctx = multiprocessing.get_context("spawn")
-    aeron_dir = tempfile.mkdtemp(prefix="lockstep-compare-aeron-", dir="/dev/shm")
+    aeron_dir = args.aeron_dir or tempfile.mkdtemp(prefix="lockstep-compare-aeron-", dir="/dev/shm")
     driver = client = None
     try:
-        driver = start_driver(aeron_dir)
+        driver = None if args.aeron_dir else start_driver(aeron_dir)
         client = connect(aeron_dir)
         # ping
         total = args.warmup + args.messages
@@ -281,11 +286,27 @@ def main() -> None:
                                                               args.tput_messages)
     finally:
         close(client, driver)
-        shutil.rmtree(aeron_dir, ignore_errors=True)
+        if not args.aeron_dir:
+            shutil.rmtree(aeron_dir, ignore_errors=True)
     print(json.dumps({"version": version(), "ping_samples_ns": samples[args.warmup:],
                       "throughput_seconds": seconds, "throughput_messages": args.tput_messages,
                       "poll_ping_samples_ns": poll_samples, "poll_throughput_seconds": poll_seconds,
                       "poll_throughput_messages": poll_messages}))
+
+
+def _poll_only(args) -> None:
+    """--poll-only: the poll(handler) ping and throughput alone, as one JSON line of the poll_ keys."""
+    aeron_dir = args.aeron_dir or tempfile.mkdtemp(prefix="lockstep-compare-aeron-", dir="/dev/shm")
+    driver = None
+    try:
+        driver = None if args.aeron_dir else start_driver(aeron_dir)
+        samples, seconds, messages = _poll_run(aeron_dir, args.size, args.messages, args.warmup, args.tput_messages)
+    finally:
+        close(driver)
+        if not args.aeron_dir:
+            shutil.rmtree(aeron_dir, ignore_errors=True)
+    print(json.dumps({"version": version(), "poll_ping_samples_ns": samples, "poll_throughput_seconds": seconds,
+                      "poll_throughput_messages": messages}))
 
 
 if __name__ == "__main__":
