@@ -11,7 +11,8 @@ from pathlib import Path
 COMPARE = Path(__file__).resolve().parents[1] / "bench" / "compare.py"
 PING_KEYS = {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns", "messages"}
 TPUT_KEYS = {"msgs_per_sec", "mb_per_sec", "ns_per_msg", "messages", "seconds"}
-ROW_KEYS = {"key", "label", "mode", "family", "status", "reason", "version", "ping", "throughput", "vs_lockstep"}
+ROW_KEYS = {"key", "label", "mode", "family", "api", "status", "reason", "version", "ping", "throughput",
+            "vs_lockstep"}
 
 
 def test_compare_short_json():
@@ -28,7 +29,7 @@ def test_compare_short_json():
 
     rows = {r["key"]: r for r in report["results"]}
     assert {"lockstep-spin", "lockstep-backoff", "baseline-ring", "pipe",
-            "lockstep-native", "lockstep-batch", "c-floor"} <= rows.keys()
+            "lockstep-native", "lockstep-batch", "c-floor", "lockstep-poll"} <= rows.keys()
     assert not {"queue", "pyzmq-ipc", "faster-fifo", "pyaeron"} & rows.keys()  # --only
     for key, row in rows.items():
         assert ROW_KEYS <= row.keys(), key
@@ -47,6 +48,9 @@ def test_compare_short_json():
             assert row["vs_lockstep"]["p50"] > 0 and row["vs_lockstep"]["p99"] > 0, key
         assert row["vs_lockstep"]["throughput"] > 0, key
     assert rows["lockstep-spin"]["vs_lockstep"] == {"p50": 1.0, "p99": 1.0, "throughput": 1.0}
+    # Every row says which API it measured; poll(handler) rows are compared with lockstep's poll(handler) row.
+    assert rows["lockstep-spin"]["api"] == "send/recv" and rows["lockstep-poll"]["api"] == "poll(handler)"
+    assert rows["lockstep-poll"]["vs_lockstep"] == {"p50": 1.0, "p99": 1.0, "throughput": 1.0}
 
 
 def test_compare_skips_pyaeron_without_interpreter():
