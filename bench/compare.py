@@ -37,6 +37,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -1009,7 +1010,8 @@ def table(report: dict) -> str:
         f"machine: {m['nproc']} CPUs usable ({m['cpu_model']}), {m['machine']}, {m['system']}, {m['python']}, "
         f"load average at start {m['loadavg_at_start']}",
         f"{c['size']}-byte messages; ping: {c['messages']:,} round trips after {c['warmup']:,} warm-up; "
-        f"throughput: {c['tput_messages']:,} one-way messages after {c['tput_warmup']:,} warm-up, one per call",
+        f"throughput: {c['tput_messages']:,} one-way messages after {c['tput_warmup']:,} warm-up, one per call"
+        + (f"; medians of {c['rounds']} interleaved rounds" if c.get("rounds", 1) > 1 else ""),
         "",
         f"{'peer':<31}{'api':<15}{'mode':<24}{'p50 us':>8}{'p90':>8}{'p99':>8}{'p99.9':>9}{'max':>10}{'msgs/s':>13}"
         f"{'p50 vs ls':>11}{'p99 vs ls':>11}{'tput vs ls':>12}",
@@ -1072,51 +1074,11 @@ def plot(report: dict, samples: dict[str, np.ndarray], path: str) -> str:
 
 # -- main -------------------------------------------------------------------------------
 
-def _selected(only: set[str] | None, *names: str) -> bool:
-    return only is None or any(n in only for n in names)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=20_000, help="measured round trips per peer (default 20000)")
-    ap.add_argument("--warmup", type=int, default=None, help="unrecorded round trips first (default messages/10)")
-    ap.add_argument("--tput-messages", type=int, default=None,
-                    help="measured one-way messages per peer (default 10 x --messages)")
-    ap.add_argument("--size", type=int, default=32, help="payload bytes per message (default 32)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    ap.add_argument("--plot", metavar="FILE", help="write a percentile + throughput chart (needs matplotlib)")
-    ap.add_argument("--only", help="comma-separated peers: lockstep, lockstep-native, lockstep-poll, baseline, pipe, queue, "
-                    "simplequeue, pyzmq, faster-fifo, posix_ipc, iceoryx2, pyaeron (or a row key such as "
-                    "lockstep-spin)")
-    ap.add_argument("--pyaeron-python", metavar="PATH", help="a CPython >= 3.12 with pyaeron installed")
-    ap.add_argument("--aeron-driver", action="store_true",
-                    help="add the poll(handler) rows through one media driver (aeronmd, `lockstep driver`'s build, "
-                    "aeron:ipc): lockstep.aeron, and pyaeron over the same driver with --pyaeron-python")
-    ap.add_argument("--pyaeron-script", metavar="FILE", default=str(PYAERON_SCRIPT),
-                    help="the script run under --pyaeron-python (default bench/compare_pyaeron.py)")
-    args = ap.parse_args(argv)
-    if args.size < 1 or args.messages < 1:
-        ap.error("--size and --messages must be positive")
-    warmup = args.messages // 10 if args.warmup is None else args.warmup
-    tput = args.tput_messages or 10 * args.messages
-    tput_warmup = tput // 10
-    only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
-    known = {n for p in PEERS.values() for n in (p.key, p.family)} | {"lockstep-native", "lockstep-poll", "pyaeron"}
-    if only and only - known:
-        ap.error(f"--only: unknown {', '.join(sorted(only - known))}; expected some of {', '.join(sorted(known))}")
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.json else (lambda *a: None)
-
-    report: dict = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "machine": machine(),
-        "config": {"size": args.size, "messages": args.messages, "warmup": warmup, "tput_messages": tput,
-                   "tput_warmup": tput_warmup, "reference": REFERENCE},
-        "noop_call_ns": None,
-        "results": [],
-    }
-    rows, samples = report["results"], {}
-
+def collect(args, only: set[str] | None, warmup: int, tput: int, tput_warmup: int, say: Callable,
+            report: dict) -> tuple[list[dict], dict]:
+    """One round: every selected row, one after another (rows, samples)."""
+    rows: list[dict] = []
+    samples: dict = {}
     for key, peer in PEERS.items():
         if not _selected(only, peer.family, key):
             continue
@@ -1193,7 +1155,87 @@ def main(argv: list[str] | None = None) -> int:
     if args.aeron_driver:
         rows += driver_rows(args, warmup, tput, samples, say)
 
-    add_ratios(rows)
+    return rows, samples
+
+
+def merge_rounds(runs: list[list[dict]]) -> list[dict]:
+    """--rounds N: each row's figures as the median over the rounds, and its 'vs ls' ratios
+    the median of the ratios of each round (each a same-run ratio)."""
+    for rows in runs:
+        add_ratios(rows)
+    merged = []
+    for i, row in enumerate(runs[0]):
+        same = [rows[i] for rows in runs]
+        out = dict(row, rounds=len(same))
+        if all(r["status"] == "ok" for r in same):
+            for part in ("ping", "throughput"):
+                if row[part]:
+                    out[part] = {k: statistics.median(r[part][k] for r in same) for k in row[part]}
+            out["vs_lockstep"] = {k: (statistics.median(v) if (v := [r["vs_lockstep"][k] for r in same
+                                                                    if r["vs_lockstep"][k] is not None]) else None)
+                                  for k in row["vs_lockstep"]}
+        merged.append(out)
+    return merged
+
+
+
+def _selected(only: set[str] | None, *names: str) -> bool:
+    return only is None or any(n in only for n in names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=20_000, help="measured round trips per peer (default 20000)")
+    ap.add_argument("--warmup", type=int, default=None, help="unrecorded round trips first (default messages/10)")
+    ap.add_argument("--tput-messages", type=int, default=None,
+                    help="measured one-way messages per peer (default 10 x --messages)")
+    ap.add_argument("--size", type=int, default=32, help="payload bytes per message (default 32)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--plot", metavar="FILE", help="write a percentile + throughput chart (needs matplotlib)")
+    ap.add_argument("--only", help="comma-separated peers: lockstep, lockstep-native, lockstep-poll, baseline, pipe, queue, "
+                    "simplequeue, pyzmq, faster-fifo, posix_ipc, iceoryx2, pyaeron (or a row key such as "
+                    "lockstep-spin)")
+    ap.add_argument("--pyaeron-python", metavar="PATH", help="a CPython >= 3.12 with pyaeron installed")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run everything N times, interleaved; each figure is the median over the rounds and each "
+                    "'vs ls' ratio the median of the rounds' same-run ratios (on a shared machine: use 5 or more)")
+    ap.add_argument("--aeron-driver", action="store_true",
+                    help="add the poll(handler) rows through one media driver (aeronmd, `lockstep driver`'s build, "
+                    "aeron:ipc): lockstep.aeron, and pyaeron over the same driver with --pyaeron-python")
+    ap.add_argument("--pyaeron-script", metavar="FILE", default=str(PYAERON_SCRIPT),
+                    help="the script run under --pyaeron-python (default bench/compare_pyaeron.py)")
+    args = ap.parse_args(argv)
+    if args.size < 1 or args.messages < 1:
+        ap.error("--size and --messages must be positive")
+    warmup = args.messages // 10 if args.warmup is None else args.warmup
+    tput = args.tput_messages or 10 * args.messages
+    tput_warmup = tput // 10
+    only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
+    known = {n for p in PEERS.values() for n in (p.key, p.family)} | {"lockstep-native", "lockstep-poll", "pyaeron"}
+    if only and only - known:
+        ap.error(f"--only: unknown {', '.join(sorted(only - known))}; expected some of {', '.join(sorted(known))}")
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.json else (lambda *a: None)
+
+    report: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "machine": machine(),
+        "config": {"size": args.size, "messages": args.messages, "warmup": warmup, "tput_messages": tput,
+                   "tput_warmup": tput_warmup, "reference": REFERENCE, "rounds": args.rounds},
+        "noop_call_ns": None,
+        "results": [],
+    }
+    runs = []
+    for n in range(args.rounds):
+        if args.rounds > 1:
+            say(f"round {n + 1} of {args.rounds}")
+        rows, samples = collect(args, only, warmup, tput, tput_warmup, say, report)
+        runs.append(rows)
+    if args.rounds > 1:
+        report["results"] = rows = merge_rounds(runs)
+    else:
+        report["results"] = rows
+        add_ratios(rows)
     if args.json:
         print(json.dumps(report))
     else:
