@@ -465,6 +465,10 @@ static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
     {
         return poll_fallback(self, handler, limit);
     }
+    if (!self->unchecked && (NULL != image->owner_counters || !image->lap_checked) && poll_peek(self, image) <= 0)
+    {
+        return 0; /* the busy spin's case: nothing there, nothing to confirm (no Python code runs) */
+    }
     ls_fast_enter(&self->head);
     const Py_ssize_t n = poll_messages(self, image, handler, limit);
     return ls_fast_leave(&self->head, n < 0) < 0 ? -1 : n;
@@ -634,10 +638,11 @@ static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, 
     PyObject *images = Py_NewRef(self->head.refs[ANY_IMAGES]); /* housekeeping may replace the tuple */
     const Py_ssize_t count = PyTuple_GET_SIZE(images);
     Py_ssize_t total = 0;
-    const Py_ssize_t start = count > 1 ? (self->next = (self->next + 1) % count) : 0;
+    const Py_ssize_t start = count > 1 ? (self->next = self->next + 1 < count ? self->next + 1 : 0) : 0;
     for (Py_ssize_t k = 0; k < count && total >= 0 && NULL != self->head.target; k++)
     {
-        PollObject *image = (PollObject *)PyTuple_GET_ITEM(images, (start + k) % count);
+        const Py_ssize_t at = start + k; /* (start + k) % count, without a division per poll */
+        PollObject *image = (PollObject *)PyTuple_GET_ITEM(images, at < count ? at : at - count);
         if (NULL == image->head.target)
         {
             continue; /* closed meanwhile (lost, or by a handler) */
