@@ -1168,6 +1168,9 @@ def merge_rounds(runs: list[list[dict]]) -> list[dict]:
         same = [rows[i] for rows in runs]
         out = dict(row, rounds=len(same))
         if all(r["status"] == "ok" for r in same):
+            out["by_round"] = {"p50_ns": [r["ping"]["p50_ns"] if r["ping"] else None for r in same],
+                               "msgs_per_sec": [round(r["throughput"]["msgs_per_sec"]) if r["throughput"] else None
+                                                for r in same]}
             for part in ("ping", "throughput"):
                 if row[part]:
                     out[part] = {k: statistics.median(r[part][k] for r in same) for k in row[part]}
