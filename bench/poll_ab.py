@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""poll(handler) ping-pong of several sides, interleaved block by block, so that every side meets
+the same machine (on a shared 2-core VM the cross-core hand-over changes from one second to the
+next: whole-run figures of two runs a minute apart are not comparable, blocks of a few ms are).
+
+    python bench/poll_ab.py [--blocks 30] [--block 3000] NAME=PYTHON:KIND ...
+    python bench/poll_ab.py lockstep=python:lockstep pyaeron=/opt/pyaeron-python:pyaeron
+
+KIND is lockstep (driverless, exclusive Publication / Subscription) or pyaeron (aeron:ipc, its
+embedded driver); PYTHON the interpreter that has it. Each side is one process pair, started once:
+the ping process runs `compare_pyaeron.poll_ping` (poll(handler, 10), the same code for every
+side) for 300 unrecorded + BLOCK round trips whenever told, and the echo process runs the echo
+handler of `poll_echo` (offering from inside the handler), spinning while messages come and
+sleeping 0.5 ms at a time once nothing came for 2 ms, so only the pair being measured spins. The
+sides take turns (the order flips every block). Prints per side the median of its blocks' p50s,
+the median of its per-block ratios to the first side, and in how many blocks it was faster: the
+first side is ahead where the ratio is above 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import compare_pyaeron as harness  # noqa: E402  (stdlib only: runs under any side's interpreter)
+
+PING, PONG = 3101, 3102
+WARMUP = 300
+
+
+def _ends(kind: str, dir: str, out_stream: int, in_stream: int):
+    """(send, poll, wait_connected) of one process of a side."""
+    if kind == "lockstep":
+        from lockstep import Publication, Subscription
+        from lockstep.bench import _wait_connected
+
+        sub = Subscription(in_stream, dir)
+        pub = Publication(out_stream, dir, exclusive=True)
+        offer = pub.offer
+
+        def send(data) -> None:
+            while offer(data) < 0:
+                pass
+        return send, sub.poll, lambda: _wait_connected(pub, sub)
+    client = harness.connect(dir)
+    poll = harness.poller(client, in_stream)
+    return harness.sender(client, out_stream), poll, lambda: None
+
+
+def _echo(kind: str, dir: str) -> None:
+    """The echo process: poll_echo's handler; sleeps in 0.5 ms steps while no block runs."""
+    send, poll, _ = _ends(kind, dir, PONG, PING)
+
+    def echo(data, header) -> None:
+        send(data)
+
+    last = time.monotonic()
+    while True:
+        if poll(echo, 10):
+            last = time.monotonic()
+        elif time.monotonic() - last > 0.002:
+            time.sleep(0.0005)
+
+
+def side(kind: str) -> None:
+    """--side KIND: one side's ping process, driven line by line from stdin."""
+    dir = tempfile.mkdtemp(prefix="lockstep-poll-ab-", dir="/dev/shm")
+    driver = harness.start_driver(dir) if kind == "pyaeron" else None
+    child = multiprocessing.get_context("spawn").Process(target=_echo, args=(kind, dir), daemon=True)
+    child.start()
+    send, poll, wait_connected = _ends(kind, dir, PING, PONG)
+    wait_connected()
+    payload = bytes(32)
+    harness.poll_ping(send, poll, payload, 1000)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        s = sorted(harness.poll_ping(send, poll, payload, WARMUP + int(line))[WARMUP:])
+        print(json.dumps([s[len(s) // 2], s[len(s) * 9 // 10]]), flush=True)
+    child.kill()
+    if driver is not None:
+        harness.close(driver)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--side"]:
+        side(sys.argv[2])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--blocks", type=int, default=30)
+    ap.add_argument("--block", type=int, default=3000, help="round trips per block (after 300 unrecorded)")
+    ap.add_argument("sides", nargs="+", metavar="NAME=PYTHON:KIND")
+    args = ap.parse_args()
+    procs = []
+    for spec in args.sides:
+        name, rest = spec.split("=", 1)
+        python, kind = rest.rsplit(":", 1)
+        p = subprocess.Popen([python, str(Path(__file__).resolve()), "--side", kind], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        if p.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{name}: the side did not start")
+        procs.append((name, p))
+    p50s: dict[str, list[int]] = {name: [] for name, _ in procs}
+    try:
+        for b in range(args.blocks):
+            for name, p in (procs if b % 2 == 0 else procs[::-1]):
+                p.stdin.write(f"{args.block}\n")
+                p.stdin.flush()
+                p50s[name].append(json.loads(p.stdout.readline())[0])
+    finally:
+        for _, p in procs:
+            p.stdin.close()
+            p.wait(30)
+    first = procs[0][0]
+    print(f"{args.blocks} blocks of {args.block} round trips, 32 B, poll(handler, 10) both sides, busy spin")
+    for name, values in p50s.items():
+        ratios = [v / f for v, f in zip(values, p50s[first])]
+        print(f"{name:14} p50 median {statistics.median(values):6.0f} ns   per-block ratio to {first}: median "
+              f"{statistics.median(ratios):.3f}, lower than {first}'s in {sum(r < 1 for r in ratios)}/{len(ratios)}")
+
+
+if __name__ == "__main__":
+    main()
