@@ -3,7 +3,7 @@
 the same machine (on a shared 2-core VM the cross-core hand-over changes from one second to the
 next: whole-run figures of two runs a minute apart are not comparable, blocks of a few ms are).
 
-    python bench/poll_ab.py [--blocks 30] [--block 3000] NAME=PYTHON:KIND ...
+    python bench/poll_ab.py [--blocks 30] [--block 3000] [--throughput] NAME=PYTHON:KIND ...
     python bench/poll_ab.py lockstep=python:lockstep pyaeron=/opt/pyaeron-python:pyaeron
 
 KIND is lockstep (driverless, exclusive Publication / Subscription) or pyaeron (aeron:ipc, its
@@ -14,7 +14,10 @@ handler of `poll_echo` (offering from inside the handler), spinning while messag
 sleeping 0.5 ms at a time once nothing came for 2 ms, so only the pair being measured spins. The
 sides take turns (the order flips every block). Prints per side the median of its blocks' p50s,
 the median of its per-block ratios to the first side, and in how many blocks it was faster: the
-first side is ahead where the ratio is above 1.
+first side is ahead where the ratio is above 1. With --throughput a block is instead one
+`produce` of a tenth more than BLOCK messages (one offer each, by the side's second process,
+which waits on a pipe between blocks) into `poll_consume` (poll(handler, 256)), timed over the
+last BLOCK: msgs/s per block, where higher is better.
 """
 
 from __future__ import annotations
@@ -71,20 +74,41 @@ def _echo(kind: str, dir: str) -> None:
             time.sleep(0.0005)
 
 
-def side(kind: str) -> None:
-    """--side KIND: one side's ping process, driven line by line from stdin."""
+def _producer(kind: str, dir: str, blocks) -> None:
+    """--throughput's second process: one offer per message, as many as each block asks for."""
+    send, _, _ = _ends(kind, dir, PONG, PING)
+    payload = bytes(32)
+    while True:
+        harness.produce(send, payload, blocks.recv())
+
+
+def side(kind: str, throughput: bool) -> None:
+    """--side KIND: one side's measuring process, driven line by line from stdin."""
     dir = tempfile.mkdtemp(prefix="lockstep-poll-ab-", dir="/dev/shm")
     driver = harness.start_driver(dir) if kind == "pyaeron" else None
-    child = multiprocessing.get_context("spawn").Process(target=_echo, args=(kind, dir), daemon=True)
+    ctx = multiprocessing.get_context("spawn")
+    blocks, theirs = ctx.Pipe()
+    child = ctx.Process(target=_producer if throughput else _echo,
+                        args=(kind, dir, theirs) if throughput else (kind, dir), daemon=True)
     child.start()
     send, poll, wait_connected = _ends(kind, dir, PING, PONG)
     wait_connected()
     payload = bytes(32)
-    harness.poll_ping(send, poll, payload, 1000)
+    if throughput:
+        blocks.send(1000)
+        harness.poll_consume(poll, 0, 1000)
+    else:
+        harness.poll_ping(send, poll, payload, 1000)
     print("ready", flush=True)
     for line in sys.stdin:
-        s = sorted(harness.poll_ping(send, poll, payload, WARMUP + int(line))[WARMUP:])
-        print(json.dumps([s[len(s) // 2], s[len(s) * 9 // 10]]), flush=True)
+        n = int(line)
+        if throughput:
+            blocks.send(n + n // 10)
+            seconds, timed = harness.poll_consume(poll, n // 10, n)
+            print(json.dumps([round(timed / seconds)]), flush=True)
+        else:
+            s = sorted(harness.poll_ping(send, poll, payload, WARMUP + n)[WARMUP:])
+            print(json.dumps([s[len(s) // 2], s[len(s) * 9 // 10]]), flush=True)
     child.kill()
     if driver is not None:
         harness.close(driver)
@@ -92,18 +116,20 @@ def side(kind: str) -> None:
 
 def main() -> None:
     if sys.argv[1:2] == ["--side"]:
-        side(sys.argv[2])
+        side(sys.argv[2], sys.argv[3:4] == ["--throughput"])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--blocks", type=int, default=30)
     ap.add_argument("--block", type=int, default=3000, help="round trips per block (after 300 unrecorded)")
+    ap.add_argument("--throughput", action="store_true", help="one-way msgs/s blocks instead of round trips")
     ap.add_argument("sides", nargs="+", metavar="NAME=PYTHON:KIND")
     args = ap.parse_args()
     procs = []
     for spec in args.sides:
         name, rest = spec.split("=", 1)
         python, kind = rest.rsplit(":", 1)
-        p = subprocess.Popen([python, str(Path(__file__).resolve()), "--side", kind], stdin=subprocess.PIPE,
+        p = subprocess.Popen([python, str(Path(__file__).resolve()), "--side", kind,
+                              *(["--throughput"] if args.throughput else [])], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
         if p.stdout.readline().strip() != "ready":
             raise SystemExit(f"{name}: the side did not start")
@@ -120,11 +146,16 @@ def main() -> None:
             p.stdin.close()
             p.wait(30)
     first = procs[0][0]
-    print(f"{args.blocks} blocks of {args.block} round trips, 32 B, poll(handler, 10) both sides, busy spin")
+    if args.throughput:
+        print(f"{args.blocks} blocks of {args.block} one-way messages, 32 B, one offer each into poll(handler, 256)")
+    else:
+        print(f"{args.blocks} blocks of {args.block} round trips, 32 B, poll(handler, 10) both sides, busy spin")
+    what, unit, better = ("msgs/s", "", "higher") if args.throughput else ("p50", " ns", "lower")
     for name, values in p50s.items():
         ratios = [v / f for v, f in zip(values, p50s[first])]
-        print(f"{name:14} p50 median {statistics.median(values):6.0f} ns   per-block ratio to {first}: median "
-              f"{statistics.median(ratios):.3f}, lower than {first}'s in {sum(r < 1 for r in ratios)}/{len(ratios)}")
+        wins = sum(r > 1 if args.throughput else r < 1 for r in ratios)
+        print(f"{name:14} {what} median {statistics.median(values):10.0f}{unit}   per-block ratio to {first}: median "
+              f"{statistics.median(ratios):.3f}, {better} than {first}'s in {wins}/{len(ratios)}")
 
 
 if __name__ == "__main__":
