@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 COMPARE = Path(__file__).resolve().parents[1] / "bench" / "compare.py"
 PING_KEYS = {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns", "messages"}
 TPUT_KEYS = {"msgs_per_sec", "mb_per_sec", "ns_per_msg", "messages", "seconds"}
@@ -60,3 +62,20 @@ def test_compare_skips_pyaeron_without_interpreter():
     (row,) = json.loads(proc.stdout)["results"]
     assert row["key"] == "pyaeron" and row["status"] == "skipped"
     assert "--pyaeron-python" in row["reason"]
+
+
+POLL_AB = COMPARE.parent / "poll_ab.py"
+
+
+@pytest.mark.parametrize("mode", [[], ["--throughput"]], ids=["ping", "throughput"])
+def test_poll_ab_short_run_compares_sides_block_by_block(mode):
+    """bench/poll_ab.py in a short mode: two lockstep sides, every block measured, one line per
+    side with its median and its per-block ratio to the first (no timing asserted)."""
+    sides = [f"a={sys.executable}:lockstep", f"b={sys.executable}:lockstep"]
+    proc = subprocess.run([sys.executable, str(POLL_AB), "--blocks", "2", "--block", "2000", *mode, *sides],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("2 blocks of 2000")
+    assert [line.split()[0] for line in lines[1:]] == ["a", "b"]
+    assert "ratio to a: median 1.000" in lines[1] and "/2" in lines[2]
