@@ -109,3 +109,24 @@ def test_an_image_that_goes_is_told_by_the_c_poll_and_nothing_of_it_follows(driv
         assert sub.poll(lambda d, h: pytest.fail("a message of a gone image"), 10) == 0
         sub.close()
         assert sub.poll(lambda d, h: None, 10) == 0  # (closed: the Python poll, as before)
+
+
+def test_poll_any_applies_announced_changes_before_it_polls():
+    """PollAny(housekeeping, fallback, events): whenever `events` (the driver's announcements) is
+    not empty, housekeeping runs first — before any image is polled — else only every 64 empty polls."""
+    from lockstep._native._fastpath import PollAny
+
+    events: list = []
+    calls: list[int] = []
+
+    def housekeeping() -> None:
+        calls.append(len(events))
+        events.clear()
+
+    poll = PollAny(housekeeping, lambda handler, limit=10: pytest.fail("the fallback"), events)
+    assert poll(lambda d, h: None, 10) == 0 and calls == []
+    events.append(("available", None))
+    assert poll(lambda d, h: None, 10) == 0 and calls == [1] and events == []
+    for _ in range(64):
+        poll(lambda d, h: None, 10)
+    assert calls == [1, 0]  # the periodic one
