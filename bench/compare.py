@@ -37,6 +37,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -51,6 +52,9 @@ PYAERON_SCRIPT = HERE / "compare_pyaeron.py"
 PERCENTILES = {"p50_ns": 50, "p90_ns": 90, "p99_ns": 99, "p999_ns": 99.9}
 RUN_TIMEOUT_S = 180  # per peer and benchmark: a hung peer becomes an "error" row
 REFERENCE = "lockstep-spin"
+# What each row calls per message; rows are compared with lockstep's row of the same API.
+SEND_RECV, POLL = "send/recv", "poll(handler)"
+REFERENCES = {SEND_RECV: REFERENCE, POLL: "lockstep-poll"}
 
 
 @dataclass
@@ -748,26 +752,198 @@ def lockstep_native(size: int, messages: int, warmup: int, tput_messages: int) -
     return native, batch_row, floor
 
 
+# poll(handler): the harness functions of compare_pyaeron.py (stdlib only), run here over
+# lockstep and there over pyaeron, so both rows are the same code around the same API.
+_POLL_PING, _POLL_PONG, _POLL_DATA = 2101, 2102, 2103
+
+
+def _poll_harness():
+    """bench/compare_pyaeron.py as a module (its poll(handler) harness)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_pyaeron", PYAERON_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Ends:
+    """One process's side of the poll(handler) harness over lockstep: an exclusive publication
+    (the defaults a user gets; or None) with send(data) offering until accepted, and a
+    subscription (or None) whose poll the harness calls; driverless in `dir`, or through the
+    media driver whose directory `aeron_dir` is (lockstep.aeron, aeron:ipc)."""
+
+    def __init__(self, dir: str, out_stream: int | None, in_stream: int | None, aeron_dir: str | None = None) -> None:
+        from lockstep import Publication, Subscription
+
+        self.aeron = self.pub = self.sub = None
+        if aeron_dir is None:
+            self.sub = None if in_stream is None else Subscription(in_stream, dir)
+            self.pub = None if out_stream is None else Publication(out_stream, dir, exclusive=True)
+        else:
+            from lockstep.aeron import Aeron
+
+            self.aeron = aeron = Aeron(aeron_dir)
+            self.sub = None if in_stream is None else aeron.add_subscription("aeron:ipc", in_stream)
+            self.pub = None if out_stream is None else aeron.add_exclusive_publication("aeron:ipc", out_stream)
+        offer = None if self.pub is None else self.pub.offer
+
+        def send(data) -> None:
+            while offer(data) < 0:
+                pass
+        self.send = send
+
+    def close(self) -> None:
+        for c in (self.pub, self.sub, self.aeron):
+            if c is not None:
+                c.close()
+
+
+def _lockstep_poll_echo(dir: str, aeron_dir: str | None, total: int, ready, done) -> None:
+    """The second process of the poll(handler) ping: poll_echo over lockstep."""
+    ends = _Ends(dir, _POLL_PONG, _POLL_PING, aeron_dir)
+    while not ends.sub.discover():  # (our publication connects once the parent has found it)
+        time.sleep(0.001)
+    ready.set()
+    _poll_harness().poll_echo(ends.send, ends.sub.poll, total)
+    done.wait(RUN_TIMEOUT_S)
+    ends.close()
+
+
+def _lockstep_poll_produce(dir: str, aeron_dir: str | None, size: int, total: int, ready, done) -> None:
+    """The second process of the poll(handler) throughput: one offer per message."""
+    from lockstep.bench import _wait_connected
+
+    ends = _Ends(dir, _POLL_DATA, None, aeron_dir)
+    ready.set()  # (the parent looks for the publication once we are ready)
+    _wait_connected(ends.pub)
+    _poll_harness().produce(ends.send, _payload(size), total)
+    done.wait(RUN_TIMEOUT_S)
+    ends.close()
+
+
+def _in_child(target: Callable, args: tuple, body: Callable[[], Any]) -> Any:
+    """Run `body` here while `target(*args, ready, done)` runs in a spawned process."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=target, args=(*args, ready, done), daemon=True)
+    child.start()
+    try:
+        while not ready.wait(0.1):
+            if not child.is_alive():
+                raise RuntimeError(f"{target.__name__} exited with {child.exitcode}")
+        return body()
+    finally:
+        done.set()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def lockstep_poll(size: int, messages: int, warmup: int, tput_messages: int,
+                  aeron_dir: str | None = None) -> tuple[dict, np.ndarray]:
+    """The poll(handler) rows' lockstep side: poll_ping against poll_echo (poll(handler, 10)
+    both sides), then one offer per message into poll_consume (poll(handler, 256));
+    driverless, or through the media driver in `aeron_dir`."""
+    from lockstep.bench import _bench_dir, _wait_connected
+
+    harness = _poll_harness()
+    with _bench_dir() as dir:
+        ends = _Ends(dir, _POLL_PING, _POLL_PONG, aeron_dir)
+        try:
+            def ping() -> list[int]:
+                _wait_connected(ends.pub, ends.sub)
+                return harness.poll_ping(ends.send, ends.sub.poll, _payload(size), warmup + messages)[warmup:]
+            samples = np.asarray(_in_child(_lockstep_poll_echo, (dir, aeron_dir, warmup + messages), ping),
+                                 dtype=np.int64)
+        finally:
+            ends.close()
+        warm = tput_messages // 10
+        data = _Ends(dir, None, _POLL_DATA, aeron_dir)
+        try:
+            def consume() -> tuple[float, int]:
+                while not data.sub.discover():
+                    time.sleep(0.001)
+                return harness.poll_consume(data.sub.poll, warm, tput_messages)
+            seconds, timed = _in_child(_lockstep_poll_produce, (dir, aeron_dir, size, warm + tput_messages), consume)
+        finally:
+            data.close()
+    return {"ping": ping_stats(samples, len(samples)), "throughput": tput_stats(seconds, timed, size)}, samples
+
+
 def _from_native(result: dict, size: int) -> dict:
     return {"msgs_per_sec": result["msgs_per_sec"], "mb_per_sec": result["mb_per_sec"],
             "ns_per_msg": result["ns_per_msg"], "messages": result["messages"], "seconds": result["seconds"]}
 
 
-def run_pyaeron(python: str, script: str, size: int, messages: int, warmup: int, tput_messages: int) -> dict:
+def run_pyaeron(python: str, script: str, size: int, messages: int, warmup: int, tput_messages: int,
+                *extra: str) -> dict:
     """Run the pyaeron ping/throughput script under another interpreter (pyaeron needs
     CPython >= 3.12) and read its JSON: {"version", "ping_samples_ns": [...],
-    "throughput_seconds", "throughput_messages"}."""
+    "throughput_seconds", "throughput_messages"} and the poll_ ones of its poll(handler)
+    harness (alone with `--poll-only` among `extra`)."""
     cmd = [python, script, "--size", str(size), "--messages", str(messages), "--warmup", str(warmup),
-           "--tput-messages", str(tput_messages)]
+           "--tput-messages", str(tput_messages), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2 * RUN_TIMEOUT_S)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         raise RuntimeError(f"{Path(python).name} {Path(script).name} exited {proc.returncode}: {tail}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    samples = np.asarray(data["ping_samples_ns"], dtype=np.int64)
-    return {"ping": ping_stats(samples, len(samples)),
-            "throughput": tput_stats(data["throughput_seconds"], data["throughput_messages"], size),
-            "samples": samples, "version": data.get("version")}
+    samples = np.asarray(data.get("ping_samples_ns", [0]), dtype=np.int64)
+    result = {"ping": ping_stats(samples, len(samples)),
+              "throughput": tput_stats(data.get("throughput_seconds", 1.0), data.get("throughput_messages", 1), size),
+              "samples": samples, "version": data.get("version"), "poll": None}
+    if "poll_ping_samples_ns" in data:  # (a --pyaeron-script of the older contract has none)
+        poll_samples = np.asarray(data["poll_ping_samples_ns"], dtype=np.int64)
+        result["poll"] = {"ping": ping_stats(poll_samples, len(poll_samples)),
+                          "throughput": tput_stats(data["poll_throughput_seconds"], data["poll_throughput_messages"],
+                                                   size),
+                          "samples": poll_samples, "version": data.get("version")}
+    return result
+
+
+def driver_rows(args, warmup: int, tput: int, samples: dict, say: Callable) -> list[dict]:
+    """--aeron-driver: the poll(handler) harness through one aeronmd (the small-machine settings
+    of `lockstep driver`: 1 MiB terms, one backoff-idle thread), lockstep.aeron then pyaeron."""
+    ls = _row("lockstep-aeronmd", "lockstep.aeron via aeronmd", "busy spin", "lockstep", api=POLL,
+              reference="lockstep-aeronmd")
+    pa = _row("pyaeron-aeronmd", "pyaeron via aeronmd", "busy spin", "pyaeron", api=POLL, reference="lockstep-aeronmd")
+    if not args.pyaeron_python:
+        pa.update(status="skipped", reason="no --pyaeron-python")
+    tmp = tempfile.mkdtemp(prefix="lockstep-compare-driver-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    driver = None
+    try:
+        from lockstep.aeron import MediaDriver
+        from lockstep.aeron.driver import SMALL_MACHINE_DEFAULTS
+
+        say("aeronmd: starting (lockstep driver's build) ...")
+        driver = MediaDriver(Path(tmp) / "aeron", defaults=SMALL_MACHINE_DEFAULTS)
+        say("lockstep-aeronmd: poll(handler) ping + throughput through aeronmd ...")
+        try:
+            result, samples["lockstep-aeronmd"] = lockstep_poll(args.size, args.messages, warmup, tput,
+                                                                aeron_dir=str(driver.dir))
+            ls.update(result)
+        except Exception as e:
+            ls.update(status="error", reason=f"{type(e).__name__}: {e}")
+        if args.pyaeron_python:
+            say("pyaeron-aeronmd: poll(handler) ping + throughput through the same aeronmd ...")
+            try:
+                poll = run_pyaeron(args.pyaeron_python, args.pyaeron_script, args.size, args.messages, warmup, tput,
+                                   "--aeron-dir", str(driver.dir), "--poll-only")["poll"]
+                samples["pyaeron-aeronmd"] = poll.pop("samples")
+                pa.update(poll)
+            except Exception as e:
+                pa.update(status="error", reason=f"{type(e).__name__}: {e}")
+    except Exception as e:  # no driver (not built, no cmake...): both rows say why
+        for r in (ls, pa):
+            if r["status"] == "ok":
+                r.update(status="error", reason=f"{type(e).__name__}: {e}")
+    finally:
+        if driver is not None:
+            driver.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [ls, pa]
 
 
 # -- report -----------------------------------------------------------------------------
@@ -793,8 +969,9 @@ def machine() -> dict:
             "loadavg_at_start": [round(x, 2) for x in load] if load else None}
 
 
-def _row(key: str, label: str, mode: str, family: str, status: str = "ok", **extra) -> dict:
-    row = {"key": key, "label": label, "mode": mode, "family": family, "status": status,
+def _row(key: str, label: str, mode: str, family: str, status: str = "ok", api: str = SEND_RECV,
+         **extra) -> dict:
+    row = {"key": key, "label": label, "mode": mode, "family": family, "api": api, "status": status,
            "reason": None, "version": None, "ping": None, "throughput": None,
            "vs_lockstep": {"p50": None, "p99": None, "throughput": None}}
     row.update(extra)
@@ -802,11 +979,12 @@ def _row(key: str, label: str, mode: str, family: str, status: str = "ok", **ext
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """vs_lockstep: how many times lockstep (spin, same harness) is ahead: peer p50 /
-    lockstep p50, peer p99 / lockstep p99, lockstep msgs/s / peer msgs/s. Above 1:
-    lockstep is faster; below 1: the peer is."""
-    ref = next((r for r in rows if r["key"] == REFERENCE and r["status"] == "ok"), None)
+    """vs_lockstep: how many times lockstep (spin, same harness, same API: its row of the
+    row's `api`, else lockstep-spin) is ahead: peer p50 / lockstep p50, peer p99 / lockstep
+    p99, lockstep msgs/s / peer msgs/s. Above 1: lockstep is faster; below 1: the peer is."""
+    ok = {r["key"]: r for r in rows if r["status"] == "ok"}
     for r in rows:
+        ref = ok.get(r.get("reference") or REFERENCES.get(r.get("api", SEND_RECV), REFERENCE)) or ok.get(REFERENCE)
         if ref is None or r["status"] != "ok":
             continue
         ratios = r["vs_lockstep"]
@@ -832,26 +1010,31 @@ def table(report: dict) -> str:
         f"machine: {m['nproc']} CPUs usable ({m['cpu_model']}), {m['machine']}, {m['system']}, {m['python']}, "
         f"load average at start {m['loadavg_at_start']}",
         f"{c['size']}-byte messages; ping: {c['messages']:,} round trips after {c['warmup']:,} warm-up; "
-        f"throughput: {c['tput_messages']:,} one-way messages after {c['tput_warmup']:,} warm-up, one per call",
+        f"throughput: {c['tput_messages']:,} one-way messages after {c['tput_warmup']:,} warm-up, one per call"
+        + (f"; medians of {c['rounds']} interleaved rounds" if c.get("rounds", 1) > 1 else ""),
         "",
-        f"{'peer':<31}{'mode':<24}{'p50 us':>8}{'p90':>8}{'p99':>8}{'p99.9':>9}{'max':>10}{'msgs/s':>13}"
+        f"{'peer':<31}{'api':<15}{'mode':<24}{'p50 us':>8}{'p90':>8}{'p99':>8}{'p99.9':>9}{'max':>10}{'msgs/s':>13}"
         f"{'p50 vs ls':>11}{'p99 vs ls':>11}{'tput vs ls':>12}",
     ]
     for r in report["results"]:
         name = r["label"]
         if r["status"] != "ok":
-            lines.append(f"{name:<31}{r['mode']:<24}{r['status']}: {r['reason']}")
+            lines.append(f"{name:<31}{r['api']:<15}{r['mode']:<24}{r['status']}: {r['reason']}")
             continue
         p, t, v = r["ping"] or {}, r["throughput"] or {}, r["vs_lockstep"]
         rate = f"{t['msgs_per_sec']:,.0f}" if t else "-"
-        lines.append(f"{name:<31}{r['mode']:<24}{_us(p.get('p50_ns')):>8}{_us(p.get('p90_ns')):>8}"
+        lines.append(f"{name:<31}{r['api']:<15}{r['mode']:<24}{_us(p.get('p50_ns')):>8}{_us(p.get('p90_ns')):>8}"
                      f"{_us(p.get('p99_ns')):>8}{_us(p.get('p999_ns')):>9}{_us(p.get('max_ns')):>10}{rate:>13}"
                      f"{_x(v['p50']):>11}{_x(v['p99']):>11}{_x(v['throughput']):>12}")
     lines += [
         "",
         "round trips in microseconds (exact percentiles over all samples); msgs/s one-way, one message per call.",
-        "'vs ls' = how many times lockstep (spin, same harness) is ahead: peer latency / lockstep latency and",
-        "lockstep msgs/s / peer msgs/s; above 1x lockstep is faster, below 1x the peer is.",
+        "api send/recv: the common harness, send(bytes) / recv() -> bytes (lockstep: offer / receive(); pyaeron:",
+        "offer / poll(handler, 1) + a copy); poll(handler): poll(handler, 10) on both sides of the ping, the echo",
+        "offering from its handler, and one offer per message into poll(handler, 256) (bench/compare_pyaeron.py's",
+        "poll harness, the same code over both); lockstep (own harness): `lockstep bench ping|throughput --api poll`.",
+        "'vs ls' = how many times lockstep (spin, same harness, same api) is ahead: peer latency / lockstep latency",
+        "and lockstep msgs/s / peer msgs/s; above 1x lockstep is faster, below 1x the peer is.",
     ]
     if report.get("noop_call_ns"):
         lines.append(f"an empty cffi call costs {report['noop_call_ns']:.0f} ns here (the floor of any per-message C call).")
@@ -869,7 +1052,7 @@ def plot(report: dict, samples: dict[str, np.ndarray], path: str) -> str:
     from lockstep.bench import percentile_axes, plot_percentiles
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
-    labels = {r["key"]: f"{r['label']} ({r['mode']})" for r in report["results"]}
+    labels = {r["key"]: f"{r['label']} ({r['api']}, {r['mode']})" for r in report["results"]}
     percentile_axes(left, f"round trip, {report['config']['size']} B")
     for i, (key, s) in enumerate(samples.items()):  # past the 10 colours, dashed
         plot_percentiles(left, s, labels.get(key, key), "-" if i < 10 else "--")
@@ -891,48 +1074,11 @@ def plot(report: dict, samples: dict[str, np.ndarray], path: str) -> str:
 
 # -- main -------------------------------------------------------------------------------
 
-def _selected(only: set[str] | None, *names: str) -> bool:
-    return only is None or any(n in only for n in names)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=20_000, help="measured round trips per peer (default 20000)")
-    ap.add_argument("--warmup", type=int, default=None, help="unrecorded round trips first (default messages/10)")
-    ap.add_argument("--tput-messages", type=int, default=None,
-                    help="measured one-way messages per peer (default 10 x --messages)")
-    ap.add_argument("--size", type=int, default=32, help="payload bytes per message (default 32)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    ap.add_argument("--plot", metavar="FILE", help="write a percentile + throughput chart (needs matplotlib)")
-    ap.add_argument("--only", help="comma-separated peers: lockstep, lockstep-native, baseline, pipe, queue, "
-                    "simplequeue, pyzmq, faster-fifo, posix_ipc, iceoryx2, pyaeron (or a row key such as "
-                    "lockstep-spin)")
-    ap.add_argument("--pyaeron-python", metavar="PATH", help="a CPython >= 3.12 with pyaeron installed")
-    ap.add_argument("--pyaeron-script", metavar="FILE", default=str(PYAERON_SCRIPT),
-                    help="the script run under --pyaeron-python (default bench/compare_pyaeron.py)")
-    args = ap.parse_args(argv)
-    if args.size < 1 or args.messages < 1:
-        ap.error("--size and --messages must be positive")
-    warmup = args.messages // 10 if args.warmup is None else args.warmup
-    tput = args.tput_messages or 10 * args.messages
-    tput_warmup = tput // 10
-    only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
-    known = {n for p in PEERS.values() for n in (p.key, p.family)} | {"lockstep-native", "pyaeron"}
-    if only and only - known:
-        ap.error(f"--only: unknown {', '.join(sorted(only - known))}; expected some of {', '.join(sorted(known))}")
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.json else (lambda *a: None)
-
-    report: dict = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "machine": machine(),
-        "config": {"size": args.size, "messages": args.messages, "warmup": warmup, "tput_messages": tput,
-                   "tput_warmup": tput_warmup, "reference": REFERENCE},
-        "noop_call_ns": None,
-        "results": [],
-    }
-    rows, samples = report["results"], {}
-
+def collect(args, only: set[str] | None, warmup: int, tput: int, tput_warmup: int, say: Callable,
+            report: dict) -> tuple[list[dict], dict]:
+    """One round: every selected row, one after another (rows, samples)."""
+    rows: list[dict] = []
+    samples: dict = {}
     for key, peer in PEERS.items():
         if not _selected(only, peer.family, key):
             continue
@@ -957,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if _selected(only, "lockstep", "lockstep-native") and PEERS[REFERENCE].missing() is None:
         say("lockstep-native: lockstep.bench ping/throughput/batch + C floors ...")
-        native = _row("lockstep-native", "lockstep (own harness)", "busy spin", "lockstep")
+        native = _row("lockstep-native", "lockstep (own harness)", "busy spin", "lockstep", api=POLL)
         batch = _row("lockstep-batch", "lockstep batch (numpy)", "busy spin", "lockstep")
         floor = _row("c-floor", "C floor (csrc, 2 threads)", "busy spin", "lockstep")
         try:
@@ -972,22 +1118,127 @@ def main(argv: list[str] | None = None) -> int:
                 r.update(status="error", reason=f"{type(e).__name__}: {e}")
         rows += [native, batch, floor]
 
+    if _selected(only, "lockstep", "lockstep-poll") and PEERS[REFERENCE].missing() is None:
+        say("lockstep-poll: poll(handler) ping + throughput ...")
+        row = _row("lockstep-poll", "lockstep", "busy spin", "lockstep", api=POLL)
+        rows.append(row)
+        try:
+            result, samples["lockstep-poll"] = lockstep_poll(args.size, args.messages, warmup, tput)
+            row.update(result)
+        except Exception as e:
+            row.update(status="error", reason=f"{type(e).__name__}: {e}")
+
     if _selected(only, "pyaeron"):
         row = _row("pyaeron", "pyaeron (Aeron C client)", "busy spin", "pyaeron")
+        poll_row = _row("pyaeron-poll", "pyaeron (Aeron C client)", "busy spin", "pyaeron", api=POLL)
         rows.append(row)
         if not args.pyaeron_python:
             row.update(status="skipped", reason="no --pyaeron-python (pyaeron needs CPython >= 3.12; "
                                                        "bench/pyaeron_chroot.sh makes one)")
         else:
-            say("pyaeron: ping + throughput under", args.pyaeron_python, "...")
+            say("pyaeron: ping + throughput (send/recv, then poll(handler)) under", args.pyaeron_python, "...")
+            rows.append(poll_row)
             try:
                 result = run_pyaeron(args.pyaeron_python, args.pyaeron_script, args.size, args.messages, warmup, tput)
                 samples["pyaeron"] = result.pop("samples")
+                poll = result.pop("poll")
                 row.update(result)
+                if poll is None:
+                    poll_row.update(status="skipped", reason=f"{args.pyaeron_script} gives no poll_ results")
+                else:
+                    samples["pyaeron-poll"] = poll.pop("samples")
+                    poll_row.update(poll)
             except Exception as e:
-                row.update(status="error", reason=f"{type(e).__name__}: {e}")
+                for r in (row, poll_row):
+                    r.update(status="error", reason=f"{type(e).__name__}: {e}")
 
-    add_ratios(rows)
+    if args.aeron_driver:
+        rows += driver_rows(args, warmup, tput, samples, say)
+
+    return rows, samples
+
+
+def merge_rounds(runs: list[list[dict]]) -> list[dict]:
+    """--rounds N: each row's figures as the median over the rounds, and its 'vs ls' ratios
+    the median of the ratios of each round (each a same-run ratio)."""
+    for rows in runs:
+        add_ratios(rows)
+    merged = []
+    for i, row in enumerate(runs[0]):
+        same = [rows[i] for rows in runs]
+        out = dict(row, rounds=len(same))
+        if all(r["status"] == "ok" for r in same):
+            out["by_round"] = {"p50_ns": [r["ping"]["p50_ns"] if r["ping"] else None for r in same],
+                               "msgs_per_sec": [round(r["throughput"]["msgs_per_sec"]) if r["throughput"] else None
+                                                for r in same]}
+            for part in ("ping", "throughput"):
+                if row[part]:
+                    out[part] = {k: statistics.median(r[part][k] for r in same) for k in row[part]}
+            out["vs_lockstep"] = {k: (statistics.median(v) if (v := [r["vs_lockstep"][k] for r in same
+                                                                    if r["vs_lockstep"][k] is not None]) else None)
+                                  for k in row["vs_lockstep"]}
+        merged.append(out)
+    return merged
+
+
+
+def _selected(only: set[str] | None, *names: str) -> bool:
+    return only is None or any(n in only for n in names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=20_000, help="measured round trips per peer (default 20000)")
+    ap.add_argument("--warmup", type=int, default=None, help="unrecorded round trips first (default messages/10)")
+    ap.add_argument("--tput-messages", type=int, default=None,
+                    help="measured one-way messages per peer (default 10 x --messages)")
+    ap.add_argument("--size", type=int, default=32, help="payload bytes per message (default 32)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--plot", metavar="FILE", help="write a percentile + throughput chart (needs matplotlib)")
+    ap.add_argument("--only", help="comma-separated peers: lockstep, lockstep-native, lockstep-poll, baseline, pipe, queue, "
+                    "simplequeue, pyzmq, faster-fifo, posix_ipc, iceoryx2, pyaeron (or a row key such as "
+                    "lockstep-spin)")
+    ap.add_argument("--pyaeron-python", metavar="PATH", help="a CPython >= 3.12 with pyaeron installed")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run everything N times, interleaved; each figure is the median over the rounds and each "
+                    "'vs ls' ratio the median of the rounds' same-run ratios (on a shared machine: use 5 or more)")
+    ap.add_argument("--aeron-driver", action="store_true",
+                    help="add the poll(handler) rows through one media driver (aeronmd, `lockstep driver`'s build, "
+                    "aeron:ipc): lockstep.aeron, and pyaeron over the same driver with --pyaeron-python")
+    ap.add_argument("--pyaeron-script", metavar="FILE", default=str(PYAERON_SCRIPT),
+                    help="the script run under --pyaeron-python (default bench/compare_pyaeron.py)")
+    args = ap.parse_args(argv)
+    if args.size < 1 or args.messages < 1:
+        ap.error("--size and --messages must be positive")
+    warmup = args.messages // 10 if args.warmup is None else args.warmup
+    tput = args.tput_messages or 10 * args.messages
+    tput_warmup = tput // 10
+    only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
+    known = {n for p in PEERS.values() for n in (p.key, p.family)} | {"lockstep-native", "lockstep-poll", "pyaeron"}
+    if only and only - known:
+        ap.error(f"--only: unknown {', '.join(sorted(only - known))}; expected some of {', '.join(sorted(known))}")
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.json else (lambda *a: None)
+
+    report: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "machine": machine(),
+        "config": {"size": args.size, "messages": args.messages, "warmup": warmup, "tput_messages": tput,
+                   "tput_warmup": tput_warmup, "reference": REFERENCE, "rounds": args.rounds},
+        "noop_call_ns": None,
+        "results": [],
+    }
+    runs = []
+    for n in range(args.rounds):
+        if args.rounds > 1:
+            say(f"round {n + 1} of {args.rounds}")
+        rows, samples = collect(args, only, warmup, tput, tput_warmup, say, report)
+        runs.append(rows)
+    if args.rounds > 1:
+        report["results"] = rows = merge_rounds(runs)
+    else:
+        report["results"] = rows
+        add_ratios(rows)
     if args.json:
         print(json.dumps(report))
     else:

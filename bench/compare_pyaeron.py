@@ -9,7 +9,14 @@ warm-up dropped; throughput: warm-up then `--tput-messages` timed, one message p
 busy spin) over aeron:ipc, and prints ONE JSON line:
 
     {"version": str, "ping_samples_ns": [int, ...], "throughput_seconds": float,
-     "throughput_messages": int}
+     "throughput_messages": int, "poll_ping_samples_ns": [int, ...], "poll_throughput_seconds": float,
+     "poll_throughput_messages": int}
+
+The first three are the send/recv shape of compare.py (`poll(handler, 1)` and a copy per
+message); the `poll_` ones the Aeron way, `poll(handler, 10)` on both sides of the ping (the
+echo offers from inside its handler) and one `offer` per message into `poll(handler, 256)`,
+run by the functions of the "poll(handler) harness" section below, which compare.py runs over
+lockstep too: the same code on both sides.
 
 compare.py computes the percentiles from the samples itself (numpy), like every other row.
 If the last echo is not the payload sent, it exits non-zero instead.
@@ -69,6 +76,11 @@ def sender(client, stream_id: int):
     return send
 
 
+def poller(client, stream_id: int):
+    """A new subscription's poll(handler, fragment_limit) (polling before its image is there finds nothing)."""
+    return client.add_subscription(CHANNEL, stream_id).poll
+
+
 def receiver(client, stream_id: int):
     sub = client.add_subscription(CHANNEL, stream_id)
     poll = sub.poll
@@ -104,6 +116,53 @@ def version() -> str:
         return "pyaeron"
 
 
+# -- poll(handler) harness: compare.py runs these same functions over lockstep ------------
+# `send(data)` offers until accepted; `poll(handler, fragment_limit)` is the subscription's.
+
+def noop(data, header) -> None:
+    """The ping side's and the consumer's handler: the message is only counted (by poll's result)."""
+
+
+def poll_ping(send, poll, payload: bytes, total: int) -> list[int]:
+    """`total` round trips: offer, then poll(noop, 10) until the echo came; ns per round trip."""
+    clock, samples = time.perf_counter_ns, [0] * total
+    for i in range(total):
+        start = clock()
+        send(payload)
+        while not poll(noop, 10):
+            pass
+        samples[i] = clock() - start
+    return samples
+
+
+def poll_echo(send, poll, total: int) -> None:
+    """Echo `total` messages, offering each from inside the handler (the Aeron way)."""
+    def echo(data, header) -> None:
+        send(data)
+
+    echoed = 0
+    while echoed < total:
+        echoed += poll(echo, 10)
+
+
+def poll_consume(poll, warmup: int, messages: int) -> tuple[float, int]:
+    """poll(noop, 256) until `warmup` messages came, then time the next `messages`
+    (seconds, messages counted: a poll may hand more than are left)."""
+    clock, count = time.perf_counter_ns, 0
+    while count < warmup:
+        count += poll(noop, 256)
+    start, first, end = clock(), count, warmup + messages
+    while count < end:
+        count += poll(noop, 256)
+    return (clock() - start) / 1e9, count - first
+
+
+def produce(send, payload: bytes, total: int) -> None:
+    """One offer per message."""
+    for _ in range(total):
+        send(payload)
+
+
 # -- the harness (same shape as compare.py) ----------------------------------------------
 
 def _payload(size: int) -> bytes:
@@ -121,15 +180,53 @@ def _echo(aeron_dir: str, total: int, ready, done) -> None:
     close(client)
 
 
-def _produce(aeron_dir: str, size: int, total: int, ready, done) -> None:
+def _produce(aeron_dir: str, stream_id: int, size: int, total: int, ready, done) -> None:
     client = connect(aeron_dir)
-    send = sender(client, DATA)
+    send = sender(client, stream_id)
     ready.set()
-    payload = _payload(size)
-    for _ in range(total):
-        send(payload)
+    produce(send, _payload(size), total)
     done.wait(300)
     close(client)
+
+
+def _poll_echo(aeron_dir: str, total: int, ready, done) -> None:
+    client = connect(aeron_dir)
+    poll = poller(client, PING + 10)  # (before waiting for our publication's subscriber: that is the parent)
+    send = sender(client, PONG + 10)
+    ready.set()
+    poll_echo(send, poll, total)
+    done.wait(300)
+    close(client)
+
+
+def _poll_run(aeron_dir: str, size: int, messages: int, warmup: int, tput_messages: int) -> tuple[list[int], float, int]:
+    """The poll(handler) ping and throughput: (ping samples, seconds, messages timed)."""
+    ctx = multiprocessing.get_context("spawn")
+    client = connect(aeron_dir)
+    try:
+        total = warmup + messages
+        ready, done = ctx.Event(), ctx.Event()
+        child = ctx.Process(target=_poll_echo, args=(aeron_dir, total, ready, done), daemon=True)
+        child.start()
+        send = sender(client, PING + 10)
+        poll = poller(client, PONG + 10)
+        ready.wait(60)
+        samples = poll_ping(send, poll, _payload(size), total)[warmup:]
+        done.set()
+        child.join(10)
+        warm = tput_messages // 10
+        ready, done = ctx.Event(), ctx.Event()
+        child = ctx.Process(target=_produce, args=(aeron_dir, DATA + 10, size, warm + tput_messages, ready, done),
+                            daemon=True)
+        child.start()
+        poll = poller(client, DATA + 10)
+        ready.wait(60)
+        seconds, timed = poll_consume(poll, warm, tput_messages)
+        done.set()
+        child.join(10)
+        return samples, seconds, timed
+    finally:
+        close(client)
 
 
 def main() -> None:
@@ -138,12 +235,17 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--warmup", type=int, default=2_000)
     ap.add_argument("--tput-messages", type=int, default=200_000)
+    ap.add_argument("--aeron-dir", help="a running media driver's directory to go through (else the embedded one)")
+    ap.add_argument("--poll-only", action="store_true", help="only the poll(handler) harness (the poll_ keys)")
     args = ap.parse_args()
+    if args.poll_only:
+        _poll_only(args)
+        return
     ctx = multiprocessing.get_context("spawn")
-    aeron_dir = tempfile.mkdtemp(prefix="lockstep-compare-aeron-", dir="/dev/shm")
+    aeron_dir = args.aeron_dir or tempfile.mkdtemp(prefix="lockstep-compare-aeron-", dir="/dev/shm")
     driver = client = None
     try:
-        driver = start_driver(aeron_dir)
+        driver = None if args.aeron_dir else start_driver(aeron_dir)
         client = connect(aeron_dir)
         # ping
         total = args.warmup + args.messages
@@ -168,7 +270,7 @@ def main() -> None:
         warm = args.tput_messages // 10
         ready, done = ctx.Event(), ctx.Event()
         recv = receiver(client, DATA)
-        child = ctx.Process(target=_produce, args=(aeron_dir, args.size, warm + args.tput_messages, ready, done),
+        child = ctx.Process(target=_produce, args=(aeron_dir, DATA, args.size, warm + args.tput_messages, ready, done),
                             daemon=True)
         child.start()
         ready.wait(60)
@@ -180,11 +282,31 @@ def main() -> None:
         seconds = (clock() - start) / 1e9
         done.set()
         child.join(10)
+        poll_samples, poll_seconds, poll_messages = _poll_run(aeron_dir, args.size, args.messages, args.warmup,
+                                                              args.tput_messages)
     finally:
         close(client, driver)
-        shutil.rmtree(aeron_dir, ignore_errors=True)
+        if not args.aeron_dir:
+            shutil.rmtree(aeron_dir, ignore_errors=True)
     print(json.dumps({"version": version(), "ping_samples_ns": samples[args.warmup:],
-                      "throughput_seconds": seconds, "throughput_messages": args.tput_messages}))
+                      "throughput_seconds": seconds, "throughput_messages": args.tput_messages,
+                      "poll_ping_samples_ns": poll_samples, "poll_throughput_seconds": poll_seconds,
+                      "poll_throughput_messages": poll_messages}))
+
+
+def _poll_only(args) -> None:
+    """--poll-only: the poll(handler) ping and throughput alone, as one JSON line of the poll_ keys."""
+    aeron_dir = args.aeron_dir or tempfile.mkdtemp(prefix="lockstep-compare-aeron-", dir="/dev/shm")
+    driver = None
+    try:
+        driver = None if args.aeron_dir else start_driver(aeron_dir)
+        samples, seconds, messages = _poll_run(aeron_dir, args.size, args.messages, args.warmup, args.tput_messages)
+    finally:
+        close(driver)
+        if not args.aeron_dir:
+            shutil.rmtree(aeron_dir, ignore_errors=True)
+    print(json.dumps({"version": version(), "poll_ping_samples_ns": samples, "poll_throughput_seconds": seconds,
+                      "poll_throughput_messages": messages}))
 
 
 if __name__ == "__main__":

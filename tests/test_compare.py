@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 COMPARE = Path(__file__).resolve().parents[1] / "bench" / "compare.py"
 PING_KEYS = {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns", "messages"}
 TPUT_KEYS = {"msgs_per_sec", "mb_per_sec", "ns_per_msg", "messages", "seconds"}
-ROW_KEYS = {"key", "label", "mode", "family", "status", "reason", "version", "ping", "throughput", "vs_lockstep"}
+ROW_KEYS = {"key", "label", "mode", "family", "api", "status", "reason", "version", "ping", "throughput",
+            "vs_lockstep"}
 
 
 def test_compare_short_json():
@@ -28,7 +31,7 @@ def test_compare_short_json():
 
     rows = {r["key"]: r for r in report["results"]}
     assert {"lockstep-spin", "lockstep-backoff", "baseline-ring", "pipe",
-            "lockstep-native", "lockstep-batch", "c-floor"} <= rows.keys()
+            "lockstep-native", "lockstep-batch", "c-floor", "lockstep-poll"} <= rows.keys()
     assert not {"queue", "pyzmq-ipc", "faster-fifo", "pyaeron"} & rows.keys()  # --only
     for key, row in rows.items():
         assert ROW_KEYS <= row.keys(), key
@@ -47,6 +50,9 @@ def test_compare_short_json():
             assert row["vs_lockstep"]["p50"] > 0 and row["vs_lockstep"]["p99"] > 0, key
         assert row["vs_lockstep"]["throughput"] > 0, key
     assert rows["lockstep-spin"]["vs_lockstep"] == {"p50": 1.0, "p99": 1.0, "throughput": 1.0}
+    # Every row says which API it measured; poll(handler) rows are compared with lockstep's poll(handler) row.
+    assert rows["lockstep-spin"]["api"] == "send/recv" and rows["lockstep-poll"]["api"] == "poll(handler)"
+    assert rows["lockstep-poll"]["vs_lockstep"] == {"p50": 1.0, "p99": 1.0, "throughput": 1.0}
 
 
 def test_compare_skips_pyaeron_without_interpreter():
@@ -56,3 +62,20 @@ def test_compare_skips_pyaeron_without_interpreter():
     (row,) = json.loads(proc.stdout)["results"]
     assert row["key"] == "pyaeron" and row["status"] == "skipped"
     assert "--pyaeron-python" in row["reason"]
+
+
+POLL_AB = COMPARE.parent / "poll_ab.py"
+
+
+@pytest.mark.parametrize("mode", [[], ["--throughput"]], ids=["ping", "throughput"])
+def test_poll_ab_short_run_compares_sides_block_by_block(mode):
+    """bench/poll_ab.py in a short mode: two lockstep sides, every block measured, one line per
+    side with its median and its per-block ratio to the first (no timing asserted)."""
+    sides = [f"a={sys.executable}:lockstep", f"b={sys.executable}:lockstep"]
+    proc = subprocess.run([sys.executable, str(POLL_AB), "--blocks", "2", "--block", "2000", *mode, *sides],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("2 blocks of 2000")
+    assert [line.split()[0] for line in lines[1:]] == ["a", "b"]
+    assert "ratio to a: median 1.000" in lines[1] and "/2" in lines[2]

@@ -8,7 +8,9 @@
 
 #include <structmember.h>
 
+#include "concurrent/ls_atomic.h"
 #include "lockstep.h"
+#include "util/ls_bitutil.h"
 
 /* -- Header: the frame header of the message being handled (valid during the call) -------- */
 
@@ -190,6 +192,8 @@ typedef struct
     int *peek;           /* the Receive object's peek hint (int32 index of the frame length) */
     HeaderObject *header;
     int unchecked;       /* views were handed out since the last check that they were intact */
+    int deferred;        /* a log reclaimed behind the position (a media driver's): the scan path
+                          * stores it after the handlers too (ls_image_scan_deferred) */
 } PollObject;
 
 static PyTypeObject PollType;
@@ -231,17 +235,156 @@ static Py_ssize_t poll_failed(PollObject *self, int status)
     return NULL == result ? -1 : 0;
 }
 
-/* Hands up to `limit` messages to handler; returns how many, or -1 with an exception. A close
- * meanwhile (from a handler, or another thread while one runs) lets the messages already scanned
- * go out, as the Python poll does, then stops; the owner's teardown waits for it (ls_fast_enter). */
-static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *handler, long limit)
+/* The frame length at the position (acquire), through the peek hint: > 0 when something is there. */
+static inline int32_t poll_peek(const PollObject *self, const ls_image_t *image)
+{
+    return ls_get_acquire_i32((const int32_t *)image->log.terms[0] + *self->peek);
+}
+
+/* A poll that found nothing at the position: first (once after views were handed out by the scan
+ * path, or always for a private reader, which may be lapped into a cleaned partition) confirm what
+ * was handed out was intact, as the Python poll does (LogReader._nothing_yet), so a loss found
+ * later starts at the position. 0, or what poll_failed returns. */
+static Py_ssize_t poll_nothing(PollObject *self, ls_image_t *image)
+{
+    if (self->unchecked || (NULL == image->owner_counters && image->lap_checked))
+    {
+        self->unchecked = 0;
+        const int status = ls_image_check(image);
+        if (status < 0)
+        {
+            return poll_failed(self, status);
+        }
+    }
+    return 0;
+}
+
+/* The fields of the Header for a whole message in the frame at `offset` of term `term_id`. */
+static inline void poll_fill_header(ls_frame_header_t *h, const uint8_t *frame, int64_t next, int32_t term_id,
+                                    int32_t offset, int32_t frame_length)
+{
+    h->position = next;
+    h->term_id = term_id;
+    h->term_offset = offset;
+    h->session_id = ls_get_plain_i32(frame + LS_FRAME_SESSION_ID_OFFSET);
+    h->stream_id = ls_get_plain_i32(frame + LS_FRAME_STREAM_ID_OFFSET);
+    h->frame_length = frame_length;
+    h->flags = frame[LS_FRAME_FLAGS_OFFSET];
+    h->type = LS_FRAME_TYPE_DATA;
+    h->reserved_value = ls_get_plain_i64(frame + LS_FRAME_RESERVED_VALUE_OFFSET);
+}
+
+/* Stores the position past what was handed out (once per poll, after the handlers, as Aeron's
+ * image poll does: the bytes stay the writers' to hold back until then) and the peek hint. */
+static int poll_commit(PollObject *self, ls_image_t *image, int64_t position)
+{
+    const int status = ls_image_set_position(image, position);
+    if (0 == status)
+    {
+        const ls_logbuffer_t *log = &image->log; /* ls_image_length_index, inline */
+        *self->peek = (int32_t)(((int64_t)ls_logbuffer_index_by_position(position, log->position_bits_to_shift) *
+                                     log->term_length +
+                                 ls_logbuffer_compute_term_offset_from_position(position, log->term_length)) /
+                                (int32_t)sizeof(int32_t));
+    }
+    return status;
+}
+
+/* The common case, frame by frame with no scan arrays (Aeron's term reader): whole unfragmented
+ * DATA frames from the position, padding skipped, across term ends, each checked as ls_image_read
+ * checks it before its bytes are trusted, handed to handler as they are met; the position is
+ * stored once after them. What it does not take (a fragment, a frame to reject or of another term:
+ * lapped) stops it with *other set: the scan path (poll_scanned) reads it and says what it is. The
+ * views handed out since the last check are confirmed intact first (ls_image_check: once after
+ * views went out, so in a busy spin the empty polls before a message have done it; always for a
+ * private reader), and these by the commit (ls_image_set_position checks the counter is still
+ * ours, or for a private reader that the writers have not lapped the first of them): a failure
+ * there is told by the next poll, from at or before the first of them. Messages handled, or -1
+ * with an exception. */
+static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *handler, long limit, int *other)
+{
+    const ls_logbuffer_t *log = &image->log;
+    const int32_t term_length = log->term_length;
+    const int32_t shift = log->position_bits_to_shift;
+    const int64_t start = ls_image_position(image);
+    if (self->unchecked || (NULL == image->owner_counters && image->lap_checked))
+    {
+        self->unchecked = 0;
+        const int status = ls_image_check(image);
+        if (status < 0)
+        {
+            return poll_failed(self, status);
+        }
+    }
+    ls_frame_header_t *header = &self->scan->headers[0];
+    self->header->i = 0;
+    int64_t position = start;
+    Py_ssize_t count = 0;
+    while (count < limit)
+    {
+        const int32_t offset = ls_logbuffer_compute_term_offset_from_position(position, term_length);
+        const uint8_t *frame = log->terms[ls_logbuffer_index_by_position(position, shift)] + offset;
+        const int32_t frame_length = ls_get_acquire_i32(frame + LS_FRAME_LENGTH_OFFSET);
+        if (frame_length <= 0)
+        {
+            break;
+        }
+        const int32_t term_id = ls_logbuffer_compute_term_id_from_position(position, shift, log->initial_term_id);
+        const int16_t type = ls_frame_type(frame);
+        if (!ls_frame_fits_term(frame_length, offset, term_length) || !ls_frame_is_at(frame, offset, term_id) ||
+            (LS_FRAME_TYPE_PAD != type &&
+             (LS_FRAME_TYPE_DATA != type || frame_length > log->mtu_length ||
+              LS_FRAME_FLAGS_UNFRAGMENTED != frame[LS_FRAME_FLAGS_OFFSET])))
+        {
+            *other = 1;
+            break;
+        }
+        const int64_t next = position + LS_ALIGN(frame_length, LS_FRAME_ALIGNMENT);
+        if (LS_FRAME_TYPE_PAD != type)
+        {
+            poll_fill_header(header, frame, next, term_id, offset, frame_length);
+            PyObject *view = ls_fast_view(&self->head.refs[POLL_VIEW], frame + LS_DATA_HEADER_LENGTH,
+                                          frame_length - LS_DATA_HEADER_LENGTH, 0);
+            /* (args[-1] free for a bound-method handler to put its self in: no new argument array) */
+            PyObject *args[3] = { NULL, view, (PyObject *)self->header };
+            PyObject *result = NULL == view ? NULL :
+                PyObject_Vectorcall(handler, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            if (NULL != view)
+            {
+                ls_fast_view_done(view);
+            }
+            if (NULL == result)
+            {
+                /* The failing message counts as consumed, the rest do not. */
+                poll_commit(self, image, NULL == view ? position : next);
+                return -1;
+            }
+            Py_DECREF(result);
+            count++;
+            self->unchecked = 1; /* the next poll that finds nothing checks once (as the scan path does) */
+        }
+        position = next;
+    }
+    if (position != start && poll_commit(self, image, position) < 0 && 0 == count)
+    {
+        const int lost = ls_image_check(image); /* (the status again, and its message) */
+        return lost < 0 ? poll_failed(self, lost) : 0;
+    }
+    return count;
+}
+
+/* The scan path: ls_image_scan_commit (deferred: ls_image_scan_deferred, the position stored after
+ * the handlers), the loop across padding, fragments and term ends, handler calls over the scan's
+ * arrays. Messages handled, or -1 with an exception. */
+static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *handler, long limit)
 {
     ls_image_scan_t *scan = self->scan;
     Py_ssize_t total = 0;
     while (total < limit && NULL != self->head.target)
     {
         const int64_t before = ls_image_position(image);
-        const int32_t n = ls_image_scan_commit(image, scan, (int32_t)(limit - total > INT32_MAX ? INT32_MAX : limit - total));
+        const int32_t want = (int32_t)(limit - total > INT32_MAX ? INT32_MAX : limit - total);
+        const int32_t n = self->deferred ? ls_image_scan_deferred(image, scan, want) : ls_image_scan_commit(image, scan, want);
         *self->peek = scan->end_length_index;
         if (n < 0)
         {
@@ -265,8 +408,8 @@ static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *h
                 return -1;
             }
             self->header->i = i;
-            PyObject *args[2] = { view, (PyObject *)self->header };
-            PyObject *result = PyObject_Vectorcall(handler, args, 2, NULL);
+            PyObject *args[3] = { NULL, view, (PyObject *)self->header };
+            PyObject *result = PyObject_Vectorcall(handler, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             ls_fast_view_done(view);
             if (NULL == result)
             {
@@ -278,24 +421,41 @@ static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *h
             }
             Py_DECREF(result);
         }
+        if (self->deferred && n > 0 && ls_image_set_position(image, scan->end_position) < 0)
+        {
+            return total + n; /* (the next poll's check says why) */
+        }
         total += n;
         if (scan->end_position == before)
         {
             break; /* nothing more written */
         }
     }
-    if (0 == total && self->unchecked && NULL != self->head.target)
-    {
-        /* Nothing (more) after handing out views: confirm they were intact, as the Python poll
-         * does (LogReader._nothing_yet), so a loss found later starts at the position. */
-        self->unchecked = 0;
-        const int status = ls_image_check(image);
-        if (status < 0)
-        {
-            return poll_failed(self, status);
-        }
-    }
     return total;
+}
+
+/* Hands up to `limit` messages to handler; returns how many, or -1 with an exception. Frame by
+ * frame (poll_frames) while the frames are whole messages, else the scan path. A close meanwhile
+ * (from a handler, or another thread while one runs) lets this call finish, as the Python poll
+ * does; the owner's teardown waits for it (ls_fast_enter). */
+static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *handler, long limit)
+{
+    if (poll_peek(self, image) <= 0)
+    {
+        return poll_nothing(self, image);
+    }
+    int other = 0;
+    const Py_ssize_t n = poll_frames(self, image, handler, limit, &other);
+    if (n < 0 || !other || n >= limit)
+    {
+        return n;
+    }
+    const Py_ssize_t more = poll_scanned(self, image, handler, limit - n);
+    if (more < 0)
+    {
+        return -1;
+    }
+    return 0 == n + more && NULL != self->head.target ? poll_nothing(self, image) : n + more;
 }
 
 static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
@@ -304,6 +464,10 @@ static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
     if (NULL == image)
     {
         return poll_fallback(self, handler, limit);
+    }
+    if (!self->unchecked && (NULL != image->owner_counters || !image->lap_checked) && poll_peek(self, image) <= 0)
+    {
+        return 0; /* the busy spin's case: nothing there, nothing to confirm (no Python code runs) */
     }
     ls_fast_enter(&self->head);
     const Py_ssize_t n = poll_messages(self, image, handler, limit);
@@ -365,9 +529,10 @@ static int *int_member(PyObject *obj, const char *name)
 static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *image_buffer, *scan_buffer, *receive, *fallback, *failed = NULL, *finish = NULL;
-    static char *names[] = { "image", "scan", "receive", "fallback", "failed", "finish", NULL };
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO:Poll", names, &image_buffer, &scan_buffer, &receive,
-                                     &fallback, &failed, &finish))
+    int deferred = 0;
+    static char *names[] = { "image", "scan", "receive", "fallback", "failed", "finish", "deferred", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OOp:Poll", names, &image_buffer, &scan_buffer, &receive,
+                                     &fallback, &failed, &finish, &deferred))
     {
         return NULL;
     }
@@ -403,6 +568,7 @@ static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     {
         self->scan = scan;
         self->peek = peek;
+        self->deferred = deferred;
         self->header = (HeaderObject *)header; /* owned through refs */
     }
     return (PyObject *)self;
@@ -436,7 +602,7 @@ static PyTypeObject PollType = {
 
 /* -- PollAny: subscription.poll(handler, fragment_limit=10), images in turn ------------- */
 
-enum { ANY_IMAGES, ANY_HOUSEKEEPING, ANY_FALLBACK };
+enum { ANY_IMAGES, ANY_HOUSEKEEPING, ANY_FALLBACK, ANY_EVENTS };
 
 typedef struct
 {
@@ -453,13 +619,30 @@ static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, 
     {
         return PyObject_Vectorcall(self->head.refs[ANY_FALLBACK], args, nargsf, kwnames);
     }
+    PyObject *events = self->head.refs[ANY_EVENTS];
+    if (NULL != events)
+    {
+        /* Announced image changes join first (a media driver's subscription): housekeeping now. */
+        const Py_ssize_t pending = PyObject_Length(events);
+        PyObject *result = pending > 0 ? PyObject_CallNoArgs(self->head.refs[ANY_HOUSEKEEPING]) : NULL;
+        if (pending < 0 || (pending > 0 && NULL == result))
+        {
+            return NULL;
+        }
+        Py_XDECREF(result);
+        if (NULL == self->head.target)
+        {
+            return PyObject_Vectorcall(self->head.refs[ANY_FALLBACK], args, nargsf, kwnames); /* closed by it */
+        }
+    }
     PyObject *images = Py_NewRef(self->head.refs[ANY_IMAGES]); /* housekeeping may replace the tuple */
     const Py_ssize_t count = PyTuple_GET_SIZE(images);
     Py_ssize_t total = 0;
-    const Py_ssize_t start = count > 1 ? (self->next = (self->next + 1) % count) : 0;
+    const Py_ssize_t start = count > 1 ? (self->next = self->next + 1 < count ? self->next + 1 : 0) : 0;
     for (Py_ssize_t k = 0; k < count && total >= 0 && NULL != self->head.target; k++)
     {
-        PollObject *image = (PollObject *)PyTuple_GET_ITEM(images, (start + k) % count);
+        const Py_ssize_t at = start + k; /* (start + k) % count, without a division per poll */
+        PollObject *image = (PollObject *)PyTuple_GET_ITEM(images, at < count ? at : at - count);
         if (NULL == image->head.target)
         {
             continue; /* closed meanwhile (lost, or by a handler) */
@@ -490,19 +673,23 @@ static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, 
 
 static PyObject *poll_any_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *housekeeping, *fallback;
-    static char *names[] = { "housekeeping", "fallback", NULL };
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:PollAny", names, &housekeeping, &fallback))
+    PyObject *housekeeping, *fallback, *events = NULL;
+    static char *names[] = { "housekeeping", "fallback", "events", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:PollAny", names, &housekeeping, &fallback, &events))
     {
         return NULL;
+    }
+    if (Py_None == events)
+    {
+        events = NULL;
     }
     PyObject *images = PyTuple_New(0);
     if (NULL == images)
     {
         return NULL;
     }
-    PyObject *refs[] = { images, housekeeping, fallback };
-    PyObject *self = ls_fast_alloc(type, poll_any_vectorcall, NULL, refs, 3);
+    PyObject *refs[] = { images, housekeeping, fallback, events };
+    PyObject *self = ls_fast_alloc(type, poll_any_vectorcall, NULL, refs, 4);
     Py_DECREF(images);
     if (NULL != self)
     {
@@ -525,7 +712,9 @@ static PyMethodDef poll_any_methods[] = {
 static PyTypeObject PollAnyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "lockstep._native._fastpath.PollAny",
-    .tp_doc = "poll(handler, fragment_limit=10) -> messages of every image (in turn) handed to handler.",
+    .tp_doc = "poll(handler, fragment_limit=10) -> messages of every image (in turn) handed to handler. "
+              "PollAny(housekeeping, fallback, events=None): housekeeping() every 64 empty / 1024 busy polls, "
+              "and first whenever the sized `events` is not empty.",
     LS_FAST_TYPE_COMMON(PollAnyObject),
     .tp_new = poll_any_new,
     .tp_methods = poll_any_methods,

@@ -9,8 +9,8 @@ import collections
 import time
 from typing import Any, Callable
 
-from .._native import c_error, ffi, lib
-from .._native._fastpath import ReceiveAny
+from .._native import c_error, fast_method, ffi, lib
+from .._native._fastpath import PollAny, ReceiveAny
 from ..errors import ClosedError, FileFormatError
 from ..transport.idle import BackoffIdleStrategy
 from ..transport.logbuffer import LogBuffer
@@ -26,6 +26,8 @@ TYPE_SUBSCRIBER_POSITION = 4
 
 class AeronImage(LogReader):
     """One publisher session as the driver delivers it to one subscription."""
+
+    _deferred_commit = True  # (the C poll stores the position after the handlers: see below)
 
     def __init__(self, subscription: "AeronSubscription", info: AvailableImage) -> None:
         counters = subscription._aeron.counters
@@ -47,16 +49,14 @@ class AeronImage(LogReader):
                                   f"found {log.session_id}/{log.stream_id}")
         super().__init__(log, self.join_position, lib.ls_counters_value_addr(counters.handle, cid))
         self._pending: int | None = None
-        # The C poll commits as it scans; a driver's log needs the commit after the handlers:
-        # detached, it hands every call to LogReader.poll (the close guard) and so to
-        # LogReader._poll, over the deferred scans below and the `_commit` hook.
-        self._fast_poll.detach()
 
     # The driver zeroes a log behind the subscriber position as soon as it moves (IPC: up to
     # the slowest subscriber; images: behind the receiver), so the position may move only
-    # after the handlers are done with the bytes they were handed: scans here do not commit
-    # (`_scan`, `_next_view` keep the position reached in `_pending`); LogReader's poll and
-    # poll_batch store it afterwards with `_commit` (Aeron's image poll does the same).
+    # after the handlers are done with the bytes they were handed. The C poll (`_fast_poll`,
+    # made `deferred`) stores it once after its handlers, into the driver's subscriber-position
+    # counter, as Aeron's image poll does; the Python paths' scans here do not commit
+    # (`_scan`, `_next_view` keep the position reached in `_pending`) and LogReader's poll and
+    # poll_batch store it afterwards with `_commit`.
 
     def _scan(self, limit: int) -> int:
         scan = self._scan_out
@@ -147,6 +147,9 @@ class AeronSubscription(Subscription[AeronImage]):
         self._by_correlation_id: dict[int, AeronImage] = {}  # the images
         self._image_list = []
         self._rx = ReceiveAny(self._housekeeping, self._receive_blocking)  # (Subscription's `receive` hands calls to it)
+        # poll(): one vectorcall into C (the images' C polls in turn); announced image changes
+        # are applied first whenever there are any (`_events` not empty), as the Python poll does.
+        self._poll_any = PollAny(self._housekeeping, AeronSubscription.poll.__get__(self), self._events)
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0
@@ -161,6 +164,8 @@ class AeronSubscription(Subscription[AeronImage]):
         if self._events:
             self._apply_events()
         return self._poll_images(handler, fragment_limit)
+
+    poll = fast_method("_poll_any", poll)
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = 1024) -> int:
         """As Subscription.poll_batch; images announced meanwhile join first."""
@@ -254,6 +259,7 @@ class AeronSubscription(Subscription[AeronImage]):
     def _set_images(self) -> None:
         self._image_list = list(self._by_correlation_id.values())
         self._rx.set_images(tuple(i._rx for i in self._image_list))
+        self._poll_any.set_images(tuple(i._fast_poll for i in self._image_list))
 
     def _update_image_list(self) -> None:
         self._set_images()
@@ -273,6 +279,7 @@ class AeronSubscription(Subscription[AeronImage]):
         if self._closed:
             return
         self._closed = True
+        self._poll_any.detach()  # poll() goes to the Python poll
         images = list(self._by_correlation_id.values())
         self._by_correlation_id.clear()
         self._set_images()

@@ -51,6 +51,9 @@ class LogReader(Closing):
     by default a private one. `position=None` starts at the retained start."""
 
     __slots__ = ("_fast_poll", "_rx")  # slots: the poll/receive methods read them without a lookup
+    # Whether the log's bytes are reclaimed as soon as the position passes them (a media
+    # driver's): the C poll then stores the position only after the handlers, on every path.
+    _deferred_commit = False
 
     def __init__(self, log: LogBuffer | str | os.PathLike[str], position: int | None = None,
                  position_addr: Any = None) -> None:  # (a cffi int64_t *)
@@ -94,7 +97,7 @@ class LogReader(Closing):
         # meanwhile waits, and the poll finishes the close when it returns. A failed read goes to
         # `_failed`, as in the Python poll.
         self._fast_poll = Poll(ffi.buffer(self._image), ffi.buffer(scan), self._rx, LogReader.poll.__get__(self),
-                               failed=self._failed, finish=self._finish_close)
+                               failed=self._failed, finish=self._finish_close, deferred=self._deferred_commit)
         self._c_calls = (self._fast_poll,)
         self._header: Header = self._fast_poll.header
 

@@ -1,0 +1,89 @@
+"""poll(handler) in C reads frame by frame, as Aeron's image poll does (issue 15 item 1): the
+subscriber position — what publishers are held back by — moves once per poll, after its
+handlers; messages on both sides of a term end (padding between) go out in one call, in order,
+with their headers; a handler that raises has its message consumed, the rest not."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lockstep import Publication, Subscription
+from lockstep.transport.client import client_for
+
+STREAM = 1501
+TERM = 64 * 1024
+
+
+class _Boom(Exception):
+    pass
+
+
+def _connected(dir) -> tuple[Publication, Subscription]:
+    sub = Subscription(STREAM, dir)
+    pub = Publication(STREAM, dir, exclusive=True, term_length=TERM)
+    deadline = time.monotonic() + 30
+    while not (sub.discover() and pub.is_connected):
+        assert time.monotonic() < deadline, "publication and subscription did not connect"
+        time.sleep(0.001)
+    return pub, sub
+
+
+def test_poll_stores_the_position_publishers_see_once_after_its_handlers(lsdir):
+    pub, sub = _connected(lsdir)
+    with pub, sub:
+        [image] = sub.images
+        counters = client_for(lsdir).counters  # what publishers read: the subscriber's position counter
+        start = image.position
+        positions = [pub.offer(bytes([i]) * 40) for i in range(5)]
+        during: list[tuple[int, int]] = []
+
+        def handler(data, header):
+            during.append((image.position, counters.info(image._counter.id).value))
+
+        assert sub.poll(handler, 10) == 5
+        assert during == [(start, start)] * 5  # the bytes stay held back while the handlers read them
+        assert image.position == counters.info(image._counter.id).value == positions[-1]
+
+
+def test_one_poll_reads_on_across_a_term_end_in_order_with_headers(lsdir):
+    pub, sub = _connected(lsdir)
+    with pub, sub:
+        size = 1000  # 1056-byte frames: the term ends in padding
+        for _ in range(55):  # to 7 frames before the term end
+            assert pub.offer(bytes(size)) > 0
+            assert sub.poll(lambda d, h: None, 1) == 1
+        count = 12
+        sent = [(i.to_bytes(4, "little") * 250, pub.offer(i.to_bytes(4, "little") * 250, i)) for i in range(count)]
+        assert all(p > 0 for _, p in sent)
+        got: list[tuple[bytes, int, int, int, int]] = []
+
+        def handler(data, header):
+            got.append((bytes(data), header.position, header.reserved_value, header.term_id, header.term_offset))
+
+        assert sub.poll(handler, count) == count
+        assert [(g[0], g[1], g[2]) for g in got] == [(d, p, i) for i, (d, p) in enumerate(sent)]
+        assert all(len(g[0]) == size for g in got)
+        term_ids = [g[3] for g in got]
+        assert len(set(term_ids)) == 2 and term_ids == sorted(term_ids)  # both sides of the term end
+        assert got[term_ids.index(term_ids[-1])][4] == 0  # the next term's first frame
+
+
+def test_a_raising_handler_consumes_its_message_and_the_next_poll_goes_on(lsdir):
+    pub, sub = _connected(lsdir)
+    with pub, sub:
+        [image] = sub.images
+        positions = [pub.offer(bytes([i]) * 8) for i in range(6)]
+        got: list[bytes] = []
+
+        def handler(data, header):
+            got.append(bytes(data))
+            if len(got) == 3:
+                raise _Boom
+
+        with pytest.raises(_Boom):
+            sub.poll(handler, 10)
+        assert image.position == positions[2]
+        assert sub.poll(handler, 10) == 3
+        assert got == [bytes([i]) * 8 for i in range(6)]
