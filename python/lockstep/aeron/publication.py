@@ -69,6 +69,7 @@ class AeronPublication(Publication):
         self._batch_accepted = ffi.new("int32_t *")
         # offer(): one vectorcall into the C appender, as Publication's (its fallback: offer below).
         self._fast_offer = Offer(ffi.buffer(pub), AeronPublication.offer.__get__(self))
+        self._fast_offer.retry_at_ns = (1 << 63) - 1  # the driver keeps limit and subscribers: nothing to retry
         # try_claim(): the C claim of Publication's (its fallback: Publication.try_claim).
         self._fast_try_claim = TryClaim(ffi.buffer(pub), self._view, AeronPublication.try_claim.__get__(self),
                                         BufferClaim, _claim_error, self._claim_failed)

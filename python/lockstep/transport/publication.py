@@ -271,6 +271,7 @@ class Publication(Closing):
     @guarded(closed=False)
     def _refresh_now(self, now: int) -> bool:
         self._next_liveness_check_ns = now + _LIVENESS_CHECK_INTERVAL_NS
+        self._fast_offer.retry_at_ns = self._next_liveness_check_ns  # (till then a held-back offer is C only)
         before = self._pub.position_limit, self._pub.subscriber_count
         for info in self._subscribers():
             if not is_alive(self._counters, info, self.liveness_timeout_ms):
