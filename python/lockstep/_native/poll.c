@@ -70,15 +70,28 @@ static PyObject *header_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     {
         return NULL;
     }
-    ls_image_scan_t *address = ls_fast_buffer_address(scan, (Py_ssize_t)sizeof(ls_image_scan_t), "ls_image_scan_t");
-    if (NULL == address)
+    /* An image's scan, or a term's (the archive's recording reader): the same headers array. */
+    const ls_frame_header_t *headers = NULL;
+    ls_image_scan_t *image_scan = ls_fast_buffer_address(scan, (Py_ssize_t)sizeof(ls_image_scan_t), "ls_image_scan_t");
+    if (NULL != image_scan)
+    {
+        headers = image_scan->headers;
+    }
+    else if (PyErr_ExceptionMatches(PyExc_ValueError))
+    {
+        PyErr_Clear();
+        ls_term_scan_t *term_scan = ls_fast_buffer_address(
+            scan, (Py_ssize_t)sizeof(ls_term_scan_t), "ls_term_scan_t (or ls_image_scan_t)");
+        headers = NULL == term_scan ? NULL : term_scan->headers;
+    }
+    if (NULL == headers)
     {
         return NULL;
     }
     HeaderObject *self = (HeaderObject *)type->tp_alloc(type, 0);
     if (NULL != self)
     {
-        self->headers = address->headers;
+        self->headers = headers;
         self->owner = Py_NewRef(scan);
     }
     return (PyObject *)self;
@@ -102,6 +115,8 @@ static void header_dealloc(HeaderObject *self)
     header_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
+
+_Static_assert(LS_TERM_SCAN_CAPACITY == LS_IMAGE_SCAN_CAPACITY, "one bound for Header._i over either scan");
 
 static int header_set_index(HeaderObject *self, PyObject *value, void *Py_UNUSED(closure))
 {

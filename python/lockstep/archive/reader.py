@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from .._closing import Closing
+import numpy as np
+
 from .._native import ffi, lib
+from .._native._fastpath import Header
 from ..errors import FileFormatError, InvalidArgumentError
 from .catalog import Catalog, RecordingDescriptor
 from .segments import SegmentMaps, align, frame_problem, recorded_term, term_error, term_id_at
@@ -19,33 +22,9 @@ __all__ = ["RecordingHeader", "RecordingReader"]
 _BATCH = 1024
 
 
-class RecordingHeader:
-    """The header of the message being handled (valid during the handler call): the same
-    fields as a live subscription's `Header`."""
-
-    __slots__ = (
-        "flags",
-        "frame_length",
-        "position",
-        "reserved_value",
-        "session_id",
-        "stream_id",
-        "term_id",
-        "term_offset",
-    )
-
-    def __init__(self) -> None:
-        self.position = self.session_id = self.stream_id = self.term_id = self.term_offset = 0
-        self.flags = self.reserved_value = self.frame_length = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("position", "session_id", "stream_id", "term_id", "term_offset",
-                                              "flags", "reserved_value")}
-
-    def __repr__(self) -> str:
-        return (f"RecordingHeader(position={self.position}, session_id={self.session_id}, "
-                f"stream_id={self.stream_id}, term_id={self.term_id}, term_offset={self.term_offset}, "
-                f"flags=0x{self.flags:02x})")
+# The header of the message being handled (valid during the handler call): the live
+# subscription's C `Header` over the term reader's scan, so the same fields and methods.
+RecordingHeader = Header
 
 
 class RecordingReader(Closing):
@@ -81,11 +60,17 @@ class RecordingReader(Closing):
         self._limit = desc.stop_position if stop is None else min(stop, desc.stop_position)
         self.position = start
         self._maps = SegmentMaps(self.dir, desc)
-        self._header = RecordingHeader()
-        self._header.session_id, self._header.stream_id = desc.session_id, desc.stream_id
-        # The C term reader's state: the term descriptor, one scan's output, the reassembly.
+        # The C term reader's state: the term descriptor, one scan's output (read a batch at a
+        # time through numpy: one call, not one per field), the reassembly; the Header reads
+        # the scan's frame headers in place.
         self._term = recorded_term(desc)
-        self._scan = ffi.new("ls_term_scan_t *")
+        self._scan = scan = ffi.new("ls_term_scan_t *")
+        self._header = Header(ffi.buffer(scan))
+        self._offsets = np.frombuffer(ffi.buffer(scan.data_offsets), dtype=np.int32)
+        self._lengths = np.frombuffer(ffi.buffer(scan.lengths), dtype=np.int32)
+        self._positions = np.frombuffer(ffi.buffer(scan.headers), dtype=np.dtype({
+            "names": ["position"], "formats": ["<i8"], "offsets": [0],
+            "itemsize": ffi.sizeof("ls_frame_header_t")}))["position"]
         self._assembler = ffi.new("ls_fragment_assembler_t *")
         lib.ls_fragment_assembler_init(self._assembler, max(desc.term_length // 8, desc.mtu))
 
@@ -140,18 +125,21 @@ class RecordingReader(Closing):
                 n = lib.ls_term_scan(term, pos & mask, min(mask + 1, self._limit - term_begin), limit - count,
                                      assembler, scan)
             term.buffer = ffi.NULL
-            for i in range(scan.count):
-                h = scan.headers[i]
-                header.term_id, header.term_offset, header.reserved_value = h.term_id, h.term_offset, h.reserved_value
-                header.position, header.flags, header.frame_length = h.position, h.flags, h.frame_length
-                self.position = h.position  # consumed, whatever the handler does
-                count += 1
-                at = scan.data_offsets[i]
-                if at >= 0:
-                    handler(view[term_at + at:term_at + at + scan.lengths[i]], header)
-                else:
-                    with memoryview(ffi.buffer(assembler.buffer, scan.lengths[i])) as data:
-                        handler(data, header)
+            found = scan.count
+            if found:
+                offsets = self._offsets[:found].tolist()
+                lengths = self._lengths[:found].tolist()
+                positions = self._positions[:found].tolist()
+                for i in range(found):
+                    header._i = i
+                    self.position = positions[i]  # consumed, whatever the handler does
+                    count += 1
+                    at = offsets[i]
+                    if at >= 0:
+                        handler(view[term_at + at:term_at + at + lengths[i]], header)
+                    else:
+                        with memoryview(ffi.buffer(assembler.buffer, lengths[i])) as data:
+                            handler(data, header)
             end = term_begin + scan.end_offset
             if n < 0:
                 self.position = end
