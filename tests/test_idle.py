@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+import doorbell_workers
+
 from lockstep import (
     BackoffIdleStrategy,
     BusySpinIdleStrategy,
@@ -105,3 +107,30 @@ def test_idle_strategy_by_name(name, cls):
 def test_unknown_idle_strategy_name(name):
     with pytest.raises(ValueError, match="backoff"):
         idle_strategy(name)
+
+
+def test_a_stalled_blocking_idle_waits_for_the_next_commit_not_a_sleep_timer(lsdir, procs, mp, monkeypatch):
+    """An agent woken with a record there that it cannot take (back-pressured downstream)
+    parks on its doorbells: the writer's next commit wakes it; it never calls time.sleep
+    (a timer) while it has a doorbell to wait on, whatever its park time."""
+    from lockstep import BlockingIdleStrategy, ManyToOneRing
+
+    def no_timer(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s on a timer")
+
+    with ManyToOneRing(lsdir / "stalled.ring", 1 << 16) as ring:
+        assert ring.write(3, b"cannot take it")
+        idle = BlockingIdleStrategy(ring, max_spins=0, max_yields=0, timeout_ns=10**12,
+                                    min_park_ns=10**12, max_park_ns=10**12)  # a 1000 s park: only a wake ends it
+        idle.idle(0)  # the record is there: the wait returns at once, nothing taken
+        assert (idle.sleeps, idle.parks) == (1, 0)
+        done = mp.Event()
+        procs.start(doorbell_workers.ring_writer_until, str(lsdir / "stalled.ring"), done)
+        monkeypatch.setattr(time, "sleep", no_timer)
+        try:
+            idle.idle(0)  # stalled: asleep until the writer's next commit
+        finally:
+            monkeypatch.undo()
+            done.set()
+        assert idle.parks == 1 and ring.size() > 32  # (woken by a commit after the first record)
+        procs.join_all()

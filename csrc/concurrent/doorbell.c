@@ -104,7 +104,8 @@ static int ls_doorbell_futex_waitv(
 }
 #endif
 
-int ls_doorbell_wait(const ls_doorbell_t *bells, int32_t count, int64_t timeout_ns)
+/* probes: 1 returns at once when a probe shows a committed record; 0 waits for the next ring. */
+static int ls_doorbell_wait_for(const ls_doorbell_t *bells, int32_t count, int64_t timeout_ns, int probes)
 {
     if (NULL == bells || count < 1 || count > LS_DOORBELL_MAX)
     {
@@ -120,7 +121,7 @@ int ls_doorbell_wait(const ls_doorbell_t *bells, int32_t count, int64_t timeout_
         atomic_store_explicit((_Atomic int32_t *)bells[i].flag, 1, memory_order_seq_cst);
     }
     atomic_thread_fence(memory_order_seq_cst); /* the flags before, the probes after */
-    for (int32_t i = 0; i < count; i++)
+    for (int32_t i = 0; probes && i < count; i++)
     {
         if (ls_get_acquire_i32(bells[i].probe) > 0)
         {
@@ -162,9 +163,14 @@ int ls_doorbell_wait(const ls_doorbell_t *bells, int32_t count, int64_t timeout_
 #endif
 }
 
-int ls_wait_any(
+int ls_doorbell_wait(const ls_doorbell_t *bells, int32_t count, int64_t timeout_ns)
+{
+    return ls_doorbell_wait_for(bells, count, timeout_ns, 1);
+}
+
+static int ls_wait_any_for(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
-    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns)
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns, int probes)
 {
     if (ring_count < 0 || image_count < 0 || ring_count > LS_DOORBELL_MAX - image_count ||
         (ring_count > 0 && NULL == rings) || (image_count > 0 && NULL == images))
@@ -199,5 +205,19 @@ int ls_wait_any(
         }
         return 0;
     }
-    return ls_doorbell_wait(bells, count, timeout_ns);
+    return ls_doorbell_wait_for(bells, count, timeout_ns, probes);
+}
+
+int ls_wait_any(
+    struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns)
+{
+    return ls_wait_any_for(rings, ring_count, images, image_count, timeout_ns, 1);
+}
+
+int ls_wait_any_next(
+    struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns)
+{
+    return ls_wait_any_for(rings, ring_count, images, image_count, timeout_ns, 0);
 }

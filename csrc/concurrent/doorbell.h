@@ -57,4 +57,11 @@ int ls_wait_any(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
     struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns);
 
+/* As ls_wait_any, but whatever the probes show: sleeps until a writer commits to one of them
+ * after the call (or timeout_ns). For an agent that cannot take what is there (back-pressured
+ * downstream): it waits for news, not for a sleep timer. Returns 1 woken, 0 timeout, -1. */
+int ls_wait_any_next(
+    struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns);
+
 #endif

@@ -126,8 +126,10 @@ class BlockingIdleStrategy:
 
     `wake_at()` may give the agent's next timer (CLOCK_MONOTONIC ns, or None): the sleep ends
     then at the latest. Woken with data there and still no work (the agent is back-pressured
-    by something it does not read, e.g. a full log), it parks with a sleep doubling from
-    `min_park_ns` to `max_park_ns` instead of spinning on the data it cannot take."""
+    by something it does not read, e.g. a full log), it parks: it waits for the next commit
+    to what it reads (`ls_wait_any_next`), at most a time doubling from `min_park_ns` to
+    `max_park_ns` (no doorbell tells of room), instead of spinning on the data it cannot
+    take. It never sleeps on a timer alone while it has doorbells. `sleeps`, `parks`: counts."""
 
     def __init__(self, *sources: Waitable, max_spins: int = 10, max_yields: int = 20,
                  timeout_ns: int = DEFAULT_WAIT_TIMEOUT_NS, min_park_ns: int = 1_000,
@@ -142,6 +144,7 @@ class BlockingIdleStrategy:
         self.max_park_ns = max_park_ns
         self.wake_at = wake_at
         self.sleeps = 0  # waits that reached the futex (for tests and stats)
+        self.parks = 0   # stalled waits (data there, no work)
         self.reset()
 
     def reset(self) -> None:
@@ -158,8 +161,9 @@ class BlockingIdleStrategy:
         elif self.yields < self.max_yields:
             self.yields += 1
             os.sched_yield()
-        elif self._stalled:
-            time.sleep(self.park_ns / 1e9)
+        elif self._stalled:  # what is there, it cannot take: wait for the next commit, not a sleep
+            self.parks += 1
+            self.wait(min(self.park_ns, self._timeout_ns()), next_commit=True)
             self.park_ns = min(self.park_ns * 2, self.max_park_ns)
             self._stalled = False  # look at the doorbells again next time
         else:
@@ -173,16 +177,16 @@ class BlockingIdleStrategy:
                 timeout = max(0, min(timeout, at - time.monotonic_ns()))
         return timeout
 
-    def wait(self, timeout_ns: int) -> bool:
+    def wait(self, timeout_ns: int, next_commit: bool = False) -> bool:
         """Sleep until one of the sources' writers commits, at most `timeout_ns`. True when
-        woken or something was there already."""
+        woken or (unless `next_commit`: only a commit from now on counts) something was there."""
         rings: list = []
         images: list = []
         for source in self.sources:
             source.doorbells(rings, images)
         del images[lib.LS_DOORBELL_MAX - len(rings):]  # (more: seen within the timeout)
         self.sleeps += 1
-        rc = lib.ls_wait_any(ffi.new("ls_ring_buffer_t *[]", rings) if rings else ffi.NULL, len(rings),
+        rc = (lib.ls_wait_any_next if next_commit else lib.ls_wait_any)(ffi.new("ls_ring_buffer_t *[]", rings) if rings else ffi.NULL, len(rings),
                              ffi.new("ls_image_t *[]", images) if images else ffi.NULL, len(images), timeout_ns)
         if rc < 0:
             raise c_error()
