@@ -134,3 +134,39 @@ def test_a_stalled_blocking_idle_waits_for_the_next_commit_not_a_sleep_timer(lsd
             done.set()
         assert idle.parks == 1 and ring.size() > 32  # (woken by a commit after the first record)
         procs.join_all()
+
+
+def _slice_ns(tid: int) -> int | None:
+    """The scheduler's time slice of thread `tid` (Linux: /proc/self/task/TID/sched), or None."""
+    try:
+        with open(f"/proc/self/task/{tid}/sched") as f:
+            for line in f:
+                if line.startswith("se.slice"):
+                    return int(line.split(":")[1])
+    except OSError:
+        pass
+    return None
+
+
+def test_a_thread_sleeping_on_doorbells_asks_for_a_short_slice(lsdir):
+    """The thread that sleeps on doorbells (the one a writer's wake-up must get running soon
+    on a busy machine) has asked the scheduler for a short time slice. Where the kernel has no per-thread slice (before Linux 6.12) there is nothing to see."""
+    import threading
+
+    from lockstep import BlockingIdleStrategy, ManyToOneRing
+    from lockstep.transport.idle import WAKE_SLICE_NS, short_slice
+
+    if _slice_ns(threading.get_native_id()) is None:
+        pytest.skip("no per-thread time slice in /proc on this kernel")
+    seen: dict[str, int | None] = {}
+    with ManyToOneRing(lsdir / "sliced.ring", 1 << 12) as ring:
+        def agent() -> None:
+            short_slice(0)  # the default slice (a thread inherits its creator's: this one may have waited)
+            seen["before"] = _slice_ns(threading.get_native_id())
+            BlockingIdleStrategy(ring, max_spins=0, max_yields=0).wait(1_000)
+            seen["after"] = _slice_ns(threading.get_native_id())
+
+        thread = threading.Thread(target=agent)
+        thread.start()
+        thread.join()
+    assert seen["before"] != WAKE_SLICE_NS and seen["after"] == WAKE_SLICE_NS

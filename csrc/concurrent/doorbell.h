@@ -64,4 +64,11 @@ int ls_wait_any_next(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
     struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns);
 
+/* Ask the scheduler for a short time slice for the calling thread (Linux 6.12+ EEVDF: a
+ * SCHED_OTHER thread's sched_runtime), so that when a doorbell wakes it, it preempts a
+ * CPU-bound neighbour instead of queueing behind that one's whole slice. Its share of the CPU
+ * (its nice weight) does not change. 1 done, 0 not applicable (another policy, not Linux),
+ * -1 (LS_ESYS: e.g. an older kernel refuses a slice; LS_EINVAL: slice_ns < 0). */
+int ls_doorbell_short_slice(int64_t slice_ns);
+
 #endif

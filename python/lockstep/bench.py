@@ -406,14 +406,18 @@ def _pace_until(deadline_ns: int, spin_ns: int) -> None:
 
 
 def _precise_sleeps() -> None:
-    """Timer slack 1 us for this process (Linux's default 50 us would make every sleep of a
-    paced sender up to 50 us late); elsewhere a no-op."""
+    """For a paced sender: timer slack 1 us (Linux's default 50 us would make every sleep up
+    to 50 us late) and a short time slice (woken, it runs soon on a busy machine), as an agent
+    asleep on doorbells has (`short_slice`); elsewhere a no-op."""
+    from .transport.idle import short_slice
+
     try:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)  # PR_SET_TIMERSLACK
     except (OSError, AttributeError):
         pass
+    short_slice()
 
 
 def _client(dir: str, commands: int, size: int, rate: float | None, batch: int = 1,
