@@ -109,30 +109,31 @@ def test_unknown_idle_strategy_name(name):
         idle_strategy(name)
 
 
-def test_a_stalled_blocking_idle_waits_for_the_next_commit_not_a_sleep_timer(lsdir, procs, mp, monkeypatch):
+def test_a_stalled_blocking_idle_sleeps_on_its_other_doorbells_not_a_timer(lsdir, procs, mp, monkeypatch):
     """An agent woken with a record there that it cannot take (back-pressured downstream)
-    parks on its doorbells: the writer's next commit wakes it; it never calls time.sleep
-    (a timer) while it has a doorbell to wait on, whatever its park time."""
+    parks asleep on its other doorbells (a gateway's side channel): a commit there wakes it,
+    whatever its park time; it never calls time.sleep, and the record it cannot take does
+    not keep it spinning."""
     from lockstep import BlockingIdleStrategy, ManyToOneRing
 
     def no_timer(seconds: float) -> None:
         raise AssertionError(f"slept {seconds} s on a timer")
 
-    with ManyToOneRing(lsdir / "stalled.ring", 1 << 16) as ring:
-        assert ring.write(3, b"cannot take it")
-        idle = BlockingIdleStrategy(ring, max_spins=0, max_yields=0, timeout_ns=10**12,
+    with ManyToOneRing(lsdir / "stuck.ring", 1 << 12) as stuck, ManyToOneRing(lsdir / "side.ring", 1 << 16) as side:
+        assert stuck.write(3, b"cannot take it")
+        idle = BlockingIdleStrategy(stuck, side, max_spins=0, max_yields=0, timeout_ns=10**12,
                                     min_park_ns=10**12, max_park_ns=10**12)  # a 1000 s park: only a wake ends it
         idle.idle(0)  # the record is there: the wait returns at once, nothing taken
         assert (idle.sleeps, idle.parks) == (1, 0)
         done = mp.Event()
-        procs.start(doorbell_workers.ring_writer_until, str(lsdir / "stalled.ring"), done)
+        procs.start(doorbell_workers.ring_writer_until, str(lsdir / "side.ring"), done)
         monkeypatch.setattr(time, "sleep", no_timer)
         try:
-            idle.idle(0)  # stalled: asleep until the writer's next commit
+            idle.idle(0)  # stalled: asleep on the side ring until its writer commits
         finally:
             monkeypatch.undo()
             done.set()
-        assert idle.parks == 1 and ring.size() > 32  # (woken by a commit after the first record)
+        assert idle.parks == 1 and side.size() > 0  # (woken by the side ring, not by the stuck record)
         procs.join_all()
 
 

@@ -154,8 +154,7 @@ static int ls_doorbell_futex_waitv(
 }
 #endif
 
-/* probes: 1 returns at once when a probe shows a committed record; 0 waits for the next ring. */
-static int ls_doorbell_wait_for(const ls_doorbell_t *bells, int32_t count, int64_t timeout_ns, int probes)
+int ls_doorbell_wait(const ls_doorbell_t *bells, int32_t count, int64_t timeout_ns)
 {
     if (NULL == bells || count < 1 || count > LS_DOORBELL_MAX)
     {
@@ -171,7 +170,7 @@ static int ls_doorbell_wait_for(const ls_doorbell_t *bells, int32_t count, int64
         atomic_store_explicit((_Atomic int32_t *)bells[i].flag, 1, memory_order_seq_cst);
     }
     atomic_thread_fence(memory_order_seq_cst); /* the flags before, the probes after */
-    for (int32_t i = 0; probes && i < count; i++)
+    for (int32_t i = 0; i < count; i++)
     {
         if (ls_get_acquire_i32(bells[i].probe) > 0)
         {
@@ -213,14 +212,10 @@ static int ls_doorbell_wait_for(const ls_doorbell_t *bells, int32_t count, int64
 #endif
 }
 
-int ls_doorbell_wait(const ls_doorbell_t *bells, int32_t count, int64_t timeout_ns)
-{
-    return ls_doorbell_wait_for(bells, count, timeout_ns, 1);
-}
-
+/* skip_ready: leave out the doorbells whose probe shows a record already (see ls_wait_any_idle). */
 static int ls_wait_any_for(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
-    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns, int probes)
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns, int skip_ready)
 {
     if (ring_count < 0 || image_count < 0 || ring_count > LS_DOORBELL_MAX - image_count ||
         (ring_count > 0 && NULL == rings) || (image_count > 0 && NULL == images))
@@ -245,6 +240,18 @@ static int ls_wait_any_for(
             log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position),
             &bells[count++]);
     }
+    if (skip_ready)
+    {
+        int32_t kept = 0;
+        for (int32_t i = 0; i < count; i++)
+        {
+            if (ls_get_acquire_i32(bells[i].probe) <= 0)
+            {
+                bells[kept++] = bells[i];
+            }
+        }
+        count = kept;
+    }
     if (0 == count)
     {
         /* Nothing to wait on yet (e.g. no publisher): sleep, so housekeeping still runs. */
@@ -255,19 +262,19 @@ static int ls_wait_any_for(
         }
         return 0;
     }
-    return ls_doorbell_wait_for(bells, count, timeout_ns, probes);
+    return ls_doorbell_wait(bells, count, timeout_ns);
 }
 
 int ls_wait_any(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
     struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns)
 {
-    return ls_wait_any_for(rings, ring_count, images, image_count, timeout_ns, 1);
+    return ls_wait_any_for(rings, ring_count, images, image_count, timeout_ns, 0);
 }
 
-int ls_wait_any_next(
+int ls_wait_any_idle(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
     struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns)
 {
-    return ls_wait_any_for(rings, ring_count, images, image_count, timeout_ns, 0);
+    return ls_wait_any_for(rings, ring_count, images, image_count, timeout_ns, 1);
 }

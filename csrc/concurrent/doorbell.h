@@ -57,10 +57,13 @@ int ls_wait_any(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
     struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns);
 
-/* As ls_wait_any, but whatever the probes show: sleeps until a writer commits to one of them
- * after the call (or timeout_ns). For an agent that cannot take what is there (back-pressured
- * downstream): it waits for news, not for a sleep timer. Returns 1 woken, 0 timeout, -1. */
-int ls_wait_any_next(
+/* As ls_wait_any, for an agent that cannot take what is there (back-pressured downstream,
+ * e.g. its output ring full): the doorbells whose probe shows a record already are left out
+ * (their writers' commits would only wake it for more of what it cannot take); it sleeps on
+ * the others (e.g. a gateway's side channel) until timeout_ns, the agent's retry of its
+ * output. With none left, a plain sleep of timeout_ns (no doorbell tells of room).
+ * Returns 1 woken or a record there, 0 timeout, -1. */
+int ls_wait_any_idle(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
     struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns);
 

@@ -139,10 +139,10 @@ class BlockingIdleStrategy:
 
     `wake_at()` may give the agent's next timer (CLOCK_MONOTONIC ns, or None): the sleep ends
     then at the latest. Woken with data there and still no work (the agent is back-pressured
-    by something it does not read, e.g. a full log), it parks: it waits for the next commit
-    to what it reads (`ls_wait_any_next`), at most a time doubling from `min_park_ns` to
-    `max_park_ns` (no doorbell tells of room), instead of spinning on the data it cannot
-    take. It never sleeps on a timer alone while it has doorbells. `sleeps`, `parks`: counts.
+    by something it does not read, e.g. a full log), it parks: asleep on its other doorbells
+    (`ls_wait_any_idle`: a halt on a gateway's side channel still wakes it at once), at most a
+    time doubling from `min_park_ns` to `max_park_ns` (no doorbell tells of room), instead of
+    spinning on the data it cannot take. It never calls time.sleep. `sleeps`, `parks`: counts.
     A thread's first wait asks for a short time slice (`short_slice`): woken on a busy machine,
     it runs soon instead of after a CPU-bound neighbour's whole slice."""
 
@@ -177,9 +177,9 @@ class BlockingIdleStrategy:
         elif self.yields < self.max_yields:
             self.yields += 1
             os.sched_yield()
-        elif self._stalled:  # what is there, it cannot take: wait for the next commit, not a sleep
+        elif self._stalled:  # what is there, it cannot take: asleep on the other doorbells
             self.parks += 1
-            self.wait(min(self.park_ns, self._timeout_ns()), next_commit=True)
+            self.wait(min(self.park_ns, self._timeout_ns()), stalled=True)
             self.park_ns = min(self.park_ns * 2, self.max_park_ns)
             self._stalled = False  # look at the doorbells again next time
         else:
@@ -193,9 +193,10 @@ class BlockingIdleStrategy:
                 timeout = max(0, min(timeout, at - time.monotonic_ns()))
         return timeout
 
-    def wait(self, timeout_ns: int, next_commit: bool = False) -> bool:
+    def wait(self, timeout_ns: int, stalled: bool = False) -> bool:
         """Sleep until one of the sources' writers commits, at most `timeout_ns`. True when
-        woken or (unless `next_commit`: only a commit from now on counts) something was there."""
+        woken or something was there. `stalled`: leave out what shows a record already (the
+        agent cannot take it: `ls_wait_any_idle`)."""
         rings: list = []
         images: list = []
         for source in self.sources:
@@ -205,7 +206,7 @@ class BlockingIdleStrategy:
             self._sliced = threading.get_ident()
             short_slice()
         self.sleeps += 1
-        rc = (lib.ls_wait_any_next if next_commit else lib.ls_wait_any)(ffi.new("ls_ring_buffer_t *[]", rings) if rings else ffi.NULL, len(rings),
+        rc = (lib.ls_wait_any_idle if stalled else lib.ls_wait_any)(ffi.new("ls_ring_buffer_t *[]", rings) if rings else ffi.NULL, len(rings),
                              ffi.new("ls_image_t *[]", images) if images else ffi.NULL, len(images), timeout_ns)
         if rc < 0:
             raise c_error()
