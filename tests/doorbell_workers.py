@@ -99,3 +99,13 @@ def gateway_until_halted(dir: str, name: str, out) -> None:
                  "disconnected_at_position": gw.disconnected_at_position})
     finally:
         gw.close()
+
+
+def ring_writer_until(path: str, done) -> None:
+    """Write a record to the ring every 2 ms until `done` is set (or the ring is full): a
+    writer whose next commit must wake a reader that waits for news."""
+    with lockstep.ManyToOneRing(path) as ring:
+        i = 0
+        while not done.is_set() and ring.write(3, i.to_bytes(8, "little")):
+            i += 1
+            time.sleep(0.002)

@@ -312,3 +312,30 @@ def test_demo_summary_has_the_cpu_its_processes_used(lsdir):
     s = _lockstep_json("demo")
     assert s["cpu_seconds"]["processes"] > 0 and s["cpu_seconds"]["driver"] > 0
     assert s["orders_to_venues_after_halt"] == 0
+
+
+def test_a_paced_sender_sleeps_until_shortly_before_each_send_time(monkeypatch):
+    """The sequencer benchmark's client paces by sleeping (a spinning client takes one of 2
+    cores from the agents it measures), then spins the last stretch: it never sends early."""
+    from lockstep import bench
+
+    slept: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: slept.append(s) or real_sleep(s))
+    for _ in range(3):
+        deadline = time.monotonic_ns() + 5_000_000
+        bench._pace_until(deadline, spin_ns=1_000_000)
+        assert time.monotonic_ns() >= deadline
+    assert len(slept) == 3 and all(0 < s <= 0.004 for s in slept)
+    bench._pace_until(time.monotonic_ns() - 1, spin_ns=1_000_000)  # already due: neither sleeps nor waits
+    assert len(slept) == 3
+
+
+def test_bench_sequencer_at_a_rate_says_where_the_latency_went(lsdir):
+    """`lockstep bench sequencer --rate`: besides send -> apply, the client's lateness and
+    intended send -> sequenced (from the sequencer's timestamp), and the idle's sleeps."""
+    r = _lockstep_json("bench", "sequencer", "--commands", "3000", "--clients", "1", "--rate", "5000")
+    assert r["commands"] == 3000
+    for part in ("latency", "to_sequenced", "client_late"):
+        assert 0 <= r[f"{part}_p50_ns"] <= r[f"{part}_p99_ns"], part
+    assert r["to_sequenced_p50_ns"] <= r["latency_p50_ns"] and r["idle"]["sleeps"] > 0

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+import doorbell_workers
+
 from lockstep import (
     BackoffIdleStrategy,
     BusySpinIdleStrategy,
@@ -105,3 +107,67 @@ def test_idle_strategy_by_name(name, cls):
 def test_unknown_idle_strategy_name(name):
     with pytest.raises(ValueError, match="backoff"):
         idle_strategy(name)
+
+
+def test_a_stalled_blocking_idle_sleeps_on_its_other_doorbells_not_a_timer(lsdir, procs, mp, monkeypatch):
+    """An agent woken with a record there that it cannot take (back-pressured downstream)
+    parks asleep on its other doorbells (a gateway's side channel): a commit there wakes it,
+    whatever its park time; it never calls time.sleep, and the record it cannot take does
+    not keep it spinning."""
+    from lockstep import BlockingIdleStrategy, ManyToOneRing
+
+    def no_timer(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s on a timer")
+
+    with ManyToOneRing(lsdir / "stuck.ring", 1 << 12) as stuck, ManyToOneRing(lsdir / "side.ring", 1 << 16) as side:
+        assert stuck.write(3, b"cannot take it")
+        idle = BlockingIdleStrategy(stuck, side, max_spins=0, max_yields=0, timeout_ns=10**12,
+                                    min_park_ns=10**12, max_park_ns=10**12)  # a 1000 s park: only a wake ends it
+        idle.idle(0)  # the record is there: the wait returns at once, nothing taken
+        assert (idle.sleeps, idle.parks) == (1, 0)
+        done = mp.Event()
+        procs.start(doorbell_workers.ring_writer_until, str(lsdir / "side.ring"), done)
+        monkeypatch.setattr(time, "sleep", no_timer)
+        try:
+            idle.idle(0)  # stalled: asleep on the side ring until its writer commits
+        finally:
+            monkeypatch.undo()
+            done.set()
+        assert idle.parks == 1 and side.size() > 0  # (woken by the side ring, not by the stuck record)
+        procs.join_all()
+
+
+def _slice_ns(tid: int) -> int | None:
+    """The scheduler's time slice of thread `tid` (Linux: /proc/self/task/TID/sched), or None."""
+    try:
+        with open(f"/proc/self/task/{tid}/sched") as f:
+            for line in f:
+                if line.startswith("se.slice"):
+                    return int(line.split(":")[1])
+    except OSError:
+        pass
+    return None
+
+
+def test_a_thread_sleeping_on_doorbells_asks_for_a_short_slice(lsdir):
+    """The thread that sleeps on doorbells (the one a writer's wake-up must get running soon
+    on a busy machine) has asked the scheduler for a short time slice. Where the kernel has no per-thread slice (before Linux 6.12) there is nothing to see."""
+    import threading
+
+    from lockstep import BlockingIdleStrategy, ManyToOneRing
+    from lockstep.transport.idle import WAKE_SLICE_NS, short_slice
+
+    if _slice_ns(threading.get_native_id()) is None:
+        pytest.skip("no per-thread time slice in /proc on this kernel")
+    seen: dict[str, int | None] = {}
+    with ManyToOneRing(lsdir / "sliced.ring", 1 << 12) as ring:
+        def agent() -> None:
+            short_slice(0)  # the default slice (a thread inherits its creator's: this one may have waited)
+            seen["before"] = _slice_ns(threading.get_native_id())
+            BlockingIdleStrategy(ring, max_spins=0, max_yields=0).wait(1_000)
+            seen["after"] = _slice_ns(threading.get_native_id())
+
+        thread = threading.Thread(target=agent)
+        thread.start()
+        thread.join()
+    assert seen["before"] != WAKE_SLICE_NS and seen["after"] == WAKE_SLICE_NS

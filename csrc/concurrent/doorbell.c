@@ -25,6 +25,56 @@
 
 #define LS_DOORBELL_NO_FUTEX_SLEEP_NS 100000 /* without a futex: sleep at most this, then look again */
 
+#if defined(__linux__) && defined(SYS_sched_setattr)
+/* struct sched_attr (include/uapi/linux/sched/types.h, SCHED_ATTR_SIZE_VER1): glibc has no declaration. */
+typedef struct ls_sched_attr_stct
+{
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+    uint32_t sched_util_min;
+    uint32_t sched_util_max;
+} ls_sched_attr_t;
+#endif
+
+int ls_doorbell_short_slice(int64_t slice_ns)
+{
+#if defined(__linux__) && defined(SYS_sched_setattr) && defined(SYS_sched_getattr)
+    if (slice_ns < 0)
+    {
+        LS_SET_ERR(LS_EINVAL, "slice: expected >= 0 ns, found %lld", (long long)slice_ns);
+        return -1;
+    }
+    ls_sched_attr_t attr = { 0 };
+    if (0 != syscall(SYS_sched_getattr, 0, &attr, (unsigned int)sizeof(attr), 0U))
+    {
+        LS_SET_ERRNO(errno, "sched_getattr");
+        return -1;
+    }
+    if (0 != attr.sched_policy) /* SCHED_OTHER only: real-time or batch policies are the user's choice */
+    {
+        return 0;
+    }
+    attr.size = (uint32_t)sizeof(attr);
+    attr.sched_flags = 0;
+    attr.sched_runtime = (uint64_t)slice_ns; /* EEVDF (Linux 6.12+): the thread's slice; 0 = the default */
+    if (0 != syscall(SYS_sched_setattr, 0, &attr, 0U))
+    {
+        LS_SET_ERRNO(errno, "sched_setattr (a %lld ns slice)", (long long)slice_ns);
+        return -1;
+    }
+    return 1;
+#else
+    (void)slice_ns;
+    return 0;
+#endif
+}
+
 void ls_doorbell_wake(uint8_t *flag, uint8_t *sequence)
 {
     /* The exchange clears the flag so later commits skip the syscall; a reader killed while
@@ -162,9 +212,10 @@ int ls_doorbell_wait(const ls_doorbell_t *bells, int32_t count, int64_t timeout_
 #endif
 }
 
-int ls_wait_any(
+/* skip_ready: leave out the doorbells whose probe shows a record already (see ls_wait_any_idle). */
+static int ls_wait_any_for(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
-    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns)
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns, int skip_ready)
 {
     if (ring_count < 0 || image_count < 0 || ring_count > LS_DOORBELL_MAX - image_count ||
         (ring_count > 0 && NULL == rings) || (image_count > 0 && NULL == images))
@@ -189,6 +240,18 @@ int ls_wait_any(
             log->terms[ls_logbuffer_partition_index(log, position)] + ls_logbuffer_term_offset(log, position),
             &bells[count++]);
     }
+    if (skip_ready)
+    {
+        int32_t kept = 0;
+        for (int32_t i = 0; i < count; i++)
+        {
+            if (ls_get_acquire_i32(bells[i].probe) <= 0)
+            {
+                bells[kept++] = bells[i];
+            }
+        }
+        count = kept;
+    }
     if (0 == count)
     {
         /* Nothing to wait on yet (e.g. no publisher): sleep, so housekeeping still runs. */
@@ -200,4 +263,18 @@ int ls_wait_any(
         return 0;
     }
     return ls_doorbell_wait(bells, count, timeout_ns);
+}
+
+int ls_wait_any(
+    struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns)
+{
+    return ls_wait_any_for(rings, ring_count, images, image_count, timeout_ns, 0);
+}
+
+int ls_wait_any_idle(
+    struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns)
+{
+    return ls_wait_any_for(rings, ring_count, images, image_count, timeout_ns, 1);
 }

@@ -57,4 +57,21 @@ int ls_wait_any(
     struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
     struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns);
 
+/* As ls_wait_any, for an agent that cannot take what is there (back-pressured downstream,
+ * e.g. its output ring full): the doorbells whose probe shows a record already are left out
+ * (their writers' commits would only wake it for more of what it cannot take); it sleeps on
+ * the others (e.g. a gateway's side channel) until timeout_ns, the agent's retry of its
+ * output. With none left, a plain sleep of timeout_ns (no doorbell tells of room).
+ * Returns 1 woken or a record there, 0 timeout, -1. */
+int ls_wait_any_idle(
+    struct ls_ring_buffer_stct *const *rings, int32_t ring_count,
+    struct ls_image_stct *const *images, int32_t image_count, int64_t timeout_ns);
+
+/* Ask the scheduler for a short time slice for the calling thread (Linux 6.12+ EEVDF: a
+ * SCHED_OTHER thread's sched_runtime), so that when a doorbell wakes it, it preempts a
+ * CPU-bound neighbour instead of queueing behind that one's whole slice. Its share of the CPU
+ * (its nice weight) does not change. 1 done, 0 not applicable (another policy, not Linux),
+ * -1 (LS_ESYS: e.g. an older kernel refuses a slice; LS_EINVAL: slice_ns < 0). */
+int ls_doorbell_short_slice(int64_t slice_ns);
+
 #endif

@@ -39,12 +39,13 @@ struct waiter
     ls_ring_buffer_t *rings[2];
     int32_t count;
     int result;
+    int idle; /* ls_wait_any_idle instead of ls_wait_any */
 };
 
 static void *wait_thread(void *arg)
 {
     struct waiter *w = arg;
-    w->result = ls_wait_any(w->rings, w->count, NULL, 0, 10 * SECOND);
+    w->result = (w->idle ? ls_wait_any_idle : ls_wait_any)(w->rings, w->count, NULL, 0, 10 * SECOND);
     return NULL;
 }
 
@@ -107,7 +108,7 @@ static void test_each_commit_kind_wakes(void)
             LS_CHECK(blocker >= 0);
         }
         pthread_t thread;
-        struct waiter w = { { &rb, NULL }, 1, 0 };
+        struct waiter w = { { &rb, NULL }, 1, 0, 0 };
         start_waiter(&thread, &w);
         const int32_t before = word(&rb, LS_RB_WAKE_SEQUENCE_OFFSET);
         if (0 == kind)
@@ -142,7 +143,7 @@ static void test_any_of_two_rings_wakes(void)
         reset(&a, memory_a);
         reset(&b, memory_b);
         pthread_t thread;
-        struct waiter w = { { &a, &b }, 2, 0 };
+        struct waiter w = { { &a, &b }, 2, 0, 0 };
         start_waiter(&thread, &w);
         const uint8_t msg[4] = { 9 };
         LS_CHECK(LS_RB_SUCCESS == ls_rb_write(which ? &b : &a, 3, msg, sizeof(msg)));
@@ -160,6 +161,34 @@ static void test_wait_any_bad_counts(void)
     LS_CHECK(-1 == ls_wait_any(rings, LS_DOORBELL_MAX + 1, NULL, 0, 0));
     LS_CHECK(0 == ls_wait_any(NULL, 0, NULL, 0, 1000)); /* nothing to wait on: a sleep */
     LS_CHECK(-1 == ls_doorbell_wait(NULL, 1, 0));
+}
+
+/* A stalled agent (a record there it cannot take) sleeps on its other rings only. */
+static void test_wait_any_idle_leaves_out_what_is_there(void)
+{
+    ls_ring_buffer_t a;
+    ls_ring_buffer_t b;
+    reset(&a, memory_a);
+    reset(&b, memory_b);
+    const uint8_t msg[4] = { 7 };
+    LS_CHECK(LS_RB_SUCCESS == ls_rb_write(&a, 3, msg, sizeof(msg)));
+    ls_ring_buffer_t *stuck[1] = { &a };
+    LS_CHECK(0 == ls_wait_any_idle(stuck, 1, NULL, 0, 1000)); /* nothing else: a plain sleep, not "there" */
+    LS_CHECK(0 == word(&a, LS_RB_CONSUMER_WAITING_OFFSET));  /* its writer is not asked to ring */
+    pthread_t thread;
+    struct waiter w = { { &a, &b }, 2, 0, 1 };
+    start_waiter(&thread, &w); /* returns once asleep on b */
+    LS_CHECK(-9 == w.result);
+    LS_CHECK(LS_RB_SUCCESS == ls_rb_write(&b, 3, msg, sizeof(msg)));
+    pthread_join(thread, NULL);
+    LS_CHECK(1 == w.result);
+    LS_CHECK(0 == word(&a, LS_RB_CONSUMER_WAITING_OFFSET));
+}
+
+static void test_short_slice(void)
+{
+    LS_CHECK(-1 == ls_doorbell_short_slice(-1));
+    LS_CHECK(ls_doorbell_short_slice(0) >= 0); /* the default slice: applied, or nothing to apply */
 }
 
 static void test_agrona_trailer_with_doorbell_fields_accepted(void)
@@ -180,6 +209,8 @@ int main(void)
     LS_RUN(test_each_commit_kind_wakes);
     LS_RUN(test_any_of_two_rings_wakes);
     LS_RUN(test_wait_any_bad_counts);
+    LS_RUN(test_wait_any_idle_leaves_out_what_is_there);
+    LS_RUN(test_short_slice);
     LS_RUN(test_agrona_trailer_with_doorbell_fields_accepted);
     return LS_TEST_RESULT();
 }

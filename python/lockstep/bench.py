@@ -389,11 +389,45 @@ def write_ping_plot(result: dict, path: str) -> str:
 _STAMP = struct.Struct("<q")
 
 
-def _client(dir: str, commands: int, size: int, rate: float | None, batch: int = 1) -> None:
-    """Send `commands` commands carrying their (intended) send time, CLOCK_MONOTONIC ns; with
-    `batch` > 1, `send_batch` of that many at a time (all with the batch's send time)."""
+# A paced client sleeps until this long before each send time, then spins to it: its CPU
+# stays free for the agents it measures (a spinning client takes one of 2 cores), and it
+# is late only when its wake-up took longer than this (the result's client_late_*).
+PACE_SPIN_NS = 30_000
+
+
+def _pace_until(deadline_ns: int, spin_ns: int) -> None:
+    """Return at `deadline_ns` (CLOCK_MONOTONIC): asleep until `spin_ns` before it, then spinning."""
+    clock = time.monotonic_ns
+    ahead = deadline_ns - spin_ns - clock()
+    if ahead > 0:
+        time.sleep(ahead / 1e9)
+    while clock() < deadline_ns:
+        pass
+
+
+def _precise_sleeps() -> None:
+    """For a paced sender: timer slack 1 us (Linux's default 50 us would make every sleep up
+    to 50 us late) and a short time slice (woken, it runs soon on a busy machine), as an agent
+    asleep on doorbells has (`short_slice`); elsewhere a no-op."""
+    from .transport.idle import short_slice
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)  # PR_SET_TIMERSLACK
+    except (OSError, AttributeError):
+        pass
+    short_slice()
+
+
+def _client(dir: str, commands: int, size: int, rate: float | None, batch: int = 1,
+            spin_ns: int = PACE_SPIN_NS) -> None:
+    """Send `commands` commands carrying their (intended) send time, CLOCK_MONOTONIC ns, and
+    (size >= 16) the time it went; paced at `rate` by `_pace_until`; with `batch` > 1,
+    `send_batch` of that many at a time (all with the batch's send time)."""
     from .cluster.sequencer import SequencerClient
 
+    _precise_sleeps()
     idler = idle_strategy("backoff")
     padding = bytes(max(size - 8, 0))
     interval = int(1e9 / rate) if rate else 0
@@ -414,28 +448,37 @@ def _client(dir: str, commands: int, size: int, rate: float | None, batch: int =
         next_send = clock()
         for _ in range(commands):
             if interval:
-                while clock() < next_send:
-                    pass
+                _pace_until(next_send, spin_ns)
                 stamp, next_send = next_send, next_send + interval
             else:
                 stamp = clock()
-            command = _STAMP.pack(stamp) + padding
+            command = _STAMP.pack(stamp) + (_STAMP.pack(clock()) + padding[8:] if size >= 16 else padding)
             while not client.send(command):
                 idler.idle(0)
             idler.reset()
 
 
 class _Stamps(StateMachine):
-    """A trivial machine: counts commands and keeps each one's send-to-apply latency."""
+    """A trivial machine: counts commands and keeps each one's send-to-apply latency, and
+    where it went: the client's lateness (its send after the intended time, when the command
+    has room for a second stamp) and intended send -> sequenced (the sequencer's timestamp)."""
 
     def __init__(self, commands: int) -> None:
         self.latencies = np.zeros(commands, dtype=np.int64)
+        self.late = np.zeros(commands, dtype=np.int64)
+        self.sequenced = np.zeros(commands, dtype=np.int64)
+        self.realtime_offset = time.time_ns() - time.monotonic_ns()  # the sequencer stamps CLOCK_REALTIME
         self.count = 0
 
     def on_message(self, ctx: Context, command: bytes) -> None:
-        if self.count < len(self.latencies):
-            self.latencies[self.count] = time.monotonic_ns() - _STAMP.unpack_from(command)[0]
-        self.count += 1
+        i = self.count
+        if i < len(self.latencies):
+            intended = _STAMP.unpack_from(command)[0]
+            self.latencies[i] = time.monotonic_ns() - intended
+            self.sequenced[i] = ctx.timestamp_ns - self.realtime_offset - intended
+            if len(command) >= 2 * _STAMP.size:
+                self.late[i] = _STAMP.unpack_from(command, _STAMP.size)[0] - intended
+        self.count = i + 1
 
     def snapshot(self) -> bytes:
         return _STAMP.pack(self.count)
@@ -514,11 +557,16 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
                     p.kill()
     floor_ns = lib.ls_bench_sequencer_floor(commands, clients, size)
     pct = np.percentile(machine.latencies, [50, 99]) if rate else (None, None)
+    # Where the latency went (rate runs): the client's lateness, intended send -> sequenced.
+    parts = {f"{name}_{q}_ns": int(np.percentile(values, p)) for name, values in
+             (("client_late", machine.late), ("to_sequenced", machine.sequenced)) for q, p in (("p50", 50), ("p99", 99))
+             } if rate else {}
     return {"commands_per_sec": commands / elapsed, "commands": commands, "clients": clients, "size": size,
             "rate": rate, "batch": batch, "latency_p50_ns": pct[0] and int(pct[0]), "latency_p99_ns": pct[1] and int(pct[1]),
             "apply_per_sec": applied / apply_elapsed if apply_elapsed else 0.0,
             "c_floor_commands_per_sec": commands / floor_ns * 1e9 if floor_ns > 0 else None,
-            "ratio_to_c_floor": (commands / elapsed) / (commands / floor_ns * 1e9) if floor_ns > 0 else None}
+            "ratio_to_c_floor": (commands / elapsed) / (commands / floor_ns * 1e9) if floor_ns > 0 else None, **parts,
+            "idle": {k: getattr(idler, k, 0) for k in ("sleeps", "parks")}}
 
 
 # -- halt --------------------------------------------------------------------------------

@@ -233,6 +233,7 @@ class HaltRecord:
     reason: str = ""
     resumed_ns: int = 0          # when a resume ended it (0: never)
     position_at_resume: int = -1
+    check_gap_ns: int = 0        # since this gateway's look at its side channel before the one that found it
 
     @property
     def latency_ns(self) -> int:
@@ -314,6 +315,7 @@ class Gateway(Closing):
         self._awaiting: HaltRecord | None = None  # a halt whose log position we have not reached
         self._awaiting_from = 0
         self._next_heartbeat_ns = 0
+        self._checking_ns = self._checked_ns = time.monotonic_ns()  # (the side channel's looks: check_gap_ns)
         counters = client_for(self.dir).counters
         self._counters = {k: counters.allocate(TYPE_GATEWAY, f"gateway {name}: {k}")
                           for k in ("halted", "halts", "requests", "to venue", "declined")}
@@ -357,7 +359,9 @@ class Gateway(Closing):
 
     def check_priority(self) -> bool:
         """Drain the side channel now; True when the gateway is (now) halted."""
+        self._checking_ns = time.monotonic_ns()
         self.side_channel.read(self._on_priority, 64)
+        self._checked_ns = self._checking_ns
         if self.remote_priority is not None:
             self.remote_priority.read(self._on_priority, 64)
         return self.halted
@@ -372,7 +376,8 @@ class Gateway(Closing):
                 return
             self.halted = True
             record = HaltRecord(sent_ns=msg.sent_ns, acted_ns=0, log_position=msg.log_position,
-                                position_at_act=self.position, reason=msg.reason.decode(errors="replace"))
+                                position_at_act=self.position, reason=msg.reason.decode(errors="replace"),
+                                check_gap_ns=self._checking_ns - self._checked_ns)
             self.on_halt(record)
             record.acted_ns = time.monotonic_ns()
             self.halts.append(record)
@@ -416,7 +421,9 @@ class Gateway(Closing):
 
     def do_work(self) -> int:
         """One duty cycle: side channel first, then the venue, responses, and the log."""
+        self._checking_ns = time.monotonic_ns()
         work = self.side_channel.read(self._on_priority, 64)
+        self._checked_ns = self._checking_ns
         if self.remote_priority is not None:
             work += self.remote_priority.read(self._on_priority, 64)
         work += self.poll_venue()

@@ -204,12 +204,14 @@ def _run_gateway(control, dir, name, venue, seed, venue_options, remote=None):
 
     control.set(STATE, RUNNING)
     try:
-        _loop(control, gw.do_work, progress, agent_idle(gw.do_work))  # (asleep until a halt, the log or the venue's timer)
+        idle = agent_idle(gw.do_work)
+        _loop(control, gw.do_work, progress, idle)  # (asleep until a halt, the log or the venue's timer)
         deadline = time.monotonic() + 2
         while gw.pending_responses and time.monotonic() < deadline:
             gw.flush() or time.sleep(0.001)
         report = gw.report()
         report["follower"] = _follower_report(gw.subscription)
+        report["idle"] = {k: getattr(idle, k, 0) for k in ("sleeps", "parks")}
         return report
     finally:
         gw.close()

@@ -571,6 +571,9 @@ def _summary(run: _Run, reports: dict) -> dict:
             "sequenced_halt_delay_us": first["sequenced_delay_ns"] / 1000
             if first and first["sequenced_delay_ns"] is not None else None,
             "backlog_messages_at_halt": first["backlog_messages"] if first else None,
+            # since its look at the side channel before the one that found the halt (asleep or busy)
+            "halt_check_gap_us": first.get("check_gap_ns", 0) / 1000 if first else None,
+            "idle": g.get("idle"),  # its idle strategy's sleeps (on doorbells) and parks (stalled)
             "halt_log_position": first["log_position"] if first else None,
             "position_at_halt": first["position_at_act"] if first else None,
             "orders_between_halt_sent_and_acted": g["orders_between_halt_sent_and_acted"],

@@ -24,7 +24,7 @@ from .._native import c_error, ffi, lib
 __all__ = [
     "IdleStrategy", "BusySpinIdleStrategy", "NoOpIdleStrategy", "YieldingIdleStrategy",
     "SleepingIdleStrategy", "BackoffIdleStrategy", "BlockingIdleStrategy", "Waitable", "default_idle",
-    "idle_strategy", "run_agent", "stop_on_signals",
+    "idle_strategy", "run_agent", "stop_on_signals", "short_slice",
 ]
 
 
@@ -120,14 +120,31 @@ BACK_PRESSURE_RETRY_NS = 100_000
 REMOTE_POLL_NS = 200_000
 
 
+# The time slice a thread asks for when it first sleeps on doorbells (Linux 6.12+ EEVDF, see
+# `short_slice`): woken, it preempts a CPU-bound neighbour within about this long instead of
+# queueing behind that one's whole default slice (~3 ms on 2 cores).
+WAKE_SLICE_NS = 100_000
+
+
+def short_slice(slice_ns: int = WAKE_SLICE_NS) -> bool:
+    """Ask the scheduler for a short time slice for the calling thread, so its wake-ups are
+    served soon on a busy machine; its share of the CPU does not change. True when applied
+    (False: not Linux, not SCHED_OTHER, or a kernel that refuses it)."""
+    return lib.ls_doorbell_short_slice(slice_ns) == 1
+
+
 class BlockingIdleStrategy:
     """Spin, then yield, then sleep on the doorbells of `sources` until a writer commits to
     one of them (a futex wake-up) or `timeout_ns` passes (the agent's housekeeping goes on).
 
     `wake_at()` may give the agent's next timer (CLOCK_MONOTONIC ns, or None): the sleep ends
     then at the latest. Woken with data there and still no work (the agent is back-pressured
-    by something it does not read, e.g. a full log), it parks with a sleep doubling from
-    `min_park_ns` to `max_park_ns` instead of spinning on the data it cannot take."""
+    by something it does not read, e.g. a full log), it parks: asleep on its other doorbells
+    (`ls_wait_any_idle`: a halt on a gateway's side channel still wakes it at once), at most a
+    time doubling from `min_park_ns` to `max_park_ns` (no doorbell tells of room), instead of
+    spinning on the data it cannot take. It never calls time.sleep. `sleeps`, `parks`: counts.
+    A thread's first wait asks for a short time slice (`short_slice`): woken on a busy machine,
+    it runs soon instead of after a CPU-bound neighbour's whole slice."""
 
     def __init__(self, *sources: Waitable, max_spins: int = 10, max_yields: int = 20,
                  timeout_ns: int = DEFAULT_WAIT_TIMEOUT_NS, min_park_ns: int = 1_000,
@@ -142,6 +159,8 @@ class BlockingIdleStrategy:
         self.max_park_ns = max_park_ns
         self.wake_at = wake_at
         self.sleeps = 0  # waits that reached the futex (for tests and stats)
+        self._sliced: int | None = None  # the thread that asked for a short slice (short_slice)
+        self.parks = 0   # stalled waits (data there, no work)
         self.reset()
 
     def reset(self) -> None:
@@ -158,8 +177,9 @@ class BlockingIdleStrategy:
         elif self.yields < self.max_yields:
             self.yields += 1
             os.sched_yield()
-        elif self._stalled:
-            time.sleep(self.park_ns / 1e9)
+        elif self._stalled:  # what is there, it cannot take: asleep on the other doorbells
+            self.parks += 1
+            self.wait(min(self.park_ns, self._timeout_ns()), stalled=True)
             self.park_ns = min(self.park_ns * 2, self.max_park_ns)
             self._stalled = False  # look at the doorbells again next time
         else:
@@ -173,16 +193,20 @@ class BlockingIdleStrategy:
                 timeout = max(0, min(timeout, at - time.monotonic_ns()))
         return timeout
 
-    def wait(self, timeout_ns: int) -> bool:
+    def wait(self, timeout_ns: int, stalled: bool = False) -> bool:
         """Sleep until one of the sources' writers commits, at most `timeout_ns`. True when
-        woken or something was there already."""
+        woken or something was there. `stalled`: leave out what shows a record already (the
+        agent cannot take it: `ls_wait_any_idle`)."""
         rings: list = []
         images: list = []
         for source in self.sources:
             source.doorbells(rings, images)
         del images[lib.LS_DOORBELL_MAX - len(rings):]  # (more: seen within the timeout)
+        if self._sliced != threading.get_ident():  # the thread that sleeps is the one woken
+            self._sliced = threading.get_ident()
+            short_slice()
         self.sleeps += 1
-        rc = lib.ls_wait_any(ffi.new("ls_ring_buffer_t *[]", rings) if rings else ffi.NULL, len(rings),
+        rc = (lib.ls_wait_any_idle if stalled else lib.ls_wait_any)(ffi.new("ls_ring_buffer_t *[]", rings) if rings else ffi.NULL, len(rings),
                              ffi.new("ls_image_t *[]", images) if images else ffi.NULL, len(images), timeout_ns)
         if rc < 0:
             raise c_error()
