@@ -76,16 +76,20 @@ static PyTypeObject ContextBaseType = {
 
 /* -- SequencedApply --------------------------------------------------------------------------- */
 
+enum
+{
+    APPLY_MACHINE,     /* its on_message is looked up per call (a replay swaps machines) */
+    APPLY_CTX,         /* the Context (a ContextBase) handed to on_message */
+    APPLY_AFTER,       /* (hash_due) -> None: outputs, the hash, a due snapshot (Python) */
+    APPLY_FALLBACK,    /* the Python apply(payload, position) */
+    APPLY_HEADER_TYPE, /* the type of the last poll header seen (its `position` getter below) */
+    APPLY_REFS
+};
+
 typedef struct
 {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *machine;    /* its on_message is looked up per call (a replay swaps machines) */
-    PyObject *ctx;        /* the Context (a ContextBase) handed to on_message */
-    PyObject *after;      /* (hash_due) -> None: outputs, the hash, a due snapshot (Python) */
-    PyObject *fallback;   /* the Python apply(payload, position) */
+    LsFastHead head;      /* refs: see the enum above; target: itself (no C struct of its own) */
     Py_ssize_t outputs;   /* offset of the Context's `_outputs` slot */
-    PyTypeObject *header_type; /* the type of the last poll header seen, and its `position` getter */
     getter header_position;
     void *header_closure;
     long long last_sequence;
@@ -105,14 +109,14 @@ static PyObject *position_name;
  * (no attribute lookup per message), else by attribute. */
 static PyObject *header_position(ApplyObject *self, PyObject *header)
 {
-    if (Py_TYPE(header) == self->header_type)
+    if ((PyObject *)Py_TYPE(header) == self->head.refs[APPLY_HEADER_TYPE])
     {
         return self->header_position(header, self->header_closure);
     }
     PyObject *descr = _PyType_Lookup(Py_TYPE(header), position_name); /* borrowed */
     if (NULL != descr && Py_IS_TYPE(descr, &PyGetSetDescr_Type) && NULL != ((PyGetSetDescrObject *)descr)->d_getset->get)
     {
-        Py_XSETREF(self->header_type, (PyTypeObject *)Py_NewRef(Py_TYPE(header)));
+        Py_XSETREF(self->head.refs[APPLY_HEADER_TYPE], Py_NewRef((PyObject *)Py_TYPE(header)));
         self->header_position = ((PyGetSetDescrObject *)descr)->d_getset->get;
         self->header_closure = ((PyGetSetDescrObject *)descr)->d_getset->closure;
         return self->header_position(header, self->header_closure);
@@ -135,7 +139,7 @@ static int64_t load_i64(const uint8_t *p)
 static PyObject *apply_fallback(ApplyObject *self, PyObject *payload, PyObject *position)
 {
     PyObject *args[2] = { payload, position };
-    PyObject *result = PyObject_Vectorcall(self->fallback, args, 2, NULL);
+    PyObject *result = PyObject_Vectorcall(self->head.refs[APPLY_FALLBACK], args, 2, NULL);
     Py_DECREF(position);
     return result;
 }
@@ -143,14 +147,15 @@ static PyObject *apply_fallback(ApplyObject *self, PyObject *payload, PyObject *
 static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     ApplyObject *self = (ApplyObject *)callable;
-    if (NULL == self->machine || NULL == self->ctx || NULL == self->after || NULL == self->fallback)
+    PyObject *const *refs = self->head.refs;
+    if (NULL == refs[APPLY_MACHINE] || NULL == refs[APPLY_CTX] || NULL == refs[APPLY_AFTER] || NULL == refs[APPLY_FALLBACK])
     {
         PyErr_SetString(PyExc_ValueError, "SequencedApply: no machine (deleted, or cleared by the garbage collector)");
         return NULL;
     }
     if (NULL != kwnames || 2 != PyVectorcall_NARGS(nargsf))
     {
-        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        return PyObject_Vectorcall(self->head.refs[APPLY_FALLBACK], args, nargsf, kwnames);
     }
     /* position: an int (apply), or a poll's header (the handler) */
     PyObject *position = PyLong_CheckExact(args[1]) ? Py_NewRef(args[1]) : header_position(self, args[1]);
@@ -191,7 +196,7 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
         PyBuffer_Release(&view);
         Py_RETURN_NONE; /* already in the restored state */
     }
-    ContextObject *ctx = (ContextObject *)self->ctx;
+    ContextObject *ctx = (ContextObject *)self->head.refs[APPLY_CTX];
     ctx->values[C_SEQUENCE] = sequence;
     ctx->values[C_POSITION] = at;
     ctx->values[C_TIMESTAMP] = load_i64(data + 8);
@@ -208,7 +213,7 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
     {
         self->own_sequenced = ctx->values[C_ORIGIN_SEQUENCE]; /* our output, sequenced (maybe another replica's) */
     }
-    PyObject *call[3] = { self->machine, self->ctx, command };
+    PyObject *call[3] = { self->head.refs[APPLY_MACHINE], self->head.refs[APPLY_CTX], command };
     PyObject *result = PyObject_VectorcallMethod(on_message_name, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(command);
     if (NULL == result)
@@ -219,7 +224,7 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
     self->last_sequence = sequence;
     self->last_position = at;
     self->applied++;
-    PyObject *outputs = *(PyObject **)((char *)self->ctx + self->outputs);
+    PyObject *outputs = *(PyObject **)((char *)self->head.refs[APPLY_CTX] + self->outputs);
     const int hash_due = self->hash_every > 0 && 0 == sequence % self->hash_every;
     if (self->snapshot_every > 0 && 0 == sequence % self->snapshot_every)
     {
@@ -227,7 +232,7 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
     }
     if (hash_due || self->snapshot_due || NULL == outputs || !PyList_CheckExact(outputs) || PyList_GET_SIZE(outputs))
     {
-        return PyObject_CallOneArg(self->after, hash_due ? Py_True : Py_False);
+        return PyObject_CallOneArg(self->head.refs[APPLY_AFTER], hash_due ? Py_True : Py_False);
     }
     Py_RETURN_NONE;
 }
@@ -271,50 +276,20 @@ static PyObject *apply_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     {
         return NULL;
     }
-    ApplyObject *self = (ApplyObject *)type->tp_alloc(type, 0);
+    PyObject *refs[APPLY_REFS] = { machine, ctx, after, fallback, NULL };
+    ApplyObject *self = (ApplyObject *)ls_fast_alloc(type, apply_vectorcall, NULL, refs, APPLY_REFS);
     if (NULL == self)
     {
         return NULL;
     }
-    self->vectorcall = apply_vectorcall;
-    self->machine = Py_NewRef(machine);
-    self->ctx = Py_NewRef(ctx);
-    self->after = Py_NewRef(after);
-    self->fallback = Py_NewRef(fallback);
+    self->head.target = self; /* attached: no C struct of its own */
     self->origin_id = origin_id;
     self->outputs = outputs;
     return (PyObject *)self;
 }
 
-static int apply_traverse(ApplyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->machine);
-    Py_VISIT(self->ctx);
-    Py_VISIT(self->after);
-    Py_VISIT(self->fallback);
-    Py_VISIT(self->header_type);
-    return 0;
-}
-
-static int apply_clear(ApplyObject *self)
-{
-    Py_CLEAR(self->header_type);
-    Py_CLEAR(self->machine);
-    Py_CLEAR(self->ctx);
-    Py_CLEAR(self->after);
-    Py_CLEAR(self->fallback);
-    return 0;
-}
-
-static void apply_dealloc(ApplyObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    apply_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static PyMemberDef apply_members[] = {
-    { "machine", T_OBJECT_EX, offsetof(ApplyObject, machine), 0, "the state machine messages are applied to" },
+    { "machine", T_OBJECT_EX, offsetof(ApplyObject, head.refs[APPLY_MACHINE]), 0, "the state machine messages are applied to" },
     { "last_sequence", T_LONGLONG, offsetof(ApplyObject, last_sequence), 0, "sequence of the last message applied" },
     { "last_position", T_LONGLONG, offsetof(ApplyObject, last_position), 0, "position of the last message applied" },
     { "applied", T_LONGLONG, offsetof(ApplyObject, applied), 0, "messages applied" },
@@ -331,14 +306,8 @@ static PyTypeObject ApplyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "lockstep._native._fastpath.SequencedApply",
     .tp_doc = "SequencedApply(machine, ctx, origin_id, after, fallback): apply(payload, position or header).",
-    .tp_basicsize = sizeof(ApplyObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_vectorcall_offset = offsetof(ApplyObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
+    LS_FAST_TYPE_COMMON(ApplyObject),
     .tp_new = apply_new,
-    .tp_traverse = (traverseproc)apply_traverse,
-    .tp_clear = (inquiry)apply_clear,
-    .tp_dealloc = (destructor)apply_dealloc,
     .tp_members = apply_members,
 };
 
