@@ -608,3 +608,35 @@ def test_a_publisher_that_dies_and_resumes_its_session_stays_in_one_recording(ls
     [desc] = Archive.for_dir(lsdir).recordings()
     with Archive.for_dir(lsdir).reader(desc.recording_id) as reader:
         assert [payload for payload, _ in reader.messages()] == [aw.numbered(i, 16) for i in range(sent)]
+
+
+def test_an_evicted_recorder_says_so_and_its_successor_continues_the_recording(lsdir):
+    """A recorder taken for dead by the publisher (paused past its liveness, here: its position
+    counter freed) is told (ImageLostError), starts no recording at the live position (that
+    one would take precedence over the stopped one and its gap could never be filled), and a
+    restarted recorder continues the same recording from its stop while the log still holds it."""
+    from lockstep import ImageLostError
+    from lockstep.transport.client import client_for
+
+    rec = Recorder(lsdir, stream_id=9, segment_length=1 << 17)
+    pub = Publication(9, lsdir, exclusive=True, term_length=1 << 16)
+    rec.discover()
+    for i in range(200):
+        while pub.offer(aw.numbered(i, 16)) < 0:
+            rec.do_work()
+    _drive(lambda: rec.position == pub.position, rec.do_work, what="recording")
+    [image] = rec._sub.images
+    client_for(lsdir).counters.free(image._counter.id)  # what a publisher does to a dead subscriber
+    for i in range(200, 300):
+        assert pub.offer(aw.numbered(i, 16)) > 0
+    with pytest.raises(ImageLostError):
+        _drive(lambda: False, rec.do_work, what="the loss to be told")
+    assert len(rec.recordings()) == 1
+    rec.close()
+    with Recorder(lsdir, stream_id=9, segment_length=1 << 17) as again:  # continues recording 0
+        again.discover()
+        _drive(lambda: again.position == pub.position, again.do_work, what="recording the rest")
+    pub.close()
+    [desc] = Archive.for_dir(lsdir).recordings()
+    with Archive.for_dir(lsdir).reader(desc.recording_id) as reader:
+        assert [payload for payload, _ in reader.messages()] == [aw.numbered(i, 16) for i in range(300)]

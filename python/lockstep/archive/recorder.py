@@ -117,7 +117,12 @@ class Recorder(Closing):
         if self._lock is None:
             raise LockstepError(f"{lock_path}: another recorder is recording stream {stream_id} into this archive")
         self._recordings: list[_Recording] = []
-        self._extends: dict[Path, RecordingDescriptor] = {}  # image path -> the recording it continues
+        # Images this recorder opened (new_image) and not yet attached -> the recording each
+        # continues (None: a new one). Only these are recorded: an image told again (its publisher
+        # resumed the log) is recorded already, and one the subscription made after a loss starts
+        # at the live position (a gap: the loss is raised; a restarted recorder continues from
+        # the recording's stop position while the log still holds it).
+        self._opened: dict[Path, RecordingDescriptor | None] = {}
         self.repaired: list[RecordingDescriptor] = []
         try:
             for desc in self.archive.recordings():
@@ -144,22 +149,24 @@ class Recorder(Closing):
                         and retained <= desc.stop_position <= tail):
                     previous = desc
                 break  # only the newest recording of the session may be extended
+        image = None
         if previous is not None:
             try:
                 image = Image(sub, path, previous.stop_position)
-                self._extends[path] = previous
-                return image
             except InvalidArgumentError:
-                pass  # overwritten meanwhile: a new recording
-        return Image(sub, path, "earliest")
+                previous = None  # overwritten meanwhile: a new recording
+        if image is None:
+            image = Image(sub, path, "earliest")
+        self._opened[path] = previous
+        return image
 
     def _attach(self, image: Image) -> None:
-        """A new image (on_available_image): its recording, continued or new. An image told
-        again (its publisher was gone and has resumed the log) is recorded as it was."""
-        if any(rec.image is image for rec in self._recordings):
+        """A new image (on_available_image): its recording, continued or new — for the images
+        this recorder opened only (see `_opened`)."""
+        if image.path not in self._opened or any(rec.image is image for rec in self._recordings):
             return
         now = now_ns()
-        previous = self._extends.pop(image.path, None)
+        previous = self._opened.pop(image.path)
         if previous is not None:
             desc = dataclasses.replace(previous, state="active", stop_timestamp=now)
             self.archive.catalog.update(desc, sync=self.durability != "none")
