@@ -188,8 +188,8 @@ class Recorder(Closing):
     # -- work -------------------------------------------------------------------------------
 
     def do_work(self) -> int:
-        """One duty cycle: copy what each image gained into its recording. Returns the
-        number of messages recorded (0: nothing to do)."""
+        """One duty cycle: copy what each image gained into its recording. Returns how many
+        recordings grew (0: nothing to do)."""
         work = 0
         for rec in self._recordings:
             if rec.image is not None and rec.image.block_poll(rec.write, _SCAN_LIMIT):
