@@ -163,7 +163,7 @@ class Recorder(Closing):
     def _attach(self, image: Image) -> None:
         """A new image (on_available_image): its recording, continued or new — for the images
         this recorder opened only (see `_opened`)."""
-        if image.path not in self._opened or any(rec.image is image for rec in self._recordings):
+        if image.path not in self._opened:  # (popped when attached: an image told again is not)
             return
         now = now_ns()
         previous = self._opened.pop(image.path)
