@@ -416,7 +416,7 @@ int64_t ls_logbuffer_retained_start_position(const ls_logbuffer_t *log)
     return ls_logbuffer_position(log, term_id, 0);
 }
 
-bool ls_logbuffer_rotate(ls_logbuffer_t *log, int32_t term_count, int32_t term_id)
+bool ls_logbuffer_rotate(ls_logbuffer_t *log, int32_t term_count, int32_t term_id, bool clean)
 {
     if (INT32_MAX == term_count)
     {
@@ -431,7 +431,7 @@ bool ls_logbuffer_rotate(ls_logbuffer_t *log, int32_t term_count, int32_t term_i
      * every subscriber has left; skip it if someone already rotated past (a late caller). */
     const int32_t clean_index = ls_logbuffer_index_by_term_count((int64_t)term_count + 2);
     const int32_t clean_held = ls_logbuffer_tail_term_id(ls_logbuffer_raw_tail(log, clean_index));
-    if (clean_held == (int32_t)((uint32_t)term_id - 1))
+    if (clean && clean_held == (int32_t)((uint32_t)term_id - 1))
     {
         /* The tail past the end (stored before) is seen before any zero: a reader that finds
          * it unchanged after copying a frame knows the copy is intact (image.c, lapped). */

@@ -68,10 +68,13 @@ void ls_logbuffer_set_end_of_stream_position(ls_logbuffer_t *log, int64_t positi
 /* The first position whose bytes are still intact: the start of the previous term (or of
  * the log's first written term), for a subscriber that starts from the retained log. */
 int64_t ls_logbuffer_retained_start_position(const ls_logbuffer_t *log);
-/* Moves the log from term `term_id` (count `term_count`) to the next: cleans the partition
- * two terms ahead (it holds term_id - 1, which every subscriber has passed), sets the next
- * partition's tail to (term_id + 1, 0) and CASes the active term count. Used by publishers
- * and, for a dead publisher, by the unblocker. True when this call advanced the count. */
-bool ls_logbuffer_rotate(ls_logbuffer_t *log, int32_t term_count, int32_t term_id);
+/* Moves the log from term `term_id` (count `term_count`) to the next: with `clean`, zeroes the
+ * partition two terms ahead (it holds term_id - 1, which every subscriber has passed), then
+ * sets the next partition's tail to (term_id + 1, 0) and CASes the active term count. Used by
+ * publishers and, for a dead publisher, by the unblocker. A media driver's log is cleaned by
+ * the driver (behind its sender, which may still have to send or resend term_id - 1): its
+ * publisher rotates without `clean`, as Aeron's client does. True when this call advanced the
+ * count. */
+bool ls_logbuffer_rotate(ls_logbuffer_t *log, int32_t term_count, int32_t term_id, bool clean);
 
 #endif

@@ -140,7 +140,7 @@ static int64_t ls_pub_end_of_term(ls_publication_t *pub, int32_t index, int32_t 
     {
         return LS_PUBLICATION_MAX_POSITION_EXCEEDED;
     }
-    ls_logbuffer_rotate(log, term_count, term_id);
+    ls_logbuffer_rotate(log, term_count, term_id, NULL == pub->driver_limit); /* (a driver cleans its own logs) */
     return 0;
 }
 

@@ -86,7 +86,7 @@ bool ls_image_unblock(ls_image_t *image)
         /* Nothing claimed here yet, unless the writer that crossed the previous term's end
          * died before rotating: rotate for it. */
         return ls_image_rotation_stalled(image, position, &stalled_count, &stalled_term_id) &&
-            ls_logbuffer_rotate(log, stalled_count, stalled_term_id);
+            ls_logbuffer_rotate(log, stalled_count, stalled_term_id, true);
     }
 
     /* The gap runs to the next written frame, else to the tail, else to the term end. */
@@ -127,7 +127,7 @@ bool ls_image_unblock(ls_image_t *image)
     if (next == term_length && ls_image_rotation_stalled(image, term_end, &stalled_count, &stalled_term_id))
     {
         /* The dead writer was the one that crossed the term end: rotate for it too. */
-        ls_logbuffer_rotate(log, stalled_count, stalled_term_id);
+        ls_logbuffer_rotate(log, stalled_count, stalled_term_id, true);
     }
     return true;
 }

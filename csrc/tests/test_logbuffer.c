@@ -250,7 +250,7 @@ static void test_rotate(void)
     /* Term -3 filled: its tail passed the end. */
     *(int64_t *)(memory + META) = ((int64_t)-3 * (INT64_C(1) << 32)) + TERM + 64;
     LS_CHECK(TERM == ls_logbuffer_tail_position(&log));
-    LS_CHECK(ls_logbuffer_rotate(&log, 0, -3));
+    LS_CHECK(ls_logbuffer_rotate(&log, 0, -3, true));
     LS_CHECK(1 == ls_logbuffer_active_term_count(&log));
     LS_CHECK((int64_t)-2 * (INT64_C(1) << 32) == ls_logbuffer_raw_tail(&log, 1));
     LS_CHECK(TERM == ls_logbuffer_tail_position(&log));
@@ -260,11 +260,11 @@ static void test_rotate(void)
     /* Retained start: the previous term once it was filled. */
     LS_CHECK(0 == ls_logbuffer_retained_start_position(&log));
     /* A second, late rotation of the same term does nothing. */
-    LS_CHECK(!ls_logbuffer_rotate(&log, 0, -3));
+    LS_CHECK(!ls_logbuffer_rotate(&log, 0, -3, true));
     LS_CHECK(1 == ls_logbuffer_active_term_count(&log));
 
     *(int64_t *)(memory + META + 8) = ((int64_t)-2 * (INT64_C(1) << 32)) + TERM;
-    LS_CHECK(ls_logbuffer_rotate(&log, 1, -2));
+    LS_CHECK(ls_logbuffer_rotate(&log, 1, -2, true));
     LS_CHECK(2 == ls_logbuffer_active_term_count(&log));
     LS_CHECK(all_zero(memory, TERM)); /* term -3's slot, cleaned for term 0 */
     LS_CHECK(2LL * TERM == ls_logbuffer_tail_position(&log));
@@ -272,7 +272,7 @@ static void test_rotate(void)
     /* No rotation past max position. */
     LS_CHECK(0 == format(0, INT32_MAX, 0));
     LS_CHECK(0 == ls_logbuffer_init(&log, memory, LENGTH));
-    LS_CHECK(!ls_logbuffer_rotate(&log, INT32_MAX, INT32_MAX));
+    LS_CHECK(!ls_logbuffer_rotate(&log, INT32_MAX, INT32_MAX, true));
 }
 
 int main(void)
