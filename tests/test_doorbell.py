@@ -17,7 +17,7 @@ import lockstep
 from lockstep import BlockingIdleStrategy, ManyToOneRing, Publication, Subscription
 from lockstep._native import lib
 from lockstep.archive import Recorder
-from lockstep.cluster.gateway import Gateway, halt
+from lockstep.cluster.gateway import Gateway, halt, resume
 from lockstep.cluster.replica import Replica, StateMachine
 from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM, SEQUENCED_HEADER_LENGTH, Sequencer
 from lockstep.transport.idle import agent_idle, run_agent
@@ -246,6 +246,31 @@ def test_gateway_asleep_behind_a_backlog_is_woken_by_a_halt(lsdir, procs, mp):
         assert 0 < report["requests"] < backlog
         assert report["disconnected_at_position"] == report["position_at_act"] < report["log_position"] == log.position
         procs.join_all()
+
+
+def test_a_gateway_gives_way_once_when_it_acts_on_a_halt(lsdir, monkeypatch):
+    """`halt --all` wakes every gateway at once; on a busy box the others may wait on the CPU
+    of the first, behind the log it drains next (in the demo: 1-5 ms). The one that acted
+    yields its CPU once, right after acting, and not again while halted or on a resume."""
+    import lockstep.cluster.gateway as gateway_module
+
+    yields: list[bool] = []
+    with Gateway("a", lsdir) as gw, Gateway("b", lsdir) as other:
+        monkeypatch.setattr(gateway_module.os, "sched_yield", lambda: yields.append(gw.halted and other.halted))
+        gw.do_work(), other.do_work()
+        assert yields == []
+        halt(lsdir, all=True, reason="test")
+        gw.do_work()
+        assert gw.halted and yields == [False]  # acted, then gave way (before the other had)
+        other.do_work()
+        assert yields == [False, True]
+        halt(lsdir, "a", reason="again")  # already halted: nothing to act on
+        resume(lsdir, "a")
+        gw.do_work()
+        assert not gw.halted and len(yields) == 2
+        halt(lsdir, "a", reason="second")
+        gw.do_work()
+        assert gw.halted and len(yields) == 3
 
 
 def test_blocking_idle_comes_back_for_housekeeping(lsdir):

@@ -389,6 +389,9 @@ class Gateway(Closing):
                 else:
                     self._awaiting, self._awaiting_from = record, self.messages_read
             self.after_halt(record)
+            # A halt goes to every gateway at once (`halt --all`): the others, woken with this
+            # one, may wait on this CPU behind the log this one drains next. Give way once.
+            os.sched_yield()
         elif msg.type is Resume:
             if not self.halted:
                 return
