@@ -357,10 +357,16 @@ def test_a_paced_sender_sleeps_until_shortly_before_each_send_time(monkeypatch):
 
 
 def test_bench_sequencer_at_a_rate_says_where_the_latency_went(lsdir):
-    """`lockstep bench sequencer --rate`: besides send -> apply, the client's lateness and
-    intended send -> sequenced (from the sequencer's timestamp), and the idle's sleeps."""
-    r = _lockstep_json("bench", "sequencer", "--commands", "3000", "--clients", "1", "--rate", "5000")
+    """`lockstep bench sequencer --rate`: besides intended send -> apply, the client's
+    lateness, intended send -> sequenced (from the sequencer's timestamp), the client's send
+    call -> apply, the idle's sleeps, and a blocking round trip of the same run to compare."""
+    r = _lockstep_json("bench", "sequencer", "--commands", "3000", "--clients", "1", "--rate", "5000",
+                       "--round-trips", "500")
     assert r["commands"] == 3000
-    for part in ("latency", "to_sequenced", "client_late"):
+    for part in ("latency", "to_sequenced", "client_late", "from_send"):
         assert 0 <= r[f"{part}_p50_ns"] <= r[f"{part}_p99_ns"], part
     assert r["to_sequenced_p50_ns"] <= r["latency_p50_ns"] and r["idle"]["sleeps"] > 0
+    assert r["from_send_p50_ns"] <= r["latency_p50_ns"] and r["round_trip_p50_ns"] > 0
+    short = _lockstep_json("bench", "sequencer", "--commands", "500", "--clients", "1", "--rate", "5000",
+                           "--size", "8", "--round-trips", "0")  # no room for the send stamp: no from_send
+    assert "from_send_p50_ns" not in short and "round_trip_p50_ns" not in short

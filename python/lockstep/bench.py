@@ -491,12 +491,16 @@ class _Stamps(StateMachine):
 
 
 def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate: float | None = None,
-              batch: int = 1) -> dict:
+              batch: int = 1, round_trips: int = 0) -> dict:
     """`clients` processes send `commands` in total through ingress -> sequencer -> log;
     this process runs the sequencer and reads the log. Without `rate`: commands/s (the log
-    read in batches; `batch` > 1: the clients use `send_batch` of that many). With `rate`: a replica of a trivial machine applies each command and
-    send-to-apply latency percentiles are reported. Both report the machine's apply rate on
-    its own (an offline replay of the log) and the C floor of the same loop, in this run."""
+    read in batches; `batch` > 1: the clients use `send_batch` of that many). With `rate`: a
+    replica of a trivial machine applies each command and send-to-apply latency percentiles
+    are reported, from the intended send time (a late client counts) and, size >= 16, from
+    the client's send call (its back-pressure counts, its oversleeping does not); with
+    `round_trips`, next to that many blocking round trips of the same run (`ping(idle="block")`,
+    the yardstick of issue 18's target). Both report the machine's apply rate on its own (an
+    offline replay of the log) and the C floor of the same loop, in this run."""
     from ._native import lib
     from .cluster.replica import OfflineReplica, Replica
     from .transport.reader import LogReader
@@ -557,10 +561,16 @@ def sequencer(commands: int = 1_000_000, clients: int = 2, size: int = 32, rate:
                     p.kill()
     floor_ns = lib.ls_bench_sequencer_floor(commands, clients, size)
     pct = np.percentile(machine.latencies, [50, 99]) if rate else (None, None)
-    # Where the latency went (rate runs): the client's lateness, intended send -> sequenced.
-    parts = {f"{name}_{q}_ns": int(np.percentile(values, p)) for name, values in
-             (("client_late", machine.late), ("to_sequenced", machine.sequenced)) for q, p in (("p50", 50), ("p99", 99))
-             } if rate else {}
+    # Where the latency went (rate runs): the client's lateness, intended send -> sequenced,
+    # and the latency from the client's send call (size >= 16: the command carries that stamp).
+    series = [("client_late", machine.late), ("to_sequenced", machine.sequenced)]
+    if size >= 2 * _STAMP.size:
+        series.append(("from_send", machine.latencies - machine.late))
+    parts: dict[str, int] = {f"{name}_{q}_ns": int(np.percentile(values, p)) for name, values in series
+                             for q, p in (("p50", 50), ("p99", 99))} if rate else {}
+    if rate and round_trips:
+        trip = ping(messages=round_trips, warmup=max(round_trips // 10, 100), idle="block")
+        parts["round_trip_p50_ns"] = trip["p50_ns"]
     return {"commands_per_sec": commands / elapsed, "commands": commands, "clients": clients, "size": size,
             "rate": rate, "batch": batch, "latency_p50_ns": pct[0] and int(pct[0]), "latency_p99_ns": pct[1] and int(pct[1]),
             "apply_per_sec": applied / apply_elapsed if apply_elapsed else 0.0,

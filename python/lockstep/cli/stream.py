@@ -153,14 +153,18 @@ def bench_ping(size: int, messages: int, warmup: int, rate: float | None, idle: 
               "without saturation (measured from the intended send time).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Commands per SequencerClient.send_batch call (1: one send per command); not with --rate.")
+@click.option("--round-trips", type=click.IntRange(min=0), default=5_000, show_default=True,
+              help="With --rate: blocking round trips measured after, the yardstick of the latency (0: none).")
 @_as_json
-def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, batch: int, as_json: bool) -> None:
+def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, batch: int, round_trips: int,
+                    as_json: bool) -> None:
     """Commands/s through ingress -> sequencer -> log -> replica, next to the C floor."""
     from ..bench import sequencer
 
     if rate and batch > 1:
         raise click.UsageError("--batch goes without --rate (the latency run sends one command at a time)")
-    result = sequencer(commands=commands, clients=clients, size=size, rate=rate, batch=batch)
+    result = sequencer(commands=commands, clients=clients, size=size, rate=rate, batch=batch,
+                       round_trips=round_trips if rate else 0)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -170,8 +174,19 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
                f"{f' in send_batch calls of {batch}' if batch > 1 else ''}"
                f"{f' at {rate:,.0f}/s' if rate else ''}: {result['commands_per_sec']:,.0f} commands/s{versus}")
     if rate:
-        click.echo(f"send -> apply latency p50 {result['latency_p50_ns'] / 1000:.1f} us, "
-                   f"p99 {result['latency_p99_ns'] / 1000:.1f} us")
+        trip = result.get("round_trip_p50_ns")
+
+        def versus_trip(ns: int) -> str:
+            return f" ({ns / trip:.1f}x a blocking round trip's p50)" if trip else ""
+
+        click.echo(f"intended send -> apply latency p50 {result['latency_p50_ns'] / 1000:.1f} us, "
+                   f"p99 {result['latency_p99_ns'] / 1000:.1f} us{versus_trip(result['latency_p99_ns'])}")
+        if "from_send_p99_ns" in result:
+            click.echo(f"client's send -> apply latency p50 {result['from_send_p50_ns'] / 1000:.1f} us, "
+                       f"p99 {result['from_send_p99_ns'] / 1000:.1f} us{versus_trip(result['from_send_p99_ns'])}"
+                       f"; the client late p99 {result['client_late_p99_ns'] / 1000:.1f} us")
+        if trip:
+            click.echo(f"blocking round trip (ping --idle block), same run: p50 {trip / 1000:.1f} us")
     click.echo(f"state machine apply rate alone (offline replay): {result['apply_per_sec']:,.0f} msgs/s")
 
 
