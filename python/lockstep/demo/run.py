@@ -264,12 +264,24 @@ def _value(run: _Run, name: str, index: int) -> int:
     return run.shared[1 + run.procs[name].slot * P.SLOT_WIDTH + index]
 
 
+# What the demo's processes get in their environment: one OpenBLAS thread (numpy's, loaded
+# with lockstep's codec: no process uses BLAS, and each of its idle threads would spin ~0.1
+# CPU s at start, a second in all, on a 2-core box), unless the user set it.
+CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+
+
 def _start(run: _Run, ctx: Any, names: list[str]) -> None:
-    for name in names:
-        p = run.procs[name]
-        p.process = ctx.Process(target=p.target, args=(str(run.dir_of(p)), name, run.shared, p.slot, *p.args),
-                                name=f"lockstep-demo {name}", daemon=True)
-        p.process.start()
+    added = {k: v for k, v in CHILD_ENV.items() if k not in os.environ}
+    os.environ.update(added)  # (spawned children inherit the environment at start)
+    try:
+        for name in names:
+            p = run.procs[name]
+            p.process = ctx.Process(target=p.target, args=(str(run.dir_of(p)), name, run.shared, p.slot, *p.args),
+                                    name=f"lockstep-demo {name}", daemon=True)
+            p.process.start()
+    finally:
+        for k in added:
+            del os.environ[k]
     _wait(run, lambda: all(_value(run, n, P.STATE) == P.RUNNING for n in names),
           f"{', '.join(names)} to start")
 
