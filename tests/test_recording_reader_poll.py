@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import random
 import struct
+import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockstep import ClosedError, Publication
+from lockstep import ClosedError, FileFormatError, Publication
 from lockstep.archive import Archive, Recorder
 from lockstep.transport.mapped import resolve_dir
 
@@ -120,16 +121,26 @@ def test_a_kept_view_is_released_after_the_call(recording):
             bytes(view)
 
 
-def test_poll_from_its_own_handler_is_refused(recording):
+@pytest.mark.parametrize("where", ["handler", "thread"])
+def test_poll_from_its_own_handler_or_another_thread_meanwhile_is_refused(recording, where):
+    """One scan per reader: a second poll while one is handing out its messages would overwrite it."""
     arch, payloads, _ = recording
     with arch.reader(0) as reader:
         errors: list[BaseException] = []
 
-        def handler(data, header):
+        def again() -> None:
             try:
                 reader.poll(lambda d, h: None, 1)
             except RuntimeError as e:
                 errors.append(e)
+
+        def handler(data, header):
+            if where == "handler":
+                again()
+            else:
+                t = threading.Thread(target=again)
+                t.start()
+                t.join()
         assert reader.poll(handler, 2) == 2
         assert len(errors) == 2 and "already polling" in str(errors[0])
         got: list[bytes] = []
@@ -193,3 +204,23 @@ def test_any_limits_and_raising_handlers_deliver_each_message_once(recording, po
         reader.poll(lambda d, h: ends.append(h.position), 1)
         if len(got) < len(payloads):
             assert len(ends) == 1
+
+
+def test_a_corrupt_frame_mid_term_ends_the_poll_after_the_messages_before_it(lsdir):
+    arch, payloads, _ = _record(lsdir, [40] * 300)
+    ends: list[int] = []
+    with arch.reader(0) as reader:
+        reader.poll(lambda d, h: ends.append(h.position), 300)
+    bad = ends[99]  # the frame of message 100
+    segment = arch.segment_files(0)[bad // SEGMENT]
+    with open(segment, "r+b") as f:
+        f.seek(bad % SEGMENT + 8)
+        f.write(struct.pack("<i", 12345))  # its term offset field
+    got: list[bytes] = []
+    with arch.reader(0) as reader:
+        with pytest.raises(FileFormatError, match=rf"{segment}: frame at offset {bad % SEGMENT} .*term offset field"):
+            reader.poll(lambda d, h: got.append(bytes(d)), 1000)
+        assert got == payloads[:100] and reader.position == bad
+        with pytest.raises(FileFormatError):
+            reader.poll(lambda d, h: got.append(bytes(d)), 1000)
+        assert len(got) == 100

@@ -1,8 +1,9 @@
 /* The shared lifecycle of the vectorcall types (offer.c, receive.c, send.c, poll.c, ring_fast.c,
  * claim.c, scan_deliver.c): each object starts with LsFastHead (its vectorcall, the C struct it
- * borrows, and up to LS_FAST_REFS Python references: owner, fallback, ...), so new/traverse/clear/dealloc/detach are written
- * once here. The borrowed struct comes from a cffi buffer of exactly its size (never a raw
- * address); the owner keeps it alive and detaches the object before freeing or unmapping it. */
+ * borrows, and up to LS_FAST_REFS Python references: owner, fallback, ...), so
+ * new/traverse/clear/dealloc/detach are written once here. The borrowed struct comes from a cffi
+ * buffer of exactly its size (never a raw address); the owner keeps it alive and detaches the
+ * object before freeing or unmapping it. */
 #ifndef LS_FASTPATH_H
 #define LS_FASTPATH_H
 

@@ -118,16 +118,21 @@ static PyObject *deliver_vectorcall(PyObject *callable, PyObject *const *args, s
         return NULL;
     }
     const uint8_t *base = (const uint8_t *)segment.buf + term_at;
+    const int32_t limit_at = (int32_t)(limit_offset > 0 ? limit_offset : 0);
+    const int32_t fragments =
+        (int32_t)(fragment_limit < 0 ? 0 : fragment_limit > INT32_MAX ? INT32_MAX : fragment_limit);
+    /* In flight from here: a second call meanwhile (the GIL released for the scan, which may wait on
+     * the disk for the segment's pages; a handler) would overwrite the scan, so it is refused. */
+    ls_fast_enter(&self->head);
+    int32_t found;
+    Py_BEGIN_ALLOW_THREADS
     term->buffer = base;
     term->begin_position = begin;
     term->term_id = deliver_term_id(self, position, term_length);
-    const int32_t found = ls_term_scan(term, term_offset, (int32_t)(limit_offset > 0 ? limit_offset : 0),
-                                       (int32_t)(fragment_limit < 0 ? 0 : fragment_limit > INT32_MAX ? INT32_MAX :
-                                                 fragment_limit),
-                                       self->assembler, self->scan);
+    found = ls_term_scan(term, term_offset, limit_at, fragments, self->assembler, self->scan);
     term->buffer = NULL;
+    Py_END_ALLOW_THREADS
 
-    ls_fast_enter(&self->head); /* (handlers run: a second call meanwhile would overwrite the scan) */
     const int failed = deliver_scanned(self, base, args[4]);
     if (!failed)
     {
