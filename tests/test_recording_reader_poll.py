@@ -164,6 +164,23 @@ def test_a_closed_reader_raises_closed_error(recording):
     assert reader.position == seen[-1]
 
 
+def test_a_close_under_the_c_call_tears_down_when_it_returns(recording):
+    """The shared fast-type lifecycle: while TermScanDeliver hands out messages it is `busy` and
+    the reader's teardown (unmapping the segments) waits for it; it runs as the call returns."""
+    arch, payloads, _ = recording
+    reader = arch.reader(0)
+    _, view, offset = reader._maps.get(reader.position)
+    states: list[tuple[bool, bool, bytes]] = []
+
+    def handler(data, header):
+        if not states:
+            reader.close()
+        states.append((reader._deliver.busy, reader._torn_down, bytes(data)))
+    assert reader._deliver(view, offset, reader.limit, 3, handler) == 3  # (no Python poll's token around it)
+    assert states == [(True, False, p) for p in payloads[:3]]
+    assert reader._torn_down and not reader._deliver.busy
+
+
 def test_start_and_stop_inside_the_recording(recording):
     arch, payloads, stop = recording
     ends: list[int] = []

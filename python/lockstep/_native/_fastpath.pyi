@@ -75,7 +75,8 @@ class PollAny:
 
 class TermScanDeliver:
     """scan_deliver.c: one term of RecordingReader.poll, its messages handed to the handler."""
-    def __init__(self, term: Any, scan: Any, assembler: Any, initial_term_id: int, position: int) -> None: ...
+    def __init__(self, term: Any, scan: Any, assembler: Any, initial_term_id: int, position: int,
+                 finish: Callable[[], None] | None = None) -> None: ...
     # (segment buffer, file offset of the position, stream limit, fragment limit, handler): the
     # messages found (position then where the scan stopped), or -1 at a corrupt frame (C error set)
     def __call__(self, segment: Any, offset: int, limit: int, fragment_limit: int,

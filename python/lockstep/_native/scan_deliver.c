@@ -5,7 +5,8 @@
  * reader's position is this object's and moves per message, consumed whatever the handler
  * does: a handler that raises has its message consumed, and the messages after it in the scan
  * are left for the next poll to find again. Following a live recording, a corrupt frame's
- * error and a close stay in the Python poll around it. */
+ * error and a close stay in the Python poll around it; while the call is in flight (`busy`) the
+ * reader's teardown waits, and `finish` runs it when a call that was closed under returns. */
 #include "fastpath.h"
 
 #include <structmember.h> /* PyMemberDef, T_LONGLONG (3.11) */
@@ -138,19 +139,20 @@ static PyObject *deliver_vectorcall(PyObject *callable, PyObject *const *args, s
     {
         self->position = begin + self->scan->end_offset;
     }
-    ls_fast_leave(&self->head, failed);
-    PyBuffer_Release(&segment);
-    return failed ? NULL : PyLong_FromLong(found);
+    PyBuffer_Release(&segment); /* (before a deferred close's finish unmaps the segment) */
+    return ls_fast_leave(&self->head, failed) < 0 ? NULL : PyLong_FromLong(found);
 }
 
 static PyObject *deliver_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *refs[DELIVER_REFS] = { NULL };
+    PyObject *finish = NULL;
     int initial_term_id;
     long long position;
-    static char *names[] = { "term", "scan", "assembler", "initial_term_id", "position", NULL };
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOiL:TermScanDeliver", names, &refs[DELIVER_TERM],
-                                     &refs[DELIVER_SCAN], &refs[DELIVER_ASSEMBLER], &initial_term_id, &position))
+    static char *names[] = { "term", "scan", "assembler", "initial_term_id", "position", "finish", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOiL|O:TermScanDeliver", names, &refs[DELIVER_TERM],
+                                     &refs[DELIVER_SCAN], &refs[DELIVER_ASSEMBLER], &initial_term_id, &position,
+                                     &finish))
     {
         return NULL;
     }
@@ -176,6 +178,10 @@ static PyObject *deliver_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     }
     TermScanDeliverObject *self =
         (TermScanDeliverObject *)ls_fast_alloc(type, deliver_vectorcall, term, refs, DELIVER_REFS);
+    if (NULL != self && ls_fast_set_finish(&self->head, finish) < 0)
+    {
+        Py_CLEAR(self);
+    }
     if (NULL != self)
     {
         self->scan = scan;
@@ -214,7 +220,7 @@ static PyTypeObject TermScanDeliverType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "lockstep._native._fastpath.TermScanDeliver",
     .tp_doc = "TermScanDeliver(ffi.buffer(term), ffi.buffer(scan), ffi.buffer(assembler), initial_term_id, "
-              "position): deliver(segment, offset, limit, fragment_limit, handler) -> messages of one term "
+              "position, finish=None): deliver(segment, offset, limit, fragment_limit, handler) -> messages of one term "
               "handed to handler(data, header), or -1 at a corrupt frame.",
     LS_FAST_TYPE_COMMON(TermScanDeliverObject),
     .tp_new = deliver_new,

@@ -64,8 +64,10 @@ class RecordingReader(Closing):
         self._scan = ffi.new("ls_term_scan_t *")
         self._assembler = ffi.new("ls_fragment_assembler_t *")
         lib.ls_fragment_assembler_init(self._assembler, max(desc.term_length // 8, desc.mtu))
+        # (While it hands out messages it is in flight, `busy`: a close's teardown waits for it.)
         self._deliver = TermScanDeliver(ffi.buffer(self._term), ffi.buffer(self._scan), ffi.buffer(self._assembler),
-                                        desc.initial_term_id, start)
+                                        desc.initial_term_id, start, finish=self._finish_close)
+        self._c_calls = (self._deliver,)
         self._header: Header = self._deliver.header
 
     @property
