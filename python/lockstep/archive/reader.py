@@ -13,7 +13,7 @@ from .._native import ffi, lib
 from .._native._fastpath import Header, TermScanDeliver
 from ..errors import FileFormatError, InvalidArgumentError
 from .catalog import Catalog, RecordingDescriptor
-from .segments import SegmentMaps, align, frame_problem, recorded_term, term_error, term_id_at
+from .segments import SegmentMaps, align, frame_problem, recorded_term, term_error
 
 __all__ = ["RecordingHeader", "RecordingReader"]
 
