@@ -23,6 +23,7 @@ import pytest
 import lockstep
 from lockstep import (CLOSED, ClosedError, InvalidArgumentError, ManyToOneRing, OneToOneRing, Publication,
                       Subscription)
+from lockstep.archive import Archive, Recorder
 from lockstep.cluster.sequencer import SequencerClient
 from lockstep.transport.counters import Counters
 from lockstep.transport.ring import ControlledAction
@@ -133,6 +134,11 @@ def _setup(kind: str, dir: Path, shared: dict):
         if kind == "poll_batch":
             return sub, lambda: sub.poll_batch(_batch_handler, 64)
         return sub, sub.receive
+    if kind == "recording_poll":  # the archive's reader: its C loop over a term's messages (scan_deliver.c)
+        if "archive" not in shared:
+            shared["archive"] = _recording(dir, 5_000)
+        reader = shared["archive"].reader(0)
+        return reader, lambda: reader.poll(_slow_poll_handler, 50)
     if kind.startswith("ring_"):
         ring = ManyToOneRing(dir / f"ring-{random.getrandbits(32)}", 1 << 16)
         if kind == "ring_write":
@@ -157,6 +163,23 @@ def _setup(kind: str, dir: Path, shared: dict):
         counters = Counters(dir)
         return counters, lambda: (counters.find_stream(4, 0, STREAM), list(counters))
     raise ValueError(kind)
+
+
+def _recording(dir: Path, count: int) -> Archive:
+    """A stopped recording (id 0) of `count` numbered messages of stream STREAM, in `dir`/archive."""
+    rec = Recorder(dir, stream_id=STREAM, segment_length=1 << 17, archive_dir=dir / "archive")
+    pub = Publication(STREAM, dir, exclusive=True, term_length=TERM)
+    rec.discover()
+    for i in range(count):
+        while pub.offer(i.to_bytes(4, "little") * 25) < 0:
+            rec.do_work()
+    deadline = time.monotonic() + GUARD_S
+    while rec.position != pub.position:
+        assert time.monotonic() < deadline, "the recorder never caught up"
+        rec.do_work()
+    rec.close()
+    pub.close()
+    return Archive(dir / "archive")
 
 
 def _race(kind: str, iterations: int, seed: int) -> None:
@@ -211,7 +234,7 @@ print("ok")
 
 KINDS = {"offer": 60, "offer_view": 20, "offer_batch": 12, "try_claim": 60, "poll": 40, "poll_batch": 40,
          "receive": 40, "receive_blocking": 10, "ring_write": 60, "ring_read": 60, "ring_try_claim": 60,
-         "counters": 40, "block_poll": 40, "send_batch": 40}
+         "counters": 40, "block_poll": 40, "send_batch": 40, "recording_poll": 40}
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -255,6 +278,30 @@ pub.close()
 print("ok")
 """
 
+_READER_CLOSED_MID_POLL = """
+import sys, threading, os
+sys.path.insert(0, sys.argv[1])
+import lockstep
+from pathlib import Path
+from test_close_races import _recording
+reader = _recording(Path(os.environ["LOCKSTEP_DIR"]), 100).reader(0)
+seen = []
+def handler(data, header):
+    seen.append(bytes(data))
+    if len(seen) == 1:  # close from another thread while this poll is inside
+        t = threading.Thread(target=reader.close); t.start(); t.join()
+n = reader.poll(handler, 20)
+assert n == 20 and [int.from_bytes(s[:4], "little") for s in seen] == list(range(20)), (n, len(seen))
+assert reader.closed
+try:
+    reader.poll(handler, 1)
+except lockstep.ClosedError:
+    pass
+else:
+    raise AssertionError("a closed reader answered instead of raising ClosedError")
+print("ok")
+"""
+
 _RING_CLOSED_MID_READ = """
 import sys, threading, os
 import lockstep
@@ -278,7 +325,8 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("code", [_POLL_CLOSED_MID_CALL, _RING_CLOSED_MID_READ], ids=["poll", "ring_read"])
+@pytest.mark.parametrize("code", [_POLL_CLOSED_MID_CALL, _RING_CLOSED_MID_READ, _READER_CLOSED_MID_POLL],
+                         ids=["poll", "ring_read", "recording_poll"])
 def test_close_while_a_handler_runs_lets_the_call_finish(lsdir, code):
     """Item 16: poll (and ring read) racing close never raise 'released memoryview' nor
     touch unmapped memory: the call in flight finishes its messages, later calls raise ClosedError."""

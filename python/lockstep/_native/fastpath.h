@@ -1,13 +1,16 @@
 /* The shared lifecycle of the vectorcall types (offer.c, receive.c, send.c, poll.c, ring_fast.c,
- * claim.c): each object starts with LsFastHead (its vectorcall, the C struct it borrows, and up to LS_FAST_REFS
- * Python references: owner, fallback, ...), so new/traverse/clear/dealloc/detach are written
- * once here. The borrowed struct comes from a cffi buffer of exactly its size (never a raw
- * address); the owner keeps it alive and detaches the object before freeing or unmapping it. */
+ * claim.c, scan_deliver.c): each object starts with LsFastHead (its vectorcall, the C struct it
+ * borrows, and up to LS_FAST_REFS Python references: owner, fallback, ...), so
+ * new/traverse/clear/dealloc/detach are written once here. The borrowed struct comes from a cffi
+ * buffer of exactly its size (never a raw address); the owner keeps it alive and detaches the
+ * object before freeing or unmapping it. */
 #ifndef LS_FASTPATH_H
 #define LS_FASTPATH_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "logbuffer/frame_header.h"
 
 #define LS_FAST_REFS 9
 /* The owner's deferred close finish (refs[LS_FAST_FINISH], or NULL): see ls_fast_leave. */
@@ -61,6 +64,24 @@ PyObject *ls_fast_view(PyObject **slot, const void *data, Py_ssize_t length, int
 void ls_fast_view_done(PyObject *view);
 void ls_fast_view_release(PyObject *view); /* the same, keeping the reference */
 
+/* Hands data[0:length] to handler(view, header) (vectorcall, a view from ls_fast_view over *slot,
+ * released after the call). 0 when the handler returned, -1 when it raised (the message was
+ * handed out), -2 when no view could be made (nothing handed out); an exception is set then. */
+int ls_fast_hand(PyObject *handler, PyObject **slot, const void *data, Py_ssize_t length, PyObject *header);
+
+/* The Header (poll.c): the frame header of the message being handled, headers[i] of a scan
+ * (an image's or a term's) that it keeps alive; the fast types that call handlers set i. */
+typedef struct
+{
+    PyObject_HEAD
+    const ls_frame_header_t *headers; /* the scan's headers array */
+    int i;                            /* which one is current */
+    PyObject *owner;                  /* keeps *headers alive */
+} LsHeaderObject;
+
+/* A new Header over `scan` (ffi.buffer of an ls_image_scan_t or ls_term_scan_t), or NULL. */
+PyObject *ls_fast_header_new(PyObject *scan);
+
 /* The flags and slots every fast type shares. */
 #define LS_FAST_TYPE_COMMON(Struct)                                                          \
     .tp_basicsize = sizeof(Struct),                                                         \
@@ -89,6 +110,7 @@ int ls_fast_register_send(PyObject *module);
 int ls_fast_register_poll(PyObject *module);
 int ls_fast_register_ring(PyObject *module);
 int ls_fast_register_claim(PyObject *module);
+int ls_fast_register_scan_deliver(PyObject *module); /* scan_deliver.c */
 int ls_fast_register_codec(PyObject *module); /* codec_fast.c */
 int ls_fast_register_apply(PyObject *module); /* apply_fast.c */
 int ls_fast_add_type(PyObject *module, PyTypeObject *type, const char *name);

@@ -1,5 +1,5 @@
-/* What the fast types (offer.c, receive.c, send.c, poll.c, ring_fast.c, claim.c) share (see fastpath.h), and
- * FastMethod: the class-level descriptor that makes a fast object the documented method. */
+/* What the fast types (offer.c, receive.c, send.c, poll.c, ring_fast.c, claim.c, scan_deliver.c)
+ * share (see fastpath.h), and FastMethod: the class-level descriptor that makes a fast object the documented method. */
 #include "fastpath.h"
 
 #include <string.h>
@@ -163,6 +163,25 @@ void ls_fast_view_done(PyObject *view)
 {
     ls_fast_view_release(view);
     Py_DECREF(view);
+}
+
+int ls_fast_hand(PyObject *handler, PyObject **slot, const void *data, Py_ssize_t length, PyObject *header)
+{
+    PyObject *view = ls_fast_view(slot, data, length, 0);
+    if (NULL == view)
+    {
+        return -2;
+    }
+    /* (args[-1] free for a bound-method handler to put its self in: no new argument array) */
+    PyObject *args[3] = { NULL, view, header };
+    PyObject *result = PyObject_Vectorcall(handler, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    ls_fast_view_done(view);
+    if (NULL == result)
+    {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
 }
 
 PyObject *ls_fast_set_images(LsFastHead *head, int slot, Py_ssize_t *next, PyObject *images, PyTypeObject *type)
@@ -339,6 +358,7 @@ int ls_fast_register(PyObject *module)
     if (ls_fast_add_type(module, &FastMethodType, "FastMethod") < 0 || ls_fast_register_offer(module) < 0 ||
         ls_fast_register_receive(module) < 0 || ls_fast_register_send(module) < 0 ||
         ls_fast_register_poll(module) < 0 || ls_fast_register_ring(module) < 0 || ls_fast_register_claim(module) < 0 ||
+        ls_fast_register_scan_deliver(module) < 0 ||
         ls_fast_register_codec(module) < 0 || ls_fast_register_apply(module) < 0)
     {
         return -1;

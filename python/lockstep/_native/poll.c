@@ -14,13 +14,7 @@
 
 /* -- Header: the frame header of the message being handled (valid during the call) -------- */
 
-typedef struct
-{
-    PyObject_HEAD
-    const ls_frame_header_t *headers; /* the scan's headers array */
-    int i;                            /* which one is current */
-    PyObject *owner;                  /* keeps *headers alive */
-} HeaderObject;
+typedef LsHeaderObject HeaderObject; /* (fastpath.h: scan_deliver.c sets i too) */
 
 static PyTypeObject HeaderType;
 
@@ -196,6 +190,11 @@ static PyTypeObject HeaderType = {
     .tp_methods = header_methods,
 };
 
+PyObject *ls_fast_header_new(PyObject *scan)
+{
+    return PyObject_CallOneArg((PyObject *)&HeaderType, scan);
+}
+
 /* -- Poll: image.poll(handler, limit=10) -> messages handled ------------------------------ */
 
 enum { POLL_IMAGE, POLL_SCAN, POLL_RECEIVE, POLL_FALLBACK, POLL_HEADER, POLL_VIEW, POLL_FAILED };
@@ -358,23 +357,14 @@ static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *han
         if (LS_FRAME_TYPE_PAD != type)
         {
             poll_fill_header(header, frame, next, term_id, offset, frame_length);
-            PyObject *view = ls_fast_view(&self->head.refs[POLL_VIEW], frame + LS_DATA_HEADER_LENGTH,
-                                          frame_length - LS_DATA_HEADER_LENGTH, 0);
-            /* (args[-1] free for a bound-method handler to put its self in: no new argument array) */
-            PyObject *args[3] = { NULL, view, (PyObject *)self->header };
-            PyObject *result = NULL == view ? NULL :
-                PyObject_Vectorcall(handler, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-            if (NULL != view)
-            {
-                ls_fast_view_done(view);
-            }
-            if (NULL == result)
+            const int handed = ls_fast_hand(handler, &self->head.refs[POLL_VIEW], frame + LS_DATA_HEADER_LENGTH,
+                                            frame_length - LS_DATA_HEADER_LENGTH, (PyObject *)self->header);
+            if (handed < 0)
             {
                 /* The failing message counts as consumed, the rest do not. */
-                poll_commit(self, image, NULL == view ? position : next);
+                poll_commit(self, image, -2 == handed ? position : next);
                 return -1;
             }
-            Py_DECREF(result);
             count++;
             self->unchecked = 1; /* the next poll that finds nothing checks once (as the scan path does) */
         }
@@ -417,16 +407,14 @@ static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *ha
         {
             const int32_t offset = scan->data_offsets[i];
             const uint8_t *data = offset >= 0 ? image->log.terms[scan->partitions[i]] + offset : image->assembler.buffer;
-            PyObject *view = ls_fast_view(&self->head.refs[POLL_VIEW], data, scan->lengths[i], 0);
-            if (NULL == view)
+            self->header->i = i;
+            const int handed = ls_fast_hand(handler, &self->head.refs[POLL_VIEW], data, scan->lengths[i],
+                                            (PyObject *)self->header);
+            if (-2 == handed)
             {
                 return -1;
             }
-            self->header->i = i;
-            PyObject *args[3] = { NULL, view, (PyObject *)self->header };
-            PyObject *result = PyObject_Vectorcall(handler, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-            ls_fast_view_done(view);
-            if (NULL == result)
+            if (handed < 0)
             {
                 /* The failing message counts as consumed, the rest do not. */
                 const int64_t position = scan->headers[i].position;
@@ -434,7 +422,6 @@ static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *ha
                 *self->peek = ls_image_length_index(image, position);
                 return -1;
             }
-            Py_DECREF(result);
         }
         if (self->deferred && n > 0 && ls_image_set_position(image, scan->end_position) < 0)
         {
@@ -567,7 +554,7 @@ static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     {
         return NULL;
     }
-    PyObject *header = PyObject_CallOneArg((PyObject *)&HeaderType, scan_buffer);
+    PyObject *header = ls_fast_header_new(scan_buffer);
     if (NULL == header)
     {
         return NULL;

@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from .._closing import Closing
-import numpy as np
-
 from .._native import ffi, lib
-from .._native._fastpath import Header
+from .._native._fastpath import Header, TermScanDeliver
 from ..errors import FileFormatError, InvalidArgumentError
 from .catalog import Catalog, RecordingDescriptor
-from .segments import SegmentMaps, align, frame_problem, recorded_term, term_error, term_id_at
+from .segments import SegmentMaps, align, frame_problem, recorded_term, term_error
 
 __all__ = ["RecordingHeader", "RecordingReader"]
 
@@ -58,21 +56,29 @@ class RecordingReader(Closing):
         self.stop = stop
         self._catalog = catalog
         self._limit = desc.stop_position if stop is None else min(stop, desc.stop_position)
-        self.position = start
         self._maps = SegmentMaps(self.dir, desc)
-        # The C term reader's state: the term descriptor, one scan's output (read a batch at a
-        # time through numpy: one call, not one per field), the reassembly; the Header reads
-        # the scan's frame headers in place.
+        # The C term reader's state: the term descriptor, one scan's output, the reassembly;
+        # `_deliver` scans a term and hands its messages to the handler in C (one call per term:
+        # scan_deliver.c), and keeps the position; its Header reads the scan's frame headers in place.
         self._term = recorded_term(desc)
-        self._scan = scan = ffi.new("ls_term_scan_t *")
-        self._header = Header(ffi.buffer(scan))
-        self._offsets = np.frombuffer(ffi.buffer(scan.data_offsets), dtype=np.int32)
-        self._lengths = np.frombuffer(ffi.buffer(scan.lengths), dtype=np.int32)
-        self._positions = np.frombuffer(ffi.buffer(scan.headers), dtype=np.dtype({
-            "names": ["position"], "formats": ["<i8"], "offsets": [0],
-            "itemsize": ffi.sizeof("ls_frame_header_t")}))["position"]
+        self._scan = ffi.new("ls_term_scan_t *")
         self._assembler = ffi.new("ls_fragment_assembler_t *")
         lib.ls_fragment_assembler_init(self._assembler, max(desc.term_length // 8, desc.mtu))
+        # (While it hands out messages it is in flight, `busy`: a close's teardown waits for it.)
+        self._deliver = TermScanDeliver(ffi.buffer(self._term), ffi.buffer(self._scan), ffi.buffer(self._assembler),
+                                        desc.initial_term_id, start, finish=self._finish_close)
+        self._c_calls = (self._deliver,)
+        self._header: Header = self._deliver.header
+
+    @property
+    def position(self) -> int:
+        """Where reading goes on from: after the last message consumed (during a handler call,
+        after the message being handled)."""
+        return self._deliver.position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._deliver.position = value
 
     @property
     def limit(self) -> int:
@@ -104,52 +110,33 @@ class RecordingReader(Closing):
 
     def poll(self, handler: Callable[[memoryview, RecordingHeader], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. `data`
-        is a view valid only during the call. A handler that raises has its message consumed."""
-        desc = self.desc
-        mask = desc.term_length - 1
-        header, term, scan, assembler = self._header, self._term, self._scan, self._assembler
-        count = 0
-        while count < limit:
-            pos = self.position
-            if pos >= self._limit:
-                if self._live and self._refresh():
-                    continue
-                break
-            path, view, offset = self._maps.get(pos)
-            term_begin = pos - (pos & mask)
-            term_at = offset - (pos & mask)  # the term's start in the segment file
-            term.begin_position = term_begin
-            term.term_id = term_id_at(desc, pos)
-            with ffi.from_buffer(view) as memory:  # (an export of the map only for the scan: maps may close after)
-                term.buffer = memory + term_at
-                n = lib.ls_term_scan(term, pos & mask, min(mask + 1, self._limit - term_begin), limit - count,
-                                     assembler, scan)
-            term.buffer = ffi.NULL
-            found = scan.count
-            if found:
-                offsets = self._offsets[:found].tolist()
-                lengths = self._lengths[:found].tolist()
-                positions = self._positions[:found].tolist()
-                for i in range(found):
-                    header._i = i
-                    self.position = positions[i]  # consumed, whatever the handler does
-                    count += 1
-                    at = offsets[i]
-                    if at >= 0:
-                        handler(view[term_at + at:term_at + at + lengths[i]], header)
-                    else:
-                        with memoryview(ffi.buffer(assembler.buffer, lengths[i])) as data:
-                            handler(data, header)
-            end = term_begin + scan.end_offset
-            if n < 0:
-                self.position = end
-                raise self._bad(path, term_at + scan.end_offset, end, term_error())
-            if end == pos:  # the next frame runs past the limit: not there yet
-                if self._live and self._refresh():
-                    continue
-                break
-            self.position = end
-        return count
+        is a view valid only during the call. A handler that raises has its message consumed
+        (the messages scanned after it are read again by the next poll)."""
+        token = self._token  # None once closed; held, the maps and the assembler outlive this call
+        try:
+            if token is None:
+                raise self._closed_error()
+            deliver, maps = self._deliver, self._maps
+            count = 0
+            while count < limit and self._token is not None:  # (closed by a handler: this call ends here)
+                pos = deliver.position
+                if pos >= self._limit:
+                    if self._live and self._refresh():
+                        continue
+                    break
+                path, view, offset = maps.get(pos)
+                n = deliver(view, offset, self._limit, limit - count, handler)  # one term, in C
+                end = deliver.position
+                if n < 0:
+                    raise self._bad(path, offset + end - pos, end, term_error())
+                count += n
+                if end == pos:  # the next frame runs past the limit: not there yet
+                    if self._live and self._refresh():
+                        continue
+                    break
+            return count
+        finally:
+            del token
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """Every frame (padding included) from the position to the stop, as it lies in the
@@ -179,6 +166,9 @@ class RecordingReader(Closing):
             out.clear()
             if n == 0 and self.position == before:
                 return
+
+    def _detach(self) -> None:  # (close(): later polls raise ClosedError)
+        self._deliver.detach()
 
     def _teardown(self) -> None:  # (close())
         self._maps.close()
