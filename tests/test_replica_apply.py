@@ -124,3 +124,28 @@ def test_a_swapped_machine_gets_the_next_message_and_the_context_is_settable():
     with pytest.raises(TypeError):
         runner.ctx.sequence = "1"
     assert struct.calcsize("<qqqii") == 32
+
+
+def test_through_a_poll_the_c_header_gives_the_position_and_odd_input_still_raises(lsdir):
+    """Polled from a log, the apply reads each message's position from the poll's C Header (no
+    Python int per message); a short payload or a gap still reaches the Python apply with that
+    position and raises there, as by hand."""
+    from lockstep import Publication
+    from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM
+
+    with Publication(DEFAULT_LOG_STREAM, lsdir) as log, \
+            Replica(Recorder(), lsdir, name="polled", hash_every=0, send_outputs=False) as replica:
+        ends = []
+        for payload in (SEQUENCED_HEADER.pack(1, 10, 1, 7, 0) + b"one", SEQUENCED_HEADER.pack(2, 20, 2, 7, 0) + b"two",
+                        bytes(31), SEQUENCED_HEADER.pack(4, 40, 4, 7, 0)):
+            assert log.offer(payload) > 0
+            ends.append(log.position)
+        with pytest.raises(LockstepError, match=f"position {ends[2]}: expected at least 32 bytes .* found 31"):
+            while True:
+                replica.do_work()
+        assert [(s, p, c) for s, p, _t, _o, _q, _ty, c in replica.machine.seen] == [(1, ends[0], b"one"),
+                                                                                     (2, ends[1], b"two")]
+        assert (replica.last_sequence, replica.last_position) == (2, ends[1])
+        with pytest.raises(LockstepError, match="sequence gap"):
+            while True:
+                replica.do_work()

@@ -134,10 +134,14 @@ static int64_t load_i64(const uint8_t *p)
     return (int64_t)v;
 }
 
-/* The Python apply(payload, position), the position an int (a header's, when a poll called us);
- * takes the reference to `position`. */
-static PyObject *apply_fallback(ApplyObject *self, PyObject *payload, PyObject *position)
+/* The Python apply(payload, position), the position an int (a header's, when a poll called us):
+ * `position`, or when NULL one made of `at`; takes the reference to `position`. */
+static PyObject *apply_fallback(ApplyObject *self, PyObject *payload, PyObject *position, long long at)
 {
+    if (NULL == position && NULL == (position = PyLong_FromLongLong(at)))
+    {
+        return NULL;
+    }
     PyObject *args[2] = { payload, position };
     PyObject *result = PyObject_Vectorcall(self->head.refs[APPLY_FALLBACK], args, 2, NULL);
     Py_DECREF(position);
@@ -157,19 +161,25 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
     {
         return PyObject_Vectorcall(self->head.refs[APPLY_FALLBACK], args, nargsf, kwnames);
     }
-    /* position: an int (apply), or a poll's header (the handler) */
-    PyObject *position = PyLong_CheckExact(args[1]) ? Py_NewRef(args[1]) : header_position(self, args[1]);
-    if (NULL == position)
+    /* position: a poll's Header (the handler: read in C, no Python int made unless a fallback
+     * needs one), an int (apply), or another header (its `position`) */
+    long long at = 0;
+    PyObject *position = NULL;
+    if (!ls_fast_header_position(args[1], &at))
     {
-        return NULL;
+        position = PyLong_CheckExact(args[1]) ? Py_NewRef(args[1]) : header_position(self, args[1]);
+        if (NULL == position)
+        {
+            return NULL;
+        }
+        at = PyLong_AsLongLong(position);
+        if (-1 == at && PyErr_Occurred())
+        {
+            PyErr_Clear();
+            return apply_fallback(self, args[0], position, 0);
+        }
     }
-    const long long at = PyLong_AsLongLong(position);
     Py_buffer view;
-    if (-1 == at && PyErr_Occurred())
-    {
-        PyErr_Clear();
-        return apply_fallback(self, args[0], position);
-    }
     if (Py_IS_TYPE(args[0], &PyMemoryView_Type) && !(((PyMemoryViewObject *)args[0])->flags & _Py_MEMORYVIEW_RELEASED) &&
         !(((PyMemoryViewObject *)args[0])->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED) &&
         PyBuffer_IsContiguous(&((PyMemoryViewObject *)args[0])->view, 'C'))
@@ -180,7 +190,7 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
     else if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
     {
         PyErr_Clear();
-        return apply_fallback(self, args[0], position);
+        return apply_fallback(self, args[0], position, at);
     }
     const uint8_t *data = (const uint8_t *)view.buf;
     const long long sequence = view.len < SEQUENCED_HEADER_LENGTH ? 0 : load_i64(data);
@@ -188,9 +198,9 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
                                                sequence != self->last_sequence + 1))
     {
         PyBuffer_Release(&view);
-        return apply_fallback(self, args[0], position); /* too short, or a gap: it raises */
+        return apply_fallback(self, args[0], position, at); /* too short, or a gap: it raises */
     }
-    Py_DECREF(position);
+    Py_XDECREF(position);
     if (sequence <= self->last_sequence)
     {
         PyBuffer_Release(&view);

@@ -82,6 +82,9 @@ typedef struct
 /* A new Header over `scan` (ffi.buffer of an ls_image_scan_t or ls_term_scan_t), or NULL. */
 PyObject *ls_fast_header_new(PyObject *scan);
 
+/* Whether `obj` is a Header; if so, *position is its current message's (no Python int made). */
+int ls_fast_header_position(PyObject *obj, long long *position);
+
 /* The flags and slots every fast type shares. */
 #define LS_FAST_TYPE_COMMON(Struct)                                                          \
     .tp_basicsize = sizeof(Struct),                                                         \

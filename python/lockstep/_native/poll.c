@@ -195,6 +195,16 @@ PyObject *ls_fast_header_new(PyObject *scan)
     return PyObject_CallOneArg((PyObject *)&HeaderType, scan);
 }
 
+int ls_fast_header_position(PyObject *obj, long long *position)
+{
+    if (!Py_IS_TYPE(obj, &HeaderType))
+    {
+        return 0;
+    }
+    *position = header_value((HeaderObject *)obj, H_POSITION);
+    return 1;
+}
+
 /* -- Poll: image.poll(handler, limit=10) -> messages handled ------------------------------ */
 
 enum { POLL_IMAGE, POLL_SCAN, POLL_RECEIVE, POLL_FALLBACK, POLL_HEADER, POLL_VIEW, POLL_FAILED };
