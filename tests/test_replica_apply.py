@@ -149,3 +149,45 @@ def test_through_a_poll_the_c_header_gives_the_position_and_odd_input_still_rais
         with pytest.raises(LockstepError, match="sequence gap"):
             while True:
                 replica.do_work()
+
+
+class Keeper(StateMachine):
+    """Keeps every other command, hashes each one (as a dict key, then dropped)."""
+
+    def __init__(self) -> None:
+        self.kept: list[bytes] = []
+        self.hashes_ok = True
+        self.count = 0
+
+    def on_message(self, ctx: Context, command: bytes) -> None:
+        index = {command: self.count}  # its hash taken (and cached in the object)
+        self.hashes_ok &= hash(command) == hash(bytes(bytearray(command))) and index[command] == self.count
+        del index
+        if self.count % 2 == 0:
+            self.kept.append(command)
+        self.count += 1
+
+    def snapshot(self) -> bytes:
+        return b""
+
+    def restore(self, data: bytes) -> None:
+        pass
+
+
+def test_the_command_bytes_a_machine_keeps_stay_as_they_were(lsdir):
+    """The C loop reuses the last command's bytes object when the machine kept no reference to
+    it (no allocation a message): a kept command never changes, and a reused one hashes as its
+    new contents, not as the message before (its cached hash is dropped)."""
+    from lockstep import Publication
+    from lockstep.cluster.sequencer import DEFAULT_LOG_STREAM
+
+    commands = [i.to_bytes(8, "little") * 2 for i in range(1, 201)]  # all 16 bytes: reusable
+    with Publication(DEFAULT_LOG_STREAM, lsdir) as log, \
+            Replica(Keeper(), lsdir, name="keeper", hash_every=0, send_outputs=False) as replica:
+        for sequence, command in enumerate(commands, 1):
+            assert log.offer(SEQUENCED_HEADER.pack(sequence, 0, sequence, 7, 0) + command) > 0
+        while replica.applied < len(commands):
+            assert replica.do_work() or replica.applied == len(commands)
+        machine = replica.machine
+        assert machine.count == len(commands) and machine.hashes_ok
+        assert machine.kept == commands[::2]

@@ -83,6 +83,7 @@ enum
     APPLY_AFTER,       /* (hash_due) -> None: outputs, the hash, a due snapshot (Python) */
     APPLY_FALLBACK,    /* the Python apply(payload, position) */
     APPLY_HEADER_TYPE, /* the type of the last poll header seen (its `position` getter below) */
+    APPLY_SPARE,       /* the last command's bytes, reused while nobody else holds them (apply_command) */
     APPLY_REFS
 };
 
@@ -132,6 +133,31 @@ static int64_t load_i64(const uint8_t *p)
         v = (v << 8) | p[i];
     }
     return (int64_t)v;
+}
+
+/* The command as bytes: the last command's object again when this holds its only reference and
+ * it is as long (a machine that kept it holds another: it gets a new one), else a new object, kept
+ * for next time. Unobservable (nobody else can reach a bytes object we hold alone; bytes have no
+ * weak references), it saves an allocation a message for fixed-size commands. */
+static PyObject *apply_command(ApplyObject *self, const uint8_t *data, Py_ssize_t length)
+{
+#ifndef Py_GIL_DISABLED /* (free-threaded builds: a reference count of 1 is not a proof) */
+    PyObject *spare = self->head.refs[APPLY_SPARE];
+    if (NULL != spare && 1 == Py_REFCNT(spare) && PyBytes_GET_SIZE(spare) == length)
+    {
+        memcpy(PyBytes_AS_STRING(spare), data, (size_t)length);
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wdeprecated-declarations\"")
+        ((PyBytesObject *)spare)->ob_shash = -1; /* its hash, if one was taken, is another's */
+        _Pragma("GCC diagnostic pop")
+        return Py_NewRef(spare);
+    }
+#endif
+    PyObject *command = PyBytes_FromStringAndSize((const char *)data, length);
+    if (NULL != command && length > 1) /* (0 and 1 bytes: shared singletons) */
+    {
+        Py_XSETREF(self->head.refs[APPLY_SPARE], Py_NewRef(command));
+    }
+    return command;
 }
 
 /* The Python apply(payload, position), the position an int (a header's, when a poll called us):
@@ -212,8 +238,7 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
     ctx->values[C_TIMESTAMP] = load_i64(data + 8);
     ctx->values[C_ORIGIN_SEQUENCE] = load_i64(data + 16);
     ctx->values[C_ORIGIN_ID] = (int32_t)(uint32_t)((uint64_t)load_i64(data + 24) & 0xFFFFFFFFu);
-    PyObject *command = PyBytes_FromStringAndSize((const char *)data + SEQUENCED_HEADER_LENGTH,
-                                                  view.len - SEQUENCED_HEADER_LENGTH);
+    PyObject *command = apply_command(self, data + SEQUENCED_HEADER_LENGTH, view.len - SEQUENCED_HEADER_LENGTH);
     PyBuffer_Release(&view); /* copied out: the machine only ever sees its own bytes */
     if (NULL == command)
     {
@@ -286,7 +311,7 @@ static PyObject *apply_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     {
         return NULL;
     }
-    PyObject *refs[APPLY_REFS] = { machine, ctx, after, fallback, NULL };
+    PyObject *refs[APPLY_REFS] = { machine, ctx, after, fallback, NULL, NULL };
     ApplyObject *self = (ApplyObject *)ls_fast_alloc(type, apply_vectorcall, NULL, refs, APPLY_REFS);
     if (NULL == self)
     {
