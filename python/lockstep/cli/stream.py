@@ -170,7 +170,7 @@ def bench_sequencer(commands: int, clients: int, size: int, rate: float | None, 
         return
     floor = result["c_floor_commands_per_sec"]
     versus = "" if rate else f" (C floor {floor:,.0f}/s, ratio {result['ratio_to_c_floor']:.2f})"
-    click.echo(f"{commands:,} commands of {size} B from {clients} clients"
+    click.echo(f"{commands:,} commands of {size} B from {clients} client{'s' if clients != 1 else ''}"
                f"{f' in send_batch calls of {batch}' if batch > 1 else ''}"
                f"{f' at {rate:,.0f}/s' if rate else ''}: {result['commands_per_sec']:,.0f} commands/s{versus}")
     if rate:
