@@ -179,6 +179,11 @@ def _send(dir: str | os.PathLike[str] | None, gateway: str | None, all: bool, ms
             sent += sender.send(gateway, msg_type, payload_once)
         else:
             sent += send_priority(deployment, gateway, msg_type, payload_once)
+    if any(written):
+        # The gateways just woken are often queued on this CPU (the scheduler puts a wakee by
+        # its waker); a sender that goes on working (the risk monitor reads the flood) would
+        # keep them waiting. Give way once.
+        os.sched_yield()
     return sent
 
 
