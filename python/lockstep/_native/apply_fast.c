@@ -82,7 +82,6 @@ enum
     APPLY_CTX,         /* the Context (a ContextBase) handed to on_message */
     APPLY_AFTER,       /* (hash_due) -> None: outputs, the hash, a due snapshot (Python) */
     APPLY_FALLBACK,    /* the Python apply(payload, position) */
-    APPLY_HEADER_TYPE, /* the type of the last poll header seen (its `position` getter below) */
     APPLY_SPARE,       /* the last command's bytes, reused while nobody else holds them (apply_command) */
     APPLY_REFS
 };
@@ -91,8 +90,6 @@ typedef struct
 {
     LsFastHead head;      /* refs: see the enum above; target: itself (no C struct of its own) */
     Py_ssize_t outputs;   /* offset of the Context's `_outputs` slot */
-    getter header_position;
-    void *header_closure;
     long long last_sequence;
     long long last_position;
     long long applied;
@@ -105,25 +102,6 @@ typedef struct
 
 static PyObject *on_message_name;
 static PyObject *position_name;
-
-/* A poll header's position (an int): through its type's `position` getter, found once per type
- * (no attribute lookup per message), else by attribute. */
-static PyObject *header_position(ApplyObject *self, PyObject *header)
-{
-    if ((PyObject *)Py_TYPE(header) == self->head.refs[APPLY_HEADER_TYPE])
-    {
-        return self->header_position(header, self->header_closure);
-    }
-    PyObject *descr = _PyType_Lookup(Py_TYPE(header), position_name); /* borrowed */
-    if (NULL != descr && Py_IS_TYPE(descr, &PyGetSetDescr_Type) && NULL != ((PyGetSetDescrObject *)descr)->d_getset->get)
-    {
-        Py_XSETREF(self->head.refs[APPLY_HEADER_TYPE], Py_NewRef((PyObject *)Py_TYPE(header)));
-        self->header_position = ((PyGetSetDescrObject *)descr)->d_getset->get;
-        self->header_closure = ((PyGetSetDescrObject *)descr)->d_getset->closure;
-        return self->header_position(header, self->header_closure);
-    }
-    return PyObject_GetAttr(header, position_name);
-}
 
 static int64_t load_i64(const uint8_t *p)
 {
@@ -193,7 +171,7 @@ static PyObject *apply_vectorcall(PyObject *callable, PyObject *const *args, siz
     PyObject *position = NULL;
     if (!ls_fast_header_position(args[1], &at))
     {
-        position = PyLong_CheckExact(args[1]) ? Py_NewRef(args[1]) : header_position(self, args[1]);
+        position = PyLong_CheckExact(args[1]) ? Py_NewRef(args[1]) : PyObject_GetAttr(args[1], position_name);
         if (NULL == position)
         {
             return NULL;
@@ -311,7 +289,7 @@ static PyObject *apply_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     {
         return NULL;
     }
-    PyObject *refs[APPLY_REFS] = { machine, ctx, after, fallback, NULL, NULL };
+    PyObject *refs[APPLY_REFS] = { machine, ctx, after, fallback, NULL };
     ApplyObject *self = (ApplyObject *)ls_fast_alloc(type, apply_vectorcall, NULL, refs, APPLY_REFS);
     if (NULL == self)
     {
