@@ -95,6 +95,11 @@ int ls_fast_header_position(PyObject *obj, long long *position);
     .tp_clear = ls_fast_clear,                                                              \
     .tp_dealloc = ls_fast_dealloc
 
+/* The getter of a fast type's `header` (refs[slot], the one Header its handler calls get). */
+PyObject *ls_fast_ref_get(PyObject *self, void *slot);
+#define LS_FAST_HEADER_GETSET(slot) \
+    { "header", ls_fast_ref_get, NULL, "the one Header handed to every handler call", (void *)(intptr_t)(slot) }
+
 #define LS_FAST_BUSY_GETSET \
     { "busy", (getter)ls_fast_busy, NULL, "a call is in flight (its handler runs): the owner's teardown waits", NULL }
 

@@ -165,6 +165,11 @@ void ls_fast_view_done(PyObject *view)
     Py_DECREF(view);
 }
 
+PyObject *ls_fast_ref_get(PyObject *self, void *slot)
+{
+    return Py_NewRef(((LsFastHead *)self)->refs[(intptr_t)slot]);
+}
+
 int ls_fast_hand(PyObject *handler, PyObject **slot, const void *data, Py_ssize_t length, PyObject *header)
 {
     PyObject *view = ls_fast_view(slot, data, length, 0);

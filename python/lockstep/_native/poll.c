@@ -586,13 +586,8 @@ static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)self;
 }
 
-static PyObject *poll_header(PollObject *self, void *Py_UNUSED(closure))
-{
-    return Py_NewRef(self->head.refs[POLL_HEADER]);
-}
-
 static PyGetSetDef poll_getset[] = {
-    { "header", (getter)poll_header, NULL, "the one Header handed to every handler call", NULL },
+    LS_FAST_HEADER_GETSET(POLL_HEADER),
     LS_FAST_BUSY_GETSET,
     { NULL, NULL, NULL, NULL, NULL },
 };

@@ -194,13 +194,8 @@ static PyObject *deliver_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     return (PyObject *)self;
 }
 
-static PyObject *deliver_header(TermScanDeliverObject *self, void *Py_UNUSED(closure))
-{
-    return Py_NewRef(self->head.refs[DELIVER_HEADER]);
-}
-
 static PyGetSetDef deliver_getset[] = {
-    { "header", (getter)deliver_header, NULL, "the one Header handed to every handler call", NULL },
+    LS_FAST_HEADER_GETSET(DELIVER_HEADER),
     LS_FAST_BUSY_GETSET,
     { NULL, NULL, NULL, NULL, NULL },
 };
