@@ -100,3 +100,20 @@ int ls_fragment_assembler_on_fragment(
     assembler->term_offset = LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING;
     return 1;
 }
+
+int ls_fragment_assembler_reopen(ls_fragment_assembler_t *assembler, const ls_frame_header_t *whole)
+{
+    const int32_t end_payload = whole->frame_length - LS_DATA_HEADER_LENGTH;
+    if (LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING != assembler->term_offset || end_payload < 0 ||
+        (size_t)end_payload > assembler->length || LS_FRAGMENT_ASSEMBLER_NOT_ASSEMBLING == whole->term_offset)
+    {
+        ls_set_error(LS_ESTATE, "reassembly: no completed message of %zu bytes to take an END fragment of %d back from",
+                     assembler->length, (int)end_payload);
+        return -1;
+    }
+    assembler->length -= (size_t)end_payload;
+    assembler->term_id = whole->term_id;
+    assembler->term_offset = whole->term_offset;
+    assembler->reserved_value = whole->reserved_value;
+    return 0;
+}

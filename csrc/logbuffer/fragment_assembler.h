@@ -40,4 +40,11 @@ void ls_fragment_assembler_reset(ls_fragment_assembler_t *assembler);
 int ls_fragment_assembler_on_fragment(
     ls_fragment_assembler_t *assembler, const uint8_t *payload, size_t payload_length, ls_frame_header_t *header);
 
+/* Takes back the END fragment of the message it has just completed, as on_fragment described it
+ * in `whole` (the first fragment's term id, offset and reserved value; the END frame's length):
+ * the message is in progress again, waiting for that fragment, which is read again (a controlled
+ * handler aborted the message: Aeron's ControlledFragmentAssembler; the earlier fragments may be
+ * gone from the log by then). 0, or -1 (error set) when it holds no such message. */
+int ls_fragment_assembler_reopen(ls_fragment_assembler_t *assembler, const ls_frame_header_t *whole);
+
 #endif
