@@ -10,6 +10,7 @@ never speed limits.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sys
@@ -119,7 +120,7 @@ def _setup(kind: str, dir: Path, shared: dict):
         sub = Subscription(STREAM, dir)
         assert sub.discover() == 1
         return sub, lambda: sub.receive(timeout=None)
-    if kind in ("poll", "poll_batch", "receive", "block_poll"):
+    if kind in ("poll", "controlled_poll", "poll_batch", "receive", "block_poll"):
         if "pub" not in shared:
             shared["pub"], shared["keeper"] = _connected(dir, term_length=1 << 22)
             _fill(shared["pub"], 10_000)
@@ -131,6 +132,10 @@ def _setup(kind: str, dir: Path, shared: dict):
             return sub, lambda: image.block_poll(lambda block, position: copied.extend(block), 8)
         if kind == "poll":
             return sub, lambda: sub.poll(_slow_poll_handler, 50)
+        if kind == "controlled_poll":  # every other message aborted, so views go out of the same bytes twice
+            turn = itertools.count()
+            return sub, lambda: sub.controlled_poll(
+                lambda d, h: (_slow_poll_handler(d, h), ControlledAction.ABORT if next(turn) % 2 else None)[1], 50)
         if kind == "poll_batch":
             return sub, lambda: sub.poll_batch(_batch_handler, 64)
         return sub, sub.receive
@@ -232,7 +237,7 @@ _race(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
 print("ok")
 """
 
-KINDS = {"offer": 60, "offer_view": 20, "offer_batch": 12, "try_claim": 60, "poll": 40, "poll_batch": 40,
+KINDS = {"offer": 60, "offer_view": 20, "offer_batch": 12, "try_claim": 60, "poll": 40, "controlled_poll": 40, "poll_batch": 40,
          "receive": 40, "receive_blocking": 10, "ring_write": 60, "ring_read": 60, "ring_try_claim": 60,
          "counters": 40, "block_poll": 40, "send_batch": 40, "recording_poll": 40}
 
@@ -256,6 +261,7 @@ sys.path.insert(0, sys.argv[1])
 import lockstep
 from test_close_races import _connected, _fill
 from pathlib import Path
+import itertools
 import os
 pub, sub = _connected(Path(os.environ["LOCKSTEP_DIR"]))
 _fill(pub, 20)

@@ -1,4 +1,4 @@
-"""The one-C-call paths — offer, receive, poll(handler), try_claim, ring write / read /
+"""The one-C-call paths — offer, receive, poll(handler), controlled_poll, try_claim, ring write / read /
 controlled_read / try_claim (vectorcall objects in C) — and the blocking receive: messages
 intact, in order, once, across term rotation, padding, fragments and wrap-around, mixed freely
 with each other and with the Python fallbacks; a blocked reader sleeps on the futex and a
@@ -7,6 +7,7 @@ writer wakes it."""
 from __future__ import annotations
 
 import gc
+import itertools
 import struct
 import tempfile
 import time
@@ -47,7 +48,12 @@ def _message(i: int, size: int) -> bytes:
     return body
 
 
-READS = ["receive", "image", "poll1", "poll", "image_poll", "poll_big", "py_poll", "py_sub_poll", "raise"]
+READS = ["receive", "image", "poll1", "poll", "image_poll", "poll_big", "py_poll", "py_sub_poll", "raise",
+         "controlled", "image_controlled"]
+# controlled_poll's actions in turn, one per message handed out (ABORT: handed out again)
+_ACTIONS = [lockstep.ControlledAction.CONTINUE, lockstep.ControlledAction.ABORT, lockstep.ControlledAction.COMMIT,
+            None, lockstep.ControlledAction.BREAK]
+_handed = itertools.count()
 WRITES = ["offer", "claim", "claim_kept"]
 
 
@@ -108,6 +114,13 @@ def _read_some(how: str, sub: Subscription, image, got: list[bytes]) -> None:
         data = image.receive()
         if data is not None:
             got.append(data)
+    elif how in ("controlled", "image_controlled"):
+        def controlled(data, header):
+            action = _ACTIONS[next(_handed) % len(_ACTIONS)]
+            if action is not lockstep.ControlledAction.ABORT:
+                got.append(bytes(data))
+            return action
+        (sub if how == "controlled" else image).controlled_poll(controlled, 7)
     elif how == "raise":
         def boom(data, header):
             got.append(bytes(data))

@@ -66,8 +66,15 @@ void ls_fast_view_release(PyObject *view); /* the same, keeping the reference */
 
 /* Hands data[0:length] to handler(view, header) (vectorcall, a view from ls_fast_view over *slot,
  * released after the call). 0 when the handler returned, -1 when it raised (the message was
- * handed out), -2 when no view could be made (nothing handed out); an exception is set then. */
-int ls_fast_hand(PyObject *handler, PyObject **slot, const void *data, Py_ssize_t length, PyObject *header);
+ * handed out), -2 when no view could be made (nothing handed out); an exception is set then.
+ * `action` (NULL: the result is dropped) gets what the handler returned as a controlled action
+ * (ls_fast_action). */
+int ls_fast_hand(PyObject *handler, PyObject **slot, const void *data, Py_ssize_t length, PyObject *header,
+                 long *action);
+
+/* A controlled handler's result as an action (LS_RB_ABORT .. LS_RB_CONTINUE, Aeron's controlled-poll
+ * values, which rings and images share): an int as it is, anything else (None) LS_RB_CONTINUE. */
+long ls_fast_action(PyObject *result);
 
 /* The Header (poll.c): the frame header of the message being handled, headers[i] of a scan
  * (an image's or a term's) that it keeps alive; the fast types that call handlers set i. */

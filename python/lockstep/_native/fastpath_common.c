@@ -6,6 +6,8 @@
 
 #include <structmember.h>
 
+#include "concurrent/ring_buffer.h" /* LS_RB_CONTINUE */
+
 PyObject *ls_fast_alloc(PyTypeObject *type, vectorcallfunc vectorcall, void *target, PyObject *const *refs, int count)
 {
     LsFastHead *self = (LsFastHead *)type->tp_alloc(type, 0);
@@ -170,7 +172,23 @@ PyObject *ls_fast_ref_get(PyObject *self, void *slot)
     return Py_NewRef(((LsFastHead *)self)->refs[(intptr_t)slot]);
 }
 
-int ls_fast_hand(PyObject *handler, PyObject **slot, const void *data, Py_ssize_t length, PyObject *header)
+long ls_fast_action(PyObject *result)
+{
+    if (!PyLong_Check(result))
+    {
+        return LS_RB_CONTINUE;
+    }
+    const long action = PyLong_AsLong(result);
+    if (-1 == action && PyErr_Occurred())
+    {
+        PyErr_Clear(); /* (an int past a long: not an action) */
+        return LS_RB_CONTINUE;
+    }
+    return action;
+}
+
+int ls_fast_hand(PyObject *handler, PyObject **slot, const void *data, Py_ssize_t length, PyObject *header,
+                 long *action)
 {
     PyObject *view = ls_fast_view(slot, data, length, 0);
     if (NULL == view)
@@ -184,6 +202,10 @@ int ls_fast_hand(PyObject *handler, PyObject **slot, const void *data, Py_ssize_
     if (NULL == result)
     {
         return -1;
+    }
+    if (NULL != action)
+    {
+        *action = ls_fast_action(result);
     }
     Py_DECREF(result);
     return 0;

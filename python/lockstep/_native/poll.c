@@ -1,9 +1,12 @@
-/* poll(handler, fragment_limit) in C: the scan (ls_image_scan_commit), the loop across
- * padding, fragments and term ends, and the handler call (vectorcall) with a zero-copy
+/* poll(handler, fragment_limit) and controlled_poll in C: the scan (ls_image_scan_commit), the
+ * loop across padding, fragments and term ends, and the handler call (vectorcall) with a zero-copy
  * read-only view of the payload and one reusable Header per image that points at the scan's
  * frame headers (nothing rebuilt per message). A handler that raises has its message consumed
  * (the position moves back to just after it); a closed reader and a corrupt frame go to the
- * Python fallback, which raises ClosedError / the C error naming the file. */
+ * Python fallback, which raises ClosedError / the C error naming the file. A controlled poll's
+ * handler returns an action (Aeron's ControlledPollAction): ABORT leaves its message unread
+ * (the position goes back to the message's first frame) and stops, BREAK consumes it and stops,
+ * COMMIT stores the position past it at once, CONTINUE (or None) goes on. */
 #include "fastpath.h"
 
 #include <structmember.h>
@@ -318,19 +321,21 @@ static int poll_commit(PollObject *self, ls_image_t *image, int64_t position)
  * DATA frames from the position, padding skipped, across term ends, each checked as ls_image_read
  * checks it before its bytes are trusted, handed to handler as they are met; the position is
  * stored once after them. What it does not take (a fragment, a frame to reject or of another term:
- * lapped) stops it with *other set: the scan path (poll_scanned) reads it and says what it is. The
+ * lapped) stops it with *other = 1: the scan path (poll_scanned) reads it and says what it is; a
+ * controlled handler's ABORT or BREAK stops it with *other = 2 (this poll is done). The
  * views handed out since the last check are confirmed intact first (ls_image_check: once after
  * views went out, so in a busy spin the empty polls before a message have done it; always for a
  * private reader), and these by the commit (ls_image_set_position checks the counter is still
  * ours, or for a private reader that the writers have not lapped the first of them): a failure
  * there is told by the next poll, from at or before the first of them. Messages handled, or -1
  * with an exception. */
-static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *handler, long limit, int *other)
+static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *handler, long limit, int controlled,
+                              int *other)
 {
     const ls_logbuffer_t *log = &image->log;
     const int32_t term_length = log->term_length;
     const int32_t shift = log->position_bits_to_shift;
-    const int64_t start = ls_image_position(image);
+    int64_t start = ls_image_position(image); /* (a COMMIT moves it: what is stored already) */
     if (self->unchecked || (NULL == image->owner_counters && image->lap_checked))
     {
         self->unchecked = 0;
@@ -367,16 +372,37 @@ static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *han
         if (LS_FRAME_TYPE_PAD != type)
         {
             poll_fill_header(header, frame, next, term_id, offset, frame_length);
+            long action = LS_RB_CONTINUE;
             const int handed = ls_fast_hand(handler, &self->head.refs[POLL_VIEW], frame + LS_DATA_HEADER_LENGTH,
-                                            frame_length - LS_DATA_HEADER_LENGTH, (PyObject *)self->header);
+                                            frame_length - LS_DATA_HEADER_LENGTH, (PyObject *)self->header,
+                                            controlled ? &action : NULL);
             if (handed < 0)
             {
                 /* The failing message counts as consumed, the rest do not. */
                 poll_commit(self, image, -2 == handed ? position : next);
                 return -1;
             }
-            count++;
             self->unchecked = 1; /* the next poll that finds nothing checks once (as the scan path does) */
+            if (LS_RB_ABORT == action)
+            {
+                *other = 2; /* unread: the position stays at its frame */
+                break;
+            }
+            count++;
+            if (LS_RB_BREAK == action)
+            {
+                position = next;
+                *other = 2;
+                break;
+            }
+            if (LS_RB_COMMIT == action)
+            {
+                if (poll_commit(self, image, next) < 0)
+                {
+                    return count; /* not ours any more: the next poll says why */
+                }
+                start = next;
+            }
         }
         position = next;
     }
@@ -388,10 +414,19 @@ static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *han
     return count;
 }
 
+/* The position to `position` (a message boundary the scan just passed, its bytes still intact),
+ * and the peek hint with it; what ls_image_set_position returns. */
+static int poll_move_to(PollObject *self, ls_image_t *image, int64_t position)
+{
+    const int status = ls_image_set_position(image, position);
+    *self->peek = ls_image_length_index(image, ls_image_position(image));
+    return status;
+}
+
 /* The scan path: ls_image_scan_commit (deferred: ls_image_scan_deferred, the position stored after
  * the handlers), the loop across padding, fragments and term ends, handler calls over the scan's
  * arrays. Messages handled, or -1 with an exception. */
-static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *handler, long limit)
+static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *handler, long limit, int controlled)
 {
     ls_image_scan_t *scan = self->scan;
     Py_ssize_t total = 0;
@@ -418,8 +453,9 @@ static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *ha
             const int32_t offset = scan->data_offsets[i];
             const uint8_t *data = offset >= 0 ? image->log.terms[scan->partitions[i]] + offset : image->assembler.buffer;
             self->header->i = i;
+            long action = LS_RB_CONTINUE;
             const int handed = ls_fast_hand(handler, &self->head.refs[POLL_VIEW], data, scan->lengths[i],
-                                            (PyObject *)self->header);
+                                            (PyObject *)self->header, controlled ? &action : NULL);
             if (-2 == handed)
             {
                 return -1;
@@ -427,10 +463,31 @@ static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *ha
             if (handed < 0)
             {
                 /* The failing message counts as consumed, the rest do not. */
-                const int64_t position = scan->headers[i].position;
-                ls_image_set_position(image, position);
-                *self->peek = ls_image_length_index(image, position);
+                poll_move_to(self, image, scan->headers[i].position);
                 return -1;
+            }
+            if (LS_RB_ABORT == action)
+            {
+                /* Unread: back to its frame; a reassembled one (the last of its scan) back to its END
+                 * fragment, the assembler keeping the rest (Aeron's ControlledFragmentAssembler: a
+                 * driver zeroes the log behind the position, the earlier fragments may be gone). */
+                const ls_frame_header_t *h = &scan->headers[i];
+                if (offset < 0 && ls_fragment_assembler_reopen(&image->assembler, h) < 0)
+                {
+                    PyErr_SetString(PyExc_RuntimeError, ls_errmsg()); /* (not reached: the scan just completed it) */
+                    return -1;
+                }
+                poll_move_to(self, image, h->position - LS_ALIGN(h->frame_length, LS_FRAME_ALIGNMENT));
+                return total + i;
+            }
+            if (LS_RB_BREAK == action || (LS_RB_COMMIT == action && self->deferred))
+            {
+                /* Stored past it (a deferred scan's bytes are the driver's to reclaim from then on). */
+                const int moved = poll_move_to(self, image, scan->headers[i].position);
+                if (LS_RB_BREAK == action || moved < 0)
+                {
+                    return total + i + 1;
+                }
             }
         }
         if (self->deferred && n > 0 && ls_image_set_position(image, scan->end_position) < 0)
@@ -450,19 +507,19 @@ static Py_ssize_t poll_scanned(PollObject *self, ls_image_t *image, PyObject *ha
  * frame (poll_frames) while the frames are whole messages, else the scan path. A close meanwhile
  * (from a handler, or another thread while one runs) lets this call finish, as the Python poll
  * does; the owner's teardown waits for it (ls_fast_enter). */
-static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *handler, long limit)
+static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *handler, long limit, int controlled)
 {
     if (poll_peek(self, image) <= 0)
     {
         return poll_nothing(self, image);
     }
     int other = 0;
-    const Py_ssize_t n = poll_frames(self, image, handler, limit, &other);
-    if (n < 0 || !other || n >= limit)
+    const Py_ssize_t n = poll_frames(self, image, handler, limit, controlled, &other);
+    if (n < 0 || 1 != other || n >= limit)
     {
         return n;
     }
-    const Py_ssize_t more = poll_scanned(self, image, handler, limit - n);
+    const Py_ssize_t more = poll_scanned(self, image, handler, limit - n, controlled);
     if (more < 0)
     {
         return -1;
@@ -470,7 +527,7 @@ static Py_ssize_t poll_messages(PollObject *self, ls_image_t *image, PyObject *h
     return 0 == n + more && NULL != self->head.target ? poll_nothing(self, image) : n + more;
 }
 
-static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
+static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit, int controlled)
 {
     ls_image_t *image = self->head.target;
     if (NULL == image)
@@ -482,7 +539,7 @@ static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit)
         return 0; /* the busy spin's case: nothing there, nothing to confirm (no Python code runs) */
     }
     ls_fast_enter(&self->head);
-    const Py_ssize_t n = poll_messages(self, image, handler, limit);
+    const Py_ssize_t n = poll_messages(self, image, handler, limit, controlled);
     return ls_fast_leave(&self->head, n < 0) < 0 ? -1 : n;
 }
 
@@ -513,7 +570,7 @@ static PyObject *poll_vectorcall(PyObject *callable, PyObject *const *args, size
     {
         return PyObject_Vectorcall(self->head.refs[POLL_FALLBACK], args, nargsf, kwnames);
     }
-    const Py_ssize_t n = poll_image(self, args[0], limit);
+    const Py_ssize_t n = poll_image(self, args[0], limit, 0);
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
@@ -616,6 +673,7 @@ typedef struct
     LsFastHead head;  /* target: itself while attached; refs: see the enum above */
     Py_ssize_t next;
     uint64_t polls;
+    int controlled;   /* controlled_poll: the handlers return actions */
 } PollAnyObject;
 
 static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -654,7 +712,7 @@ static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, 
         {
             continue; /* closed meanwhile (lost, or by a handler) */
         }
-        const Py_ssize_t n = poll_image(image, args[0], limit - total);
+        const Py_ssize_t n = poll_image(image, args[0], limit - total, self->controlled);
         total = n < 0 ? -1 : total + n;
         if (total >= limit)
         {
@@ -666,7 +724,7 @@ static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, 
     {
         return NULL;
     }
-    if (0 == (++self->polls & (total ? 1023 : 63)))
+    if (0 == (++self->polls & (total ? 1023 : 63)) && Py_None != self->head.refs[ANY_HOUSEKEEPING])
     {
         PyObject *result = PyObject_CallNoArgs(self->head.refs[ANY_HOUSEKEEPING]);
         if (NULL == result)
@@ -681,10 +739,16 @@ static PyObject *poll_any_vectorcall(PyObject *callable, PyObject *const *args, 
 static PyObject *poll_any_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *housekeeping, *fallback, *events = NULL;
-    static char *names[] = { "housekeeping", "fallback", "events", NULL };
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:PollAny", names, &housekeeping, &fallback, &events))
+    int controlled = 0;
+    static char *names[] = { "housekeeping", "fallback", "events", "controlled", NULL };
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|Op:PollAny", names, &housekeeping, &fallback, &events,
+                                     &controlled))
     {
         return NULL;
+    }
+    if (Py_None != housekeeping && !PyCallable_Check(housekeeping))
+    {
+        return PyErr_Format(PyExc_TypeError, "housekeeping: expected a callable or None");
     }
     if (Py_None == events)
     {
@@ -701,6 +765,7 @@ static PyObject *poll_any_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     if (NULL != self)
     {
         ((LsFastHead *)self)->target = self; /* attached: no C struct of its own */
+        ((PollAnyObject *)self)->controlled = controlled;
     }
     return self;
 }
@@ -720,8 +785,9 @@ static PyTypeObject PollAnyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "lockstep._native._fastpath.PollAny",
     .tp_doc = "poll(handler, fragment_limit=10) -> messages of every image (in turn) handed to handler. "
-              "PollAny(housekeeping, fallback, events=None): housekeeping() every 64 empty / 1024 busy polls, "
-              "and first whenever the sized `events` is not empty.",
+              "PollAny(housekeeping, fallback, events=None, controlled=False): housekeeping() (None: none) every "
+              "64 empty / 1024 busy polls, and first whenever the sized `events` is not empty; controlled: the "
+              "handlers return a ControlledAction (controlled_poll).",
     LS_FAST_TYPE_COMMON(PollAnyObject),
     .tp_new = poll_any_new,
     .tp_methods = poll_any_methods,

@@ -144,13 +144,8 @@ static Py_ssize_t ring_controlled_read(RingReadObject *self, ls_ring_buffer_t *r
             ls_rb_consume(rb, (size_t)(self->consumed[handled] - done));
             return -1;
         }
-        long action = PyLong_Check(result) ? PyLong_AsLong(result) : LS_RB_CONTINUE;
+        const long action = ls_fast_action(result);
         Py_DECREF(result);
-        if (-1 == action && PyErr_Occurred())
-        {
-            PyErr_Clear();
-            action = LS_RB_CONTINUE;
-        }
         if (LS_RB_ABORT == action)
         {
             end = i > 0 ? self->consumed[i - 1] : 0;

@@ -54,7 +54,7 @@ static int deliver_scanned(TermScanDeliverObject *self, const uint8_t *base, PyO
         self->header->i = i;
         self->position = scan->headers[i].position;
         const int handed = ls_fast_hand(handler, &self->head.refs[DELIVER_VIEW], data, scan->lengths[i],
-                                        (PyObject *)self->header);
+                                        (PyObject *)self->header, NULL);
         if (handed < 0)
         {
             if (-2 == handed)

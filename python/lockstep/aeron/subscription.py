@@ -15,7 +15,7 @@ from ..errors import ClosedError, FileFormatError
 from ..transport.idle import BackoffIdleStrategy
 from ..transport.logbuffer import LogBuffer
 from ..transport.mapped import MappedFile
-from ..transport.reader import Batch, Header, LogReader
+from ..transport.reader import Batch, Header, LogReader, _controlled
 from ..transport.subscription import Subscription
 from .protocol import ADD_RCV_DESTINATION, REMOVE_RCV_DESTINATION, AvailableImage
 
@@ -150,6 +150,8 @@ class AeronSubscription(Subscription[AeronImage]):
         # poll(): one vectorcall into C (the images' C polls in turn); announced image changes
         # are applied first whenever there are any (`_events` not empty), as the Python poll does.
         self._poll_any = PollAny(self._housekeeping, AeronSubscription.poll.__get__(self), self._events)
+        self._controlled_any = PollAny(self._housekeeping, AeronSubscription.controlled_poll.__get__(self),
+                                       self._events, controlled=True)
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0
@@ -166,6 +168,16 @@ class AeronSubscription(Subscription[AeronImage]):
         return self._poll_images(handler, fragment_limit)
 
     poll = fast_method("_poll_any", poll)
+
+    def controlled_poll(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int = 10) -> int:
+        """As Subscription.controlled_poll; images announced meanwhile join first."""
+        if self._events:
+            self._apply_events()
+        if self._closed:
+            raise self._closed_error()
+        return _controlled(self._controlled_any, handler, fragment_limit)
+
+    controlled_poll = fast_method("_controlled_any", controlled_poll)
 
     def poll_batch(self, handler: Callable[[Batch], Any], fragment_limit: int = 1024) -> int:
         """As Subscription.poll_batch; images announced meanwhile join first."""
@@ -259,7 +271,7 @@ class AeronSubscription(Subscription[AeronImage]):
     def _set_images(self) -> None:
         self._image_list = list(self._by_correlation_id.values())
         self._rx.set_images(tuple(i._rx for i in self._image_list))
-        self._poll_any.set_images(tuple(i._fast_poll for i in self._image_list))
+        self._set_poll_images()
 
     def _update_image_list(self) -> None:
         self._set_images()
@@ -280,6 +292,7 @@ class AeronSubscription(Subscription[AeronImage]):
             return
         self._closed = True
         self._poll_any.detach()  # poll() goes to the Python poll
+        self._controlled_any.detach()  # controlled_poll() too
         images = list(self._by_correlation_id.values())
         self._by_correlation_id.clear()
         self._set_images()

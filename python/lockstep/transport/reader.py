@@ -11,9 +11,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .._closing import Closing, guarded
-from .._native._fastpath import Header, Poll, Receive
+from .._native._fastpath import Header, Poll, PollAny, Receive
 from .._native import c_error, fast_method, ffi, lib
-from ..errors import ImageLostError
+from ..errors import ImageLostError, InvalidArgumentError
+from .controlled import ControlledAction
 from .logbuffer import LogBuffer
 
 __all__ = ["LogReader", "Header", "Batch"]
@@ -44,13 +45,24 @@ class Batch:
         return self.buffer.data[o:o + int(self.lengths[i])]
 
 
+def _controlled(fast: PollAny, handler: Callable[[memoryview, Header], Any], limit: Any) -> int:
+    """A controlled poll through its C object `fast`, from the Python method it stands in for
+    (a call it did not take: a keyword argument, a limit that is not an int)."""
+    if not isinstance(limit, int):
+        raise InvalidArgumentError(f"fragment limit: expected an int, found {limit!r}")
+    if not -(1 << 63) <= limit < 1 << 63:  # (what C takes: a larger one would come back here)
+        raise InvalidArgumentError(f"fragment limit: expected an int of 64 bits, found {limit}")
+    n: int = fast(handler, limit)
+    return n
+
+
 class LogReader(Closing):
     """Whole messages of one log buffer from `position` on (fragments reassembled).
 
     `position_addr` is where the position lives (a shared counter for subscriptions);
     by default a private one. `position=None` starts at the retained start."""
 
-    __slots__ = ("_fast_poll", "_rx")  # slots: the poll/receive methods read them without a lookup
+    __slots__ = ("_fast_poll", "_fast_controlled", "_rx")  # slots: the poll methods read them without a lookup
     # Whether the log's bytes are reclaimed as soon as the position passes them (a media
     # driver's): the C poll then stores the position only after the handlers, on every path.
     _deferred_commit = False
@@ -98,6 +110,9 @@ class LogReader(Closing):
         # `_failed`, as in the Python poll.
         self._fast_poll = Poll(ffi.buffer(self._image), ffi.buffer(scan), self._rx, LogReader.poll.__get__(self),
                                failed=self._failed, finish=self._finish_close, deferred=self._deferred_commit)
+        # controlled_poll(): the same C poll, its handler's ControlledAction deciding what is consumed.
+        self._fast_controlled = PollAny(None, LogReader.controlled_poll.__get__(self), controlled=True)
+        self._fast_controlled.set_images((self._fast_poll,))
         self._c_calls = (self._fast_poll,)
         self._header: Header = self._fast_poll.header
 
@@ -204,6 +219,17 @@ class LogReader(Closing):
             del token
 
     poll = fast_method("_fast_poll", poll)
+
+    def controlled_poll(self, handler: Callable[[memoryview, Header], ControlledAction | None], limit: int = 10) -> int:
+        """Like `poll`, but `handler(data, header)` returns a `ControlledAction` (Aeron's
+        controlledPoll): ABORT leaves the message unread and stops, BREAK consumes it and stops,
+        COMMIT stores the position past it now, CONTINUE (or None) goes on. Returns the
+        messages consumed; a handler that raises has its message consumed, as in `poll`."""
+        if self._token is None:
+            raise self._closed_error()
+        return _controlled(self._fast_controlled, handler, limit)
+
+    controlled_poll = fast_method("_fast_controlled", controlled_poll)
 
     def _poll(self, handler: Callable[[memoryview, Header], Any], limit: int = 10) -> int:
         """Hand up to `limit` messages to `handler(data, header)`; returns how many. A handler
@@ -349,6 +375,7 @@ class LogReader(Closing):
     def _detach(self) -> None:
         self._rx.detach()  # receive() goes to _receive_slow: ClosedError
         self._fast_poll.detach()  # poll() goes to the Python poll: ClosedError
+        self._fast_controlled.detach()  # so does controlled_poll()
 
     def _teardown(self) -> None:
         lib.ls_image_close(self._image)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import enum
 import operator
 import os
 import time
@@ -15,6 +14,7 @@ from .._closing import Closing, guarded
 from .._native import c_error, fast_method, ffi, lib
 from .._native._fastpath import Claim, RingRead, RingWrite, TryClaim
 from ..errors import FileFormatError, InvalidArgumentError, LockstepError
+from .controlled import ControlledAction
 from .mapped import MappedFile
 
 __all__ = ["OneToOneRing", "ManyToOneRing", "ControlledAction", "RingClaim"]
@@ -26,15 +26,6 @@ _NO_LIMIT = (1 << 31) - 1
 _WAIT_SLICE_NS = 100_000_000  # a wait returns to Python this often (signals; a close from another thread)
 
 Buffer = Any  # bytes-like: bytes, bytearray, memoryview, numpy array
-
-
-class ControlledAction(enum.IntEnum):
-    """What a `controlled_read` handler tells the ring to do with the message it was given."""
-
-    ABORT = 1  # stop; the message stays in the ring
-    BREAK = 2  # consume it and stop
-    COMMIT = 3  # consume everything so far now, continue
-    CONTINUE = 4  # continue; consume at the end of the read
 
 
 def _check_capacity(capacity: int) -> None:

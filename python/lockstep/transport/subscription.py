@@ -19,7 +19,8 @@ from ..errors import ImageLostError, InvalidArgumentError, LockstepError
 from .counters import CounterInfo
 from .logbuffer import LogBuffer
 from .mapped import MappedFile, resolve_dir
-from .reader import Batch, Header, LogReader
+from .controlled import ControlledAction
+from .reader import Batch, Header, LogReader, _controlled
 from .errorlog import record_error
 from .stream_files import check_log_name, stream_logs
 
@@ -193,7 +194,7 @@ class Subscription(Closing, Generic[ImageT]):
     the loss told next then starts at or before it (`from_position`): drop such messages.
     """
 
-    __slots__ = ("_poll_any", "_rx")  # slots: the poll/receive methods read them without a lookup
+    __slots__ = ("_poll_any", "_controlled_any", "_rx")  # slots: the poll methods read them without a lookup
 
     # Generic in the image type: its handlers get, and `images` lists, Images here and the
     # AeronImages of AeronSubscription. The methods that find and check log files of the
@@ -240,6 +241,7 @@ class Subscription(Closing, Generic[ImageT]):
         # images held back until reported — at the moments the Python poll below has it); the
         # class's `poll` hands calls to it.
         self._poll_any = PollAny(self._housekeeping, Subscription.poll.__get__(self))
+        self._controlled_any = PollAny(self._housekeeping, Subscription.controlled_poll.__get__(self), controlled=True)
         self._next_image = 0
         self._next_housekeeping_ns = 0
         self._polls = 0  # housekeeping (discovery, liveness) runs every 64 idle / 1024 busy polls
@@ -259,6 +261,18 @@ class Subscription(Closing, Generic[ImageT]):
         return total
 
     poll = fast_method("_poll_any", poll)
+
+    def controlled_poll(self, handler: Callable[[memoryview, Header], ControlledAction | None],
+                        fragment_limit: int = 10) -> int:
+        """Like `poll`, but `handler(data, header)` returns a `ControlledAction` (Aeron's
+        controlledPoll, images in turn): ABORT leaves the message unread and stops reading its
+        image, BREAK consumes it and stops that image, COMMIT stores the image's position past
+        it now, CONTINUE (or None) goes on. Returns the messages consumed."""
+        if self._closed:
+            raise self._closed_error()
+        return _controlled(self._controlled_any, handler, fragment_limit)
+
+    controlled_poll = fast_method("_controlled_any", controlled_poll)
 
     def _poll_images(self, handler: Callable[[memoryview, Header], Any], fragment_limit: int) -> int:
         """Up to `fragment_limit` messages from the images in turn, each poll starting at the
@@ -530,7 +544,13 @@ class Subscription(Closing, Generic[ImageT]):
     def _update_image_list(self: Subscription[Image]) -> None:
         self._image_list = [i for p, i in self._images.items() if p not in self._parked]
         self._rx.set_images(tuple(i._rx for i in self._image_list))
-        self._poll_any.set_images(tuple(i._fast_poll for i in self._image_list))
+        self._set_poll_images()
+
+    def _set_poll_images(self) -> None:
+        """Hand the images read now to the C polls (poll, controlled_poll)."""
+        polls = tuple(i._fast_poll for i in self._image_list)
+        self._poll_any.set_images(polls)
+        self._controlled_any.set_images(polls)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -543,6 +563,7 @@ class Subscription(Closing, Generic[ImageT]):
     def _detach(self) -> None:
         self._rx.detach()  # receive() raises ClosedError from now on
         self._poll_any.detach()  # so does poll() (the Python poll)
+        self._controlled_any.detach()  # and controlled_poll()
         for image in self._image_list:
             image.wake()  # a receive asleep on it wakes to see the close
 
