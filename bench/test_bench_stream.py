@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from lockstep import Publication, Subscription
+from lockstep import ControlledAction, Publication, Subscription
 
 PAYLOAD = bytes(range(32))
 BATCH = 1024
@@ -30,6 +30,13 @@ def stream(lsdir):
     yield pub, sub
     pub.close()
     sub.close()
+
+
+_CONTINUE = ControlledAction.CONTINUE
+
+
+def _continue(data, header):
+    return _CONTINUE
 
 
 def _noop(data, header):
@@ -58,6 +65,20 @@ def test_offer_poll_one(benchmark, stream):
     def offer_poll():
         offer(PAYLOAD)
         return poll(_noop, 1)
+
+    assert benchmark(offer_poll) == 1
+
+
+@pytest.mark.benchmark(group="offer+read")
+def test_offer_controlled_poll_one(benchmark, stream):
+    """offer() one message, controlled_poll(handler, 1) it, the handler returning CONTINUE: poll's C loop
+    plus reading the action."""
+    pub, sub = stream
+    offer, poll = pub.offer, sub.controlled_poll
+
+    def offer_poll():
+        offer(PAYLOAD)
+        return poll(_continue, 1)
 
     assert benchmark(offer_poll) == 1
 
