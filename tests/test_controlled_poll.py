@@ -8,7 +8,6 @@ media driver, whose image's position is the driver's counter."""
 from __future__ import annotations
 
 import tempfile
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,23 +17,14 @@ import lockstep
 from lockstep import ClosedError, ControlledAction as A, InvalidArgumentError, Publication, Subscription
 from lockstep.transport.reader import LogReader
 
-STREAM = 1301
+from test_receive import _connected as connected, _message
+
 TERM = 64 * 1024
 ACTIONS = [A.CONTINUE, A.ABORT, A.BREAK, A.COMMIT, None]
 
 
 def _connected(dir, term_length: int = 4 * TERM) -> tuple[Publication, Subscription]:
-    sub = Subscription(STREAM, dir)
-    pub = Publication(STREAM, dir, exclusive=True, term_length=term_length)
-    deadline = time.monotonic() + 30
-    while not (sub.discover() and pub.is_connected):
-        assert time.monotonic() < deadline, "publication and subscription did not connect"
-        time.sleep(0.001)
-    return pub, sub
-
-
-def _message(i: int, size: int) -> bytes:
-    return (i.to_bytes(4, "little") * (size // 4 + 1))[:size]
+    return connected(dir, term_length)
 
 
 def _offer(pub: Publication, data: bytes) -> None:

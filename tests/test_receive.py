@@ -33,9 +33,9 @@ META_READER_WAITING = 512  # logbuffer_descriptor.h: lockstep's fields in Aeron'
 META_WAKE_SEQUENCE = 576
 
 
-def _connected(dir, **pub_kwargs) -> tuple[Publication, Subscription]:
+def _connected(dir, term_length: int = TERM, **pub_kwargs) -> tuple[Publication, Subscription]:
     sub = Subscription(STREAM, dir)
-    pub = Publication(STREAM, dir, exclusive=True, term_length=TERM, **pub_kwargs)
+    pub = Publication(STREAM, dir, exclusive=True, term_length=term_length, **pub_kwargs)
     deadline = time.monotonic() + 30
     while not (sub.discover() and pub.is_connected):
         assert time.monotonic() < deadline, "publication and subscription did not connect"
