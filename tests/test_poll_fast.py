@@ -87,3 +87,33 @@ def test_a_raising_handler_consumes_its_message_and_the_next_poll_goes_on(lsdir)
         assert image.position == positions[2]
         assert sub.poll(handler, 10) == 3
         assert got == [bytes([i]) * 8 for i in range(6)]
+
+
+@pytest.mark.parametrize("how", ["poll", "controlled_poll"])
+def test_a_poll_of_the_same_image_from_its_handler_raises_instead_of_handing_messages_out_twice(lsdir, how):
+    """The position moves only after the handlers: a nested poll of the same image would hand the
+    same messages out again (it did). It raises RuntimeError; the outer poll goes on, each message
+    once; a handler may still poll another subscription."""
+    pub, sub = _connected(lsdir)
+    other = Subscription(STREAM + 1, lsdir)
+    other_pub = Publication(STREAM + 1, lsdir, exclusive=True)
+    with pub, sub, other, other_pub:
+        while not (other.discover() and other_pub.is_connected):
+            time.sleep(0.001)
+        for i in range(4):
+            pub.offer(bytes([i]) * 40)
+        other_pub.offer(b"elsewhere")
+        got: list = []
+        errors: list[str] = []
+
+        def handler(data, header):
+            got.append(data[0])
+            if len(got) == 1:
+                for poll in (sub.poll, sub.controlled_poll, sub.images[0].poll, sub.images[0].controlled_poll):
+                    with pytest.raises(RuntimeError, match="already polling") as e:
+                        poll(lambda d, h: got.append(("again", d[0])), 10)
+                    errors.append(str(e.value))
+                assert other.poll(lambda d, h: got.append(bytes(d)), 10) == 1
+
+        assert getattr(sub, how)(handler, 10) == 4
+        assert got == [0, b"elsewhere", 1, 2, 3] and len(errors) == 4

@@ -538,6 +538,14 @@ static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit, in
     {
         return 0; /* the busy spin's case: nothing there, nothing to confirm (no Python code runs) */
     }
+    if (self->head.depth > 0)
+    {
+        /* The position moves only after the handlers: a poll within one would hand out the same
+         * messages again. */
+        PyErr_SetString(PyExc_RuntimeError, "poll: already polling this image (from its handler, or from another "
+                                            "thread during one): its messages would be handed out twice");
+        return -1;
+    }
     ls_fast_enter(&self->head);
     const Py_ssize_t n = poll_messages(self, image, handler, limit, controlled);
     return ls_fast_leave(&self->head, n < 0) < 0 ? -1 : n;
