@@ -5,7 +5,8 @@
  * (the position moves back to just after it); a closed reader and a corrupt frame go to the
  * Python fallback, which raises ClosedError / the C error naming the file. A controlled poll's
  * handler returns an action (Aeron's ControlledPollAction): ABORT leaves its message unread
- * (the position goes back to the message's first frame) and stops, BREAK consumes it and stops,
+ * (the position goes back to its frame; a reassembled one's to its END fragment, the assembler
+ * keeping the others) and stops, BREAK consumes it and stops,
  * COMMIT stores the position past it at once, CONTINUE (or None) goes on. */
 #include "fastpath.h"
 
@@ -414,8 +415,8 @@ static Py_ssize_t poll_frames(PollObject *self, ls_image_t *image, PyObject *han
     return count;
 }
 
-/* The position to `position` (a message boundary the scan just passed, its bytes still intact),
- * and the peek hint with it; what ls_image_set_position returns. */
+/* The position to `position` (the start or end of a frame the scan just passed, its bytes still
+ * intact), and the peek hint with it; what ls_image_set_position returns. */
 static int poll_move_to(PollObject *self, ls_image_t *image, int64_t position)
 {
     const int status = ls_image_set_position(image, position);
@@ -754,13 +755,13 @@ static PyObject *poll_any_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     {
         return NULL;
     }
-    if (Py_None != housekeeping && !PyCallable_Check(housekeeping))
-    {
-        return PyErr_Format(PyExc_TypeError, "housekeeping: expected a callable or None");
-    }
     if (Py_None == events)
     {
         events = NULL;
+    }
+    if ((Py_None != housekeeping || NULL != events) && !PyCallable_Check(housekeeping))
+    {
+        return PyErr_Format(PyExc_TypeError, "housekeeping: expected a callable (or None, without events)");
     }
     PyObject *images = PyTuple_New(0);
     if (NULL == images)
