@@ -117,3 +117,25 @@ def test_a_poll_of_the_same_image_from_its_handler_raises_instead_of_handing_mes
 
         assert getattr(sub, how)(handler, 10) == 4
         assert got == [0, b"elsewhere", 1, 2, 3] and len(errors) == 4
+
+
+def test_a_receive_of_the_same_image_from_a_poll_handler_raises_instead_of_handing_messages_out_twice(lsdir):
+    """receive() read from the position the poll stores only after its handlers: from a handler it
+    returned the message being handled and then one the poll handed out too (it did)."""
+    pub, sub = _connected(lsdir)
+    with pub, sub:
+        for i in range(4):
+            pub.offer(bytes([i]) * 40)
+        got: list = []
+
+        def handler(data, header):
+            got.append(data[0])
+            if len(got) == 1:
+                for receive in (sub.receive, sub.images[0].receive, lambda: sub.receive(timeout=0.01)):
+                    with pytest.raises(RuntimeError, match="poll of this image is in flight"):
+                        receive()
+
+        assert sub.poll(handler, 10) == 4 and got == [0, 1, 2, 3]
+        assert sub.receive() is None  # after the poll: as before
+        pub.offer(b"next")
+        assert sub.receive() == b"next"

@@ -218,6 +218,7 @@ typedef struct
     LsFastHead head;     /* target: the ls_image_t; refs: see the enum above (and LS_FAST_FINISH) */
     ls_image_scan_t *scan;
     int *peek;           /* the Receive object's peek hint (int32 index of the frame length) */
+    int *polling;        /* the Receive object's flag: set while this poll's handlers run */
     HeaderObject *header;
     int unchecked;       /* views were handed out since the last check that they were intact */
     int deferred;        /* a log reclaimed behind the position (a media driver's): the scan path
@@ -548,7 +549,9 @@ static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit, in
         return -1;
     }
     ls_fast_enter(&self->head);
+    *self->polling = 1;
     const Py_ssize_t n = poll_messages(self, image, handler, limit, controlled);
+    *self->polling = 0;
     return ls_fast_leave(&self->head, n < 0) < 0 ? -1 : n;
 }
 
@@ -626,7 +629,8 @@ static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     ls_image_scan_t *scan = NULL == image ? NULL :
         ls_fast_buffer_address(scan_buffer, (Py_ssize_t)sizeof(ls_image_scan_t), "ls_image_scan_t");
     int *peek = NULL == scan ? NULL : int_member(receive, "peek");
-    if (NULL == peek)
+    int *polling = NULL == peek ? NULL : int_member(receive, "polling");
+    if (NULL == polling)
     {
         return NULL;
     }
@@ -646,6 +650,7 @@ static PyObject *poll_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     {
         self->scan = scan;
         self->peek = peek;
+        self->polling = polling;
         self->deferred = deferred;
         self->header = (HeaderObject *)header; /* owned through refs */
     }

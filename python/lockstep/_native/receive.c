@@ -18,6 +18,7 @@ typedef struct
 {
     LsFastHead head; /* target: the ls_image_t */
     int peek;        /* int32 index of the frame length at the position: the binding's poll hint */
+    int polling;     /* a poll of this image is in flight (poll.c sets it while its handlers run) */
 } ReceiveObject;
 
 static PyObject *receive_one(ReceiveObject *self)
@@ -26,6 +27,13 @@ static PyObject *receive_one(ReceiveObject *self)
     if (NULL == image)
     {
         return PyObject_CallNoArgs(self->head.refs[RECEIVE_FALLBACK]);
+    }
+    if (self->polling)
+    {
+        /* The poll stores the position after its handlers: this would read what it hands out. */
+        PyErr_SetString(PyExc_RuntimeError, "receive: a poll of this image is in flight (from its handler, or from "
+                                            "another thread during one): its messages would be handed out twice");
+        return NULL;
     }
     int32_t length;
     const uint8_t *payload = ls_image_peek_message(image, &length);
@@ -95,6 +103,7 @@ static PyMethodDef receive_methods[] = {
 
 static PyMemberDef receive_members[] = {
     { "peek", T_INT, offsetof(ReceiveObject, peek), 0, "index (int32 words) of the frame length at the position" },
+    { "polling", T_INT, offsetof(ReceiveObject, polling), READONLY, "a poll of this image is in flight" },
     { NULL, 0, 0, 0, NULL },
 };
 
