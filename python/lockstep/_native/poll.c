@@ -218,7 +218,8 @@ typedef struct
     LsFastHead head;     /* target: the ls_image_t; refs: see the enum above (and LS_FAST_FINISH) */
     ls_image_scan_t *scan;
     int *peek;           /* the Receive object's peek hint (int32 index of the frame length) */
-    int *polling;        /* the Receive object's flag: set while this poll's handlers run */
+    int *polling;        /* the Receive object's flag: set while this poll's handlers run (a poll or
+                          * receive of the image meanwhile raises) */
     HeaderObject *header;
     int unchecked;       /* views were handed out since the last check that they were intact */
     int deferred;        /* a log reclaimed behind the position (a media driver's): the scan path
@@ -540,10 +541,10 @@ static Py_ssize_t poll_image(PollObject *self, PyObject *handler, long limit, in
     {
         return 0; /* the busy spin's case: nothing there, nothing to confirm (no Python code runs) */
     }
-    if (self->head.depth > 0)
+    if (*self->polling)
     {
         /* The position moves only after the handlers: a poll within one would hand out the same
-         * messages again. */
+         * messages again (the flag receive() checks too). */
         PyErr_SetString(PyExc_RuntimeError, "poll: already polling this image (from its handler, or from another "
                                             "thread during one): its messages would be handed out twice");
         return -1;
